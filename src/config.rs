@@ -1,0 +1,393 @@
+//! The one settings type. Layers, lowest first: serialized defaults → optional `innerloop.toml`
+//! (or `--config FILE`) → environment variables (the original service's names) → command-line
+//! flags; then [`Settings::validate`] runs once and names the setting at fault.
+
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Every setting of the service. Field names are the environment variables, lower-cased.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    // --- listeners ---
+    /// HTTP (edge) bind host.
+    pub host: String,
+    /// HTTP (edge) port.
+    pub port: u16,
+    /// gRPC (core) bind host.
+    pub grpc_host: String,
+    /// gRPC (core) port.
+    pub grpc_port: u16,
+    /// Seconds running jobs and streams get to end on SIGTERM before the process exits.
+    pub shutdown_grace_s: f64,
+
+    // --- auth and limits ---
+    pub require_auth: bool,
+    #[serde(deserialize_with = "string_list")]
+    pub api_bearer_tokens: Vec<String>,
+    #[serde(deserialize_with = "string_list")]
+    pub cors_allowed_origins: Vec<String>,
+    pub max_request_bytes: usize,
+    pub rate_limit_per_min: u32,
+    pub rate_limit_burst: u32,
+
+    // --- streaming ---
+    pub sse_retry_ms: u64,
+    pub sse_ping_interval_s: f64,
+    /// Events kept in memory per running job in front of the store; also each watcher's queue.
+    pub sse_buffer_size: usize,
+    /// Defaults to twice the ping interval.
+    pub sse_backpressure_fail_timeout_s: Option<f64>,
+    /// `resume` (a lagging watcher catches up from the log) or `fail_job` (the original's rule).
+    pub sse_backpressure_policy: BackpressurePolicy,
+
+    // --- jobs ---
+    pub job_store: StoreKind,
+    pub data_dir: PathBuf,
+    /// SQLite file; relative paths are under `data_dir`. Kept from the original.
+    pub sqlite_path: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub max_iterations: u32,
+    pub max_wall_time_s: f64,
+    pub idempotency_ttl_s: f64,
+    pub job_reaper_interval_s: f64,
+    pub job_ttl_finished_s: f64,
+    pub job_ttl_failed_s: f64,
+    pub job_ttl_cancelled_s: f64,
+    pub job_ttl_shutdown_s: f64,
+
+    // --- models ---
+    pub use_model_stub: bool,
+    pub use_judge_stub: bool,
+    pub openrouter_api_key: Option<String>,
+    pub openai_api_key: Option<String>,
+    pub judge_provider: String,
+    pub judge_model_id: String,
+    pub judge_timeout_s: f64,
+    pub judge_cache_size: usize,
+    pub judge_qps_max: f64,
+    pub target_model_default: String,
+    pub evaluation_rubric_default: Option<String>,
+    pub model_prices_json: Option<String>,
+    pub cost_tracking_enabled: bool,
+
+    // --- default-mode optimizer ---
+    pub enable_pareto_v2: bool,
+    pub pareto_topn: usize,
+    pub max_candidates: usize,
+    pub max_examples_per_job: usize,
+    pub max_mutations_per_round: usize,
+    pub tournament_size: u32,
+    pub recombination_rate: f64,
+    pub early_stop_patience: u32,
+    pub retrieval_max_examples: usize,
+    pub deterministic_seed: i64,
+    pub gepa_deterministic: bool,
+    pub eval_max_examples: usize,
+    pub eval_max_concurrency: usize,
+
+    // --- observability ---
+    pub service_name: String,
+    pub service_env: String,
+    pub log_level: String,
+    /// `pretty` or `json`.
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackpressurePolicy {
+    Resume,
+    FailJob,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            grpc_host: "127.0.0.1".into(),
+            grpc_port: 50051,
+            shutdown_grace_s: 5.0,
+            require_auth: true,
+            api_bearer_tokens: Vec::new(),
+            cors_allowed_origins: Vec::new(),
+            max_request_bytes: 64_000,
+            rate_limit_per_min: 60,
+            rate_limit_burst: 30,
+            sse_retry_ms: 1500,
+            sse_ping_interval_s: 1.0,
+            sse_buffer_size: 200,
+            sse_backpressure_fail_timeout_s: None,
+            sse_backpressure_policy: BackpressurePolicy::Resume,
+            job_store: StoreKind::Memory,
+            data_dir: PathBuf::from("data"),
+            sqlite_path: None,
+            database_url: None,
+            max_iterations: 4,
+            max_wall_time_s: 15.0,
+            idempotency_ttl_s: 600.0,
+            job_reaper_interval_s: 2.0,
+            job_ttl_finished_s: 30.0,
+            job_ttl_failed_s: 120.0,
+            job_ttl_cancelled_s: 60.0,
+            job_ttl_shutdown_s: 120.0,
+            use_model_stub: true,
+            use_judge_stub: true,
+            openrouter_api_key: None,
+            openai_api_key: None,
+            judge_provider: "stub".into(),
+            judge_model_id: "openai/gpt-4o-mini".into(),
+            judge_timeout_s: 15.0,
+            judge_cache_size: 2048,
+            judge_qps_max: 5.0,
+            target_model_default: "openai/gpt-4o-mini".into(),
+            evaluation_rubric_default: None,
+            model_prices_json: None,
+            cost_tracking_enabled: true,
+            enable_pareto_v2: true,
+            pareto_topn: 1,
+            max_candidates: 8,
+            max_examples_per_job: 16,
+            max_mutations_per_round: 4,
+            tournament_size: 4,
+            recombination_rate: 0.5,
+            early_stop_patience: 3,
+            retrieval_max_examples: 4,
+            deterministic_seed: 13,
+            gepa_deterministic: false,
+            eval_max_examples: 100,
+            eval_max_concurrency: 8,
+            service_name: "innerloop".into(),
+            service_env: "dev".into(),
+            log_level: "info".into(),
+            log_format: "pretty".into(),
+        }
+    }
+}
+
+/// A setting that failed to load or validate; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Accepts a comma-separated string, a JSON list in a string, or a real list.
+fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Raw::deserialize(deserializer)? {
+        Raw::List(items) => items,
+        Raw::Text(text) => {
+            let trimmed = text.trim();
+            if trimmed.starts_with('[') {
+                serde_json::from_str::<Vec<String>>(trimmed).map_err(serde::de::Error::custom)?
+            } else {
+                trimmed
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+        }
+    }
+    .into_iter()
+    .map(|s| s.trim().to_string())
+    .filter(|s| !s.is_empty())
+    .collect())
+}
+
+/// Legacy environment names of the original, mapped onto ours.
+const LEGACY_ENV: &[(&str, &str)] = &[
+    ("RATE_LIMIT_OPTIMIZE_RPS", "rate_limit_per_min"),
+    ("RATE_LIMIT_OPTIMIZE_BURST", "rate_limit_burst"),
+];
+
+impl Settings {
+    /// Loads defaults → file → environment → `overrides` (command-line flags), then validates.
+    /// `file` defaults to `innerloop.toml` in the working directory when it exists.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: Figment,
+    ) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError(format!(
+                        "config file {} not found",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("innerloop.toml")),
+        }
+        for (legacy, ours) in LEGACY_ENV {
+            if let Ok(value) = std::env::var(legacy) {
+                let value = if *legacy == "RATE_LIMIT_OPTIMIZE_RPS" {
+                    // requests per second → per minute
+                    value
+                        .trim()
+                        .parse::<f64>()
+                        .map(|rps| ((rps * 60.0).round() as u64).to_string())
+                        .unwrap_or(value)
+                } else {
+                    value
+                };
+                figment = figment.merge(Serialized::default(ours, value));
+            }
+        }
+        let known: Vec<String> = serde_json::to_value(Settings::default())
+            .ok()
+            .and_then(|v| v.as_object().map(|m| m.keys().cloned().collect()))
+            .unwrap_or_default();
+        figment = figment
+            .merge(Env::raw().filter(move |key| known.iter().any(|k| k == key.as_str())))
+            .merge(overrides);
+        let settings: Settings = figment
+            .extract()
+            .map_err(|err| ConfigError(err.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks cross-field rules once; every message names its setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: &str| Err(ConfigError(msg.to_string()));
+        if self.max_iterations == 0 {
+            return fail("MAX_ITERATIONS must be >= 1");
+        }
+        if self.sse_buffer_size == 0 {
+            return fail("SSE_BUFFER_SIZE must be >= 1");
+        }
+        if !(self.sse_ping_interval_s > 0.0) {
+            return fail("SSE_PING_INTERVAL_S must be > 0");
+        }
+        if !(self.max_wall_time_s > 0.0) {
+            return fail("MAX_WALL_TIME_S must be > 0");
+        }
+        if !(self.job_reaper_interval_s > 0.0) {
+            return fail("JOB_REAPER_INTERVAL_S must be > 0");
+        }
+        if self.max_request_bytes == 0 {
+            return fail("MAX_REQUEST_BYTES must be >= 1");
+        }
+        if self.rate_limit_per_min == 0 || self.rate_limit_burst == 0 {
+            return fail("RATE_LIMIT_PER_MIN and RATE_LIMIT_BURST must be >= 1");
+        }
+        if !(0.0..=1.0).contains(&self.recombination_rate) {
+            return fail("RECOMBINATION_RATE must be between 0 and 1");
+        }
+        if self.require_auth && self.api_bearer_tokens.is_empty() && self.service_env == "prod" {
+            return fail("API_BEARER_TOKENS must list at least one token when REQUIRE_AUTH=true");
+        }
+        if self.job_store == StoreKind::Postgres && self.database_url.is_none() {
+            return fail("DATABASE_URL is required when JOB_STORE=postgres");
+        }
+        if !matches!(self.log_format.as_str(), "pretty" | "json") {
+            return fail("LOG_FORMAT must be pretty or json");
+        }
+        Ok(())
+    }
+
+    pub fn sse_backpressure_fail_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(
+            self.sse_backpressure_fail_timeout_s
+                .unwrap_or(2.0 * self.sse_ping_interval_s)
+                .max(0.001),
+        )
+    }
+
+    /// The SQLite file in force.
+    pub fn sqlite_file(&self) -> PathBuf {
+        match &self.sqlite_path {
+            Some(path) if path.is_absolute() => path.clone(),
+            Some(path) => self.data_dir.join(path),
+            None => self.data_dir.join("innerloop.db"),
+        }
+    }
+
+    /// The effective configuration as TOML-like JSON with secrets replaced by `"***"`.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            for key in [
+                "api_bearer_tokens",
+                "openrouter_api_key",
+                "openai_api_key",
+                "database_url",
+            ] {
+                match map.get(key) {
+                    Some(serde_json::Value::Null) | None => {}
+                    Some(serde_json::Value::Array(items)) => {
+                        let n = items.len();
+                        map.insert(key.into(), serde_json::json!(vec!["***"; n]));
+                    }
+                    Some(_) => {
+                        map.insert(key.into(), serde_json::json!("***"));
+                    }
+                }
+            }
+        }
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_lists_accept_commas_and_json() {
+        let from = |v: &str| {
+            let f = Figment::from(Serialized::defaults(Settings::default()))
+                .merge(Serialized::default("api_bearer_tokens", v));
+            f.extract::<Settings>().unwrap().api_bearer_tokens
+        };
+        assert_eq!(from("a, b"), ["a", "b"]);
+        assert_eq!(from(r#"["a","b"]"#), ["a", "b"]);
+        assert!(from("").is_empty());
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let settings = Settings {
+            api_bearer_tokens: vec!["secret".into()],
+            openai_api_key: Some("sk".into()),
+            ..Settings::default()
+        };
+        let text = settings.redacted().to_string();
+        assert!(!text.contains("secret") && !text.contains("\"sk\""));
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let settings = Settings {
+            max_iterations: 0,
+            ..Settings::default()
+        };
+        assert!(
+            settings
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("MAX_ITERATIONS")
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! Job events: the typed payloads and the envelope every transport streams.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::job::{JobId, JobResult, JobStatus};
+
+/// One entry of a job's event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Monotonic per job, from 1.
+    pub id: u64,
+    pub job_id: JobId,
+    /// Unix epoch seconds.
+    pub ts: f64,
+    pub payload: EventPayload,
+}
+
+impl Event {
+    pub fn is_terminal(&self) -> bool {
+        self.payload.terminal_status().is_some()
+    }
+
+    /// The SSE `data:` line: compact JSON with the envelope keys in the contract's order
+    /// (`type, schema_version, job_id, ts, id, data`).
+    pub fn envelope_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            r#type: &'static str,
+            schema_version: u32,
+            job_id: &'a str,
+            ts: f64,
+            id: u64,
+            data: serde_json::Value,
+        }
+        let envelope = Envelope {
+            r#type: self.payload.type_name(),
+            schema_version: 1,
+            job_id: &self.job_id,
+            ts: self.ts,
+            id: self.id,
+            data: self.payload.data_json(),
+        };
+        serde_json::to_string(&envelope).unwrap_or_default()
+    }
+}
+
+/// Objective and judge scores of one candidate. `brevity` stays an integer on the wire and the
+/// others floats, as in the original.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ObjectiveScores {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brevity: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diversity: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+    /// Judge scores by objective name (0–10).
+    #[serde(default)]
+    pub judge: BTreeMap<String, f64>,
+}
+
+impl ObjectiveScores {
+    /// The sum the default loop compares: deterministic scores plus judge scores.
+    pub fn total(&self) -> f64 {
+        self.brevity.unwrap_or(0) as f64
+            + self.diversity.unwrap_or(0.0)
+            + self.coverage.unwrap_or(0.0)
+            + self.judge.values().sum::<f64>()
+    }
+}
+
+/// The typed payload of an event. Serialised as `{"type": …, "data": …}`; the `data` object is
+/// exactly the original's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum EventPayload {
+    Started {},
+    Mutation {
+        count: u32,
+    },
+    Progress {
+        iteration: u32,
+        proposal: String,
+        target_model: String,
+        rubric: Option<String>,
+        scores: ObjectiveScores,
+    },
+    Selected {
+        candidate: String,
+        scores: ObjectiveScores,
+    },
+    EarlyStop {
+        best: String,
+    },
+    /// `data` is the result itself, as in the original.
+    Finished(JobResult),
+    Failed {
+        error: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
+    },
+    Cancelled {},
+    Shutdown {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
+}
+
+impl EventPayload {
+    /// The SSE event name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventPayload::Started {} => "started",
+            EventPayload::Mutation { .. } => "mutation",
+            EventPayload::Progress { .. } => "progress",
+            EventPayload::Selected { .. } => "selected",
+            EventPayload::EarlyStop { .. } => "early_stop",
+            EventPayload::Finished(_) => "finished",
+            EventPayload::Failed { .. } => "failed",
+            EventPayload::Cancelled {} => "cancelled",
+            EventPayload::Shutdown { .. } => "shutdown",
+        }
+    }
+
+    /// The status a terminal event puts its job in; `None` for non-terminal events.
+    pub fn terminal_status(&self) -> Option<JobStatus> {
+        match self {
+            EventPayload::Finished(_) => Some(JobStatus::Finished),
+            EventPayload::Failed { .. } => Some(JobStatus::Failed),
+            EventPayload::Cancelled {} => Some(JobStatus::Cancelled),
+            EventPayload::Shutdown { .. } => Some(JobStatus::Shutdown),
+            _ => None,
+        }
+    }
+
+    /// The `data` object alone.
+    pub fn data_json(&self) -> serde_json::Value {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut map)) => map
+                .remove("data")
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+            _ => serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    /// Rebuilds a payload from its type name and `data` object (stores and the edge use this).
+    pub fn from_parts(type_name: &str, data: serde_json::Value) -> serde_json::Result<Self> {
+        serde_json::from_value(serde_json::json!({ "type": type_name, "data": data }))
+    }
+}

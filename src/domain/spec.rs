@@ -1,0 +1,279 @@
+//! What a client asks of a job, after transport decoding, and its validation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, FieldError};
+
+/// Which optimizer runs the job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Default,
+    Gepa,
+}
+
+/// The original's three deterministic objectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    Brevity,
+    Diversity,
+    Coverage,
+}
+
+impl Objective {
+    pub const ALL: [Objective; 3] = [
+        Objective::Brevity,
+        Objective::Diversity,
+        Objective::Coverage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Objective::Brevity => "brevity",
+            Objective::Diversity => "diversity",
+            Objective::Coverage => "coverage",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Objective> {
+        Objective::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// A built-in example pack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRef {
+    pub name: String,
+    pub split: Option<String>,
+}
+
+/// Spending limits. `None` means the server default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub max_generations: Option<u32>,
+    /// Metric calls (the original's `max_rollouts`).
+    pub max_rollouts: Option<u64>,
+    /// USD.
+    pub max_cost: Option<f64>,
+}
+
+/// One input/expected pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    pub id: String,
+    pub input: String,
+    pub expected: Option<String>,
+    #[serde(default)]
+    pub meta: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A validated job request. Built by the transports from their wire types; `validate` is the one
+/// place the rules live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub prompt: String,
+    #[serde(default)]
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub dataset: Option<DatasetRef>,
+    #[serde(default)]
+    pub metrics: Vec<String>,
+    #[serde(default)]
+    pub budget: Budget,
+    #[serde(default)]
+    pub examples: Vec<Example>,
+    /// Requested objectives; `None` means all three.
+    #[serde(default)]
+    pub objectives: Option<Vec<Objective>>,
+    pub seed: Option<i64>,
+    pub target_model_id: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub tournament_size: Option<u32>,
+    pub recombination_rate: Option<f64>,
+    pub early_stop_patience: Option<u32>,
+    pub evaluation_rubric: Option<String>,
+    /// Requested iterations, already clamped to `MAX_ITERATIONS`.
+    pub iterations: u32,
+}
+
+/// Hard caps that hold whatever the configuration says.
+pub const MAX_PROMPT_CHARS: usize = 20_000;
+pub const MAX_EXAMPLES: usize = 1_000;
+pub const MAX_EXAMPLE_CHARS: usize = 20_000;
+
+impl JobSpec {
+    /// A spec with only a prompt, everything else default (handy for tests and examples).
+    pub fn from_prompt(prompt: impl Into<String>) -> Self {
+        JobSpec {
+            prompt: prompt.into(),
+            context: None,
+            mode: Mode::Default,
+            dataset: None,
+            metrics: Vec::new(),
+            budget: Budget::default(),
+            examples: Vec::new(),
+            objectives: None,
+            seed: None,
+            target_model_id: None,
+            temperature: None,
+            max_tokens: None,
+            tournament_size: None,
+            recombination_rate: None,
+            early_stop_patience: None,
+            evaluation_rubric: None,
+            iterations: 1,
+        }
+    }
+
+    /// Objectives in force (all three when the request named none).
+    pub fn objectives(&self) -> Vec<Objective> {
+        self.objectives
+            .clone()
+            .unwrap_or_else(|| Objective::ALL.to_vec())
+    }
+
+    /// Checks every field; all problems are reported at once. `requested_iterations` is the raw
+    /// value (it lives outside the body on REST) and is clamped to `max_iterations`.
+    pub fn validate(
+        &mut self,
+        requested_iterations: i64,
+        max_iterations: u32,
+    ) -> Result<(), Error> {
+        let mut errors = Vec::new();
+        if requested_iterations < 1 {
+            errors.push(FieldError::new(&["iterations"], "iterations must be >= 1"));
+        } else {
+            self.iterations = requested_iterations.min(i64::from(max_iterations.max(1))) as u32;
+        }
+        if self.prompt.trim().is_empty() {
+            errors.push(FieldError::new(&["prompt"], "prompt must not be empty"));
+        } else if self.prompt.chars().count() > MAX_PROMPT_CHARS {
+            errors.push(FieldError::new(
+                &["prompt"],
+                format!("prompt must be at most {MAX_PROMPT_CHARS} characters"),
+            ));
+        }
+        if self.examples.len() > MAX_EXAMPLES {
+            errors.push(FieldError::new(
+                &["examples"],
+                format!("at most {MAX_EXAMPLES} examples"),
+            ));
+        }
+        for (i, example) in self.examples.iter().enumerate() {
+            let index = i.to_string();
+            if example.input.chars().count() > MAX_EXAMPLE_CHARS {
+                errors.push(FieldError::new(
+                    &["examples", &index, "input"],
+                    format!("input must be at most {MAX_EXAMPLE_CHARS} characters"),
+                ));
+            }
+            if example.id.len() > 200 {
+                errors.push(FieldError::new(
+                    &["examples", &index, "id"],
+                    "id must be at most 200 bytes",
+                ));
+            }
+        }
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            errors.push(FieldError::new(
+                &["temperature"],
+                "temperature must be between 0 and 2",
+            ));
+        }
+        if let Some(r) = self.recombination_rate
+            && !(0.0..=1.0).contains(&r)
+        {
+            errors.push(FieldError::new(
+                &["recombination_rate"],
+                "recombination_rate must be between 0 and 1",
+            ));
+        }
+        if let Some(n) = self.max_tokens
+            && !(1..=100_000).contains(&n)
+        {
+            errors.push(FieldError::new(
+                &["max_tokens"],
+                "max_tokens must be between 1 and 100000",
+            ));
+        }
+        if let Some(n) = self.tournament_size
+            && !(1..=64).contains(&n)
+        {
+            errors.push(FieldError::new(
+                &["tournament_size"],
+                "tournament_size must be between 1 and 64",
+            ));
+        }
+        if let Some(n) = self.early_stop_patience
+            && !(1..=1000).contains(&n)
+        {
+            errors.push(FieldError::new(
+                &["early_stop_patience"],
+                "early_stop_patience must be between 1 and 1000",
+            ));
+        }
+        if let Some(cost) = self.budget.max_cost
+            && !(cost.is_finite() && cost >= 0.0)
+        {
+            errors.push(FieldError::new(
+                &["budget", "max_cost"],
+                "max_cost must be >= 0",
+            ));
+        }
+        if let Some(rubric) = &self.evaluation_rubric
+            && rubric.chars().count() > MAX_PROMPT_CHARS
+        {
+            errors.push(FieldError::new(
+                &["evaluation_rubric"],
+                "evaluation_rubric is too long",
+            ));
+        }
+        if let Some(model) = &self.target_model_id
+            && model.len() > 200
+        {
+            errors.push(FieldError::new(
+                &["target_model_id"],
+                "target_model_id is too long",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Validation(errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iterations_are_clamped_and_checked() {
+        let mut spec = JobSpec::from_prompt("hello");
+        spec.validate(10, 4).unwrap();
+        assert_eq!(spec.iterations, 4);
+        let err = JobSpec::from_prompt("hello").validate(0, 4).unwrap_err();
+        assert_eq!(err.to_string(), "iterations must be >= 1");
+    }
+
+    #[test]
+    fn all_field_errors_are_reported_together() {
+        let mut spec = JobSpec::from_prompt(" ");
+        spec.temperature = Some(3.0);
+        match spec.validate(1, 4) {
+            Err(Error::Validation(errors)) => {
+                let locs: Vec<_> = errors.iter().map(|e| e.loc.join(".")).collect();
+                assert_eq!(locs, ["prompt", "temperature"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

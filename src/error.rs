@@ -1,0 +1,175 @@
+//! The one error type that crosses module boundaries. Each [`ErrorCode`] knows its gRPC code, its
+//! HTTP status and the contract's error-code string, so transports never invent their own mapping.
+
+use std::fmt;
+
+/// Machine-readable error codes of the public contract (`{"error":{"code":…}}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    ValidationError,
+    NotFound,
+    NotCancelable,
+    Unauthorized,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for tables and tests.
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::ValidationError,
+        ErrorCode::NotFound,
+        ErrorCode::NotCancelable,
+        ErrorCode::Unauthorized,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The contract's string (`validation_error`, `not_found`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ValidationError => "validation_error",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::NotCancelable => "not_cancelable",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal_error",
+        }
+    }
+
+    /// Parses the contract's string back (used by the edge on gRPC error details).
+    pub fn from_str_code(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
+    /// The gRPC status code for this error.
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            ErrorCode::ValidationError => tonic::Code::InvalidArgument,
+            ErrorCode::NotFound => tonic::Code::NotFound,
+            ErrorCode::NotCancelable => tonic::Code::FailedPrecondition,
+            ErrorCode::Unauthorized => tonic::Code::Unauthenticated,
+            ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => tonic::Code::ResourceExhausted,
+            ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::Internal => tonic::Code::Internal,
+        }
+    }
+
+    /// The HTTP status for this error. The contract fixes these (422 for validation, 409 for
+    /// not-cancelable); they win over the generic gRPC→HTTP table when the code is known.
+    pub fn http_status(self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            ErrorCode::ValidationError => S::UNPROCESSABLE_ENTITY,
+            ErrorCode::NotFound => S::NOT_FOUND,
+            ErrorCode::NotCancelable => S::CONFLICT,
+            ErrorCode::Unauthorized => S::UNAUTHORIZED,
+            ErrorCode::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
+            ErrorCode::RateLimited => S::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable => S::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One invalid field. `loc` is the path to the field (for example `["examples", "0", "input"]`);
+/// transports prefix it with where the field came from (`body`, `query`, `path`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FieldError {
+    pub loc: Vec<String>,
+    pub msg: String,
+}
+
+impl FieldError {
+    pub fn new(loc: &[&str], msg: impl Into<String>) -> Self {
+        FieldError {
+            loc: loc.iter().map(|s| s.to_string()).collect(),
+            msg: msg.into(),
+        }
+    }
+}
+
+/// The service's error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}", validation_message(.0))]
+    Validation(Vec<FieldError>),
+    #[error("job {0} not found")]
+    JobNotFound(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("job {job_id} is {status} and cannot be cancelled")]
+    NotCancelable { job_id: String, status: String },
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("request body exceeds {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("rate limit exceeded, retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Store(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn validation_message(errors: &[FieldError]) -> String {
+    match errors.first() {
+        Some(first) if errors.len() == 1 => first.msg.clone(),
+        Some(first) => format!("{} (and {} more)", first.msg, errors.len() - 1),
+        None => "invalid request".to_string(),
+    }
+}
+
+impl Error {
+    /// Shorthand for a single-field validation error.
+    pub fn invalid(loc: &[&str], msg: impl Into<String>) -> Self {
+        Error::Validation(vec![FieldError::new(loc, msg)])
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Validation(_) => ErrorCode::ValidationError,
+            Error::JobNotFound(_) | Error::NotFound(_) => ErrorCode::NotFound,
+            Error::NotCancelable { .. } => ErrorCode::NotCancelable,
+            Error::Unauthorized => ErrorCode::Unauthorized,
+            Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Store(_) | Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Structured details for the error body (`details` of the contract's envelope).
+    pub fn details(&self) -> serde_json::Value {
+        match self {
+            Error::Validation(errors) => serde_json::json!({ "errors": errors }),
+            Error::RateLimited { retry_after_s } => {
+                serde_json::json!({ "retry_after_s": retry_after_s })
+            }
+            Error::PayloadTooLarge { limit } => serde_json::json!({ "limit": limit }),
+            _ => serde_json::json!({}),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        Error::Store(err.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,193 @@
+//! The tonic services. Each method decodes (via [`convert`]), calls the runtime, encodes.
+
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::pb;
+use super::pb::job_service_server::{JobService, JobServiceServer};
+use super::pb::optimizer_service_server::{OptimizerService, OptimizerServiceServer};
+use crate::error::Error;
+use crate::runtime::{JobRuntime, WatchStream};
+
+/// A stream of job events as tonic sends it.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>>;
+
+fn event_stream(watch: WatchStream) -> EventStream {
+    Box::pin(watch.map(|event| Ok(convert::event_to_pb(&event))))
+}
+
+/// `innerloop.v1.OptimizerService`.
+#[derive(Clone)]
+pub struct OptimizerServiceImpl {
+    runtime: JobRuntime,
+}
+
+#[tonic::async_trait]
+impl OptimizerService for OptimizerServiceImpl {
+    type OptimizeStream = EventStream;
+
+    async fn optimize(
+        &self,
+        request: Request<pb::OptimizeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let create =
+            convert::create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
+        let created = self
+            .runtime
+            .create(create.spec, create.idempotency_key.as_deref())
+            .await?;
+        let watch = self.runtime.watch(&created.job_id, 0).await?;
+        Ok(Response::new(event_stream(watch)))
+    }
+
+    async fn create_job(
+        &self,
+        request: Request<pb::OptimizeRequest>,
+    ) -> Result<Response<pb::CreateJobResponse>, Status> {
+        let create =
+            convert::create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
+        let created = self
+            .runtime
+            .create(create.spec, create.idempotency_key.as_deref())
+            .await?;
+        Ok(Response::new(pb::CreateJobResponse {
+            job_id: created.job_id,
+        }))
+    }
+}
+
+/// `innerloop.v1.JobService`.
+#[derive(Clone)]
+pub struct JobServiceImpl {
+    runtime: JobRuntime,
+}
+
+fn job_id(raw: &str) -> Result<&str, Status> {
+    if raw.is_empty() || raw.len() > 128 {
+        return Err(Error::invalid(&["job_id"], "job_id must be 1 to 128 bytes").into());
+    }
+    Ok(raw)
+}
+
+#[tonic::async_trait]
+impl JobService for JobServiceImpl {
+    type WatchJobStream = EventStream;
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let record = self.runtime.get(job_id(&request.get_ref().job_id)?).await?;
+        Ok(Response::new(convert::job_to_pb(&record, true)))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let req = request.into_inner();
+        let offset = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token.parse::<usize>().map_err(|_| {
+                Status::from(Error::invalid(
+                    &["page_token"],
+                    "page_token is not one we issued",
+                ))
+            })?
+        };
+        let mut statuses = Vec::new();
+        for raw in req.status {
+            match convert::status_from_pb(raw) {
+                Some(status) => statuses.push(status),
+                None => return Err(Error::invalid(&["status"], "unknown job status").into()),
+            }
+        }
+        let page = self
+            .runtime
+            .list(statuses, req.page_size as usize, offset)
+            .await?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: page
+                .jobs
+                .iter()
+                .map(|j| convert::job_to_pb(j, false))
+                .collect(),
+            next_page_token: page.next_offset.map(|o| o.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let record = self
+            .runtime
+            .cancel(job_id(&request.get_ref().job_id)?)
+            .await?;
+        Ok(Response::new(convert::job_to_pb(&record, true)))
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<pb::DeleteJobRequest>,
+    ) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        let deleted = self
+            .runtime
+            .delete(job_id(&request.get_ref().job_id)?)
+            .await?;
+        Ok(Response::new(pb::DeleteJobResponse { deleted }))
+    }
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let req = request.get_ref();
+        let watch = self
+            .runtime
+            .watch(job_id(&req.job_id)?, req.after_event_id)
+            .await?;
+        Ok(Response::new(event_stream(watch)))
+    }
+}
+
+/// The core's gRPC routes: both services, `grpc.health.v1` and server reflection (v1 and
+/// v1alpha). Returns the health reporter so the server can flip it to NOT_SERVING on shutdown.
+pub async fn router(
+    runtime: JobRuntime,
+) -> (tonic::service::Routes, tonic_health::server::HealthReporter) {
+    let max_decode = runtime.settings().max_request_bytes.max(4096);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<OptimizerServiceServer<OptimizerServiceImpl>>()
+        .await;
+    health
+        .set_serving::<JobServiceServer<JobServiceImpl>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("embedded descriptor set is valid");
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("embedded descriptor set is valid");
+    let optimizer = OptimizerServiceServer::new(OptimizerServiceImpl {
+        runtime: runtime.clone(),
+    })
+    .max_decoding_message_size(max_decode);
+    let jobs =
+        JobServiceServer::new(JobServiceImpl { runtime }).max_decoding_message_size(max_decode);
+    let routes = tonic::service::Routes::new(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(optimizer)
+        .add_service(jobs);
+    (routes, health)
+}

@@ -1,0 +1,28 @@
+//! # innerloop
+//!
+//! A service that runs prompt-optimization jobs (GEPA: reflective prompt evolution with Pareto
+//! selection, plus the original service's cheap default loop) and streams their progress.
+//!
+//! ## Layout: who owns what
+//! - [`domain`]: jobs, specs, events and results — plain data with the contract's JSON shapes.
+//! - [`optimizer`]: what a job runs ([`optimizer::Optimizer`]), reporting through an event sink.
+//! - [`provider`]: model access ([`provider::ModelProvider`]); `LocalEcho` is offline.
+//! - [`store`]: persistence behind [`store::JobStore`] (memory now; SQL stores plug in here).
+//! - [`runtime`]: [`runtime::JobRuntime`] — lifecycle, event log, watchers, idempotency, reaper,
+//!   shutdown. Domain logic only; no HTTP or gRPC types.
+//! - [`grpc`]: the tonic core — protobuf types, proto ↔ domain conversions, the services.
+//! - [`server`]: binds listeners and runs everything until a shutdown signal.
+//! - [`config`]: the one [`config::Settings`] type, layered and validated once.
+//! - [`error`]: the one [`error::Error`] type; each code knows its gRPC code and HTTP status.
+//! - [`telemetry`]: structured logging set-up.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod optimizer;
+pub mod provider;
+pub mod runtime;
+pub mod server;
+pub mod store;
+pub mod telemetry;

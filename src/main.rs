@@ -1,0 +1,104 @@
+//! The `innerloop` command: `serve` runs the service, `config` prints the effective settings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use figment::Figment;
+use figment::providers::Serialized;
+use innerloop::config::Settings;
+use innerloop::server;
+
+#[derive(Parser)]
+#[command(
+    name = "innerloop",
+    version,
+    about = "GEPA prompt-optimization service"
+)]
+struct Cli {
+    /// Settings file (TOML); defaults to ./innerloop.toml when present.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags that override every other layer.
+#[derive(clap::Args, Default)]
+struct Overrides {
+    /// HTTP bind host (HOST).
+    #[arg(long)]
+    host: Option<String>,
+    /// HTTP port (PORT).
+    #[arg(long)]
+    port: Option<u16>,
+    /// gRPC bind host (GRPC_HOST).
+    #[arg(long)]
+    grpc_host: Option<String>,
+    /// gRPC port (GRPC_PORT).
+    #[arg(long)]
+    grpc_port: Option<u16>,
+    /// memory | sqlite | postgres (JOB_STORE).
+    #[arg(long)]
+    job_store: Option<String>,
+    /// Data directory (DATA_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Development mode: authentication off.
+    #[arg(long)]
+    dev: bool,
+}
+
+impl Overrides {
+    fn figment(&self) -> Figment {
+        let mut f = Figment::new();
+        if let Some(v) = &self.host {
+            f = f.merge(Serialized::default("host", v));
+        }
+        if let Some(v) = self.port {
+            f = f.merge(Serialized::default("port", v));
+        }
+        if let Some(v) = &self.grpc_host {
+            f = f.merge(Serialized::default("grpc_host", v));
+        }
+        if let Some(v) = self.grpc_port {
+            f = f.merge(Serialized::default("grpc_port", v));
+        }
+        if let Some(v) = &self.job_store {
+            f = f.merge(Serialized::default("job_store", v));
+        }
+        if let Some(v) = &self.data_dir {
+            f = f.merge(Serialized::default("data_dir", v));
+        }
+        if self.dev {
+            f = f.merge(Serialized::default("require_auth", false));
+        }
+        f
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (gRPC core).
+    Serve(Overrides),
+    /// Print the effective configuration, secrets redacted.
+    Config(Overrides),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(overrides) => {
+            let settings = Arc::new(Settings::load(cli.config.as_deref(), overrides.figment())?);
+            innerloop::telemetry::init(&settings);
+            let listeners = server::Listeners::bind(&settings).await?;
+            server::run(settings, listeners, server::shutdown_signal()).await
+        }
+        Command::Config(overrides) => {
+            let settings = Settings::load(cli.config.as_deref(), overrides.figment())?;
+            println!("{}", serde_json::to_string_pretty(&settings.redacted())?);
+            Ok(())
+        }
+    }
+}

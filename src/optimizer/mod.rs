@@ -1,0 +1,74 @@
+//! Optimizers: what a job runs. Each implements [`Optimizer`] and reports progress through an
+//! [`EventSink`]; the runtime owns lifecycle (started/terminal events, deadline, cancellation).
+
+pub mod default_mode;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::domain::{EventPayload, JobId, JobResult, JobSpec};
+use crate::store::JobStore;
+
+pub use default_mode::DefaultOptimizer;
+
+/// The job is already terminal (cancelled, shut down): stop working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("job stopped")]
+pub struct Stopped;
+
+/// Where an optimizer sends its progress events. The runtime's implementation assigns ids,
+/// persists and fans out; tests use a vector.
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Appends an event and returns its id once it is durable; `Err(Stopped)` once the job is
+    /// terminal.
+    async fn emit(&self, payload: EventPayload) -> Result<u64, Stopped>;
+}
+
+/// Why an optimizer ended without a result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OptimizeError {
+    /// The job was stopped from outside (the runtime already wrote the terminal event).
+    #[error("job stopped")]
+    Stopped,
+    /// The job failed; `code` becomes the `failed` event's `error` and the result.
+    #[error("{code}: {message}")]
+    Failed { code: String, message: String },
+}
+
+impl From<Stopped> for OptimizeError {
+    fn from(_: Stopped) -> Self {
+        OptimizeError::Stopped
+    }
+}
+
+/// Everything an optimizer gets for one job.
+#[derive(Clone)]
+pub struct JobContext {
+    pub job_id: JobId,
+    pub spec: Arc<JobSpec>,
+    pub events: Arc<dyn EventSink>,
+    /// Cancelled when the job is cancelled or the server shuts down.
+    pub cancel: CancellationToken,
+    pub store: Arc<dyn JobStore>,
+    pub settings: Arc<Settings>,
+}
+
+/// Runs one job to a result.
+#[async_trait]
+pub trait Optimizer: Send + Sync + 'static {
+    async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError>;
+}
+
+/// The optimizers this server runs, by mode.
+pub fn registry(
+    _settings: &Settings,
+) -> std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> {
+    let mut optimizers: std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> =
+        std::collections::HashMap::new();
+    optimizers.insert(crate::domain::Mode::Default, Arc::new(DefaultOptimizer));
+    optimizers
+}

@@ -1,0 +1,40 @@
+//! `LocalEcho`: an offline, deterministic provider. It answers with the last user message,
+//! so runs are reproducible and free.
+
+use async_trait::async_trait;
+
+use super::{Completion, CompletionRequest, ModelProvider, ProviderError, Usage};
+
+/// Echoes the last user message back.
+#[derive(Debug, Default, Clone)]
+pub struct LocalEcho;
+
+#[async_trait]
+impl ModelProvider for LocalEcho {
+    fn name(&self) -> &str {
+        "local_echo"
+    }
+
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
+        let text = request
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let prompt_tokens = request
+            .messages
+            .iter()
+            .map(|m| m.content.split_whitespace().count() as u64)
+            .sum();
+        let completion_tokens = text.split_whitespace().count() as u64;
+        Ok(Completion {
+            text,
+            usage: Usage {
+                prompt_tokens,
+                completion_tokens,
+            },
+        })
+    }
+}

@@ -1,0 +1,81 @@
+//! Model access behind one trait, [`ModelProvider`]. [`LocalEcho`] is offline and deterministic
+//! (the default, so everything runs without keys).
+
+pub mod local_echo;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use local_echo::LocalEcho;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn system(content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: "system".into(),
+            content: content.into(),
+        }
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A chat-completion request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub seed: Option<i64>,
+}
+
+/// Token usage reported by the provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// A completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub text: String,
+    pub usage: Usage,
+}
+
+/// Why a provider call failed. Messages never contain secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider timed out")]
+    Timeout,
+    #[error("provider rate-limited the call")]
+    RateLimited { retry_after_s: Option<f64> },
+    #[error("provider answered HTTP {status}")]
+    Http { status: u16 },
+    #[error("provider unreachable: {0}")]
+    Transport(String),
+    #[error("provider circuit open after repeated failures")]
+    CircuitOpen,
+    #[error("provider answer unreadable: {0}")]
+    InvalidResponse(String),
+}
+
+/// A source of completions.
+#[async_trait]
+pub trait ModelProvider: Send + Sync + 'static {
+    /// A short name for logs (`local_echo`, `openai_compatible`).
+    fn name(&self) -> &str;
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError>;
+}

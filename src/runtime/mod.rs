@@ -1,0 +1,496 @@
+//! The job runtime: creates jobs, runs their optimizers, owns their lifecycle (deadline, cancel,
+//! shutdown, TTL reaping, idempotency) and their event logs, and serves watchers with resume.
+//! Transports call it; it knows nothing about HTTP or gRPC.
+
+mod event_log;
+mod watch;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::domain::job::ErrorResult;
+use crate::domain::{
+    Event, EventPayload, JobId, JobRecord, JobResult, JobSpec, JobStatus, Mode, now_epoch_s,
+};
+use crate::error::{Error, Result};
+use crate::optimizer::{EventSink, JobContext, OptimizeError, Optimizer, Stopped};
+use crate::store::{IdempotencyClaim, JobStore, ListJobsQuery};
+
+use event_log::{EventWriter, LiveJob};
+pub use watch::WatchStream;
+
+/// Page size cap of [`JobRuntime::list`].
+pub const MAX_PAGE_SIZE: usize = 500;
+/// Page size when the client asks for none.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+
+/// The outcome of [`JobRuntime::create`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub job_id: JobId,
+    /// True when an idempotency key matched an existing job and nothing was created.
+    pub replayed: bool,
+}
+
+/// A page of jobs.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    pub jobs: Vec<JobRecord>,
+    /// Offset of the next page, `None` on the last one.
+    pub next_offset: Option<usize>,
+}
+
+/// Handle to the runtime; cheap to clone.
+#[derive(Clone)]
+pub struct JobRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Arc<Settings>,
+    store: Arc<dyn JobStore>,
+    optimizers: HashMap<Mode, Arc<dyn Optimizer>>,
+    /// Jobs pending or running in this process. A job leaves the map once its terminal event is
+    /// durable; later readers go to the store.
+    live: Mutex<HashMap<JobId, Arc<LiveJob>>>,
+    writer: EventWriter,
+    /// Job tasks; waited for on shutdown.
+    tasks: TaskTracker,
+    /// Background loops (reaper); cancelled on shutdown.
+    stop: CancellationToken,
+    draining: AtomicBool,
+}
+
+impl JobRuntime {
+    /// Builds the runtime, ends jobs a previous process left running, and starts the reaper.
+    pub async fn start(
+        settings: Arc<Settings>,
+        store: Arc<dyn JobStore>,
+        optimizers: HashMap<Mode, Arc<dyn Optimizer>>,
+    ) -> Result<JobRuntime> {
+        let writer = EventWriter::spawn(store.clone(), settings.sse_buffer_size.max(256));
+        let runtime = JobRuntime {
+            inner: Arc::new(Inner {
+                settings,
+                store,
+                optimizers,
+                live: Mutex::new(HashMap::new()),
+                writer,
+                tasks: TaskTracker::new(),
+                stop: CancellationToken::new(),
+                draining: AtomicBool::new(false),
+            }),
+        };
+        runtime.recover_interrupted().await?;
+        runtime.spawn_reaper();
+        Ok(runtime)
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.inner.settings
+    }
+
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.store
+    }
+
+    /// False once shutdown has begun (readiness probes use it).
+    pub fn is_accepting(&self) -> bool {
+        !self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Creates a job (or returns the one an unexpired idempotency key names) and starts it.
+    /// `spec` must already be validated.
+    pub async fn create(&self, spec: JobSpec, idempotency_key: Option<&str>) -> Result<Created> {
+        if !self.is_accepting() {
+            return Err(Error::Unavailable("server is shutting down".into()));
+        }
+        if !self.inner.optimizers.contains_key(&spec.mode) {
+            return Err(Error::invalid(
+                &["mode"],
+                "this mode is not available on this server",
+            ));
+        }
+        let job_id = uuid::Uuid::new_v4().to_string();
+        let now = now_epoch_s();
+        if let Some(key) = idempotency_key.filter(|k| !k.is_empty()) {
+            let expires = now + self.inner.settings.idempotency_ttl_s;
+            match self
+                .inner
+                .store
+                .claim_idempotency_key(key, &job_id, now, expires)
+                .await?
+            {
+                IdempotencyClaim::Existing(existing) => {
+                    return Ok(Created {
+                        job_id: existing,
+                        replayed: true,
+                    });
+                }
+                IdempotencyClaim::Claimed => {}
+            }
+        }
+        let record = JobRecord {
+            id: job_id.clone(),
+            status: JobStatus::Pending,
+            created_at: now,
+            updated_at: now,
+            spec,
+            result: None,
+            last_event_id: 0,
+        };
+        self.inner.store.insert_job(&record).await?;
+        let spec = Arc::new(record.spec.clone());
+        let job = Arc::new(LiveJob::new(record, self.inner.settings.sse_buffer_size));
+        self.inner.live_map().insert(job_id.clone(), job.clone());
+        let inner = self.inner.clone();
+        self.inner
+            .tasks
+            .spawn(async move { inner.run_job(job, spec).await });
+        Ok(Created {
+            job_id,
+            replayed: false,
+        })
+    }
+
+    /// The job's current state. Live jobs answer from memory, others from the store.
+    pub async fn get(&self, job_id: &str) -> Result<JobRecord> {
+        if let Some(job) = self.inner.live_job(job_id) {
+            return Ok(job.state.lock().await.record.clone());
+        }
+        self.inner
+            .store
+            .get_job(job_id)
+            .await?
+            .ok_or_else(|| Error::JobNotFound(job_id.to_string()))
+    }
+
+    /// Jobs newest first; `page_size` 0 means [`DEFAULT_PAGE_SIZE`], capped at [`MAX_PAGE_SIZE`].
+    pub async fn list(
+        &self,
+        statuses: Vec<JobStatus>,
+        page_size: usize,
+        offset: usize,
+    ) -> Result<JobPage> {
+        let limit = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let query = ListJobsQuery {
+            statuses,
+            limit: limit + 1,
+            offset,
+        };
+        let mut jobs = self.inner.store.list_jobs(&query).await?;
+        let next_offset = (jobs.len() > limit).then_some(offset + limit);
+        jobs.truncate(limit);
+        // Live jobs' statuses in the store can lag (running is written lazily): overlay them.
+        for job in &mut jobs {
+            if let Some(live) = self.inner.live_job(&job.id) {
+                let current = live.state.lock().await.record.clone();
+                job.status = current.status;
+                job.updated_at = current.updated_at;
+            }
+        }
+        Ok(JobPage { jobs, next_offset })
+    }
+
+    /// Cancels a pending or running job; returns it already `cancelled`.
+    pub async fn cancel(&self, job_id: &str) -> Result<JobRecord> {
+        if let Some(job) = self.inner.live_job(job_id) {
+            match self.inner.terminate(&job, EventPayload::Cancelled {}).await {
+                Ok(record) => return Ok(record),
+                Err(Stopped) => {
+                    let status = job.state.lock().await.record.status;
+                    return Err(Error::NotCancelable {
+                        job_id: job_id.into(),
+                        status: status.to_string(),
+                    });
+                }
+            }
+        }
+        match self.inner.store.get_job(job_id).await? {
+            None => Err(Error::JobNotFound(job_id.to_string())),
+            Some(record) => Err(Error::NotCancelable {
+                job_id: job_id.into(),
+                status: record.status.to_string(),
+            }),
+        }
+    }
+
+    /// Deletes a job and its events, cancelling it first when it runs. Unknown ids are fine.
+    pub async fn delete(&self, job_id: &str) -> Result<bool> {
+        if let Some(job) = self.inner.live_job(job_id) {
+            let _ = self.inner.terminate(&job, EventPayload::Cancelled {}).await;
+        }
+        self.inner.live_map().remove(job_id);
+        self.inner.store.delete_job(job_id).await
+    }
+
+    /// Streams the events with id > `after_event_id`, then the live tail, ending after the
+    /// terminal event. NOT_FOUND when the job is unknown.
+    pub async fn watch(&self, job_id: &str, after_event_id: u64) -> Result<WatchStream> {
+        watch::start(self.inner.clone(), job_id, after_event_id).await
+    }
+
+    /// Stops accepting jobs, ends every running job with a `shutdown` event, and waits up to
+    /// `SHUTDOWN_GRACE_S` for job tasks to return.
+    pub async fn shutdown(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        let jobs: Vec<Arc<LiveJob>> = self.inner.live_map().values().cloned().collect();
+        for job in jobs {
+            let _ = self
+                .inner
+                .terminate(
+                    &job,
+                    EventPayload::Shutdown {
+                        reason: "shutdown".into(),
+                    },
+                )
+                .await;
+        }
+        self.inner.tasks.close();
+        let grace = Duration::from_secs_f64(self.inner.settings.shutdown_grace_s.max(0.0));
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("job tasks still running after the shutdown grace period");
+        }
+        self.inner.stop.cancel();
+    }
+
+    /// Ends jobs a previous process left pending or running: each gets exactly one terminal
+    /// event (`shutdown` with reason `interrupted`), unless its log already has one.
+    async fn recover_interrupted(&self) -> Result<()> {
+        let store = &self.inner.store;
+        let stale = store
+            .jobs_with_status(&[JobStatus::Pending, JobStatus::Running])
+            .await?;
+        for mut record in stale {
+            let mut last_id = 0;
+            let mut terminal: Option<EventPayload> = None;
+            loop {
+                let page = store.events_after(&record.id, last_id, 1000).await?;
+                let Some(last) = page.last() else { break };
+                last_id = last.id;
+                if let Some(t) = page.iter().find(|e| e.is_terminal()) {
+                    terminal = Some(t.payload.clone());
+                }
+            }
+            let payload = match terminal {
+                Some(payload) => payload,
+                None => {
+                    let payload = EventPayload::Shutdown {
+                        reason: "interrupted".into(),
+                    };
+                    last_id += 1;
+                    let event = Event {
+                        id: last_id,
+                        job_id: record.id.clone(),
+                        ts: now_epoch_s(),
+                        payload: payload.clone(),
+                    };
+                    store.append_events(std::slice::from_ref(&event)).await?;
+                    payload
+                }
+            };
+            apply_terminal(&mut record, &payload, last_id);
+            store.update_job(&record).await?;
+            tracing::info!(job_id = %record.id, status = %record.status, "recovered interrupted job");
+        }
+        Ok(())
+    }
+
+    fn spawn_reaper(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        let stop = self.inner.stop.clone();
+        let period = Duration::from_secs_f64(self.inner.settings.job_reaper_interval_s);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                let Some(inner) = inner.upgrade() else { break };
+                let settings = inner.settings.clone();
+                let ttl_for = move |status: JobStatus| match status {
+                    JobStatus::Finished => Some(settings.job_ttl_finished_s),
+                    JobStatus::Failed => Some(settings.job_ttl_failed_s),
+                    JobStatus::Cancelled => Some(settings.job_ttl_cancelled_s),
+                    JobStatus::Shutdown => Some(settings.job_ttl_shutdown_s),
+                    _ => None,
+                };
+                match inner.store.reap(now_epoch_s(), &ttl_for).await {
+                    Ok(deleted) if !deleted.is_empty() => {
+                        let mut live = inner.live_map();
+                        for id in &deleted {
+                            live.remove(id);
+                        }
+                        tracing::debug!(count = deleted.len(), "reaped expired jobs");
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "reaper failed"),
+                }
+            }
+        });
+    }
+}
+
+/// Puts a record in the terminal state a terminal payload implies.
+fn apply_terminal(record: &mut JobRecord, payload: &EventPayload, last_event_id: u64) {
+    if let Some(status) = payload.terminal_status() {
+        record.status = status;
+    }
+    record.updated_at = now_epoch_s();
+    record.last_event_id = last_event_id;
+    record.result = match payload {
+        EventPayload::Finished(result) => Some(result.clone()),
+        EventPayload::Failed { error, .. } => Some(JobResult::Error(ErrorResult {
+            error: error.clone(),
+        })),
+        _ => record.result.take(),
+    };
+}
+
+impl Inner {
+    fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Arc<LiveJob>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live_job(&self, job_id: &str) -> Option<Arc<LiveJob>> {
+        self.live_map().get(job_id).cloned()
+    }
+
+    /// Appends one event to a live job's log. Returns its id once durable and published.
+    async fn emit(&self, job: &Arc<LiveJob>, payload: EventPayload) -> Result<u64, Stopped> {
+        let (id, ack) = {
+            let mut state = job.state.lock().await;
+            if state.record.status.is_terminal() {
+                return Err(Stopped);
+            }
+            let id = state.next_id;
+            state.next_id += 1;
+            if payload.terminal_status().is_some() {
+                apply_terminal(&mut state.record, &payload, id);
+            } else {
+                state.record.last_event_id = id;
+            }
+            let event = Arc::new(Event {
+                id,
+                job_id: job.id.clone(),
+                ts: now_epoch_s(),
+                payload,
+            });
+            (id, self.writer.submit(event, job.clone()).await)
+        };
+        match ack.await {
+            Ok(Ok(())) => Ok(id),
+            Ok(Err(err)) => {
+                tracing::error!(job_id = %job.id, event_id = id, error = %err, "event not persisted");
+                Ok(id)
+            }
+            Err(_) => Err(Stopped),
+        }
+    }
+
+    /// Ends a live job with a terminal event (first caller wins), persists its final record and
+    /// releases it. `Err(Stopped)` when it was already terminal.
+    async fn terminate(
+        &self,
+        job: &Arc<LiveJob>,
+        payload: EventPayload,
+    ) -> Result<JobRecord, Stopped> {
+        self.emit(job, payload).await?;
+        job.cancel.cancel();
+        let record = job.state.lock().await.record.clone();
+        if let Err(err) = self.store.update_job(&record).await {
+            tracing::error!(job_id = %job.id, error = %err, "final job state not persisted");
+        }
+        self.live_map().remove(&job.id);
+        tracing::info!(job_id = %job.id, status = %record.status, "job ended");
+        Ok(record)
+    }
+
+    async fn set_running(&self, job: &Arc<LiveJob>) -> bool {
+        let record = {
+            let mut state = job.state.lock().await;
+            if state.record.status.is_terminal() {
+                return false;
+            }
+            state.record.status = JobStatus::Running;
+            state.record.updated_at = now_epoch_s();
+            state.record.clone()
+        };
+        if let Err(err) = self.store.update_job(&record).await {
+            tracing::warn!(job_id = %job.id, error = %err, "running state not persisted");
+        }
+        true
+    }
+
+    async fn run_job(self: Arc<Self>, job: Arc<LiveJob>, spec: Arc<JobSpec>) {
+        if !self.set_running(&job).await || self.emit(&job, EventPayload::Started {}).await.is_err()
+        {
+            return;
+        }
+        let Some(optimizer) = self.optimizers.get(&spec.mode).cloned() else {
+            return;
+        };
+        let ctx = JobContext {
+            job_id: job.id.clone(),
+            spec,
+            events: Arc::new(JobEvents {
+                inner: self.clone(),
+                job: job.clone(),
+            }),
+            cancel: job.cancel.clone(),
+            store: self.store.clone(),
+            settings: self.settings.clone(),
+        };
+        let deadline = Duration::from_secs_f64(self.settings.max_wall_time_s);
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(deadline, optimizer.run(ctx)) => outcome,
+            // Whoever cancelled already wrote the terminal event.
+            _ = job.cancel.cancelled() => return,
+        };
+        let payload = match outcome {
+            Ok(Ok(result)) => EventPayload::Finished(result),
+            Ok(Err(OptimizeError::Stopped)) => return,
+            Ok(Err(OptimizeError::Failed { code, message })) => EventPayload::Failed {
+                error: code,
+                message,
+            },
+            Err(_elapsed) => EventPayload::Failed {
+                error: "deadline_exceeded".into(),
+                message: String::new(),
+            },
+        };
+        let _ = self.terminate(&job, payload).await;
+    }
+}
+
+/// The runtime's [`EventSink`] for one job.
+struct JobEvents {
+    inner: Arc<Inner>,
+    job: Arc<LiveJob>,
+}
+
+#[async_trait]
+impl EventSink for JobEvents {
+    async fn emit(&self, payload: EventPayload) -> Result<u64, Stopped> {
+        if payload.terminal_status().is_some() {
+            // Terminal events belong to the runtime.
+            return Err(Stopped);
+        }
+        self.inner.emit(&self.job, payload).await
+    }
+}

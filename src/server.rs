@@ -1,0 +1,97 @@
+//! Wires settings → store → runtime → transports, serves on already-bound listeners until the
+//! shutdown future resolves, then drains: running jobs end with `shutdown`, watchers receive it
+//! and end, the listeners close, all within `SHUTDOWN_GRACE_S`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::grpc;
+use crate::optimizer;
+use crate::runtime::JobRuntime;
+use crate::store;
+
+/// Listeners the server serves on. Tests bind `127.0.0.1:0` and pass them in.
+pub struct Listeners {
+    pub grpc: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    pub async fn bind(settings: &Settings) -> std::io::Result<Listeners> {
+        let grpc = TcpListener::bind((settings.grpc_host.as_str(), settings.grpc_port)).await?;
+        Ok(Listeners { grpc })
+    }
+}
+
+/// Builds the runtime from settings: opens the store, recovers interrupted jobs.
+pub async fn build_runtime(settings: Arc<Settings>) -> crate::error::Result<JobRuntime> {
+    let store = store::open(&settings).await?;
+    let optimizers = optimizer::registry(&settings);
+    JobRuntime::start(settings, store, optimizers).await
+}
+
+/// Runs the service until `shutdown` resolves, then drains and returns.
+pub async fn run(
+    settings: Arc<Settings>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let runtime = build_runtime(settings.clone()).await?;
+    let (routes, health) = grpc::router(runtime.clone()).await;
+    let grpc_addr = listeners.grpc.local_addr()?;
+    tracing::info!(%grpc_addr, store = runtime.store().kind(), "gRPC core listening");
+
+    let stop_listeners = CancellationToken::new();
+    let grpc_stop = stop_listeners.clone();
+    let grpc_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+                grpc_stop.cancelled().await
+            }),
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down: ending running jobs");
+    health.set_not_serving::<grpc::pb::optimizer_service_server::OptimizerServiceServer<grpc::OptimizerServiceImpl>>().await;
+    let grace = Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0));
+    runtime.shutdown().await;
+    stop_listeners.cancel();
+    match tokio::time::timeout(grace, grpc_server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => tracing::warn!(error = %err, "gRPC server ended with an error"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "gRPC server task failed"),
+        Err(_) => tracing::warn!("gRPC connections still open after the grace period; exiting"),
+    }
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,209 @@
+//! The in-memory store: everything in maps behind one mutex. For tests and throw-away runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{IdempotencyClaim, JobStore, ListJobsQuery};
+use crate::domain::{Event, Example, JobId, JobRecord, JobStatus};
+use crate::error::Result;
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<JobId, JobRecord>,
+    events: HashMap<JobId, Vec<Event>>,
+    idempotency: HashMap<String, (JobId, f64)>,
+    examples: BTreeMap<String, Example>,
+    checkpoints: HashMap<JobId, serde_json::Value>,
+}
+
+/// A [`JobStore`] that keeps everything in process memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn newest_first(jobs: &mut [JobRecord]) {
+    jobs.sort_by(|a, b| {
+        b.created_at
+            .total_cmp(&a.created_at)
+            .then_with(|| b.id.cmp(&a.id))
+    });
+}
+
+#[async_trait]
+impl JobStore for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn insert_job(&self, job: &JobRecord) -> Result<()> {
+        self.lock().jobs.insert(job.id.clone(), job.clone());
+        Ok(())
+    }
+
+    async fn update_job(&self, job: &JobRecord) -> Result<()> {
+        let mut state = self.lock();
+        if let Some(existing) = state.jobs.get_mut(&job.id) {
+            existing.status = job.status;
+            existing.updated_at = job.updated_at;
+            existing.result = job.result.clone();
+            existing.last_event_id = job.last_event_id;
+        }
+        Ok(())
+    }
+
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
+        Ok(self.lock().jobs.get(id).cloned())
+    }
+
+    async fn list_jobs(&self, query: &ListJobsQuery) -> Result<Vec<JobRecord>> {
+        let state = self.lock();
+        let mut jobs: Vec<JobRecord> = state
+            .jobs
+            .values()
+            .filter(|j| query.statuses.is_empty() || query.statuses.contains(&j.status))
+            .cloned()
+            .collect();
+        drop(state);
+        newest_first(&mut jobs);
+        Ok(jobs
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .collect())
+    }
+
+    async fn jobs_with_status(&self, statuses: &[JobStatus]) -> Result<Vec<JobRecord>> {
+        let mut jobs: Vec<JobRecord> = self
+            .lock()
+            .jobs
+            .values()
+            .filter(|j| statuses.contains(&j.status))
+            .cloned()
+            .collect();
+        newest_first(&mut jobs);
+        Ok(jobs)
+    }
+
+    async fn delete_job(&self, id: &str) -> Result<bool> {
+        let mut state = self.lock();
+        state.events.remove(id);
+        state.checkpoints.remove(id);
+        state.idempotency.retain(|_, (job, _)| job != id);
+        Ok(state.jobs.remove(id).is_some())
+    }
+
+    async fn append_events(&self, events: &[Event]) -> Result<()> {
+        let mut state = self.lock();
+        for event in events {
+            state
+                .events
+                .entry(event.job_id.clone())
+                .or_default()
+                .push(event.clone());
+        }
+        Ok(())
+    }
+
+    async fn events_after(&self, job_id: &str, after_id: u64, limit: usize) -> Result<Vec<Event>> {
+        let state = self.lock();
+        let Some(log) = state.events.get(job_id) else {
+            return Ok(Vec::new());
+        };
+        // Ids are dense from 1, so the position of id `n` is `n - 1`; search anyway in case a
+        // log was written with gaps.
+        let start = log.partition_point(|e| e.id <= after_id);
+        Ok(log[start..].iter().take(limit).cloned().collect())
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        job_id: &str,
+        now: f64,
+        expires_at: f64,
+    ) -> Result<IdempotencyClaim> {
+        let mut state = self.lock();
+        if let Some((existing, expiry)) = state.idempotency.get(key)
+            && *expiry > now
+        {
+            return Ok(IdempotencyClaim::Existing(existing.clone()));
+        }
+        state
+            .idempotency
+            .insert(key.to_string(), (job_id.to_string(), expires_at));
+        Ok(IdempotencyClaim::Claimed)
+    }
+
+    async fn reap(
+        &self,
+        now: f64,
+        ttl_for: &(dyn Fn(JobStatus) -> Option<f64> + Sync),
+    ) -> Result<Vec<JobId>> {
+        let mut state = self.lock();
+        let expired: Vec<JobId> = state
+            .jobs
+            .values()
+            .filter(|j| {
+                j.status.is_terminal()
+                    && ttl_for(j.status).is_some_and(|ttl| j.updated_at + ttl <= now)
+            })
+            .map(|j| j.id.clone())
+            .collect();
+        for id in &expired {
+            state.jobs.remove(id);
+            state.events.remove(id);
+            state.checkpoints.remove(id);
+        }
+        state.idempotency.retain(|_, (_, expiry)| *expiry > now);
+        Ok(expired)
+    }
+
+    async fn upsert_examples(&self, examples: &[Example]) -> Result<usize> {
+        let mut state = self.lock();
+        for example in examples {
+            state.examples.insert(example.id.clone(), example.clone());
+        }
+        Ok(examples.len())
+    }
+
+    async fn list_examples(&self, limit: usize, offset: usize) -> Result<Vec<Example>> {
+        Ok(self
+            .lock()
+            .examples
+            .values()
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_example(&self, id: &str) -> Result<bool> {
+        Ok(self.lock().examples.remove(id).is_some())
+    }
+
+    async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()> {
+        self.lock()
+            .checkpoints
+            .insert(job_id.to_string(), checkpoint.clone());
+        Ok(())
+    }
+
+    async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>> {
+        Ok(self.lock().checkpoints.get(job_id).cloned())
+    }
+}
