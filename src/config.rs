@@ -73,6 +73,9 @@ pub struct Settings {
     pub evaluation_rubric_default: Option<String>,
     pub model_prices_json: Option<String>,
     pub cost_tracking_enabled: bool,
+    /// Simulated latency of every `LocalEcho` call, in milliseconds (0 = none). For demos,
+    /// benchmarks and tests that need jobs to take time; never set it in production.
+    pub local_echo_latency_ms: u64,
 
     // --- default-mode optimizer ---
     pub enable_pareto_v2: bool,
@@ -156,6 +159,7 @@ impl Default for Settings {
             evaluation_rubric_default: None,
             model_prices_json: None,
             cost_tracking_enabled: true,
+            local_echo_latency_ms: 0,
             enable_pareto_v2: true,
             pareto_topn: 1,
             max_candidates: 8,

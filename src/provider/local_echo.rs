@@ -5,9 +5,18 @@ use async_trait::async_trait;
 
 use super::{Completion, CompletionRequest, ModelProvider, ProviderError, Usage};
 
-/// Echoes the last user message back.
+/// Echoes the last user message back, optionally after a fixed simulated latency.
 #[derive(Debug, Default, Clone)]
-pub struct LocalEcho;
+pub struct LocalEcho {
+    latency: std::time::Duration,
+}
+
+impl LocalEcho {
+    /// A `LocalEcho` whose every call takes `latency` (`LOCAL_ECHO_LATENCY_MS`).
+    pub fn with_latency(latency: std::time::Duration) -> Self {
+        LocalEcho { latency }
+    }
+}
 
 #[async_trait]
 impl ModelProvider for LocalEcho {
@@ -16,6 +25,9 @@ impl ModelProvider for LocalEcho {
     }
 
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
         let text = request
             .messages
             .iter()
