@@ -7,6 +7,7 @@ use prost_types::{Struct, Timestamp, value::Kind};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use super::convert_gepa;
 use super::pb;
 use crate::domain::event::ObjectiveScores;
 use crate::domain::job::{DefaultResult, ErrorResult};
@@ -230,6 +231,7 @@ pub fn create_request(
                 max_generations: b.max_generations,
                 max_rollouts: b.max_rollouts,
                 max_cost: b.max_cost,
+                max_tokens: b.max_tokens,
             })
             .unwrap_or_default(),
         examples,
@@ -243,6 +245,7 @@ pub fn create_request(
         early_stop_patience: req.early_stop_patience,
         evaluation_rubric: req.evaluation_rubric,
         iterations: 1,
+        gepa: convert_gepa::options_from_pb(req.gepa, &mut errors),
     };
     let iterations = i64::from(req.iterations.unwrap_or(1));
     match spec.validate(iterations, max_iterations) {
@@ -340,6 +343,8 @@ pub fn result_to_pb(result: &JobResult) -> pb::JobResult {
         JobResult::Error(e) => K::Error(pb::ErrorResult {
             error: e.error.clone(),
         }),
+        JobResult::Gepa(r) => K::Gepa(convert_gepa::gepa_result_to_pb(r)),
+        JobResult::Eval(r) => K::Eval(convert_gepa::eval_result_to_pb(r)),
     };
     pb::JobResult { kind: Some(kind) }
 }
@@ -355,6 +360,8 @@ pub fn result_from_pb(result: pb::JobResult) -> Option<JobResult> {
             rubric: r.rubric,
         }),
         K::Error(e) => JobResult::Error(ErrorResult { error: e.error }),
+        K::Gepa(r) => JobResult::Gepa(Box::new(convert_gepa::gepa_result_from_pb(r))),
+        K::Eval(r) => JobResult::Eval(convert_gepa::eval_result_from_pb(r)),
     })
 }
 
@@ -394,6 +401,7 @@ pub fn event_to_pb(event: &Event) -> pb::JobEvent {
         EventPayload::Shutdown { reason } => P::Shutdown(pb::Shutdown {
             reason: reason.clone(),
         }),
+        other => convert_gepa::event_to_pb(other).unwrap_or(P::Started(pb::Started {})),
     };
     pb::JobEvent {
         id: event.id,
@@ -430,6 +438,7 @@ pub fn event_from_pb(event: pb::JobEvent) -> Option<Event> {
         },
         P::Cancelled(_) => EventPayload::Cancelled {},
         P::Shutdown(s) => EventPayload::Shutdown { reason: s.reason },
+        other => convert_gepa::event_from_pb(other)?,
     };
     Some(Event {
         id: event.id,
@@ -484,6 +493,10 @@ mod tests {
                 reason: "shutdown".into(),
             },
         ];
+        let payloads = payloads
+            .into_iter()
+            .chain(convert_gepa_samples())
+            .collect::<Vec<_>>();
         for (i, payload) in payloads.into_iter().enumerate() {
             let event = Event {
                 id: i as u64 + 1,
@@ -494,6 +507,140 @@ mod tests {
             let back = event_from_pb(event_to_pb(&event)).unwrap();
             assert_eq!(back, event);
         }
+    }
+
+    /// One of every GEPA and eval payload, with non-default fields.
+    fn convert_gepa_samples() -> Vec<EventPayload> {
+        use crate::domain::gepa::*;
+        let budget = BudgetUsage {
+            generation: 2,
+            metric_calls_used: 10,
+            metric_calls_left: Some(5),
+            cost_usd: 0.25,
+            cost_left_usd: None,
+            tokens_used: 99,
+            tokens_left: Some(1),
+        };
+        let frontier = vec![FrontierEntry { id: 1, score: 0.5 }];
+        let verdict = CandidateVerdict {
+            generation: 1,
+            candidate_id: Some(2),
+            parent_ids: vec![0],
+            before: 1.0,
+            after: 2.0,
+        };
+        let scores: std::collections::BTreeMap<String, f64> = [("a".to_string(), 1.0)].into();
+        let case = EvalCase {
+            example_id: "e".into(),
+            output: "o".into(),
+            score: 1.0,
+            feedback: "f".into(),
+        };
+        vec![
+            EventPayload::GenerationStarted(GenerationStarted {
+                generation: 1,
+                budget: budget.clone(),
+            }),
+            EventPayload::ParentSelected(ParentSelected {
+                generation: 1,
+                candidate_id: 0,
+                selector: "pareto".into(),
+                score: 0.3,
+            }),
+            EventPayload::MinibatchEvaluated(MinibatchEvaluated {
+                generation: 1,
+                candidate_id: 0,
+                example_ids: vec!["x".into()],
+                parent_scores: vec![0.0],
+                child_scores: vec![1.0],
+            }),
+            EventPayload::ReflectionStarted(ReflectionStarted {
+                generation: 1,
+                candidate_id: 0,
+                component: "system_prompt".into(),
+            }),
+            EventPayload::ReflectionFinished(ReflectionFinished {
+                generation: 1,
+                component: "system_prompt".into(),
+                rule_based: true,
+            }),
+            EventPayload::CandidateProposed(CandidateProposed {
+                generation: 1,
+                parent_ids: vec![0],
+                component: "system_prompt".into(),
+                text: "t".into(),
+            }),
+            EventPayload::CandidateAccepted(verdict.clone()),
+            EventPayload::CandidateRejected(CandidateVerdict {
+                candidate_id: None,
+                ..verdict
+            }),
+            EventPayload::CandidateScored(CandidateScored {
+                candidate_id: 1,
+                score: 1.0,
+                val_scores: scores.clone(),
+            }),
+            EventPayload::JudgeScored(JudgeScored {
+                example_id: "e".into(),
+                score: 0.7,
+            }),
+            EventPayload::FrontierUpdated(FrontierUpdated {
+                frontier: frontier.clone(),
+                best_id: 1,
+                best_score: 0.5,
+            }),
+            EventPayload::LessonsUpdated(LessonsUpdated {
+                lessons: vec!["l".into()],
+            }),
+            EventPayload::MergeAttempted(MergeAttempted {
+                generation: 3,
+                parent_ids: vec![1, 2],
+                ancestor_id: 0,
+                before: 1.0,
+                after: 1.5,
+                accepted: true,
+                attempts: 1,
+            }),
+            EventPayload::BudgetProgress(budget.clone()),
+            EventPayload::EvalStarted(EvalStarted {
+                name: "toy_qa".into(),
+                total: 3,
+            }),
+            EventPayload::EvalCase(case.clone()),
+            EventPayload::EvalFinished(EvalFinished {
+                score: 0.5,
+                count: 3,
+            }),
+            EventPayload::Finished(JobResult::Gepa(Box::new(GepaResult {
+                best_prompt: "p".into(),
+                frontier,
+                lessons: vec!["l".into()],
+                best_candidate_id: 1,
+                best_candidate: [("system_prompt".to_string(), "p".to_string())].into(),
+                best_score: 0.5,
+                seed_score: 0.1,
+                candidates: vec![CandidateInfo {
+                    id: 1,
+                    parents: vec![0],
+                    origin: "reflection".into(),
+                    components: [("system_prompt".to_string(), "p".to_string())].into(),
+                    score: 0.5,
+                    val_scores: scores,
+                    discovered_at_metric_calls: 7,
+                }],
+                generations: 2,
+                budget,
+                stop_reason: "max_metric_calls".into(),
+            }))),
+            EventPayload::Finished(JobResult::Eval(EvalResult {
+                name: "toy_qa".into(),
+                score: 0.5,
+                count: 1,
+                cases: vec![case],
+                metric_calls_used: 1,
+                cost_usd: 0.0,
+            })),
+        ]
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! domain types ([`convert`]), and the services, each a few lines over [`JobRuntime`].
 
 pub mod convert;
+pub mod convert_gepa;
 mod services;
 
 pub use services::{JobServiceImpl, OptimizerServiceImpl, router};

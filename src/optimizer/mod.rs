@@ -2,6 +2,7 @@
 //! [`EventSink`]; the runtime owns lifecycle (started/terminal events, deadline, cancellation).
 
 pub mod default_mode;
+pub mod gepa;
 pub mod rng;
 
 use std::sync::Arc;

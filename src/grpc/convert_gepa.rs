@@ -1,0 +1,367 @@
+//! Proto ↔ domain conversions of the GEPA and eval shapes (options, events, results). Part of
+//! [`super::convert`], kept in its own file for size; `convert` calls in here.
+
+use super::pb;
+use crate::domain::EventPayload;
+use crate::domain::gepa::{
+    Acceptance, BudgetUsage, CandidateInfo, CandidateProposed, CandidateScored, CandidateSelector,
+    CandidateVerdict, EvalCase, EvalFinished, EvalResult, EvalStarted, FrontierEntry,
+    FrontierUpdated, GenerationStarted, GepaOptions, GepaResult, JudgeScored, LessonsUpdated,
+    MergeAttempted, MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted,
+};
+use crate::error::FieldError;
+
+type P = pb::job_event::Payload;
+
+/// Decodes request options; unknown enum names become field errors.
+pub fn options_from_pb(options: Option<pb::GepaOptions>, errors: &mut Vec<FieldError>) -> GepaOptions {
+    let Some(o) = options else {
+        return GepaOptions::default();
+    };
+    let candidate_selector = match o.candidate_selector.as_str() {
+        "" | "pareto" => CandidateSelector::Pareto,
+        "current_best" => CandidateSelector::CurrentBest,
+        "epsilon_greedy" => CandidateSelector::EpsilonGreedy,
+        _ => {
+            errors.push(FieldError::new(
+                &["gepa", "candidate_selector"],
+                "candidate_selector must be pareto, current_best or epsilon_greedy",
+            ));
+            CandidateSelector::Pareto
+        }
+    };
+    let acceptance = match o.acceptance.as_str() {
+        "" | "strict_improvement" => Acceptance::StrictImprovement,
+        "improvement_or_equal" => Acceptance::ImprovementOrEqual,
+        _ => {
+            errors.push(FieldError::new(
+                &["gepa", "acceptance"],
+                "acceptance must be strict_improvement or improvement_or_equal",
+            ));
+            Acceptance::StrictImprovement
+        }
+    };
+    GepaOptions {
+        minibatch_size: o.minibatch_size,
+        candidate_selector,
+        acceptance,
+        use_merge: o.use_merge,
+        max_merge_invocations: o.max_merge_invocations,
+        components: o.components.into_iter().collect(),
+    }
+}
+
+pub fn frontier_to_pb(entries: &[FrontierEntry]) -> Vec<pb::FrontierEntry> {
+    entries
+        .iter()
+        .map(|e| pb::FrontierEntry {
+            id: e.id,
+            score: e.score,
+        })
+        .collect()
+}
+
+pub fn frontier_from_pb(entries: Vec<pb::FrontierEntry>) -> Vec<FrontierEntry> {
+    entries
+        .into_iter()
+        .map(|e| FrontierEntry {
+            id: e.id,
+            score: e.score,
+        })
+        .collect()
+}
+
+pub fn budget_to_pb(b: &BudgetUsage) -> pb::BudgetUsage {
+    pb::BudgetUsage {
+        generation: b.generation,
+        metric_calls_used: b.metric_calls_used,
+        metric_calls_left: b.metric_calls_left,
+        cost_usd: b.cost_usd,
+        cost_left_usd: b.cost_left_usd,
+        tokens_used: b.tokens_used,
+        tokens_left: b.tokens_left,
+    }
+}
+
+pub fn budget_from_pb(b: Option<pb::BudgetUsage>) -> BudgetUsage {
+    let b = b.unwrap_or_default();
+    BudgetUsage {
+        generation: b.generation,
+        metric_calls_used: b.metric_calls_used,
+        metric_calls_left: b.metric_calls_left,
+        cost_usd: b.cost_usd,
+        cost_left_usd: b.cost_left_usd,
+        tokens_used: b.tokens_used,
+        tokens_left: b.tokens_left,
+    }
+}
+
+fn case_to_pb(c: &EvalCase) -> pb::EvalCase {
+    pb::EvalCase {
+        example_id: c.example_id.clone(),
+        output: c.output.clone(),
+        score: c.score,
+        feedback: c.feedback.clone(),
+    }
+}
+
+fn case_from_pb(c: pb::EvalCase) -> EvalCase {
+    EvalCase {
+        example_id: c.example_id,
+        output: c.output,
+        score: c.score,
+        feedback: c.feedback,
+    }
+}
+
+pub fn gepa_result_to_pb(r: &GepaResult) -> pb::GepaResult {
+    pb::GepaResult {
+        best_prompt: r.best_prompt.clone(),
+        frontier: frontier_to_pb(&r.frontier),
+        lessons: r.lessons.clone(),
+        best_candidate_id: r.best_candidate_id,
+        best_candidate: r.best_candidate.clone().into_iter().collect(),
+        best_score: r.best_score,
+        seed_score: r.seed_score,
+        candidates: r
+            .candidates
+            .iter()
+            .map(|c| pb::CandidateInfo {
+                id: c.id,
+                parents: c.parents.clone(),
+                origin: c.origin.clone(),
+                components: c.components.clone().into_iter().collect(),
+                score: c.score,
+                val_scores: c.val_scores.clone().into_iter().collect(),
+                discovered_at_metric_calls: c.discovered_at_metric_calls,
+            })
+            .collect(),
+        generations: r.generations,
+        budget: Some(budget_to_pb(&r.budget)),
+        stop_reason: r.stop_reason.clone(),
+    }
+}
+
+pub fn gepa_result_from_pb(r: pb::GepaResult) -> GepaResult {
+    GepaResult {
+        best_prompt: r.best_prompt,
+        frontier: frontier_from_pb(r.frontier),
+        lessons: r.lessons,
+        best_candidate_id: r.best_candidate_id,
+        best_candidate: r.best_candidate.into_iter().collect(),
+        best_score: r.best_score,
+        seed_score: r.seed_score,
+        candidates: r
+            .candidates
+            .into_iter()
+            .map(|c| CandidateInfo {
+                id: c.id,
+                parents: c.parents,
+                origin: c.origin,
+                components: c.components.into_iter().collect(),
+                score: c.score,
+                val_scores: c.val_scores.into_iter().collect(),
+                discovered_at_metric_calls: c.discovered_at_metric_calls,
+            })
+            .collect(),
+        generations: r.generations,
+        budget: budget_from_pb(r.budget),
+        stop_reason: r.stop_reason,
+    }
+}
+
+pub fn eval_result_to_pb(r: &EvalResult) -> pb::EvalResult {
+    pb::EvalResult {
+        name: r.name.clone(),
+        score: r.score,
+        count: r.count,
+        cases: r.cases.iter().map(case_to_pb).collect(),
+        metric_calls_used: r.metric_calls_used,
+        cost_usd: r.cost_usd,
+    }
+}
+
+pub fn eval_result_from_pb(r: pb::EvalResult) -> EvalResult {
+    EvalResult {
+        name: r.name,
+        score: r.score,
+        count: r.count,
+        cases: r.cases.into_iter().map(case_from_pb).collect(),
+        metric_calls_used: r.metric_calls_used,
+        cost_usd: r.cost_usd,
+    }
+}
+
+fn verdict_to_pb(v: &CandidateVerdict) -> pb::CandidateVerdict {
+    pb::CandidateVerdict {
+        generation: v.generation,
+        candidate_id: v.candidate_id,
+        parent_ids: v.parent_ids.clone(),
+        before: v.before,
+        after: v.after,
+    }
+}
+
+fn verdict_from_pb(v: pb::CandidateVerdict) -> CandidateVerdict {
+    CandidateVerdict {
+        generation: v.generation,
+        candidate_id: v.candidate_id,
+        parent_ids: v.parent_ids,
+        before: v.before,
+        after: v.after,
+    }
+}
+
+/// The wire payload of a GEPA or eval event; `None` for the original's events.
+pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
+    Some(match payload {
+        EventPayload::GenerationStarted(e) => P::GenerationStarted(pb::GenerationStarted {
+            generation: e.generation,
+            budget: Some(budget_to_pb(&e.budget)),
+        }),
+        EventPayload::ParentSelected(e) => P::ParentSelected(pb::ParentSelected {
+            generation: e.generation,
+            candidate_id: e.candidate_id,
+            selector: e.selector.clone(),
+            score: e.score,
+        }),
+        EventPayload::MinibatchEvaluated(e) => P::MinibatchEvaluated(pb::MinibatchEvaluated {
+            generation: e.generation,
+            candidate_id: e.candidate_id,
+            example_ids: e.example_ids.clone(),
+            parent_scores: e.parent_scores.clone(),
+            child_scores: e.child_scores.clone(),
+        }),
+        EventPayload::ReflectionStarted(e) => P::ReflectionStarted(pb::ReflectionStarted {
+            generation: e.generation,
+            candidate_id: e.candidate_id,
+            component: e.component.clone(),
+        }),
+        EventPayload::ReflectionFinished(e) => P::ReflectionFinished(pb::ReflectionFinished {
+            generation: e.generation,
+            component: e.component.clone(),
+            rule_based: e.rule_based,
+        }),
+        EventPayload::CandidateProposed(e) => P::CandidateProposed(pb::CandidateProposed {
+            generation: e.generation,
+            parent_ids: e.parent_ids.clone(),
+            component: e.component.clone(),
+            text: e.text.clone(),
+        }),
+        EventPayload::CandidateAccepted(v) => P::CandidateAccepted(verdict_to_pb(v)),
+        EventPayload::CandidateRejected(v) => P::CandidateRejected(verdict_to_pb(v)),
+        EventPayload::CandidateScored(e) => P::CandidateScored(pb::CandidateScored {
+            candidate_id: e.candidate_id,
+            score: e.score,
+            val_scores: e.val_scores.clone().into_iter().collect(),
+        }),
+        EventPayload::JudgeScored(e) => P::JudgeScored(pb::JudgeScored {
+            example_id: e.example_id.clone(),
+            score: e.score,
+        }),
+        EventPayload::FrontierUpdated(e) => P::FrontierUpdated(pb::FrontierUpdated {
+            frontier: frontier_to_pb(&e.frontier),
+            best_id: e.best_id,
+            best_score: e.best_score,
+        }),
+        EventPayload::LessonsUpdated(e) => P::LessonsUpdated(pb::LessonsUpdated {
+            lessons: e.lessons.clone(),
+        }),
+        EventPayload::MergeAttempted(e) => P::MergeAttempted(pb::MergeAttempted {
+            generation: e.generation,
+            parent_ids: e.parent_ids.clone(),
+            ancestor_id: e.ancestor_id,
+            before: e.before,
+            after: e.after,
+            accepted: e.accepted,
+            attempts: e.attempts,
+        }),
+        EventPayload::BudgetProgress(b) => P::BudgetProgress(budget_to_pb(b)),
+        EventPayload::EvalStarted(e) => P::EvalStarted(pb::EvalStarted {
+            name: e.name.clone(),
+            total: e.total,
+        }),
+        EventPayload::EvalCase(c) => P::EvalCase(case_to_pb(c)),
+        EventPayload::EvalFinished(e) => P::EvalFinished(pb::EvalFinished {
+            score: e.score,
+            count: e.count,
+        }),
+        _ => return None,
+    })
+}
+
+/// The domain payload of a GEPA or eval wire payload; `None` for the original's events.
+pub fn event_from_pb(payload: P) -> Option<EventPayload> {
+    Some(match payload {
+        P::GenerationStarted(e) => EventPayload::GenerationStarted(GenerationStarted {
+            generation: e.generation,
+            budget: budget_from_pb(e.budget),
+        }),
+        P::ParentSelected(e) => EventPayload::ParentSelected(ParentSelected {
+            generation: e.generation,
+            candidate_id: e.candidate_id,
+            selector: e.selector,
+            score: e.score,
+        }),
+        P::MinibatchEvaluated(e) => EventPayload::MinibatchEvaluated(MinibatchEvaluated {
+            generation: e.generation,
+            candidate_id: e.candidate_id,
+            example_ids: e.example_ids,
+            parent_scores: e.parent_scores,
+            child_scores: e.child_scores,
+        }),
+        P::ReflectionStarted(e) => EventPayload::ReflectionStarted(ReflectionStarted {
+            generation: e.generation,
+            candidate_id: e.candidate_id,
+            component: e.component,
+        }),
+        P::ReflectionFinished(e) => EventPayload::ReflectionFinished(ReflectionFinished {
+            generation: e.generation,
+            component: e.component,
+            rule_based: e.rule_based,
+        }),
+        P::CandidateProposed(e) => EventPayload::CandidateProposed(CandidateProposed {
+            generation: e.generation,
+            parent_ids: e.parent_ids,
+            component: e.component,
+            text: e.text,
+        }),
+        P::CandidateAccepted(v) => EventPayload::CandidateAccepted(verdict_from_pb(v)),
+        P::CandidateRejected(v) => EventPayload::CandidateRejected(verdict_from_pb(v)),
+        P::CandidateScored(e) => EventPayload::CandidateScored(CandidateScored {
+            candidate_id: e.candidate_id,
+            score: e.score,
+            val_scores: e.val_scores.into_iter().collect(),
+        }),
+        P::JudgeScored(e) => EventPayload::JudgeScored(JudgeScored {
+            example_id: e.example_id,
+            score: e.score,
+        }),
+        P::FrontierUpdated(e) => EventPayload::FrontierUpdated(FrontierUpdated {
+            frontier: frontier_from_pb(e.frontier),
+            best_id: e.best_id,
+            best_score: e.best_score,
+        }),
+        P::LessonsUpdated(e) => EventPayload::LessonsUpdated(LessonsUpdated { lessons: e.lessons }),
+        P::MergeAttempted(e) => EventPayload::MergeAttempted(MergeAttempted {
+            generation: e.generation,
+            parent_ids: e.parent_ids,
+            ancestor_id: e.ancestor_id,
+            before: e.before,
+            after: e.after,
+            accepted: e.accepted,
+            attempts: e.attempts,
+        }),
+        P::BudgetProgress(b) => EventPayload::BudgetProgress(budget_from_pb(Some(b))),
+        P::EvalStarted(e) => EventPayload::EvalStarted(EvalStarted {
+            name: e.name,
+            total: e.total,
+        }),
+        P::EvalCase(c) => EventPayload::EvalCase(case_from_pb(c)),
+        P::EvalFinished(e) => EventPayload::EvalFinished(EvalFinished {
+            score: e.score,
+            count: e.count,
+        }),
+        _ => return None,
+    })
+}
