@@ -1,6 +1,7 @@
 //! Optimizers: what a job runs. Each implements [`Optimizer`] and reports progress through an
 //! [`EventSink`]; the runtime owns lifecycle (started/terminal events, deadline, cancellation).
 
+pub mod datasets;
 pub mod default_mode;
 pub mod gepa;
 pub mod rng;
@@ -62,6 +63,13 @@ pub struct JobContext {
 /// Runs one job to a result.
 #[async_trait]
 pub trait Optimizer: Send + Sync + 'static {
+    /// True when the optimizer checkpoints its state (`JobStore::put_checkpoint`) and can
+    /// continue an interrupted job from it; the runtime then re-spawns such jobs on restart
+    /// instead of ending them.
+    fn resumable(&self) -> bool {
+        false
+    }
+
     async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError>;
 }
 
@@ -72,5 +80,9 @@ pub fn registry(
     let mut optimizers: std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> =
         std::collections::HashMap::new();
     optimizers.insert(crate::domain::Mode::Default, Arc::new(DefaultOptimizer));
+    optimizers.insert(
+        crate::domain::Mode::Gepa,
+        Arc::new(gepa::GepaOptimizer::new(gepa::Models::from_settings(_settings))),
+    );
     optimizers
 }

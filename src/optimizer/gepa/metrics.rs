@@ -292,16 +292,22 @@ pub fn score_sync(metric: Metric, output: &str, example: &Example) -> Option<Sco
 }
 
 /// The server's judge: one model (`JUDGE_MODEL_ID`), an LRU cache of verdicts
-/// (`JUDGE_CACHE_SIZE`) and a QPS limit (`JUDGE_QPS_MAX`).
+/// (`JUDGE_CACHE_SIZE`) and a QPS limit (`JUDGE_QPS_MAX`). Without a provider
+/// (`USE_JUDGE_STUB`) it grades offline by token F1 against the reference answer.
 pub struct Judge {
-    provider: Arc<dyn ModelProvider>,
+    provider: Option<Arc<dyn ModelProvider>>,
     model: String,
     cache: Mutex<lru::LruCache<u64, (Scored, Usage)>>,
     limiter: RateLimiter,
 }
 
 impl Judge {
-    pub fn new(provider: Arc<dyn ModelProvider>, model: String, cache_size: usize, qps: f64) -> Self {
+    pub fn new(
+        provider: Option<Arc<dyn ModelProvider>>,
+        model: String,
+        cache_size: usize,
+        qps: f64,
+    ) -> Self {
         Judge {
             provider,
             model,
@@ -332,14 +338,21 @@ impl Judge {
         if let Some((hit, _)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok((hit.clone(), Usage::default()));
         }
+        let Some(provider) = &self.provider else {
+            let f1 = token_f1(output, example);
+            let stub = Scored {
+                score: f1.score,
+                feedback: format!("Offline judge (token overlap): {}", f1.feedback),
+            };
+            return Ok((stub, Usage::default()));
+        };
         self.limiter.acquire().await;
         let prompt = format!(
             "Rubric:\n{rubric}\n\nTask input:\n{}\n\nReference answer (may be empty):\n{}\n\nResponse to grade:\n{output}\n\nGrade the response against the rubric. Explain briefly what is missing or wrong, then end with a line `SCORE: N` where N is 0 to 10.",
             example.input,
             example.expected.as_deref().unwrap_or("")
         );
-        let completion = self
-            .provider
+        let completion = provider
             .complete(CompletionRequest {
                 model: self.model.clone(),
                 messages: vec![
