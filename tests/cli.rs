@@ -4,12 +4,19 @@ use std::process::Command;
 
 fn config(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_innerloop"));
-    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run innerloop");
-    let text = String::from_utf8_lossy(if out.status.success() { &out.stdout } else { &out.stderr }).to_string();
+    let text = String::from_utf8_lossy(if out.status.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    })
+    .to_string();
     (out.status.success(), text)
 }
 
@@ -22,7 +29,11 @@ fn config_layers_file_then_env_then_flags_and_redacts_secrets() {
     let file = file.to_str().unwrap();
     let (ok, out) = config(
         &["--config", file, "config", "--grpc-port", "9100"],
-        &[("PORT", "9050"), ("API_BEARER_TOKENS", "tok-a,tok-b"), ("OPENAI_API_KEY", "sk-secret")],
+        &[
+            ("PORT", "9050"),
+            ("API_BEARER_TOKENS", "tok-a,tok-b"),
+            ("OPENAI_API_KEY", "sk-secret"),
+        ],
     );
     assert!(ok, "{out}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
