@@ -93,7 +93,7 @@ pub fn crossover(a: &str, b: &str, seed: i64) -> String {
 /// Children of pairs drawn from `pool` (the previous round's ranked candidates): ⌊len × rate⌋
 /// pairs, at least one, none when `rate` is 0 or the pool has fewer than two members.
 pub fn recombine(pool: &[String], rate: f64, seed: i64) -> Vec<String> {
-    if !(rate > 0.0) || pool.len() < 2 {
+    if rate.is_nan() || rate <= 0.0 || pool.len() < 2 {
         return Vec::new();
     }
     let mut rng = SeededRng::from_seed(seed);
@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(child, crossover("a1 a2 a3 a4", "b1 b2 b3 b4", 11));
         let words: Vec<&str> = child.split(' ').collect();
         let cut = words.iter().position(|w| w.starts_with('b')).unwrap();
-        assert!(cut >= 1 && cut <= 3, "{child}");
+        assert!((1..=3).contains(&cut), "{child}");
         assert!(
             words[..cut]
                 .iter()
