@@ -21,18 +21,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use self::judge::Judge;
+use self::judge::{Judge, StubReference};
 use self::objectives::ObjectiveSet;
 use super::{JobContext, OptimizeError, Optimizer, Stopped};
 use crate::config::Settings;
 use crate::domain::job::DefaultResult;
-use crate::domain::{EventPayload, JobResult, Objective, ObjectiveScores};
+use crate::domain::{EventPayload, Example, JobResult, Objective, ObjectiveScores};
 use crate::provider::{LocalEcho, ModelProvider};
 
-/// Rounds whose candidates total fewer bytes than this are scored inline (a few microseconds
-/// of work); bigger ones go to the blocking pool so a 20 000-character prompt never holds an
-/// async worker.
-const INLINE_ROUND_BYTES: usize = 16 * 1024;
+/// Work over fewer bytes of text than this runs inline (tens of microseconds at most); bigger
+/// work goes to the blocking pool so a 20 000-character prompt never holds an async worker.
+const INLINE_BYTES: usize = 16 * 1024;
 
 /// The cheap deterministic mutate/rank loop.
 pub struct DefaultOptimizer {
@@ -55,8 +54,9 @@ impl DefaultOptimizer {
 /// Everything fixed for one job, resolved from its spec and the settings.
 struct Plan {
     task: String,
-    examples: Vec<crate::domain::Example>,
+    examples: Vec<Example>,
     objectives: Arc<ObjectiveSet>,
+    judge: Judge,
     seed: i64,
     target_model: String,
     rubric: Option<String>,
@@ -70,7 +70,10 @@ struct Plan {
 }
 
 impl Plan {
-    async fn resolve(ctx: &JobContext) -> Plan {
+    async fn resolve(
+        ctx: &JobContext,
+        judge_provider: Arc<dyn ModelProvider>,
+    ) -> Result<Plan, OptimizeError> {
         let (spec, settings) = (&ctx.spec, &ctx.settings);
         let task = if spec.prompt.is_empty() {
             spec.examples
@@ -93,8 +96,20 @@ impl Plan {
         if wanted.is_empty() {
             wanted = Objective::ALL.to_vec();
         }
-        Plan {
-            objectives: Arc::new(ObjectiveSet::new(wanted, &examples)),
+        let bytes = task.len() + examples.iter().map(example_bytes).sum::<usize>();
+        let (objectives, reference) = {
+            let (task, examples) = (task.clone(), examples.clone());
+            off_workers_if_big(bytes, move || {
+                (
+                    ObjectiveSet::new(wanted, &examples),
+                    StubReference::new(&task, &examples),
+                )
+            })
+            .await?
+        };
+        Ok(Plan {
+            objectives: Arc::new(objectives),
+            judge: Judge::from_settings(settings, judge_provider, reference),
             task,
             examples,
             seed: spec.seed.unwrap_or(settings.deterministic_seed),
@@ -118,75 +133,103 @@ impl Plan {
             max_candidates: settings.max_candidates.max(1),
             top_n: settings.pareto_topn.max(1),
             pareto_v2: settings.enable_pareto_v2,
-        }
+        })
     }
-}
 
-/// The CPU part of a round: variation and the Pareto v1 front.
-struct Proposals {
-    mutants: usize,
-    front: Vec<String>,
-}
-
-fn propose(
-    base: &str,
-    pool: &[String],
-    seed: i64,
-    plan_caps: (usize, f64, usize),
-    objectives: &ObjectiveSet,
-) -> Proposals {
-    let (max_mutations, rate, max_candidates) = plan_caps;
-    let mutants = mutation::mutate(base, max_mutations, seed);
-    let children = mutation::recombine(pool, rate, seed);
-    let mut candidates: Vec<String> = Vec::with_capacity(1 + mutants.len() + children.len());
-    for c in std::iter::once(base.to_string())
-        .chain(mutants.iter().cloned())
-        .chain(children)
-    {
-        if !c.is_empty() && !candidates.contains(&c) {
-            candidates.push(c);
-        }
-    }
-    let front = pareto_v1::front(&candidates, max_candidates, |t| objectives.vector(t));
-    Proposals {
-        mutants: mutants.len(),
-        front,
-    }
-}
-
-impl Plan {
-    /// Runs [`propose`] inline for small inputs, on the blocking pool for big ones.
-    async fn proposals(
+    /// The CPU part of a round: mutants, children, the Pareto v1 front and, when the stub judge
+    /// ranks (Pareto v2), the ranking too. Inline for small inputs, on the blocking pool for big
+    /// ones.
+    async fn propose(
         &self,
         base: &str,
         pool: &[String],
         seed: i64,
     ) -> Result<Proposals, OptimizeError> {
-        let caps = (
-            self.max_mutations,
-            self.recombination_rate,
-            self.max_candidates,
-        );
         let bytes =
-            base.len() * (1 + self.max_mutations) + pool.iter().map(String::len).sum::<usize>();
-        if bytes < INLINE_ROUND_BYTES {
-            return Ok(propose(base, pool, seed, caps, &self.objectives));
+            base.len() * (2 + self.max_mutations) + pool.iter().map(String::len).sum::<usize>();
+        let round = Round {
+            base: base.to_string(),
+            pool: pool.to_vec(),
+            seed,
+            max_mutations: self.max_mutations,
+            rate: self.recombination_rate,
+            max_candidates: self.max_candidates,
+            objectives: self.objectives.clone(),
+            stub_rank: self.pareto_v2 && matches!(self.judge, Judge::Stub(_)),
+        };
+        off_workers_if_big(bytes, move || round.run()).await
+    }
+}
+
+fn example_bytes(e: &Example) -> usize {
+    e.input.len() + e.expected.as_ref().map_or(0, String::len)
+}
+
+/// Runs `work` inline when `bytes` is small (microseconds of work), else on the blocking pool
+/// so big prompts never hold an async worker.
+async fn off_workers_if_big<T: Send + 'static>(
+    bytes: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, OptimizeError> {
+    if bytes < INLINE_BYTES {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| OptimizeError::Failed {
+            code: "internal_error".into(),
+            message: format!("scoring task failed: {err}"),
+        })
+}
+
+/// Inputs of one round's CPU work, owned so it can move to the blocking pool.
+struct Round {
+    base: String,
+    pool: Vec<String>,
+    seed: i64,
+    max_mutations: usize,
+    rate: f64,
+    max_candidates: usize,
+    objectives: Arc<ObjectiveSet>,
+    stub_rank: bool,
+}
+
+/// What a round's CPU work produced.
+struct Proposals {
+    mutants: usize,
+    front: Vec<String>,
+    /// The stub judge's ranking of `front`, when it was computed here.
+    ranked: Option<Vec<String>>,
+}
+
+impl Round {
+    fn run(self) -> Proposals {
+        let mutants = mutation::mutate(&self.base, self.max_mutations, self.seed);
+        let children = mutation::recombine(&self.pool, self.rate, self.seed);
+        let mut candidates: Vec<String> = Vec::with_capacity(1 + mutants.len() + children.len());
+        for c in std::iter::once(self.base)
+            .chain(mutants.iter().cloned())
+            .chain(children)
+        {
+            if !c.is_empty() && !candidates.contains(&c) {
+                candidates.push(c);
+            }
         }
-        let (base, pool, objectives) = (base.to_string(), pool.to_vec(), self.objectives.clone());
-        tokio::task::spawn_blocking(move || propose(&base, &pool, seed, caps, &objectives))
-            .await
-            .map_err(|err| OptimizeError::Failed {
-                code: "internal_error".into(),
-                message: format!("scoring task failed: {err}"),
-            })
+        let objectives = &self.objectives;
+        let front = pareto_v1::front(&candidates, self.max_candidates, |t| objectives.vector(t));
+        Proposals {
+            mutants: mutants.len(),
+            ranked: self.stub_rank.then(|| judge::stub_rank(&front)),
+            front,
+        }
     }
 }
 
 #[async_trait]
 impl Optimizer for DefaultOptimizer {
     async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError> {
-        let plan = Plan::resolve(&ctx).await;
-        let judge = Judge::from_settings(&ctx.settings, self.judge_provider.clone());
+        let plan = Plan::resolve(&ctx, self.judge_provider.clone()).await?;
+        let judge = &plan.judge;
         let objectives = plan.objectives.objectives().to_vec();
         let rubric = plan.rubric.as_deref();
 
@@ -202,36 +245,40 @@ impl Optimizer for DefaultOptimizer {
                 return Err(Stopped.into());
             }
             let seed = plan.seed.wrapping_add(i64::from(i));
-            let proposals = plan.proposals(&base, &pool, seed).await?;
+            let proposals = plan.propose(&base, &pool, seed).await?;
             ctx.events
                 .emit(EventPayload::Mutation {
                     count: proposals.mutants as u32,
                 })
                 .await?;
 
-            let mut ranked = if plan.pareto_v2 {
-                judge
-                    .rank(
-                        &plan.task,
-                        &proposals.front,
-                        &objectives,
-                        rubric,
-                        &ctx.cancel,
-                    )
-                    .await?
-            } else {
-                let m = (plan.tournament_size * 2).min(proposals.front.len());
-                if m > 1 {
+            let mut ranked = match proposals.ranked {
+                Some(ranked) => ranked,
+                None if plan.pareto_v2 => {
                     judge
-                        .tournament(
+                        .rank(
                             &plan.task,
-                            &proposals.front[..m],
-                            plan.tournament_size,
+                            &proposals.front,
+                            &objectives,
+                            rubric,
                             &ctx.cancel,
                         )
                         .await?
-                } else {
-                    proposals.front
+                }
+                None => {
+                    let m = (plan.tournament_size * 2).min(proposals.front.len());
+                    if m > 1 {
+                        judge
+                            .tournament(
+                                &plan.task,
+                                &proposals.front[..m],
+                                plan.tournament_size,
+                                &ctx.cancel,
+                            )
+                            .await?
+                    } else {
+                        proposals.front
+                    }
                 }
             };
             ranked.truncate(plan.top_n);

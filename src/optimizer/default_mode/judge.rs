@@ -29,8 +29,9 @@ pub enum Winner {
 /// The judge in force for a job.
 #[derive(Clone)]
 pub enum Judge {
-    /// Deterministic and offline (`USE_JUDGE_STUB`, or `JUDGE_PROVIDER=stub`).
-    Stub,
+    /// Deterministic and offline (`USE_JUDGE_STUB`, or `JUDGE_PROVIDER=stub`), with the job's
+    /// reference tokens computed once.
+    Stub(Arc<StubReference>),
     /// A model behind a provider.
     Model {
         provider: Arc<dyn ModelProvider>,
@@ -63,10 +64,20 @@ Example:
 {"winner":"A","confidence":0.73,"justification":"clear, specific, follows instructions"}"#;
 
 impl Judge {
-    /// The stub unless settings ask for a model judge, which then uses `provider`.
-    pub fn from_settings(settings: &Settings, provider: Arc<dyn ModelProvider>) -> Judge {
-        if settings.use_judge_stub || settings.judge_provider == "stub" {
-            Judge::Stub
+    /// Whether settings select the stub (as the original: `USE_JUDGE_STUB` or
+    /// `JUDGE_PROVIDER=stub`).
+    pub fn stub_selected(settings: &Settings) -> bool {
+        settings.use_judge_stub || settings.judge_provider == "stub"
+    }
+
+    /// The stub (with `reference`) unless settings ask for a model judge behind `provider`.
+    pub fn from_settings(
+        settings: &Settings,
+        provider: Arc<dyn ModelProvider>,
+        reference: StubReference,
+    ) -> Judge {
+        if Judge::stub_selected(settings) {
+            Judge::Stub(Arc::new(reference))
         } else {
             Judge::Model {
                 provider,
@@ -88,7 +99,7 @@ impl Judge {
         cancel: &CancellationToken,
     ) -> Result<JudgeScores, Stopped> {
         match self {
-            Judge::Stub => Ok(stub_scores(task, candidate, examples)),
+            Judge::Stub(reference) => Ok(stub_scores(reference, candidate)),
             Judge::Model { .. } => {
                 let prompt = score_prompt(task, candidate, examples, objectives, rubric);
                 let answer = self.ask(prompt, 128, cancel).await?;
@@ -110,20 +121,17 @@ impl Judge {
         rubric: Option<&str>,
         cancel: &CancellationToken,
     ) -> Result<Vec<String>, Stopped> {
+        if let Judge::Stub(_) = self {
+            return Ok(stub_rank(proposals));
+        }
         let mut scored = Vec::with_capacity(proposals.len());
         for p in proposals {
-            let score = match self {
-                Judge::Stub => stub_rank_score(p),
-                Judge::Model { .. } => self
-                    .scores(task, p, &[], objectives, rubric, cancel)
-                    .await?
-                    .values()
-                    .sum(),
-            };
-            scored.push((score, p));
+            let scores = self
+                .scores(task, p, &[], objectives, rubric, cancel)
+                .await?;
+            scored.push((scores.values().sum(), p.clone()));
         }
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        Ok(scored.into_iter().map(|(_, p)| p.clone()).collect())
+        Ok(by_score_desc(scored))
     }
 
     /// Which of two candidates better serves `task`.
@@ -140,7 +148,7 @@ impl Judge {
             Winner::B
         };
         match self {
-            Judge::Stub => Ok(if (a.chars().count(), a) <= (b.chars().count(), b) {
+            Judge::Stub(_) => Ok(if (a.chars().count(), a) <= (b.chars().count(), b) {
                 Winner::A
             } else {
                 Winner::B
@@ -235,8 +243,29 @@ impl Judge {
     }
 }
 
+/// The stub's reference: the distinct (case-sensitive) tokens of the task and of the examples'
+/// inputs and expected outputs (an absent `expected` adds nothing).
+#[derive(Debug, Default)]
+pub struct StubReference(HashSet<String>);
+
+impl StubReference {
+    pub fn new(task: &str, examples: &[Example]) -> Self {
+        let expected = examples.iter().filter_map(|e| e.expected.as_deref());
+        let texts = std::iter::once(task)
+            .chain(examples.iter().map(|e| e.input.as_str()))
+            .chain(expected);
+        StubReference(
+            texts
+                .flat_map(str::split_whitespace)
+                .map(String::from)
+                .collect(),
+        )
+    }
+}
+
 /// The original stub's formulas, case-sensitive tokens, each clamped to 0–10.
-fn stub_scores(task: &str, candidate: &str, examples: &[Example]) -> JudgeScores {
+fn stub_scores(reference: &StubReference, candidate: &str) -> JudgeScores {
+    let reference = &reference.0;
     let words: Vec<&str> = candidate.split_whitespace().collect();
     let distinct: HashSet<&str> = words.iter().copied().collect();
     let brevity = 10 - (candidate.chars().count() % 10) as i64;
@@ -245,12 +274,7 @@ fn stub_scores(task: &str, candidate: &str, examples: &[Example]) -> JudgeScores
     } else {
         (10 * distinct.len() / words.len()) as i64
     };
-    let mut reference: HashSet<&str> = task.split_whitespace().collect();
-    for e in examples {
-        reference.extend(e.input.split_whitespace());
-        reference.extend(e.expected.as_deref().unwrap_or("").split_whitespace());
-    }
-    let overlap = reference.intersection(&distinct).count();
+    let overlap = distinct.iter().filter(|w| reference.contains(**w)).count();
     let coverage = (10 * overlap / reference.len().max(1)) as i64;
     [
         ("brevity", brevity),
@@ -260,6 +284,23 @@ fn stub_scores(task: &str, candidate: &str, examples: &[Example]) -> JudgeScores
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.clamp(0, 10) as f64))
     .collect()
+}
+
+/// The stub's Pareto v2 ranking, best first: pure CPU, so callers may run it off the async
+/// workers for big proposals.
+pub fn stub_rank(proposals: &[String]) -> Vec<String> {
+    by_score_desc(
+        proposals
+            .iter()
+            .map(|p| (stub_rank_score(p), p.clone()))
+            .collect(),
+    )
+}
+
+/// Highest score first; equal scores keep their order.
+fn by_score_desc(mut scored: Vec<(f64, String)>) -> Vec<String> {
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.into_iter().map(|(_, p)| p).collect()
 }
 
 /// The stub's ranking score: up to 100 for shortness plus distinct lowercased tokens.

@@ -226,3 +226,27 @@ async fn a_stopped_job_ends_the_loop() {
     assert_eq!(run.result, Err(OptimizeError::Stopped));
     assert_eq!(run.events.len(), 4);
 }
+
+#[tokio::test]
+async fn big_prompts_and_examples_run_and_stay_reproducible() {
+    let words: Vec<String> = (0..4_000).map(|i| format!("w{}", i % 700)).collect();
+    let prompt = words.join(" ");
+    assert!(prompt.len() > INLINE_BYTES);
+    let store = Arc::new(MemoryStore::new());
+    let stored: Vec<Example> = (0..20)
+        .map(|i| Example {
+            id: format!("{i:02}"),
+            input: words[i * 100..i * 100 + 1_000].join(" "),
+            expected: (i % 2 == 0).then(|| "w1 w2".to_string()),
+            meta: Default::default(),
+        })
+        .collect();
+    store.upsert_examples(&stored).await.unwrap();
+    let mut s = spec(&prompt, 3);
+    s.seed = Some(5);
+    let a = run_with(s.clone(), Settings::default(), store.clone(), None).await;
+    let b = run_with(s, Settings::default(), store, None).await;
+    assert_eq!(a.types(), ["mutation", "progress", "selected"].repeat(3));
+    assert_eq!(a.proposals(), b.proposals());
+    assert!(a.result().scores.coverage.unwrap() > 0.0);
+}

@@ -36,7 +36,7 @@ async fn tournament_returns_the_winning_proposal_not_a_label() {
     let cancel = CancellationToken::new();
     let cands = strings(&["a much longer candidate", "short one", "mid size one"]);
     // The stub prefers the shorter candidate.
-    let ranked = Judge::Stub
+    let ranked = Judge::Stub(Default::default())
         .tournament("t", &cands, 2, &cancel)
         .await
         .unwrap();
@@ -137,10 +137,13 @@ fn stub_scores_follow_the_original_formulas() {
     }];
     // 15 code points → brevity 10 − 5; 3 of 3 words distinct → 10; reference tokens
     // {Say, hello, greet, the, user} ∩ {Say, hello, user!} = 2 → ⌊20 / 5⌋ = 4.
-    let scores = stub_scores("Say hello", "Say hello user!", &examples);
+    let scores = stub_scores(
+        &StubReference::new("Say hello", &examples),
+        "Say hello user!",
+    );
     assert_eq!(scores["brevity"], 5.0);
     assert_eq!(scores["diversity"], 10.0);
     assert_eq!(scores["coverage"], 4.0);
-    assert_eq!(stub_scores("", "", &[])["diversity"], 0.0);
+    assert_eq!(stub_scores(&StubReference::default(), "")["diversity"], 0.0);
     assert_eq!(stub_rank_score("A a b"), 97.0);
 }
