@@ -40,7 +40,11 @@ pub enum Judge {
     },
 }
 
-const PAIRWISE_TEMPLATE: &str = r#"You are GPT-5 acting as a deterministic evaluation judge.
+/// The original's pairwise prompt, filled in one pass (text in `task` or `a` that looks like a
+/// placeholder stays as it is).
+fn pairwise_prompt(task: &str, a: &str, b: &str) -> String {
+    format!(
+        r#"You are GPT-5 acting as a deterministic evaluation judge.
 Evaluate which candidate best satisfies the task below.
 Ignore style; reward clarity, faithfulness, and specificity.
 If tied, prefer the shorter candidate.
@@ -55,13 +59,15 @@ CANDIDATE B:
 {b}
 
 Output EXACTLY one JSON object on a single line (no prose):
-{"winner":"A","confidence":0.00,"justification":"<=12 words"}
+{{"winner":"A","confidence":0.00,"justification":"<=12 words"}}
 Rules:
 - "winner" MUST be "A" or "B".
 - "confidence" MUST be a number in [0,1].
 - "justification" MUST be <=12 words; no chain-of-thought.
 Example:
-{"winner":"A","confidence":0.73,"justification":"clear, specific, follows instructions"}"#;
+{{"winner":"A","confidence":0.73,"justification":"clear, specific, follows instructions"}}"#
+    )
+}
 
 impl Judge {
     /// Whether settings select the stub (as the original: `USE_JUDGE_STUB` or
@@ -88,7 +94,8 @@ impl Judge {
     }
 
     /// Scores `candidate` for `task` on each objective. The stub always scores all three
-    /// (as the original's did); a model scores the requested ones.
+    /// (as the original's did) against its reference (built from the same task and examples);
+    /// a model scores the requested ones.
     pub async fn scores(
         &self,
         task: &str,
@@ -154,10 +161,7 @@ impl Judge {
                 Winner::B
             }),
             Judge::Model { .. } => {
-                let prompt = PAIRWISE_TEMPLATE
-                    .replace("{task}", task)
-                    .replace("{a}", a)
-                    .replace("{b}", b);
+                let prompt = pairwise_prompt(task, a, b);
                 let answer = self.ask(prompt, 64, cancel).await?;
                 let label = answer.as_deref().and_then(first_json_object).and_then(|v| {
                     v.get("winner")

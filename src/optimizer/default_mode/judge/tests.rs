@@ -147,3 +147,11 @@ fn stub_scores_follow_the_original_formulas() {
     assert_eq!(stub_scores(&StubReference::default(), "")["diversity"], 0.0);
     assert_eq!(stub_rank_score("A a b"), 97.0);
 }
+
+#[test]
+fn pairwise_prompt_fills_each_placeholder_once() {
+    let prompt = pairwise_prompt("task with {a} inside", "first", "second");
+    assert!(prompt.contains("TASK:\ntask with {a} inside\n"));
+    assert!(prompt.contains("CANDIDATE A:\nfirst\n\nCANDIDATE B:\nsecond\n"));
+    assert!(prompt.contains(r#"{"winner":"A","confidence":0.73,"#));
+}
