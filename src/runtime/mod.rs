@@ -153,7 +153,7 @@ impl JobRuntime {
         let inner = self.inner.clone();
         self.inner
             .tasks
-            .spawn(async move { inner.run_job(job, spec).await });
+            .spawn(async move { inner.run_job(job, spec, false).await });
         Ok(Created {
             job_id,
             replayed: false,
@@ -268,7 +268,9 @@ impl JobRuntime {
     }
 
     /// Ends jobs a previous process left pending or running: each gets exactly one terminal
-    /// event (`shutdown` with reason `interrupted`), unless its log already has one.
+    /// event (`shutdown` with reason `interrupted`), unless its log already has one. Jobs whose
+    /// optimizer is [`Optimizer::resumable`] are re-spawned instead (no second `started`; event
+    /// ids continue after the last stored one) and continue from their checkpoint.
     async fn recover_interrupted(&self) -> Result<()> {
         let store = &self.inner.store;
         let stale = store
@@ -284,6 +286,23 @@ impl JobRuntime {
                 if let Some(t) = page.iter().find(|e| e.is_terminal()) {
                     terminal = Some(t.payload.clone());
                 }
+            }
+            let resumable = self
+                .inner
+                .optimizers
+                .get(&record.spec.mode)
+                .is_some_and(|o| o.resumable());
+            if terminal.is_none() && resumable {
+                record.last_event_id = last_id;
+                let spec = Arc::new(record.spec.clone());
+                let job = Arc::new(LiveJob::new(record, self.inner.settings.sse_buffer_size));
+                self.inner.live_map().insert(job.id.clone(), job.clone());
+                tracing::info!(job_id = %job.id, last_event_id = last_id, "resuming interrupted job");
+                let inner = self.inner.clone();
+                self.inner
+                    .tasks
+                    .spawn(async move { inner.run_job(job, spec, true).await });
+                continue;
             }
             let payload = match terminal {
                 Some(payload) => payload,
@@ -437,8 +456,11 @@ impl Inner {
         true
     }
 
-    async fn run_job(self: Arc<Self>, job: Arc<LiveJob>, spec: Arc<JobSpec>) {
-        if !self.set_running(&job).await || self.emit(&job, EventPayload::Started {}).await.is_err()
+    /// Runs a job's optimizer to its terminal event. A `resumed` job (restart recovery) does
+    /// not emit a second `started`.
+    async fn run_job(self: Arc<Self>, job: Arc<LiveJob>, spec: Arc<JobSpec>, resumed: bool) {
+        if !self.set_running(&job).await
+            || (!resumed && self.emit(&job, EventPayload::Started {}).await.is_err())
         {
             return;
         }
