@@ -14,7 +14,10 @@ use crate::error::FieldError;
 type P = pb::job_event::Payload;
 
 /// Decodes request options; unknown enum names become field errors.
-pub fn options_from_pb(options: Option<pb::GepaOptions>, errors: &mut Vec<FieldError>) -> GepaOptions {
+pub fn options_from_pb(
+    options: Option<pb::GepaOptions>,
+    errors: &mut Vec<FieldError>,
+) -> GepaOptions {
     let Some(o) = options else {
         return GepaOptions::default();
     };

@@ -72,7 +72,8 @@ pub struct Split {
 /// second example validates). With a single example, both sets are that example (the
 /// reference's inference-time search mode).
 pub fn split(examples: Vec<Example>) -> Split {
-    let tagged = |e: &Example, want: &str| e.meta.get("split").and_then(|v| v.as_str()) == Some(want);
+    let tagged =
+        |e: &Example, want: &str| e.meta.get("split").and_then(|v| v.as_str()) == Some(want);
     if examples.iter().any(|e| tagged(e, "val")) && examples.iter().any(|e| !tagged(e, "val")) {
         let (val, train): (Vec<_>, Vec<_>) = examples.into_iter().partition(|e| tagged(e, "val"));
         return Split { train, val };

@@ -85,7 +85,9 @@ pub fn registry(
     );
     optimizers.insert(
         crate::domain::Mode::Gepa,
-        Arc::new(gepa::GepaOptimizer::new(gepa::Models::from_settings(settings))),
+        Arc::new(gepa::GepaOptimizer::new(gepa::Models::from_settings(
+            settings,
+        ))),
     );
     optimizers
 }

@@ -91,7 +91,9 @@ impl OpenAiConfig {
         OpenAiConfig {
             base_url: base_url.into().trim_end_matches('/').to_string(),
             api_key: None,
-            connect_timeout: Duration::from_secs_f64(settings.provider_connect_timeout_s.max(0.001)),
+            connect_timeout: Duration::from_secs_f64(
+                settings.provider_connect_timeout_s.max(0.001),
+            ),
             request_timeout: Duration::from_secs_f64(settings.provider_timeout_s.max(0.001)),
             max_retries: settings.provider_max_retries,
             backoff_base: Duration::from_millis(settings.provider_backoff_base_ms),
@@ -99,14 +101,20 @@ impl OpenAiConfig {
             max_concurrency: settings.provider_max_concurrency.max(1),
             qps: settings.provider_qps_max,
             breaker_threshold: settings.provider_breaker_threshold.max(1),
-            breaker_cooldown: Duration::from_secs_f64(settings.provider_breaker_cooldown_s.max(0.0)),
+            breaker_cooldown: Duration::from_secs_f64(
+                settings.provider_breaker_cooldown_s.max(0.0),
+            ),
         }
     }
 
     /// The endpoint the settings select, if any: `OPENAI_BASE_URL` (key `OPENAI_API_KEY`), else
     /// OpenRouter when `OPENROUTER_API_KEY` is set, else OpenAI when `OPENAI_API_KEY` is set.
     pub fn from_settings(settings: &Settings) -> Option<Self> {
-        let (base, key) = if let Some(base) = settings.openai_base_url.as_deref().filter(|b| !b.is_empty()) {
+        let (base, key) = if let Some(base) = settings
+            .openai_base_url
+            .as_deref()
+            .filter(|b| !b.is_empty())
+        {
             (base.to_string(), settings.openai_api_key.clone())
         } else if let Some(key) = settings.openrouter_api_key.clone() {
             (OPENROUTER_BASE_URL.to_string(), Some(key))
@@ -230,7 +238,11 @@ impl OpenAiCompatible {
             .backoff_base
             .saturating_mul(1u32 << attempt.min(16))
             .min(self.config.backoff_max);
-        let jitter = self.jitter.lock().unwrap_or_else(|p| p.into_inner()).next_f64();
+        let jitter = self
+            .jitter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_f64();
         let delay = exp.mul_f64(0.5 + 0.5 * jitter);
         match retry_after_s {
             Some(s) if s.is_finite() && s > 0.0 => delay.max(Duration::from_secs_f64(s.min(60.0))),
@@ -292,9 +304,9 @@ fn classify(err: reqwest::Error) -> ProviderError {
 
 fn retryable(err: &ProviderError) -> bool {
     match err {
-        ProviderError::Timeout | ProviderError::RateLimited { .. } | ProviderError::Transport(_) => {
-            true
-        }
+        ProviderError::Timeout
+        | ProviderError::RateLimited { .. }
+        | ProviderError::Transport(_) => true,
         ProviderError::Http { status } => *status >= 500,
         ProviderError::CircuitOpen | ProviderError::InvalidResponse(_) => false,
     }

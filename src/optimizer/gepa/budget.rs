@@ -39,6 +39,8 @@ pub enum StopReason {
     MaxCost,
     MaxTokens,
     WallTime,
+    /// Every recent iteration was idle (perfect parents or repeated proposals, all cached).
+    Converged,
 }
 
 impl StopReason {
@@ -49,6 +51,7 @@ impl StopReason {
             StopReason::MaxCost => "max_cost",
             StopReason::MaxTokens => "max_tokens",
             StopReason::WallTime => "wall_time",
+            StopReason::Converged => "converged",
         }
     }
 }

@@ -12,8 +12,8 @@ use super::reflection::{self, Record};
 use super::state::{Candidate, EvalRecord, GepaState, Origin, cache_key, candidate_hash};
 use crate::domain::gepa::{
     Acceptance, CandidateProposed, CandidateScored, CandidateSelector, CandidateVerdict,
-    FrontierEntry, FrontierUpdated, GenerationStarted, JudgeScored, LessonsUpdated,
-    MergeAttempted, MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted,
+    FrontierEntry, FrontierUpdated, GenerationStarted, JudgeScored, LessonsUpdated, MergeAttempted,
+    MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted,
 };
 use crate::domain::{EventPayload, Example, ObjectiveScores};
 use crate::optimizer::{JobContext, OptimizeError};
@@ -90,7 +90,10 @@ impl Engine<'_> {
     ) -> Result<Vec<EvalRecord>, Halt> {
         let hash = candidate_hash(candidate);
         let set = if on_val { &self.val } else { &self.train };
-        let keys: Vec<String> = indices.iter().map(|i| cache_key(hash, &set[*i].id)).collect();
+        let keys: Vec<String> = indices
+            .iter()
+            .map(|i| cache_key(hash, &set[*i].id))
+            .collect();
         let mut misses: Vec<usize> = Vec::new();
         for (k, key) in keys.iter().enumerate() {
             if !self.state.cache.contains_key(key) && !misses.iter().any(|m| keys[*m] == *key) {
@@ -121,11 +124,13 @@ impl Engine<'_> {
         }
         Ok(keys
             .iter()
-            .map(|k| self.state.cache.get(k).cloned().unwrap_or(EvalRecord {
-                output: String::new(),
-                score: 0.0,
-                feedback: String::new(),
-            }))
+            .map(|k| {
+                self.state.cache.get(k).cloned().unwrap_or(EvalRecord {
+                    output: String::new(),
+                    score: 0.0,
+                    feedback: String::new(),
+                })
+            })
             .collect())
     }
 
@@ -159,7 +164,7 @@ impl Engine<'_> {
     }
 
     /// Events after a candidate joined the pool.
-    async fn announce(&self, id: usize) -> Result<(), Halt> {
+    pub async fn announce(&self, id: usize) -> Result<(), Halt> {
         let val_scores = self
             .val
             .iter()
@@ -193,7 +198,12 @@ impl Engine<'_> {
         self.state.spent = self.budget.spent.clone();
         match serde_json::to_value(&self.state) {
             Ok(value) => {
-                if let Err(err) = self.ctx.store.put_checkpoint(&self.ctx.job_id, &value).await {
+                if let Err(err) = self
+                    .ctx
+                    .store
+                    .put_checkpoint(&self.ctx.job_id, &value)
+                    .await
+                {
                     tracing::warn!(job_id = %self.ctx.job_id, error = %err, "checkpoint not saved");
                 }
             }
@@ -211,13 +221,25 @@ impl Engine<'_> {
             } else {
                 (2 * self.cfg.minibatch.min(self.train.len()) + self.val.len()) as u64
             };
-            if let Some(reason) = self.budget.stop_before_iteration(self.state.generation, needed) {
+            if let Some(reason) = self
+                .budget
+                .stop_before_iteration(self.state.generation, needed)
+            {
                 return Ok(reason);
             }
+            if self.state.idle_iterations >= self.idle_limit() {
+                return Ok(StopReason::Converged);
+            }
+            let (calls, pool) = (self.budget.spent.metric_calls, self.state.candidates.len());
             match self.iteration(merge_due).await {
                 Ok(()) => {}
                 Err(Halt::Budget(reason)) => return Ok(reason),
                 Err(Halt::Error(err)) => return Err(err),
+            }
+            if self.budget.spent.metric_calls == calls && self.state.candidates.len() == pool {
+                self.state.idle_iterations += 1;
+            } else {
+                self.state.idle_iterations = 0;
             }
             self.state.generation += 1;
             self.emit_budget().await.map_err(|h| match h {
@@ -232,6 +254,13 @@ impl Engine<'_> {
             self.budget.usage(self.state.generation),
         ))
         .await
+    }
+
+    /// Idle iterations in a row after which the search has converged: two epochs of minibatches
+    /// (at least 10) found nothing new to evaluate.
+    fn idle_limit(&self) -> u32 {
+        let per_epoch = self.train.len().div_ceil(self.cfg.minibatch.max(1));
+        (2 * per_epoch).max(10) as u32
     }
 
     fn merge_due(&self) -> bool {
@@ -308,7 +337,10 @@ impl Engine<'_> {
             component: component.clone(),
         }))
         .await?;
-        let current = parent_candidate.get(&component).cloned().unwrap_or_default();
+        let current = parent_candidate
+            .get(&component)
+            .cloned()
+            .unwrap_or_default();
         let (rule_text, prompt, lessons) = {
             let records: Vec<Record<'_>> = batch
                 .iter()
@@ -320,8 +352,16 @@ impl Engine<'_> {
                 .collect();
             let lessons = reflection::lessons(&records);
             match &self.cfg.reflection {
-                None => (Some(reflection::rule_based(&current, &records)), None, lessons),
-                Some(_) => (None, Some(reflection::reflection_prompt(&current, &records)), lessons),
+                None => (
+                    Some(reflection::rule_based(&current, &records)),
+                    None,
+                    lessons,
+                ),
+                Some(_) => (
+                    None,
+                    Some(reflection::reflection_prompt(&current, &records)),
+                    lessons,
+                ),
             }
         };
         let rule_based = rule_text.is_some();
@@ -330,7 +370,11 @@ impl Engine<'_> {
             (None, Some(prompt), Some((provider, model))) => {
                 let answer = self.reflect(provider, model, prompt).await?;
                 let text = reflection::parse_fenced(&answer);
-                if text.is_empty() { current.clone() } else { text }
+                if text.is_empty() {
+                    current.clone()
+                } else {
+                    text
+                }
             }
             _ => current.clone(),
         };
@@ -351,7 +395,10 @@ impl Engine<'_> {
         child.insert(component, new_text);
         let child_records = self.evaluate(&child, false, &batch).await?;
         let child_scores: Vec<f64> = child_records.iter().map(|r| r.score).collect();
-        let (before, after) = (parent_scores.iter().sum::<f64>(), child_scores.iter().sum::<f64>());
+        let (before, after) = (
+            parent_scores.iter().sum::<f64>(),
+            child_scores.iter().sum::<f64>(),
+        );
         self.emit(EventPayload::MinibatchEvaluated(MinibatchEvaluated {
             generation,
             candidate_id: parent as u32,
@@ -478,7 +525,11 @@ impl Engine<'_> {
         self.state.rng = rng;
         let records = self.evaluate(&child, true, &sub).await?;
         let after: f64 = records.iter().map(|r| r.score).sum();
-        let sum_of = |c: usize| sub.iter().map(|k| self.state.val_scores[c][*k]).sum::<f64>();
+        let sum_of = |c: usize| {
+            sub.iter()
+                .map(|k| self.state.val_scores[c][*k])
+                .sum::<f64>()
+        };
         let before = sum_of(i).max(sum_of(j));
         let accepted = after >= before;
         self.emit(EventPayload::MergeAttempted(MergeAttempted {

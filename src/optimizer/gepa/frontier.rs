@@ -130,7 +130,11 @@ mod tests {
     #[test]
     fn a_candidate_covered_everywhere_by_others_is_pruned() {
         // 0 is best only where 1 is too; 1 and 2 each own an instance.
-        let scores = vec![vec![1.0, 0.0, 0.0], vec![1.0, 1.0, 0.0], vec![0.0, 0.0, 1.0]];
+        let scores = vec![
+            vec![1.0, 0.0, 0.0],
+            vec![1.0, 1.0, 0.0],
+            vec![0.0, 0.0, 1.0],
+        ];
         let fronts = instance_fronts(&scores);
         let agg: Vec<f64> = scores.iter().map(|s| mean(s)).collect();
         assert_eq!(dominators(&fronts, &agg), BTreeSet::from([1, 2]));

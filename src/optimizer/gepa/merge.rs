@@ -21,7 +21,11 @@ pub fn eligible(state: &GepaState, i: usize, j: usize, a: usize) -> bool {
     if agg_a > state.aggregate(i) || agg_a > state.aggregate(j) {
         return false;
     }
-    let (ci, cj, ca) = (&state.candidates[i], &state.candidates[j], &state.candidates[a]);
+    let (ci, cj, ca) = (
+        &state.candidates[i],
+        &state.candidates[j],
+        &state.candidates[a],
+    );
     ca.keys().any(|name| {
         let keeps_i = ci.get(name) == ca.get(name);
         let keeps_j = cj.get(name) == ca.get(name);
@@ -74,7 +78,11 @@ pub fn find_triple(
 /// Builds the merged child: where one side kept the ancestor's text take the other's; where both
 /// changed it take the side with the better aggregate (ties random).
 pub fn combine(state: &GepaState, i: usize, j: usize, a: usize, rng: &mut SeededRng) -> Candidate {
-    let (ci, cj, ca) = (&state.candidates[i], &state.candidates[j], &state.candidates[a]);
+    let (ci, cj, ca) = (
+        &state.candidates[i],
+        &state.candidates[j],
+        &state.candidates[a],
+    );
     let mut child = Candidate::new();
     for (name, ti) in ci {
         let tj = cj.get(name).unwrap_or(ti);
@@ -102,7 +110,13 @@ pub fn already_produced(state: &GepaState, child: &Candidate) -> bool {
 }
 
 /// Up to `n` validation indices stratified into "i better", "j better" and "tie" buckets.
-pub fn subsample(state: &GepaState, i: usize, j: usize, n: usize, rng: &mut SeededRng) -> Vec<usize> {
+pub fn subsample(
+    state: &GepaState,
+    i: usize,
+    j: usize,
+    n: usize,
+    rng: &mut SeededRng,
+) -> Vec<usize> {
     let (si, sj) = (&state.val_scores[i], &state.val_scores[j]);
     let mut buckets: [Vec<usize>; 3] = Default::default();
     for k in 0..si.len() {
@@ -141,14 +155,35 @@ mod tests {
     use crate::optimizer::gepa::state::Origin;
 
     fn cand(a: &str, b: &str) -> Candidate {
-        [("a".to_string(), a.to_string()), ("b".to_string(), b.to_string())].into()
+        [
+            ("a".to_string(), a.to_string()),
+            ("b".to_string(), b.to_string()),
+        ]
+        .into()
     }
 
     /// seed(0) → 1 changes `a`, seed → 2 changes `b`.
     fn pool() -> GepaState {
-        let mut s = GepaState::new(cand("a0", "b0"), vec![0.0, 0.0], SeededRng::new(1), Spent::default());
-        s.add(cand("a1", "b0"), vec![0], Origin::Reflection, vec![1.0, 0.0], 0);
-        s.add(cand("a0", "b2"), vec![0], Origin::Reflection, vec![0.0, 1.0], 0);
+        let mut s = GepaState::new(
+            cand("a0", "b0"),
+            vec![0.0, 0.0],
+            SeededRng::new(1),
+            Spent::default(),
+        );
+        s.add(
+            cand("a1", "b0"),
+            vec![0],
+            Origin::Reflection,
+            vec![1.0, 0.0],
+            0,
+        );
+        s.add(
+            cand("a0", "b2"),
+            vec![0],
+            Origin::Reflection,
+            vec![0.0, 1.0],
+            0,
+        );
         s
     }
 
@@ -168,14 +203,25 @@ mod tests {
     fn ancestors_and_better_ancestors_are_not_eligible() {
         let mut state = pool();
         // 3 descends from 1: never merged with its ancestor.
-        state.add(cand("a3", "b0"), vec![1], Origin::Reflection, vec![1.0, 1.0], 0);
+        state.add(
+            cand("a3", "b0"),
+            vec![1],
+            Origin::Reflection,
+            vec![1.0, 1.0],
+            0,
+        );
         let mut rng = SeededRng::new(2);
         assert_eq!(find_triple(&state, &BTreeSet::from([1, 3]), &mut rng), None);
         // An ancestor better than a descendant is not a valid base.
         state.val_scores[0] = vec![1.0, 1.0];
         assert!(!eligible(&state, 1, 2, 0));
         // Two candidates that both changed the same component only: nothing to merge.
-        let mut s = GepaState::new(cand("a0", "b0"), vec![0.0], SeededRng::new(1), Spent::default());
+        let mut s = GepaState::new(
+            cand("a0", "b0"),
+            vec![0.0],
+            SeededRng::new(1),
+            Spent::default(),
+        );
         s.add(cand("x", "b0"), vec![0], Origin::Reflection, vec![1.0], 0);
         s.add(cand("y", "b0"), vec![0], Origin::Reflection, vec![1.0], 0);
         assert!(!eligible(&s, 1, 2, 0));

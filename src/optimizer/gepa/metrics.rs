@@ -223,18 +223,19 @@ fn check_schema(value: &Value, schema: &Value, path: &str) -> Result<(), String>
     if let Some(Value::Array(options)) = schema.get("enum")
         && !options.contains(value)
     {
-        return Err(format!("{path} must be one of {}", Value::Array(options.clone())));
+        return Err(format!(
+            "{path} must be one of {}",
+            Value::Array(options.clone())
+        ));
     }
-    if let (Some(Value::Array(required)), Some(obj)) = (schema.get("required"), value.as_object())
-    {
+    if let (Some(Value::Array(required)), Some(obj)) = (schema.get("required"), value.as_object()) {
         for key in required.iter().filter_map(Value::as_str) {
             if !obj.contains_key(key) {
                 return Err(format!("{path} is missing the required key {key:?}"));
             }
         }
     }
-    if let (Some(Value::Object(props)), Some(obj)) = (schema.get("properties"), value.as_object())
-    {
+    if let (Some(Value::Object(props)), Some(obj)) = (schema.get("properties"), value.as_object()) {
         for (key, sub) in props {
             if let Some(v) = obj.get(key) {
                 check_schema(v, sub, &format!("{path}.{key}"))?;
@@ -274,7 +275,10 @@ pub fn json_schema(output: &str, example: &Example) -> Scored {
         },
         Err(violation) => Scored {
             score: 0.0,
-            feedback: with_context(format!("The JSON does not match the schema: {violation}."), example),
+            feedback: with_context(
+                format!("The JSON does not match the schema: {violation}."),
+                example,
+            ),
         },
     }
 }
@@ -335,7 +339,12 @@ impl Judge {
             example.expected.as_deref().unwrap_or(""),
             output,
         ]);
-        if let Some((hit, _)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some((hit, _)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok((hit.clone(), Usage::default()));
         }
         let Some(provider) = &self.provider else {
@@ -426,13 +435,19 @@ mod tests {
     #[test]
     fn contains_regex_and_f1_give_feedback() {
         assert_eq!(contains("It is 4.", &ex("4")).score, 1.0);
-        assert!(contains("five", &ex("4")).feedback.contains("does not contain"));
+        assert!(
+            contains("five", &ex("4"))
+                .feedback
+                .contains("does not contain")
+        );
         assert_eq!(regex_pass("order 123", &ex(r"\d{3}")).score, 1.0);
         assert!(regex_pass("x", &ex("(")).feedback.contains("not a valid"));
         let f1 = token_f1("the cat sat", &ex("the cat"));
         assert!((f1.score - 0.8).abs() < 1e-9);
         let miss = token_f1("a dog", &ex("the cat"));
-        assert!(miss.feedback.contains("missing tokens: [the, cat]") || miss.feedback.contains("cat"));
+        assert!(
+            miss.feedback.contains("missing tokens: [the, cat]") || miss.feedback.contains("cat")
+        );
     }
 
     #[test]
@@ -443,12 +458,23 @@ mod tests {
             serde_json::json!({"type": "object", "required": ["label"],
                 "properties": {"label": {"enum": ["pos", "neg"]}}}),
         );
-        assert_eq!(json_schema("```json\n{\"label\": \"pos\"}\n```", &example).score, 1.0);
+        assert_eq!(
+            json_schema("```json\n{\"label\": \"pos\"}\n```", &example).score,
+            1.0
+        );
         let bad = json_schema(r#"{"label": "meh"}"#, &example);
         assert!(bad.feedback.contains("$.label must be one of"));
         let missing = json_schema("{}", &example);
-        assert!(missing.feedback.contains("missing the required key \"label\""));
-        assert!(json_schema("nope", &example).feedback.contains("not valid JSON"));
+        assert!(
+            missing
+                .feedback
+                .contains("missing the required key \"label\"")
+        );
+        assert!(
+            json_schema("nope", &example)
+                .feedback
+                .contains("not valid JSON")
+        );
     }
 
     #[test]

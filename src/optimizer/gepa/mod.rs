@@ -70,7 +70,9 @@ impl Models {
                     None
                 }
                 None => {
-                    tracing::warn!("USE_MODEL_STUB=false but no provider is configured; using local_echo");
+                    tracing::warn!(
+                        "USE_MODEL_STUB=false but no provider is configured; using local_echo"
+                    );
                     None
                 }
             }
@@ -103,7 +105,12 @@ impl Models {
     }
 
     /// A rollout runner for one job.
-    pub fn evaluator(&self, spec: &JobSpec, settings: &Settings, metrics: Vec<Metric>) -> Evaluator {
+    pub fn evaluator(
+        &self,
+        spec: &JobSpec,
+        settings: &Settings,
+        metrics: Vec<Metric>,
+    ) -> Evaluator {
         Evaluator {
             task: self.task.clone(),
             judge: self.judge.clone(),
@@ -128,7 +135,9 @@ impl Models {
 }
 
 /// The examples a job names: inline, else a built-in pack, else the stored examples.
-pub async fn load_examples(ctx: &JobContext) -> Result<(Vec<Example>, &'static str), OptimizeError> {
+pub async fn load_examples(
+    ctx: &JobContext,
+) -> Result<(Vec<Example>, &'static str), OptimizeError> {
     let spec = &ctx.spec;
     if !spec.examples.is_empty() {
         return Ok((spec.examples.clone(), "exact_match"));
@@ -187,7 +196,10 @@ impl Optimizer for GepaOptimizer {
         let settings = ctx.settings.clone();
         let (examples, default_metric) = load_examples(&ctx).await?;
         if examples.is_empty() {
-            return Err(failed("no_examples", "the job has no examples to optimize on"));
+            return Err(failed(
+                "no_examples",
+                "the job has no examples to optimize on",
+            ));
         }
         let split = datasets::split(examples);
         let mut seed = Candidate::new();
@@ -209,7 +221,10 @@ impl Optimizer for GepaOptimizer {
                     + Duration::from_secs_f64(settings.max_wall_time_s * WALL_TIME_SHARE),
             ),
         };
-        if limits.max_metric_calls.is_some_and(|m| m < split.val.len() as u64) {
+        if limits
+            .max_metric_calls
+            .is_some_and(|m| m < split.val.len() as u64)
+        {
             return Err(failed(
                 "budget_exhausted",
                 format!(
@@ -240,7 +255,9 @@ impl Optimizer for GepaOptimizer {
         let components: Vec<String> = seed.keys().cloned().collect();
         let mut engine = Engine {
             ctx: &ctx,
-            eval: self.models.evaluator(&spec, &settings, metrics_for(&spec, default_metric)),
+            eval: self
+                .models
+                .evaluator(&spec, &settings, metrics_for(&spec, default_metric)),
             cfg: Config {
                 minibatch: spec.gepa.minibatch_size.unwrap_or(3) as usize,
                 selector: spec.gepa.candidate_selector,
@@ -267,8 +284,10 @@ impl Optimizer for GepaOptimizer {
             };
             engine.state.val_scores[0] = scores;
             engine.state.discovered_at[0] = engine.budget.spent.metric_calls;
-            if let Err(Halt::Error(err)) = engine.emit_budget().await {
-                return Err(err);
+            for step in [engine.announce(0).await, engine.emit_budget().await] {
+                if let Err(Halt::Error(err)) = step {
+                    return Err(err);
+                }
             }
         }
         let stop = engine.run().await?;

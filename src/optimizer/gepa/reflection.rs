@@ -132,7 +132,13 @@ mod tests {
             score: 0.0,
             feedback: "expected paris".into(),
         };
-        let prompt = reflection_prompt("Answer briefly.", &[Record { example: &example, eval: &eval }]);
+        let prompt = reflection_prompt(
+            "Answer briefly.",
+            &[Record {
+                example: &example,
+                eval: &eval,
+            }],
+        );
         assert!(prompt.contains("```\nAnswer briefly.\n```"));
         assert!(prompt.contains("# Example 1\n## Inputs\ncapital of france?"));
         assert!(prompt.contains("## Feedback\nexpected paris"));
@@ -155,7 +161,10 @@ mod tests {
             score: 0.0,
             feedback: "wrong".into(),
         };
-        let rec = [Record { example: &example, eval: &bad }];
+        let rec = [Record {
+            example: &example,
+            eval: &bad,
+        }];
         let once = rule_based("Answer.", &rec);
         assert!(once.contains("answer \"paris\""));
         assert_eq!(rule_based(&once, &rec), once);

@@ -108,6 +108,8 @@ pub struct GepaState {
     /// `"<candidate hash>/<example id>"` → record.
     pub cache: BTreeMap<String, EvalRecord>,
     pub lessons: Vec<String>,
+    /// Consecutive iterations that dispatched no metric call and added no candidate.
+    pub idle_iterations: u32,
 }
 
 impl GepaState {
@@ -131,6 +133,7 @@ impl GepaState {
             merged: BTreeSet::new(),
             cache: BTreeMap::new(),
             lessons: Vec::new(),
+            idle_iterations: 0,
         }
     }
 
@@ -226,7 +229,8 @@ mod tests {
     #[test]
     fn state_round_trips_through_json() {
         let seed: Candidate = [("system_prompt".to_string(), "be nice".to_string())].into();
-        let mut state = GepaState::new(seed.clone(), vec![0.5], SeededRng::new(3), Spent::default());
+        let mut state =
+            GepaState::new(seed.clone(), vec![0.5], SeededRng::new(3), Spent::default());
         state.add(seed, vec![0], Origin::Reflection, vec![1.0], 4);
         state.tried_merges.insert((1, 2, 0));
         let json = serde_json::to_value(&state).unwrap();
