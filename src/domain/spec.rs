@@ -11,6 +11,8 @@ pub enum Mode {
     #[default]
     Default,
     Gepa,
+    /// An eval job: score a prompt on a dataset (`EvalService.StartEval`, `POST /v1/eval/start`).
+    Eval,
 }
 
 /// The original's three deterministic objectives.
@@ -250,7 +252,7 @@ impl JobSpec {
                 "target_model_id is too long",
             ));
         }
-        if self.mode == Mode::Gepa {
+        if matches!(self.mode, Mode::Gepa | Mode::Eval) {
             self.validate_gepa(&mut errors);
         }
         if errors.is_empty() {

@@ -368,3 +368,112 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
         _ => return None,
     })
 }
+
+// ---------- examples and eval requests ----------
+
+/// The system prompt of an eval request that names none.
+pub const DEFAULT_EVAL_PROMPT: &str = "You are a helpful assistant. Answer concisely.";
+
+/// Page size cap of `ListExamples`.
+pub const MAX_EXAMPLES_PAGE: u32 = 500;
+
+pub fn example_to_pb(e: &crate::domain::Example) -> pb::Example {
+    pb::Example {
+        id: e.id.clone(),
+        input: e.input.clone(),
+        expected: e.expected.clone(),
+        meta: Some(super::convert::struct_from_json(&e.meta)),
+    }
+}
+
+/// Decodes examples to upsert (a missing id gets a UUID), checking the same caps as job
+/// requests.
+pub fn examples_from_pb(
+    examples: Vec<pb::Example>,
+) -> Result<Vec<crate::domain::Example>, crate::error::Error> {
+    use crate::domain::spec::{MAX_EXAMPLE_CHARS, MAX_EXAMPLES};
+    let mut errors = Vec::new();
+    if examples.len() > MAX_EXAMPLES {
+        errors.push(FieldError::new(
+            &["examples"],
+            format!("at most {MAX_EXAMPLES} examples"),
+        ));
+    }
+    let decoded: Vec<crate::domain::Example> = examples
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let index = i.to_string();
+            if e.input.chars().count() > MAX_EXAMPLE_CHARS {
+                errors.push(FieldError::new(
+                    &["examples", &index, "input"],
+                    format!("input must be at most {MAX_EXAMPLE_CHARS} characters"),
+                ));
+            }
+            if e.id.len() > 200 {
+                errors.push(FieldError::new(
+                    &["examples", &index, "id"],
+                    "id must be at most 200 bytes",
+                ));
+            }
+            crate::domain::Example {
+                id: if e.id.is_empty() {
+                    uuid::Uuid::new_v4().to_string()
+                } else {
+                    e.id
+                },
+                input: e.input,
+                expected: e.expected,
+                meta: e
+                    .meta
+                    .as_ref()
+                    .map(super::convert::json_from_struct)
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(decoded)
+    } else {
+        Err(crate::error::Error::Validation(errors))
+    }
+}
+
+/// Decodes and validates a `StartEvalRequest` into an eval job spec.
+pub fn eval_request(
+    req: pb::StartEvalRequest,
+) -> Result<super::convert::CreateRequest, crate::error::Error> {
+    use crate::domain::{DatasetRef, JobSpec, Mode};
+    let prompt = if req.prompt.trim().is_empty() {
+        DEFAULT_EVAL_PROMPT.to_string()
+    } else {
+        req.prompt
+    };
+    let mut spec = JobSpec::from_prompt(prompt);
+    spec.mode = Mode::Eval;
+    spec.dataset = Some(DatasetRef {
+        name: req
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "examples".into()),
+        split: None,
+    });
+    spec.metrics = req.metrics;
+    spec.target_model_id = req.target_model_id.filter(|m| !m.is_empty());
+    spec.seed = req.seed.filter(|s| *s != 0);
+    spec.tournament_size = req.tournament_size;
+    spec.recombination_rate = req.recombination_rate;
+    spec.early_stop_patience = req.early_stop_patience;
+    spec.budget.max_rollouts = req.max_examples.map(u64::from);
+    spec.validate(1, 1)?;
+    if req.idempotency_key.len() > 256 {
+        return Err(crate::error::Error::invalid(
+            &["idempotency_key"],
+            "idempotency_key must be at most 256 bytes",
+        ));
+    }
+    Ok(super::convert::CreateRequest {
+        spec,
+        idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
+    })
+}

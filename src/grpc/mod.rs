@@ -4,8 +4,10 @@
 pub mod convert;
 pub mod convert_gepa;
 mod services;
+mod services_gepa;
 
 pub use services::{JobServiceImpl, OptimizerServiceImpl, router};
+pub use services_gepa::{EvalServiceImpl, ExamplesServiceImpl};
 
 /// Generated protobuf and tonic code for `innerloop.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

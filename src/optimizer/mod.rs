@@ -3,6 +3,7 @@
 
 pub mod datasets;
 pub mod default_mode;
+pub mod eval_job;
 pub mod gepa;
 pub mod rng;
 
@@ -79,15 +80,18 @@ pub fn registry(
 ) -> std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> {
     let mut optimizers: std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> =
         std::collections::HashMap::new();
+    let models = gepa::Models::from_settings(settings);
     optimizers.insert(
         crate::domain::Mode::Default,
         Arc::new(DefaultOptimizer::from_settings(settings)),
     );
     optimizers.insert(
         crate::domain::Mode::Gepa,
-        Arc::new(gepa::GepaOptimizer::new(gepa::Models::from_settings(
-            settings,
-        ))),
+        Arc::new(gepa::GepaOptimizer::new(models.clone())),
+    );
+    optimizers.insert(
+        crate::domain::Mode::Eval,
+        Arc::new(eval_job::EvalOptimizer::new(models)),
     );
     optimizers
 }
