@@ -333,3 +333,30 @@ async fn a_job_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run
     assert_eq!(resumed, uninterrupted);
     core.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_is_priced_from_usage_and_max_cost_stops_the_search() {
+    let (url, _fake) = fake_llm::start().await;
+    // 12 tokens per call at 1000 USD per million tokens: 0.012 USD per call.
+    let prices = format!(
+        r#"{{"{TASK_MODEL}": {{"input": 1000, "output": 1000}}, "{REFLECT_MODEL}": {{"input": 1000, "output": 1000}}}}"#
+    );
+    let core = Core::start(
+        Settings {
+            model_prices_json: Some(prices),
+            ..settings(&url)
+        },
+        None,
+    )
+    .await;
+    let mut job = spec(1000);
+    job.budget.max_cost = Some(0.15);
+    let (_, events) = run_job(&core.runtime, job).await;
+    let result = gepa_result(&events);
+    assert_eq!(result.stop_reason, "max_cost");
+    let cost = result.budget.cost_usd;
+    assert!((cost - 0.012 * (result.budget.tokens_used as f64 / 12.0)).abs() < 1e-9);
+    // Dispatch stops once the cap is reached: at most one batch in flight past it.
+    assert!((0.15..0.15 + 0.012 * 9.0).contains(&cost), "cost {cost}");
+    core.shutdown().await;
+}

@@ -242,3 +242,68 @@ pub struct EvalFinished {
     pub score: f64,
     pub count: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EventPayload, JobResult};
+
+    fn result() -> GepaResult {
+        GepaResult {
+            best_prompt: "p".into(),
+            frontier: vec![FrontierEntry { id: 1, score: 0.5 }],
+            lessons: vec!["l".into()],
+            best_candidate_id: 1,
+            best_candidate: [(DEFAULT_COMPONENT.to_string(), "p".to_string())].into(),
+            best_score: 0.5,
+            seed_score: 0.25,
+            candidates: Vec::new(),
+            generations: 3,
+            budget: BudgetUsage::default(),
+            stop_reason: "max_metric_calls".into(),
+        }
+    }
+
+    #[test]
+    fn gepa_result_json_keeps_the_original_keys_and_round_trips_untagged() {
+        let r = JobResult::Gepa(Box::new(result()));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["best_prompt"], "p");
+        assert_eq!(
+            json["frontier"],
+            serde_json::json!([{"id": 1, "score": 0.5}])
+        );
+        assert_eq!(json["lessons"], serde_json::json!(["l"]));
+        let back: JobResult = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+        // The finished event's data is the result itself.
+        let finished = EventPayload::Finished(r.clone());
+        let again = EventPayload::from_parts("finished", finished.data_json()).unwrap();
+        assert_eq!(again, finished);
+    }
+
+    #[test]
+    fn gepa_events_have_snake_case_names_and_data() {
+        let event = EventPayload::CandidateAccepted(CandidateVerdict {
+            generation: 2,
+            candidate_id: Some(3),
+            parent_ids: vec![0],
+            before: 1.0,
+            after: 2.0,
+        });
+        assert_eq!(event.type_name(), "candidate_accepted");
+        let data = event.data_json();
+        assert_eq!(data["parent_ids"], serde_json::json!([0]));
+        assert_eq!(
+            EventPayload::from_parts("candidate_accepted", data).unwrap(),
+            event
+        );
+        let budget = EventPayload::BudgetProgress(BudgetUsage {
+            metric_calls_used: 5,
+            metric_calls_left: Some(7),
+            ..BudgetUsage::default()
+        });
+        assert_eq!(budget.type_name(), "budget_progress");
+        assert_eq!(budget.data_json()["metric_calls_left"], 7);
+    }
+}
