@@ -495,7 +495,7 @@ mod tests {
         ];
         let payloads = payloads
             .into_iter()
-            .chain(convert_gepa_samples())
+            .chain(convert_gepa::samples())
             .collect::<Vec<_>>();
         for (i, payload) in payloads.into_iter().enumerate() {
             let event = Event {
@@ -507,140 +507,6 @@ mod tests {
             let back = event_from_pb(event_to_pb(&event)).unwrap();
             assert_eq!(back, event);
         }
-    }
-
-    /// One of every GEPA and eval payload, with non-default fields.
-    fn convert_gepa_samples() -> Vec<EventPayload> {
-        use crate::domain::gepa::*;
-        let budget = BudgetUsage {
-            generation: 2,
-            metric_calls_used: 10,
-            metric_calls_left: Some(5),
-            cost_usd: 0.25,
-            cost_left_usd: None,
-            tokens_used: 99,
-            tokens_left: Some(1),
-        };
-        let frontier = vec![FrontierEntry { id: 1, score: 0.5 }];
-        let verdict = CandidateVerdict {
-            generation: 1,
-            candidate_id: Some(2),
-            parent_ids: vec![0],
-            before: 1.0,
-            after: 2.0,
-        };
-        let scores: std::collections::BTreeMap<String, f64> = [("a".to_string(), 1.0)].into();
-        let case = EvalCase {
-            example_id: "e".into(),
-            output: "o".into(),
-            score: 1.0,
-            feedback: "f".into(),
-        };
-        vec![
-            EventPayload::GenerationStarted(GenerationStarted {
-                generation: 1,
-                budget: budget.clone(),
-            }),
-            EventPayload::ParentSelected(ParentSelected {
-                generation: 1,
-                candidate_id: 0,
-                selector: "pareto".into(),
-                score: 0.3,
-            }),
-            EventPayload::MinibatchEvaluated(MinibatchEvaluated {
-                generation: 1,
-                candidate_id: 0,
-                example_ids: vec!["x".into()],
-                parent_scores: vec![0.0],
-                child_scores: vec![1.0],
-            }),
-            EventPayload::ReflectionStarted(ReflectionStarted {
-                generation: 1,
-                candidate_id: 0,
-                component: "system_prompt".into(),
-            }),
-            EventPayload::ReflectionFinished(ReflectionFinished {
-                generation: 1,
-                component: "system_prompt".into(),
-                rule_based: true,
-            }),
-            EventPayload::CandidateProposed(CandidateProposed {
-                generation: 1,
-                parent_ids: vec![0],
-                component: "system_prompt".into(),
-                text: "t".into(),
-            }),
-            EventPayload::CandidateAccepted(verdict.clone()),
-            EventPayload::CandidateRejected(CandidateVerdict {
-                candidate_id: None,
-                ..verdict
-            }),
-            EventPayload::CandidateScored(CandidateScored {
-                candidate_id: 1,
-                score: 1.0,
-                val_scores: scores.clone(),
-            }),
-            EventPayload::JudgeScored(JudgeScored {
-                example_id: "e".into(),
-                score: 0.7,
-            }),
-            EventPayload::FrontierUpdated(FrontierUpdated {
-                frontier: frontier.clone(),
-                best_id: 1,
-                best_score: 0.5,
-            }),
-            EventPayload::LessonsUpdated(LessonsUpdated {
-                lessons: vec!["l".into()],
-            }),
-            EventPayload::MergeAttempted(MergeAttempted {
-                generation: 3,
-                parent_ids: vec![1, 2],
-                ancestor_id: 0,
-                before: 1.0,
-                after: 1.5,
-                accepted: true,
-                attempts: 1,
-            }),
-            EventPayload::BudgetProgress(budget.clone()),
-            EventPayload::EvalStarted(EvalStarted {
-                name: "toy_qa".into(),
-                total: 3,
-            }),
-            EventPayload::EvalCase(case.clone()),
-            EventPayload::EvalFinished(EvalFinished {
-                score: 0.5,
-                count: 3,
-            }),
-            EventPayload::Finished(JobResult::Gepa(Box::new(GepaResult {
-                best_prompt: "p".into(),
-                frontier,
-                lessons: vec!["l".into()],
-                best_candidate_id: 1,
-                best_candidate: [("system_prompt".to_string(), "p".to_string())].into(),
-                best_score: 0.5,
-                seed_score: 0.1,
-                candidates: vec![CandidateInfo {
-                    id: 1,
-                    parents: vec![0],
-                    origin: "reflection".into(),
-                    components: [("system_prompt".to_string(), "p".to_string())].into(),
-                    score: 0.5,
-                    val_scores: scores,
-                    discovered_at_metric_calls: 7,
-                }],
-                generations: 2,
-                budget,
-                stop_reason: "max_metric_calls".into(),
-            }))),
-            EventPayload::Finished(JobResult::Eval(EvalResult {
-                name: "toy_qa".into(),
-                score: 0.5,
-                count: 1,
-                cases: vec![case],
-                metric_calls_used: 1,
-                cost_usd: 0.0,
-            })),
-        ]
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct Fake {
     pub faults: Mutex<VecDeque<Fault>>,
     pub dead: AtomicBool,
     pub latency: Mutex<Duration>,
+    pub in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
+    /// The last `Authorization` header received.
+    pub last_auth: Mutex<Option<String>>,
 }
 
 impl Fake {
@@ -101,8 +105,24 @@ fn reflect(prompt: &str) -> String {
     format!("Here is the improved instruction:\n```\n{text}\n```")
 }
 
-async fn chat(State(fake): State<Arc<Fake>>, Json(body): Json<Value>) -> Response {
+async fn chat(
+    State(fake): State<Arc<Fake>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     fake.requests.fetch_add(1, Ordering::SeqCst);
+    *fake.last_auth.lock().unwrap() = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let now = fake.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    fake.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let response = respond(&fake, body).await;
+    fake.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+async fn respond(fake: &Fake, body: Value) -> Response {
     if fake.dead.load(Ordering::SeqCst) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "dead").into_response();
     }

@@ -1,18 +1,16 @@
 //! The GEPA loop (paper Algorithm 1, reference `GEPAEngine.run`), with hard budgets and a
 //! checkpoint at the top of every iteration. One `Engine` runs one job.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::budget::{Budget, StopReason};
 use super::evaluator::{Evaluator, render_system};
 use super::frontier;
-use super::merge;
 use super::reflection::{self, Record};
 use super::state::{Candidate, EvalRecord, GepaState, Origin, cache_key, candidate_hash};
 use crate::domain::gepa::{
     Acceptance, CandidateProposed, CandidateScored, CandidateSelector, CandidateVerdict,
-    FrontierEntry, FrontierUpdated, GenerationStarted, JudgeScored, LessonsUpdated, MergeAttempted,
+    FrontierEntry, FrontierUpdated, GenerationStarted, JudgeScored, LessonsUpdated,
     MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted,
 };
 use crate::domain::{EventPayload, Example, ObjectiveScores};
@@ -20,7 +18,7 @@ use crate::optimizer::{JobContext, OptimizeError};
 use crate::provider::{ChatMessage, CompletionRequest, ModelProvider, ProviderError};
 
 /// Validation examples a merge child is first judged on.
-const MERGE_SUBSAMPLE: usize = 5;
+pub const MERGE_SUBSAMPLE: usize = 5;
 /// A minibatch where the parent scores at least this everywhere is skipped.
 const PERFECT_SCORE: f64 = 1.0;
 /// Lessons kept in the result.
@@ -75,7 +73,7 @@ pub struct Engine<'a> {
 }
 
 impl Engine<'_> {
-    async fn emit(&self, payload: EventPayload) -> Result<(), Halt> {
+    pub(super) async fn emit(&self, payload: EventPayload) -> Result<(), Halt> {
         self.ctx.events.emit(payload).await?;
         Ok(())
     }
@@ -484,75 +482,5 @@ impl Engine<'_> {
             completion.usage.prompt_tokens + completion.usage.completion_tokens,
         );
         Ok(completion.text)
-    }
-
-    /// One merge attempt when an eligible pair exists; false when none does.
-    async fn try_merge(&mut self, generation: u32) -> Result<bool, Halt> {
-        let fronts = frontier::instance_fronts(&self.state.val_scores);
-        let agg: Vec<f64> = (0..self.state.candidates.len())
-            .map(|c| self.state.aggregate(c))
-            .collect();
-        let dominators: BTreeSet<usize> = frontier::dominators(&fronts, &agg);
-        let mut rng = self.state.rng.clone();
-        let found = merge::find_triple(&self.state, &dominators, &mut rng);
-        self.state.rng = rng;
-        let Some((i, j, a)) = found else {
-            return Ok(false);
-        };
-        self.state.merges_due = self.state.merges_due.saturating_sub(1);
-        self.state.merge_attempts += 1;
-        self.state.tried_merges.insert((i, j, a));
-        let mut rng = self.state.rng.clone();
-        let child = merge::combine(&self.state, i, j, a, &mut rng);
-        self.state.rng = rng;
-        let parent_ids = vec![i as u32, j as u32];
-        if merge::already_produced(&self.state, &child) {
-            self.emit(EventPayload::MergeAttempted(MergeAttempted {
-                generation,
-                parent_ids,
-                ancestor_id: a as u32,
-                before: 0.0,
-                after: 0.0,
-                accepted: false,
-                attempts: self.state.merge_attempts,
-            }))
-            .await?;
-            return Ok(true);
-        }
-        self.state.merged.insert(candidate_hash(&child));
-        let mut rng = self.state.rng.clone();
-        let sub = merge::subsample(&self.state, i, j, MERGE_SUBSAMPLE, &mut rng);
-        self.state.rng = rng;
-        let records = self.evaluate(&child, true, &sub).await?;
-        let after: f64 = records.iter().map(|r| r.score).sum();
-        let sum_of = |c: usize| {
-            sub.iter()
-                .map(|k| self.state.val_scores[c][*k])
-                .sum::<f64>()
-        };
-        let before = sum_of(i).max(sum_of(j));
-        let accepted = after >= before;
-        self.emit(EventPayload::MergeAttempted(MergeAttempted {
-            generation,
-            parent_ids,
-            ancestor_id: a as u32,
-            before,
-            after,
-            accepted,
-            attempts: self.state.merge_attempts,
-        }))
-        .await?;
-        if accepted {
-            let scores = self.validate(&child).await?;
-            let id = self.state.add(
-                child,
-                vec![i, j],
-                Origin::Merge,
-                scores,
-                self.budget.spent.metric_calls,
-            );
-            self.announce(id).await?;
-        }
-        Ok(true)
     }
 }

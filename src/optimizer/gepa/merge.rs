@@ -6,7 +6,11 @@
 
 use std::collections::BTreeSet;
 
-use super::state::{Candidate, GepaState, candidate_hash};
+use super::engine::{Engine, Halt, MERGE_SUBSAMPLE};
+use super::frontier;
+use super::state::{Candidate, GepaState, Origin, candidate_hash};
+use crate::domain::EventPayload;
+use crate::domain::gepa::MergeAttempted;
 use crate::optimizer::rng::SeededRng;
 
 /// Pair draws and ancestor draws per pair, as in the reference (10 × 10).
@@ -146,6 +150,78 @@ pub fn subsample(
     }
     picked.sort_unstable();
     picked
+}
+
+impl Engine<'_> {
+    /// One merge attempt when an eligible pair exists; false when none does.
+    pub(super) async fn try_merge(&mut self, generation: u32) -> Result<bool, Halt> {
+        let fronts = frontier::instance_fronts(&self.state.val_scores);
+        let agg: Vec<f64> = (0..self.state.candidates.len())
+            .map(|c| self.state.aggregate(c))
+            .collect();
+        let dominators: BTreeSet<usize> = frontier::dominators(&fronts, &agg);
+        let mut rng = self.state.rng.clone();
+        let found = find_triple(&self.state, &dominators, &mut rng);
+        self.state.rng = rng;
+        let Some((i, j, a)) = found else {
+            return Ok(false);
+        };
+        self.state.merges_due = self.state.merges_due.saturating_sub(1);
+        self.state.merge_attempts += 1;
+        self.state.tried_merges.insert((i, j, a));
+        let mut rng = self.state.rng.clone();
+        let child = combine(&self.state, i, j, a, &mut rng);
+        self.state.rng = rng;
+        let parent_ids = vec![i as u32, j as u32];
+        if already_produced(&self.state, &child) {
+            self.emit(EventPayload::MergeAttempted(MergeAttempted {
+                generation,
+                parent_ids,
+                ancestor_id: a as u32,
+                before: 0.0,
+                after: 0.0,
+                accepted: false,
+                attempts: self.state.merge_attempts,
+            }))
+            .await?;
+            return Ok(true);
+        }
+        self.state.merged.insert(candidate_hash(&child));
+        let mut rng = self.state.rng.clone();
+        let sub = subsample(&self.state, i, j, MERGE_SUBSAMPLE, &mut rng);
+        self.state.rng = rng;
+        let records = self.evaluate(&child, true, &sub).await?;
+        let after: f64 = records.iter().map(|r| r.score).sum();
+        let sum_of = |c: usize| {
+            sub.iter()
+                .map(|k| self.state.val_scores[c][*k])
+                .sum::<f64>()
+        };
+        let before = sum_of(i).max(sum_of(j));
+        let accepted = after >= before;
+        self.emit(EventPayload::MergeAttempted(MergeAttempted {
+            generation,
+            parent_ids,
+            ancestor_id: a as u32,
+            before,
+            after,
+            accepted,
+            attempts: self.state.merge_attempts,
+        }))
+        .await?;
+        if accepted {
+            let scores = self.validate(&child).await?;
+            let id = self.state.add(
+                child,
+                vec![i, j],
+                Origin::Merge,
+                scores,
+                self.budget.spent.metric_calls,
+            );
+            self.announce(id).await?;
+        }
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
