@@ -247,13 +247,18 @@ fn crash_mid_run(store: Arc<MemoryStore>, settings: Settings, spec: JobSpec) -> 
                 .await
                 .unwrap();
             let job_id = runtime.create(spec, None).await.unwrap().job_id;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
             loop {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no checkpoint past the first iteration"
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 let generation = store
                     .get_checkpoint(&job_id)
                     .await
                     .unwrap()
-                    .and_then(|c| c["generation"].as_u64())
+                    .and_then(|c| c["state"]["generation"].as_u64())
                     .unwrap_or(0);
                 if generation >= 1 {
                     break;
@@ -283,7 +288,14 @@ async fn a_job_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run
     let uninterrupted = gepa_result(&events);
     core.shutdown().await;
 
-    // Crashed after its first iteration, then restarted on the same store.
+    // Crashed after its first iteration, then restarted on the same store (another fake, to
+    // count what the interrupted run paid).
+    let (url2, fake2) = fake_llm::start().await;
+    *fake2.latency.lock().unwrap() = Duration::from_millis(15);
+    let settings = Settings {
+        openai_base_url: Some(url2),
+        ..settings
+    };
     let store = Arc::new(MemoryStore::new());
     let crash_settings = settings.clone();
     let crash_store = store.clone();
@@ -331,6 +343,16 @@ async fn a_job_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run
     );
     let resumed = gepa_result(&payloads);
     assert_eq!(resumed, uninterrupted);
+    // Answers paid before the crash were replayed from the checkpoint, not bought again: only
+    // calls in flight at the crash (at most EVAL_MAX_CONCURRENCY, or one reflection) repeat.
+    assert!(
+        fake2.task_calls() <= fake.task_calls() + 2,
+        "interrupted run paid {} task calls, uninterrupted {}",
+        fake2.task_calls(),
+        fake.task_calls()
+    );
+    let reflections = |f: &fake_llm::Fake| f.reflect_calls.load(Ordering::SeqCst);
+    assert!(reflections(&fake2) <= reflections(&fake) + 1);
     core.shutdown().await;
 }
 

@@ -7,7 +7,9 @@ use super::budget::{Budget, StopReason};
 use super::evaluator::{Evaluator, render_system};
 use super::frontier;
 use super::reflection::{self, Record};
-use super::state::{Candidate, EvalRecord, GepaState, Origin, cache_key, candidate_hash};
+use super::state::{
+    Candidate, CheckpointRef, EvalRecord, GepaState, Memo, Origin, cache_key, candidate_hash, fnv1a,
+};
 use crate::domain::gepa::{
     Acceptance, CandidateProposed, CandidateScored, CandidateSelector, CandidateVerdict,
     FrontierEntry, FrontierUpdated, GenerationStarted, JudgeScored, LessonsUpdated,
@@ -70,6 +72,17 @@ pub struct Engine<'a> {
     pub val: Vec<Example>,
     pub budget: Budget,
     pub state: GepaState,
+    /// Model answers paid for (checkpointed with the top-of-iteration state).
+    pub memo: Memo,
+    /// The state at the top of the current iteration, as checkpointed.
+    pub top: serde_json::Value,
+}
+
+/// What one iteration achieved (idle iterations count towards `converged`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Progress,
+    Idle,
 }
 
 impl Engine<'_> {
@@ -94,7 +107,7 @@ impl Engine<'_> {
             .collect();
         let mut misses: Vec<usize> = Vec::new();
         for (k, key) in keys.iter().enumerate() {
-            if !self.state.cache.contains_key(key) && !misses.iter().any(|m| keys[*m] == *key) {
+            if !self.memo.cache.contains_key(key) && !misses.iter().any(|m| keys[*m] == *key) {
                 misses.push(k);
             }
         }
@@ -114,7 +127,10 @@ impl Engine<'_> {
             if let Some(score) = rollout.judge_score {
                 judged.push((set[indices[*k]].id.clone(), score));
             }
-            self.state.cache.insert(keys[*k].clone(), rollout.record);
+            self.memo.cache.insert(keys[*k].clone(), rollout.record);
+        }
+        if !misses.is_empty() {
+            self.save().await;
         }
         for (example_id, score) in judged {
             self.emit(EventPayload::JudgeScored(JudgeScored { example_id, score }))
@@ -123,7 +139,7 @@ impl Engine<'_> {
         Ok(keys
             .iter()
             .map(|k| {
-                self.state.cache.get(k).cloned().unwrap_or(EvalRecord {
+                self.memo.cache.get(k).cloned().unwrap_or(EvalRecord {
                     output: String::new(),
                     score: 0.0,
                     feedback: String::new(),
@@ -192,9 +208,14 @@ impl Engine<'_> {
         .await
     }
 
-    async fn checkpoint(&mut self) {
-        self.state.spent = self.budget.spent.clone();
-        match serde_json::to_value(&self.state) {
+    /// Writes the checkpoint: top-of-iteration state, memo, spend.
+    pub async fn save(&self) {
+        let checkpoint = CheckpointRef {
+            state: &self.top,
+            memo: &self.memo,
+            spent: &self.budget.spent,
+        };
+        match serde_json::to_value(&checkpoint) {
             Ok(value) => {
                 if let Err(err) = self
                     .ctx
@@ -207,6 +228,16 @@ impl Engine<'_> {
             }
             Err(err) => tracing::warn!(error = %err, "checkpoint not serialisable"),
         }
+    }
+
+    /// Snapshots the state at the top of an iteration and saves it.
+    async fn checkpoint(&mut self) {
+        self.state.spent = self.budget.spent.clone();
+        match serde_json::to_value(&self.state) {
+            Ok(top) => self.top = top,
+            Err(err) => tracing::warn!(error = %err, "state not serialisable"),
+        }
+        self.save().await;
     }
 
     /// Runs iterations until a budget stops the search. Returns the stop reason.
@@ -228,16 +259,11 @@ impl Engine<'_> {
             if self.state.idle_iterations >= self.idle_limit() {
                 return Ok(StopReason::Converged);
             }
-            let (calls, pool) = (self.budget.spent.metric_calls, self.state.candidates.len());
             match self.iteration(merge_due).await {
-                Ok(()) => {}
+                Ok(Outcome::Progress) => self.state.idle_iterations = 0,
+                Ok(Outcome::Idle) => self.state.idle_iterations += 1,
                 Err(Halt::Budget(reason)) => return Ok(reason),
                 Err(Halt::Error(err)) => return Err(err),
-            }
-            if self.budget.spent.metric_calls == calls && self.state.candidates.len() == pool {
-                self.state.idle_iterations += 1;
-            } else {
-                self.state.idle_iterations = 0;
             }
             self.state.generation += 1;
             self.emit_budget().await.map_err(|h| match h {
@@ -268,7 +294,7 @@ impl Engine<'_> {
             && self.state.merge_attempts < self.cfg.max_merges
     }
 
-    async fn iteration(&mut self, merge_due: bool) -> Result<(), Halt> {
+    async fn iteration(&mut self, merge_due: bool) -> Result<Outcome, Halt> {
         let generation = self.state.generation + 1;
         self.emit(EventPayload::GenerationStarted(GenerationStarted {
             generation,
@@ -277,7 +303,7 @@ impl Engine<'_> {
         .await?;
         if merge_due && self.try_merge(generation).await? {
             self.state.last_accepted = false;
-            return Ok(());
+            return Ok(Outcome::Progress);
         }
         self.state.last_accepted = false;
         self.reflective_mutation(generation).await
@@ -294,7 +320,7 @@ impl Engine<'_> {
         }
     }
 
-    async fn reflective_mutation(&mut self, generation: u32) -> Result<(), Halt> {
+    async fn reflective_mutation(&mut self, generation: u32) -> Result<Outcome, Halt> {
         let parent = self.select_parent();
         self.emit(EventPayload::ParentSelected(ParentSelected {
             generation,
@@ -316,15 +342,15 @@ impl Engine<'_> {
         let parent_records = self.evaluate(&parent_candidate, false, &batch).await?;
         let parent_scores: Vec<f64> = parent_records.iter().map(|r| r.score).collect();
         if parent_scores.iter().all(|s| *s >= PERFECT_SCORE) {
-            return self
-                .emit(EventPayload::MinibatchEvaluated(MinibatchEvaluated {
-                    generation,
-                    candidate_id: parent as u32,
-                    example_ids,
-                    parent_scores,
-                    child_scores: Vec::new(),
-                }))
-                .await;
+            self.emit(EventPayload::MinibatchEvaluated(MinibatchEvaluated {
+                generation,
+                candidate_id: parent as u32,
+                example_ids,
+                parent_scores,
+                child_scores: Vec::new(),
+            }))
+            .await?;
+            return Ok(Outcome::Idle);
         }
         let n = self.cfg.components.len().max(1);
         let component = self.cfg.components[self.state.next_component[parent] % n].clone();
@@ -391,6 +417,7 @@ impl Engine<'_> {
         .await?;
         let mut child = parent_candidate.clone();
         child.insert(component, new_text);
+        let repeat = !self.state.proposed.insert(candidate_hash(&child));
         let child_records = self.evaluate(&child, false, &batch).await?;
         let child_scores: Vec<f64> = child_records.iter().map(|r| r.score).collect();
         let (before, after) = (
@@ -410,15 +437,20 @@ impl Engine<'_> {
             Acceptance::ImprovementOrEqual => after >= before,
         } && child != parent_candidate;
         if !accepted {
-            return self
-                .emit(EventPayload::CandidateRejected(CandidateVerdict {
-                    generation,
-                    candidate_id: None,
-                    parent_ids: vec![parent as u32],
-                    before,
-                    after,
-                }))
-                .await;
+            self.emit(EventPayload::CandidateRejected(CandidateVerdict {
+                generation,
+                candidate_id: None,
+                parent_ids: vec![parent as u32],
+                before,
+                after,
+            }))
+            .await?;
+            let idle = repeat || child == parent_candidate;
+            return Ok(if idle {
+                Outcome::Idle
+            } else {
+                Outcome::Progress
+            });
         }
         let scores = self.validate(&child).await?;
         let id = self.state.add(
@@ -454,7 +486,7 @@ impl Engine<'_> {
             self.state.merges_due += 1;
         }
         self.state.last_accepted = true;
-        Ok(())
+        Ok(Outcome::Progress)
     }
 
     async fn reflect(
@@ -463,6 +495,10 @@ impl Engine<'_> {
         model: String,
         prompt: String,
     ) -> Result<String, Halt> {
+        let key = format!("{:016x}", fnv1a(&[&model, &prompt]));
+        if let Some(answer) = self.memo.reflections.get(&key) {
+            return Ok(answer.clone());
+        }
         if let Some(reason) = self.budget.spending_stop() {
             return Err(Halt::Budget(reason));
         }
@@ -481,6 +517,8 @@ impl Engine<'_> {
             cost,
             completion.usage.prompt_tokens + completion.usage.completion_tokens,
         );
+        self.memo.reflections.insert(key, completion.text.clone());
+        self.save().await;
         Ok(completion.text)
     }
 }

@@ -30,7 +30,7 @@ use self::budget::{Budget, Limits, Prices, Spent};
 use self::engine::{Config, Engine, Halt};
 use self::evaluator::Evaluator;
 use self::metrics::{Judge, Metric};
-use self::state::{Candidate, GepaState, STATE_VERSION};
+use self::state::{Candidate, Checkpoint, GepaState, Memo, STATE_VERSION};
 use super::{JobContext, OptimizeError, Optimizer, datasets};
 use crate::config::Settings;
 use crate::domain::gepa::{CandidateInfo, DEFAULT_COMPONENT, GepaResult};
@@ -241,17 +241,24 @@ impl Optimizer for GepaOptimizer {
                 .unwrap_or_else(|| settings.target_model_default.clone());
             (p, model)
         });
-        let resumed: Option<GepaState> = match ctx.store.get_checkpoint(&ctx.job_id).await {
-            Ok(Some(value)) => serde_json::from_value::<GepaState>(value)
+        let resumed: Option<Checkpoint> = match ctx.store.get_checkpoint(&ctx.job_id).await {
+            Ok(Some(value)) => serde_json::from_value::<Checkpoint>(value)
                 .ok()
-                .filter(|s| s.version == STATE_VERSION && s.candidates.first() == Some(&seed)),
+                .filter(|c| {
+                    c.state.version == STATE_VERSION && c.state.candidates.first() == Some(&seed)
+                }),
             _ => None,
         };
         let seed_rng = SeededRng::from_seed(spec.seed.unwrap_or(settings.deterministic_seed));
         let is_resume = resumed.is_some();
-        let state = resumed.unwrap_or_else(|| {
-            GepaState::new(seed.clone(), Vec::new(), seed_rng, Spent::default())
-        });
+        let (state, memo, spent) = match resumed {
+            Some(c) => (c.state, c.memo, c.spent),
+            None => (
+                GepaState::new(seed.clone(), Vec::new(), seed_rng, Spent::default()),
+                Memo::default(),
+                Spent::default(),
+            ),
+        };
         let components: Vec<String> = seed.keys().cloned().collect();
         let mut engine = Engine {
             ctx: &ctx,
@@ -267,8 +274,10 @@ impl Optimizer for GepaOptimizer {
                 components,
                 reflection,
             },
-            budget: Budget::new(limits, state.spent.clone()),
+            budget: Budget::new(limits, spent),
             state,
+            memo,
+            top: serde_json::Value::Null,
             train: split.train,
             val: split.val,
         };

@@ -11,7 +11,7 @@ use super::budget::Spent;
 use crate::optimizer::rng::SeededRng;
 
 /// Checkpoint schema version; a checkpoint of another version is ignored (the job restarts).
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 /// A candidate: component name → text.
 pub type Candidate = BTreeMap<String, String>;
@@ -105,11 +105,38 @@ pub struct GepaState {
     pub last_accepted: bool,
     pub tried_merges: BTreeSet<(usize, usize, usize)>,
     pub merged: BTreeSet<u64>,
-    /// `"<candidate hash>/<example id>"` → record.
-    pub cache: BTreeMap<String, EvalRecord>,
+    /// Hashes of every child proposed by reflection (a repeat proposal is idle work).
+    pub proposed: BTreeSet<u64>,
     pub lessons: Vec<String>,
-    /// Consecutive iterations that dispatched no metric call and added no candidate.
+    /// Consecutive idle iterations: perfect parents or repeated proposals, nothing added.
     pub idle_iterations: u32,
+}
+
+/// Every model answer already paid for. Checkpointed after each batch of calls, so a resumed
+/// iteration replays them instead of paying (and, with a non-deterministic model, diverging).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memo {
+    /// `"<candidate hash>/<example id>"` → rollout.
+    pub cache: BTreeMap<String, EvalRecord>,
+    /// `"<hash of model and prompt>"` → reflection answer.
+    pub reflections: BTreeMap<String, String>,
+}
+
+/// What is stored: the state at the top of the current iteration, the answers paid for since
+/// (and before), and the spend including them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Checkpoint {
+    pub state: GepaState,
+    pub memo: Memo,
+    pub spent: Spent,
+}
+
+/// [`Checkpoint`] by reference, for writing without cloning the memo.
+#[derive(Serialize)]
+pub struct CheckpointRef<'a> {
+    pub state: &'a serde_json::Value,
+    pub memo: &'a Memo,
+    pub spent: &'a Spent,
 }
 
 impl GepaState {
@@ -131,7 +158,7 @@ impl GepaState {
             last_accepted: false,
             tried_merges: BTreeSet::new(),
             merged: BTreeSet::new(),
-            cache: BTreeMap::new(),
+            proposed: BTreeSet::new(),
             lessons: Vec::new(),
             idle_iterations: 0,
         }
