@@ -1,8 +1,9 @@
 //! The GEPA engine's own overhead per iteration: everything except model latency. The task model
 //! is an in-process provider that answers instantly (it follows the rule-based operator's
-//! "When the input is …, answer …" lines, so every iteration's child is accepted and fully
-//! validated: the engine's worst case), events go to a counting sink and checkpoints to the
-//! memory store. Prints time per iteration for a few validation-set sizes and run lengths.
+//! "When the input is …, answer …" lines the offline rule-based operator writes, so children that
+//! fix minibatch failures are accepted and fully validated), events go to a counting sink and
+//! checkpoints (top of each iteration and after each batch of calls) to the memory store. Prints
+//! time per iteration for a few validation-set sizes, and the final checkpoint's size.
 //!
 //! Run: `cargo bench --bench gepa_overhead`
 
@@ -59,7 +60,7 @@ impl EventSink for CountingSink {
     }
 }
 
-async fn run(val: usize, generations: u32) -> (f64, u32, u64, usize) {
+async fn run(val: usize, generations: u32) -> (f64, u32, u64, usize, usize) {
     let settings = Arc::new(Settings::default());
     let models = Models {
         task: Arc::new(Instant0),
@@ -83,12 +84,13 @@ async fn run(val: usize, generations: u32) -> (f64, u32, u64, usize) {
     spec.budget.max_generations = Some(generations);
     spec.gepa.use_merge = Some(false);
     let sink = Arc::new(CountingSink(AtomicU64::new(0)));
+    let store = Arc::new(MemoryStore::new());
     let ctx = JobContext {
         job_id: "bench".into(),
         spec: Arc::new(spec),
         events: sink.clone(),
         cancel: CancellationToken::new(),
-        store: Arc::new(MemoryStore::new()),
+        store: store.clone(),
         settings: Arc::new(Settings {
             max_wall_time_s: 3600.0,
             ..(*settings).clone()
@@ -105,7 +107,19 @@ async fn run(val: usize, generations: u32) -> (f64, u32, u64, usize) {
         result.generations,
         result.budget.metric_calls_used,
         result.candidates.len(),
+        checkpoint_bytes(&store).await,
     )
+}
+
+/// Size of the last checkpoint as JSON.
+async fn checkpoint_bytes(store: &MemoryStore) -> usize {
+    use innerloop::store::JobStore;
+    store
+        .get_checkpoint("bench")
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |c| c.to_string().len())
 }
 
 fn main() {
@@ -114,22 +128,26 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!("GEPA engine overhead per iteration (instant in-process model; every child accepted)");
     println!(
-        "{:>5} {:>6} {:>11} {:>12} {:>14} {:>10}",
-        "|V|", "iters", "total ms", "µs/iter", "µs/metric call", "pool"
+        "GEPA engine overhead per iteration (instant in-process model, rule-based reflection; \
+         runs end on max_generations or convergence)"
     );
-    for (val, generations) in [(10, 50), (30, 50), (30, 200), (100, 100)] {
-        let (secs, iters, calls, pool) = rt.block_on(run(val, generations));
+    println!(
+        "{:>5} {:>6} {:>11} {:>12} {:>14} {:>6} {:>10}",
+        "|V|", "iters", "total ms", "µs/iter", "µs/metric call", "pool", "ckpt KB"
+    );
+    for (val, generations) in [(10, 200), (30, 200), (100, 200), (300, 200)] {
+        let (secs, iters, calls, pool, ckpt) = rt.block_on(run(val, generations));
         let per_iter = secs * 1e6 / f64::from(iters.max(1));
         println!(
-            "{:>5} {:>6} {:>11.1} {:>12.1} {:>14.2} {:>10}",
+            "{:>5} {:>6} {:>11.1} {:>12.1} {:>14.2} {:>6} {:>10.1}",
             val,
             iters,
             secs * 1e3,
             per_iter,
             secs * 1e6 / calls.max(1) as f64,
-            pool
+            pool,
+            ckpt as f64 / 1024.0
         );
     }
 }
