@@ -57,11 +57,16 @@ pub async fn run_with_runtime(
     let grpc_addr = listeners.grpc.local_addr()?;
     tracing::info!(%grpc_addr, store = runtime.store().kind(), "gRPC core listening");
 
+    crate::layers::auth::warn_if_unprotected(&settings, grpc_addr, "grpc");
+
     let stop_listeners = CancellationToken::new();
+    let (protections, protections_task) =
+        crate::layers::Protections::start(settings.clone(), stop_listeners.clone());
     let grpc_stop = stop_listeners.clone();
     let grpc_server = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(protections.grpc_layers())
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
                 grpc_stop.cancelled().await
@@ -80,6 +85,7 @@ pub async fn run_with_runtime(
         Ok(Err(err)) => tracing::warn!(error = %err, "gRPC server task failed"),
         Err(_) => tracing::warn!("gRPC connections still open after the grace period; exiting"),
     }
+    let _ = protections_task.await;
     tracing::info!("shutdown complete");
     Ok(())
 }
