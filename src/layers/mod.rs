@@ -19,6 +19,7 @@ pub mod access_log;
 pub mod auth;
 pub mod body_limit;
 pub mod client_ip;
+pub mod http_server;
 pub mod rate_limit;
 pub mod shed;
 pub mod stream_token;

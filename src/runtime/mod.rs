@@ -150,6 +150,7 @@ impl JobRuntime {
         let spec = Arc::new(record.spec.clone());
         let job = Arc::new(LiveJob::new(record, self.inner.settings.sse_buffer_size));
         self.inner.live_map().insert(job_id.clone(), job.clone());
+        crate::metrics::job_created();
         let inner = self.inner.clone();
         self.inner
             .tasks
@@ -417,6 +418,7 @@ impl Inner {
             tracing::error!(job_id = %job.id, error = %err, "final job state not persisted");
         }
         self.live_map().remove(&job.id);
+        crate::metrics::job_ended(record.status);
         tracing::info!(job_id = %job.id, status = %record.status, "job ended");
         Ok(record)
     }
