@@ -336,7 +336,11 @@ impl Settings {
         if self.max_concurrent_requests == 0 || self.max_streams_per_principal == 0 {
             return fail("MAX_CONCURRENT_REQUESTS and MAX_STREAMS_PER_PRINCIPAL must be >= 1");
         }
-        if !(self.request_timeout_s > 0.0) || !(self.header_read_timeout_s > 0.0) {
+        if self.request_timeout_s.is_nan()
+            || self.request_timeout_s <= 0.0
+            || self.header_read_timeout_s.is_nan()
+            || self.header_read_timeout_s <= 0.0
+        {
             return fail("REQUEST_TIMEOUT_S and HEADER_READ_TIMEOUT_S must be > 0");
         }
         if self.stream_token_ttl_s == 0 {
@@ -347,7 +351,9 @@ impl Settings {
             .iter()
             .find(|p| crate::layers::client_ip::IpNet::parse(p).is_none())
         {
-            return fail(&format!("TRUSTED_PROXIES: {bad} is not an IP or CIDR block"));
+            return fail(&format!(
+                "TRUSTED_PROXIES: {bad} is not an IP or CIDR block"
+            ));
         }
         if !matches!(self.log_format.as_str(), "pretty" | "json") {
             return fail("LOG_FORMAT must be pretty or json");

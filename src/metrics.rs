@@ -106,11 +106,7 @@ impl Metrics {
             "RPC latency to the response head",
             m.grpc_duration.clone(),
         );
-        registry.register(
-            "sse_clients",
-            "Open SSE streams",
-            m.sse_clients.clone(),
-        );
+        registry.register("sse_clients", "Open SSE streams", m.sse_clients.clone());
         registry.register(
             "active_watchers",
             "Open event streams on both transports (SSE and streaming RPCs)",

@@ -32,44 +32,83 @@ async fn call_every_rpc(channel: Channel, token: Option<&str>) -> Vec<(&'static 
     let mut jobs = JobServiceClient::new(channel.clone());
     let mut optimizer = OptimizerServiceClient::new(channel);
     let code = |r: Result<(), Status>| r.err().map(|s| s.code()).unwrap_or(Code::Ok);
-    let job = pb::GetJobRequest { job_id: "no-such-job".into() };
+    let job = pb::GetJobRequest {
+        job_id: "no-such-job".into(),
+    };
     vec![
-        ("GetJob", code(jobs.get_job(with_token(job.clone(), token)).await.map(|_| ()))),
+        (
+            "GetJob",
+            code(
+                jobs.get_job(with_token(job.clone(), token))
+                    .await
+                    .map(|_| ()),
+            ),
+        ),
         (
             "ListJobs",
-            code(jobs.list_jobs(with_token(pb::ListJobsRequest::default(), token)).await.map(|_| ())),
+            code(
+                jobs.list_jobs(with_token(pb::ListJobsRequest::default(), token))
+                    .await
+                    .map(|_| ()),
+            ),
         ),
         (
             "CancelJob",
-            code(jobs
-                .cancel_job(with_token(pb::CancelJobRequest { job_id: "no-such-job".into() }, token))
-                .await
-                .map(|_| ())),
-        ),
-        (
-            "DeleteJob",
-            code(jobs
-                .delete_job(with_token(pb::DeleteJobRequest { job_id: "no-such-job".into() }, token))
-                .await
-                .map(|_| ())),
-        ),
-        (
-            "WatchJob",
-            code(jobs
-                .watch_job(with_token(
-                    pb::WatchJobRequest { job_id: "no-such-job".into(), ..Default::default() },
+            code(
+                jobs.cancel_job(with_token(
+                    pb::CancelJobRequest {
+                        job_id: "no-such-job".into(),
+                    },
                     token,
                 ))
                 .await
-                .map(|_| ())),
+                .map(|_| ()),
+            ),
+        ),
+        (
+            "DeleteJob",
+            code(
+                jobs.delete_job(with_token(
+                    pb::DeleteJobRequest {
+                        job_id: "no-such-job".into(),
+                    },
+                    token,
+                ))
+                .await
+                .map(|_| ()),
+            ),
+        ),
+        (
+            "WatchJob",
+            code(
+                jobs.watch_job(with_token(
+                    pb::WatchJobRequest {
+                        job_id: "no-such-job".into(),
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await
+                .map(|_| ()),
+            ),
         ),
         (
             "CreateJob",
-            code(optimizer.create_job(with_token(create_request(), token)).await.map(|_| ())),
+            code(
+                optimizer
+                    .create_job(with_token(create_request(), token))
+                    .await
+                    .map(|_| ()),
+            ),
         ),
         (
             "Optimize",
-            code(optimizer.optimize(with_token(create_request(), token)).await.map(|_| ())),
+            code(
+                optimizer
+                    .optimize(with_token(create_request(), token))
+                    .await
+                    .map(|_| ()),
+            ),
         ),
     ]
 }
@@ -77,7 +116,11 @@ async fn call_every_rpc(channel: Channel, token: Option<&str>) -> Vec<(&'static 
 #[tokio::test]
 async fn every_rpc_requires_a_valid_token() {
     let core = start_core(settings()).await;
-    let channel = Channel::from_shared(core.url()).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(core.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     for token in [None, Some("wrong-token")] {
         for (rpc, code) in call_every_rpc(channel.clone(), token).await {
             assert_eq!(code, Code::Unauthenticated, "{rpc} with {token:?}");
@@ -95,10 +138,16 @@ async fn every_rpc_requires_a_valid_token() {
 #[tokio::test]
 async fn health_and_reflection_need_no_token() {
     let core = start_core(settings()).await;
-    let channel = Channel::from_shared(core.url()).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(core.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let reply = health
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .unwrap();
     assert_eq!(reply.into_inner().status, 1); // SERVING
@@ -113,7 +162,11 @@ async fn a_flood_gets_resource_exhausted_with_retry_after() {
         ..settings()
     })
     .await;
-    let channel = Channel::from_shared(core.url()).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(core.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut jobs = JobServiceClient::new(channel.clone());
     for _ in 0..3 {
         let reply = jobs
@@ -140,7 +193,9 @@ async fn a_flood_gets_resource_exhausted_with_retry_after() {
     // Health is never limited.
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     health
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .unwrap();
     core.stop.cancel();
@@ -153,18 +208,31 @@ async fn an_oversized_message_is_resource_exhausted() {
         ..settings()
     })
     .await;
-    let channel = Channel::from_shared(core.url()).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(core.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut optimizer = OptimizerServiceClient::new(channel);
     for size in [1_001, 100_000] {
-        let request = pb::OptimizeRequest { prompt: "x".repeat(size), ..Default::default() };
+        let request = pb::OptimizeRequest {
+            prompt: "x".repeat(size),
+            ..Default::default()
+        };
         let status = optimizer
             .create_job(with_token(request, Some(TOKEN)))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::ResourceExhausted, "{size}: {status:?}");
     }
-    let fits = pb::OptimizeRequest { prompt: "x".repeat(900), ..Default::default() };
-    optimizer.create_job(with_token(fits, Some(TOKEN))).await.unwrap();
+    let fits = pb::OptimizeRequest {
+        prompt: "x".repeat(900),
+        ..Default::default()
+    };
+    optimizer
+        .create_job(with_token(fits, Some(TOKEN)))
+        .await
+        .unwrap();
     core.stop.cancel();
 }
 
@@ -175,7 +243,11 @@ async fn open_streams_are_capped_per_principal_and_released() {
         ..settings()
     })
     .await;
-    let channel = Channel::from_shared(core.url()).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(core.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut optimizer = OptimizerServiceClient::new(channel.clone());
     let mut jobs = JobServiceClient::new(channel);
     let job_id = optimizer
@@ -184,10 +256,22 @@ async fn open_streams_are_capped_per_principal_and_released() {
         .unwrap()
         .into_inner()
         .job_id;
-    let watch = || pb::WatchJobRequest { job_id: job_id.clone(), ..Default::default() };
-    let first = jobs.watch_job(with_token(watch(), Some(TOKEN))).await.unwrap();
-    let _second = optimizer.optimize(with_token(create_request(), Some(TOKEN))).await.unwrap();
-    let third = jobs.watch_job(with_token(watch(), Some(TOKEN))).await.unwrap_err();
+    let watch = || pb::WatchJobRequest {
+        job_id: job_id.clone(),
+        ..Default::default()
+    };
+    let first = jobs
+        .watch_job(with_token(watch(), Some(TOKEN)))
+        .await
+        .unwrap();
+    let _second = optimizer
+        .optimize(with_token(create_request(), Some(TOKEN)))
+        .await
+        .unwrap();
+    let third = jobs
+        .watch_job(with_token(watch(), Some(TOKEN)))
+        .await
+        .unwrap_err();
     assert_eq!(third.code(), Code::ResourceExhausted);
     drop(first);
     // The slot comes back once the server sees the stream end.
@@ -209,14 +293,23 @@ async fn open_streams_are_capped_per_principal_and_released() {
 async fn request_ids_are_echoed_and_logs_never_contain_the_token() {
     let logs = capture_logs();
     let core = start_core(settings()).await;
-    let channel = Channel::from_shared(core.url()).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(core.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut jobs = JobServiceClient::new(channel);
     let mut request = with_token(pb::ListJobsRequest::default(), Some(TOKEN));
-    request.metadata_mut().insert("x-request-id", "req-grpc-1".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-grpc-1".parse().unwrap());
     let reply = jobs.list_jobs(request).await.unwrap();
     assert_eq!(reply.metadata().get("x-request-id").unwrap(), "req-grpc-1");
     let generated = jobs
-        .list_jobs(with_token(pb::ListJobsRequest::default(), Some("bad-token-0815")))
+        .list_jobs(with_token(
+            pb::ListJobsRequest::default(),
+            Some("bad-token-0815"),
+        ))
         .await
         .unwrap_err();
     assert_eq!(generated.metadata().get("x-request-id").unwrap().len(), 36);
@@ -228,9 +321,20 @@ async fn request_ids_are_echoed_and_logs_never_contain_the_token() {
     let entry: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(entry["route"], "/innerloop.v1.JobService/ListJobs");
     assert_eq!(entry["grpc_code"], "0");
-    assert_eq!(entry["principal"], innerloop::layers::auth::principal_id(TOKEN));
-    assert!(entry["client_ip"].as_str().unwrap().starts_with("127.0.0.1"));
-    assert!(text.contains("\"grpc_code\":\"16\""), "the 401 is logged too");
+    assert_eq!(
+        entry["principal"],
+        innerloop::layers::auth::principal_id(TOKEN)
+    );
+    assert!(
+        entry["client_ip"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1")
+    );
+    assert!(
+        text.contains("\"grpc_code\":\"16\""),
+        "the 401 is logged too"
+    );
     assert!(!text.contains(TOKEN) && !text.contains("bad-token-0815"));
     core.stop.cancel();
 }
@@ -238,7 +342,11 @@ async fn request_ids_are_echoed_and_logs_never_contain_the_token() {
 #[tokio::test]
 async fn grpc_metrics_count_codes_and_jobs() {
     let core = start_core(settings()).await;
-    let channel = Channel::from_shared(core.url()).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(core.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut optimizer = OptimizerServiceClient::new(channel.clone());
     let mut jobs = JobServiceClient::new(channel);
     let before = innerloop::metrics::render_json();
@@ -253,7 +361,9 @@ async fn grpc_metrics_count_codes_and_jobs() {
     jobs.cancel_job(with_token(pb::CancelJobRequest { job_id }, Some(TOKEN)))
         .await
         .unwrap();
-    let _ = jobs.list_jobs(Request::new(pb::ListJobsRequest::default())).await;
+    let _ = jobs
+        .list_jobs(Request::new(pb::ListJobsRequest::default()))
+        .await;
     let after = innerloop::metrics::render_json();
     assert!(created(&after) >= created(&before) + 1.0);
     assert!(cancelled(&after) >= cancelled(&before) + 1.0);

@@ -68,7 +68,10 @@ impl Injector for MetadataInjector<'_> {
 
 /// For the edge's gRPC client: copies the request id and the current span's trace context
 /// (`traceparent`) into outgoing metadata, so the core's span is a child of the edge's.
-pub fn propagate_to_grpc(request_id: Option<&RequestId>, metadata: &mut tonic::metadata::MetadataMap) {
+pub fn propagate_to_grpc(
+    request_id: Option<&RequestId>,
+    metadata: &mut tonic::metadata::MetadataMap,
+) {
     if let Some(id) = request_id
         && let Ok(value) = tonic::metadata::MetadataValue::try_from(id.0.as_str())
     {
@@ -310,17 +313,29 @@ mod tests {
 
     #[test]
     fn ids_in_paths_become_placeholders() {
-        assert_eq!(route_template("/v1/optimize/abc-123/events"), "/v1/optimize/{id}/events");
-        assert_eq!(route_template("/v1/admin/jobs/j1/cancel"), "/v1/admin/jobs/{id}/cancel");
+        assert_eq!(
+            route_template("/v1/optimize/abc-123/events"),
+            "/v1/optimize/{id}/events"
+        );
+        assert_eq!(
+            route_template("/v1/admin/jobs/j1/cancel"),
+            "/v1/admin/jobs/{id}/cancel"
+        );
         assert_eq!(route_template("/v1/eval/start"), "/v1/eval/start");
         assert_eq!(route_template("/v1/healthz"), "/v1/healthz");
     }
 
     #[test]
     fn only_sane_request_ids_are_echoed() {
-        assert_eq!(sane_request_id(&HeaderValue::from_static("abc-1")), Some("abc-1".into()));
+        assert_eq!(
+            sane_request_id(&HeaderValue::from_static("abc-1")),
+            Some("abc-1".into())
+        );
         assert_eq!(sane_request_id(&HeaderValue::from_static("a b")), None);
         let long = "x".repeat(129);
-        assert_eq!(sane_request_id(&HeaderValue::from_str(&long).unwrap()), None);
+        assert_eq!(
+            sane_request_id(&HeaderValue::from_str(&long).unwrap()),
+            None
+        );
     }
 }

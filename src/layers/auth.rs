@@ -34,7 +34,9 @@ use crate::error::Error;
 pub enum Credential {
     Bearer,
     /// A stream token for this job only.
-    StreamToken { job_id: String },
+    StreamToken {
+        job_id: String,
+    },
 }
 
 /// A verified caller. `id` is the first 12 hex digits of SHA-256 of the token.
@@ -50,11 +52,17 @@ fn digest(token: &str) -> [u8; 32] {
 
 /// Short, non-reversible id of a token for logs and rate-limit keys.
 pub fn principal_id(token: &str) -> String {
-    digest(token)[..6].iter().map(|b| format!("{b:02x}")).collect()
+    digest(token)[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 struct TokenFile {
@@ -89,12 +97,21 @@ impl Authenticator {
     pub fn from_settings(settings: &Settings) -> Authenticator {
         let auth = Authenticator {
             required: settings.require_auth,
-            configured: settings.api_bearer_tokens.iter().map(|t| digest(t)).collect(),
-            file: RwLock::new(settings.api_bearer_tokens_file.clone().map(|path| TokenFile {
-                path,
-                modified: None,
-                digests: Vec::new(),
-            })),
+            configured: settings
+                .api_bearer_tokens
+                .iter()
+                .map(|t| digest(t))
+                .collect(),
+            file: RwLock::new(
+                settings
+                    .api_bearer_tokens_file
+                    .clone()
+                    .map(|path| TokenFile {
+                        path,
+                        modified: None,
+                        digests: Vec::new(),
+                    }),
+            ),
             stream_tokens: StreamTokens::from_settings(settings),
         };
         auth.reload_file_blocking();

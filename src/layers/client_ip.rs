@@ -35,7 +35,9 @@ impl IpNet {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -113,8 +115,9 @@ mod tests {
 
     fn request(peer: &str, xff: Option<&str>) -> Request<()> {
         let mut req = Request::new(());
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        req.extensions_mut().insert(axum::extract::ConnectInfo(
+            peer.parse::<SocketAddr>().unwrap(),
+        ));
         if let Some(xff) = xff {
             req.headers_mut()
                 .insert("x-forwarded-for", xff.parse().unwrap());
@@ -127,8 +130,16 @@ mod tests {
         let net = IpNet::parse("10.1.0.0/16").unwrap();
         assert!(net.contains("10.1.2.3".parse().unwrap()));
         assert!(!net.contains("10.2.0.1".parse().unwrap()));
-        assert!(IpNet::parse("::1").unwrap().contains("::1".parse().unwrap()));
-        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            IpNet::parse("::1")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
         assert!(IpNet::parse("10.0.0.0/33").is_none());
         assert!(IpNet::parse("proxy").is_none());
     }

@@ -349,7 +349,10 @@ mod tests {
     #[test]
     fn routes_are_classified_by_path() {
         assert_eq!(route_kind("/v1/healthz"), RouteKind::Public);
-        assert_eq!(route_kind("/grpc.health.v1.Health/Check"), RouteKind::Public);
+        assert_eq!(
+            route_kind("/grpc.health.v1.Health/Check"),
+            RouteKind::Public
+        );
         assert_eq!(
             route_kind("/innerloop.v1.JobService/WatchJob"),
             RouteKind::Stream { job_id: None }
@@ -361,7 +364,10 @@ mod tests {
             }
         );
         assert_eq!(route_kind("/v1/optimize/abc"), RouteKind::Unary);
-        assert_eq!(route_kind("/innerloop.v1.JobService/GetJob"), RouteKind::Unary);
+        assert_eq!(
+            route_kind("/innerloop.v1.JobService/GetJob"),
+            RouteKind::Unary
+        );
         assert_eq!(path_job_id("/v1/admin/jobs/j1/cancel"), Some("j1"));
         assert_eq!(path_job_id("/v1/eval/start"), None);
     }

@@ -96,7 +96,9 @@ pub async fn start_core(settings: Settings) -> Core {
     let store = innerloop::store::open(&settings).await.unwrap();
     let mut optimizers: HashMap<Mode, Arc<dyn Optimizer>> = HashMap::new();
     optimizers.insert(Mode::Default, Arc::new(UntilCancelled));
-    let runtime = JobRuntime::start(settings, store, optimizers).await.unwrap();
+    let runtime = JobRuntime::start(settings, store, optimizers)
+        .await
+        .unwrap();
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = grpc.local_addr().unwrap();
     let stop = CancellationToken::new();
