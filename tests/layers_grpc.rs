@@ -374,3 +374,50 @@ async fn grpc_metrics_count_codes_and_jobs() {
     assert!(text.contains("grpc_server_handling_seconds_bucket"));
     core.stop.cancel();
 }
+
+#[tokio::test]
+async fn a_forwarded_stream_token_opens_only_watch_of_its_job() {
+    let core = start_core(innerloop::config::Settings {
+        stream_token_key: Some("shared-key".into()),
+        ..settings()
+    })
+    .await;
+    let tokens = innerloop::layers::stream_token::StreamTokens::new(b"shared-key".to_vec(), 60);
+    let channel = Channel::from_shared(core.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut optimizer = OptimizerServiceClient::new(channel.clone());
+    let mut jobs = JobServiceClient::new(channel);
+    let job_id = optimizer
+        .create_job(with_token(create_request(), Some(TOKEN)))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let token = tokens.issue(&job_id).token;
+    let watch = |job: &str| pb::WatchJobRequest {
+        job_id: job.into(),
+        ..Default::default()
+    };
+    jobs.watch_job(with_token(watch(&job_id), Some(&token)))
+        .await
+        .unwrap();
+    let other = jobs
+        .watch_job(with_token(watch("other-job"), Some(&token)))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::Unauthenticated);
+    let get = jobs
+        .get_job(with_token(
+            pb::GetJobRequest {
+                job_id: job_id.clone(),
+            },
+            Some(&token),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(get.code(), Code::Unauthenticated);
+    core.stop.cancel();
+}

@@ -71,6 +71,9 @@ async fn start(settings: Settings) -> Edge {
             }),
         )
         .merge(innerloop::metrics::router())
+        .merge(innerloop::layers::stream_token::router(
+            protections.auth.stream_tokens.clone(),
+        ))
         .layer(protections.http_layers());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -452,4 +455,68 @@ async fn cors_answers_only_configured_origins() {
             .get("access-control-allow-origin")
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn stream_tokens_are_issued_to_bearers_only() {
+    let edge = start(settings()).await;
+    let url = edge.url("/v1/optimize/job-9/stream-token");
+    let issued: Value = client()
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = issued["stream_token"].as_str().unwrap().to_string();
+    assert!(issued["expires_at"].as_u64().unwrap() > 0);
+    let events = client()
+        .get(edge.url(&format!("/v1/optimize/job-9/events?access_token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let minted = client()
+        .post(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), 401, "a stream token cannot mint another");
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_limit_are_shed_with_503() {
+    let edge = start(Settings {
+        max_concurrent_requests: 1,
+        ..settings()
+    })
+    .await;
+    let slow = tokio::spawn(
+        client()
+            .get(edge.url("/v1/version"))
+            .bearer_auth(TOKEN)
+            .send(),
+    );
+    let mut shed = None;
+    for _ in 0..100 {
+        let response = client()
+            .get(edge.url("/v1/optimize/j1"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 503 {
+            shed = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shed = shed.expect("a request was shed while the slot was taken");
+    assert_eq!(error_body(shed).await["error"]["code"], "unavailable");
+    let health = client().get(edge.url("/v1/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "probes are never shed");
+    slow.abort();
 }

@@ -129,7 +129,9 @@ async fn the_edge_span_is_the_parent_of_the_grpc_span() {
     assert_eq!(answer.text().await.unwrap(), "NotFound");
 
     // 5. Flush (blocking in the SDK) and collect.
-    let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await.unwrap();
+    let flushed = tokio::task::spawn_blocking(move || provider.force_flush())
+        .await
+        .unwrap();
     assert!(flushed.is_ok(), "{flushed:?}");
     let mut spans = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -142,12 +144,21 @@ async fn the_edge_span_is_the_parent_of_the_grpc_span() {
     let edge = spans
         .iter()
         .find(|s| s.name == "GET /v1/optimize/{id}")
-        .unwrap_or_else(|| panic!("no edge span in {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no edge span in {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
     let grpc = spans
         .iter()
         .find(|s| s.name == "RPC /innerloop.v1.JobService/GetJob")
         .expect("a gRPC span");
-    assert_eq!(hex(&edge.trace_id), client_trace, "the edge continues the client's trace");
+    assert_eq!(
+        hex(&edge.trace_id),
+        client_trace,
+        "the edge continues the client's trace"
+    );
     assert_eq!(hex(&edge.parent_span_id), client_span);
     assert_eq!(grpc.trace_id, edge.trace_id, "one trace");
     assert_eq!(grpc.parent_span_id, edge.span_id, "edge span → gRPC span");

@@ -1,7 +1,8 @@
 //! A global cap on requests in flight per transport (`MAX_CONCURRENT_REQUESTS`) with load
 //! shedding: over the cap a request is answered at once with 503 `unavailable` / UNAVAILABLE
 //! instead of waiting in an unbounded queue. A slot is held until the response head is ready;
-//! long streams are bounded separately per principal ([`super::streams`]).
+//! long streams are bounded separately per principal ([`super::streams`]). Health and readiness
+//! are never shed, so probes do not restart a busy but healthy process.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,7 +12,7 @@ use http::{Request, Response};
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
-use super::{LayerBody, is_grpc, reject};
+use super::{LayerBody, RouteKind, is_grpc, reject, route_kind};
 use crate::error::Error;
 
 /// The in-flight budget of one transport.
@@ -70,6 +71,9 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        if route_kind(req.uri().path()) == RouteKind::Public {
+            return Box::pin(inner.call(req));
+        }
         let Ok(permit) = self.gate.0.clone().try_acquire_owned() else {
             let grpc = is_grpc(&req);
             return Box::pin(async move {

@@ -110,6 +110,25 @@ impl StreamTokens {
     }
 }
 
+/// `POST /v1/optimize/{job_id}/stream-token` → `{"stream_token": "…", "expires_at": <unix s>}`.
+/// Mount it under the layers: the auth layer admits only bearer tokens here (a stream token
+/// cannot mint another).
+pub fn router<S: Clone + Send + Sync + 'static>(tokens: StreamTokens) -> axum::Router<S> {
+    use axum::extract::Path;
+    use axum::routing::post;
+    let issue = move |Path(job_id): Path<String>| {
+        let tokens = tokens.clone();
+        async move {
+            let issued = tokens.issue(&job_id);
+            axum::Json(serde_json::json!({
+                "stream_token": issued.token,
+                "expires_at": issued.expires_at,
+            }))
+        }
+    };
+    axum::Router::new().route("/v1/optimize/{job_id}/stream-token", post(issue))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
