@@ -1,9 +1,9 @@
 //! The shared layers on the gRPC core: auth on every RPC, rate limits with `retry-after`,
 //! size limits, stream caps, request ids, logs without tokens, metrics.
 
-mod common;
+mod layers_support;
 
-use common::{TOKEN, capture_logs, settings, start_core};
+use layers_support::{TOKEN, capture_logs, settings, start_core};
 use innerloop::grpc::pb;
 use pb::job_service_client::JobServiceClient;
 use pb::optimizer_service_client::OptimizerServiceClient;

@@ -2,7 +2,7 @@
 //! body, stream tokens, rate limits with `Retry-After`, size limits with and without
 //! `Content-Length`, the slowloris guard, timeouts, stream caps, request ids, metrics, CORS.
 
-mod common;
+mod layers_support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::response::sse::{Event, Sse};
 use axum::routing::{get, post};
-use common::{TOKEN, capture_logs, settings};
+use layers_support::{TOKEN, capture_logs, settings};
 use futures_util::stream;
 use innerloop::config::Settings;
 use innerloop::layers::Protections;

@@ -2,7 +2,7 @@
 //! edge-shaped HTTP span (axum router + the HTTP layers) is the parent of the core's gRPC span,
 //! and the core's span continues a client's W3C `traceparent`.
 
-mod common;
+mod layers_support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Extension, Path};
 use axum::routing::get;
-use common::{TOKEN, settings, start_core};
+use layers_support::{TOKEN, settings, start_core};
 use innerloop::grpc::pb;
 use innerloop::layers::Protections;
 use innerloop::layers::access_log::{RequestId, propagate_to_grpc};

@@ -1,112 +1,176 @@
-//! Helpers shared by the layer tests: a log capture and a gRPC core on 127.0.0.1:0 whose jobs
-//! run until cancelled (so streams stay open).
+//! Shared test harness: a real core on 127.0.0.1:0, tonic clients, and a controllable optimizer.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use innerloop::config::Settings;
-use innerloop::domain::{JobResult, Mode};
+use innerloop::config::{Settings, StoreKind};
+use innerloop::domain::job::DefaultResult;
+use innerloop::domain::{EventPayload, JobResult, Mode, ObjectiveScores};
+use innerloop::grpc::pb;
+use innerloop::grpc::pb::job_service_client::JobServiceClient;
+use innerloop::grpc::pb::optimizer_service_client::OptimizerServiceClient;
 use innerloop::optimizer::{JobContext, OptimizeError, Optimizer};
 use innerloop::runtime::JobRuntime;
 use innerloop::server::{self, Listeners};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use innerloop::store::{JobStore, MemoryStore};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
 
-/// Everything logged by this test binary.
-#[derive(Clone, Default)]
-pub struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Installs (once) a global JSON subscriber writing into a buffer, and returns the buffer.
-pub fn capture_logs() -> Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let _ = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_env_filter("info")
-            .with_writer(move || writer.clone())
-            .try_init();
-        captured
-    })
-    .clone()
-}
-
-/// Runs until its job is cancelled.
-pub struct UntilCancelled;
-
-#[async_trait]
-impl Optimizer for UntilCancelled {
-    async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError> {
-        ctx.cancel.cancelled().await;
-        Err(OptimizeError::Stopped)
-    }
-}
-
-pub const TOKEN: &str = "tok-secret-4711";
-
-/// Settings for tests: one token, generous limits unless a test narrows them.
-pub fn settings() -> Settings {
+/// Settings for tests: memory store, generous limits.
+pub fn test_settings() -> Settings {
     Settings {
-        api_bearer_tokens: vec![TOKEN.into()],
-        rate_limit_per_min: 6000,
-        rate_limit_burst: 1000,
-        shutdown_grace_s: 1.0,
+        job_store: StoreKind::Memory,
+        require_auth: false,
         max_wall_time_s: 60.0,
+        shutdown_grace_s: 5.0,
         ..Settings::default()
     }
 }
 
-/// A running core; stops on drop of `stop`.
-pub struct Core {
-    pub addr: SocketAddr,
-    pub stop: CancellationToken,
-    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+/// Emits `ticks` mutation events, `delay` apart, then finishes with a result; honours cancel.
+pub struct Ticker {
+    pub ticks: u32,
+    pub delay: Duration,
 }
 
-impl Core {
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+#[async_trait]
+impl Optimizer for Ticker {
+    async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError> {
+        for i in 0..self.ticks {
+            if !self.delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.delay) => {}
+                    _ = ctx.cancel.cancelled() => return Err(OptimizeError::Stopped),
+                }
+            }
+            ctx.events.emit(EventPayload::Mutation { count: i }).await?;
+        }
+        Ok(JobResult::Default(DefaultResult {
+            proposal: ctx.spec.prompt.clone(),
+            lessons: vec![],
+            scores: ObjectiveScores::default(),
+            target_model: "test".into(),
+            rubric: None,
+        }))
     }
 }
 
-/// Starts the gRPC core whose default mode runs until cancelled.
-pub async fn start_core(settings: Settings) -> Core {
-    let settings = Arc::new(settings);
-    let store = innerloop::store::open(&settings).await.unwrap();
-    let mut optimizers: HashMap<Mode, Arc<dyn Optimizer>> = HashMap::new();
-    optimizers.insert(Mode::Default, Arc::new(UntilCancelled));
-    let runtime = JobRuntime::start(settings, store, optimizers)
-        .await
-        .unwrap();
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = grpc.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let until = stop.clone();
-    let task = tokio::spawn(server::run_with_runtime(
-        runtime,
-        Listeners { grpc },
-        async move { until.cancelled().await },
-    ));
-    Core { addr, stop, task }
+pub fn ticker(ticks: u32, delay_ms: u64) -> HashMap<Mode, Arc<dyn Optimizer>> {
+    let mut map: HashMap<Mode, Arc<dyn Optimizer>> = HashMap::new();
+    map.insert(
+        Mode::Default,
+        Arc::new(Ticker {
+            ticks,
+            delay: Duration::from_millis(delay_ms),
+        }),
+    );
+    map
+}
+
+/// A running core.
+pub struct Core {
+    pub addr: SocketAddr,
+    pub runtime: JobRuntime,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Core {
+    /// Starts a core with the given optimizers (or the real registry when `None`).
+    pub async fn start(
+        settings: Settings,
+        optimizers: Option<HashMap<Mode, Arc<dyn Optimizer>>>,
+    ) -> Core {
+        let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new());
+        Core::start_with_store(settings, optimizers, store).await
+    }
+
+    pub async fn start_with_store(
+        settings: Settings,
+        optimizers: Option<HashMap<Mode, Arc<dyn Optimizer>>>,
+        store: Arc<dyn JobStore>,
+    ) -> Core {
+        let settings = Arc::new(settings);
+        let optimizers = optimizers.unwrap_or_else(|| innerloop::optimizer::registry(&settings));
+        let runtime = JobRuntime::start(settings.clone(), store, optimizers)
+            .await
+            .expect("runtime");
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = grpc.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server::run_with_runtime(
+            runtime.clone(),
+            Listeners { grpc },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Core {
+            addr,
+            runtime,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn optimizer(&self) -> OptimizerServiceClient<Channel> {
+        OptimizerServiceClient::new(self.channel().await)
+    }
+
+    pub async fn jobs(&self) -> JobServiceClient<Channel> {
+        JobServiceClient::new(self.channel().await)
+    }
+
+    /// Triggers a graceful shutdown (like SIGTERM) and waits for the server to return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("join").expect("server result");
+        }
+    }
+}
+
+pub fn request(prompt: &str) -> pb::OptimizeRequest {
+    pb::OptimizeRequest {
+        prompt: prompt.into(),
+        ..Default::default()
+    }
+}
+
+/// Reads a stream of events to its end, with a timeout so a broken stream fails the test.
+pub async fn collect(mut stream: tonic::Streaming<pb::JobEvent>) -> Vec<pb::JobEvent> {
+    let mut events = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
+            Ok(Ok(Some(event))) => events.push(event),
+            Ok(Ok(None)) => return events,
+            Ok(Err(status)) => panic!("stream error: {status:?}"),
+            Err(_) => panic!("stream stalled after {} events", events.len()),
+        }
+    }
+}
+
+pub fn types(events: &[pb::JobEvent]) -> Vec<String> {
+    events.iter().map(|e| e.r#type.clone()).collect()
+}
+
+pub fn ids(events: &[pb::JobEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.id).collect()
 }
