@@ -2,10 +2,11 @@
 //! (`http_requests_total`, `http_request_duration_seconds`, `sse_clients`, `jobs_created_total`,
 //! `jobs_finished_total`, `jobs_failed_total`, `jobs_cancelled_total`) plus gRPC equivalents
 //! (`grpc_server_handled_total`, `grpc_server_handling_seconds`), `active_watchers` (open SSE
-//! streams and streaming RPCs) and `job_queue_depth` (jobs pending or running here).
+//! streams and streaming RPCs), `job_queue_depth` (jobs pending or running here) and
+//! `store_operation_seconds` (store latency, by operation).
 //!
-//! The access log layer records requests; the job runtime calls [`job_created`] and
-//! [`job_ended`]. [`render_text`] is the `/v1/metrics` body and [`render_json`] the
+//! The access log layer records requests; the job runtime calls [`job_created`],
+//! [`job_ended`] and [`observe_store`]. [`render_text`] is the `/v1/metrics` body and [`render_json`] the
 //! `/v1/metricsz` object (the same numbers, read back from the same text). [`router`] mounts both
 //! (and their unversioned aliases) on an axum router for the edge.
 
@@ -41,6 +42,11 @@ pub struct GrpcLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    pub op: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrpcMethodLabels {
     pub grpc_service: String,
     pub grpc_method: String,
@@ -67,6 +73,7 @@ pub struct Metrics {
     pub jobs_failed: Counter,
     pub jobs_cancelled: Counter,
     pub job_queue_depth: Gauge,
+    pub store_latency: HistogramFamily<StoreLabels>,
 }
 
 impl Metrics {
@@ -84,6 +91,7 @@ impl Metrics {
             jobs_failed: Counter::default(),
             jobs_cancelled: Counter::default(),
             job_queue_depth: Gauge::default(),
+            store_latency: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
         };
         registry.register(
@@ -121,6 +129,11 @@ impl Metrics {
             "Jobs pending or running in this process",
             m.job_queue_depth.clone(),
         );
+        registry.register(
+            "store_operation_seconds",
+            "Store operation latency (event commits of the group-committing writer)",
+            m.store_latency.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -154,6 +167,14 @@ pub fn job_ended(status: JobStatus) {
         }
         _ => {}
     }
+}
+
+/// Runtime hook: a store operation `op` took `elapsed`.
+pub fn observe_store(op: &str, elapsed: std::time::Duration) {
+    global()
+        .store_latency
+        .get_or_create(&StoreLabels { op: op.to_string() })
+        .observe(elapsed.as_secs_f64());
 }
 
 /// Content type of [`render_text`] (OpenMetrics text, which Prometheus scrapes natively).

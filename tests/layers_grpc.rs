@@ -3,8 +3,8 @@
 
 mod layers_support;
 
-use layers_support::{TOKEN, capture_logs, settings, start_core};
 use innerloop::grpc::pb;
+use layers_support::{TOKEN, capture_logs, settings, start_core};
 use pb::job_service_client::JobServiceClient;
 use pb::optimizer_service_client::OptimizerServiceClient;
 use tonic::transport::Channel;
@@ -372,6 +372,7 @@ async fn grpc_metrics_count_codes_and_jobs() {
         r#"grpc_server_handled_total{grpc_service="innerloop.v1.JobService",grpc_method="ListJobs",grpc_code="16"}"#
     ), "{text}");
     assert!(text.contains("grpc_server_handling_seconds_bucket"));
+    assert!(text.contains(r#"store_operation_seconds_count{op="append_events"}"#));
     core.stop.cancel();
 }
 
@@ -420,4 +421,41 @@ async fn a_forwarded_stream_token_opens_only_watch_of_its_job() {
         .unwrap_err();
     assert_eq!(get.code(), Code::Unauthenticated);
     core.stop.cancel();
+}
+
+#[tokio::test]
+async fn anonymous_callers_are_limited_per_ip_and_forwarded_for_needs_a_trusted_proxy() {
+    async fn calls_allowed(trusted: Vec<String>) -> Vec<bool> {
+        let core = start_core(innerloop::config::Settings {
+            require_auth: false,
+            rate_limit_per_min: 1,
+            rate_limit_burst: 1,
+            trusted_proxies: trusted,
+            ..settings()
+        })
+        .await;
+        let channel = Channel::from_shared(core.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut jobs = JobServiceClient::new(channel);
+        let mut allowed = Vec::new();
+        for client in ["198.51.100.1", "198.51.100.2"] {
+            let mut request = Request::new(pb::ListJobsRequest::default());
+            request
+                .metadata_mut()
+                .insert("x-forwarded-for", client.parse().unwrap());
+            allowed.push(jobs.list_jobs(request).await.is_ok());
+        }
+        core.stop.cancel();
+        allowed
+    }
+    // Untrusted peer: the header is ignored, both calls share the peer's bucket of one.
+    assert_eq!(calls_allowed(vec![]).await, [true, false]);
+    // Trusted peer: each forwarded client has its own bucket.
+    assert_eq!(
+        calls_allowed(vec!["127.0.0.0/8".into()]).await,
+        [true, true]
+    );
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Extension, Path};
 use axum::routing::get;
-use layers_support::{TOKEN, settings, start_core};
 use innerloop::grpc::pb;
 use innerloop::layers::Protections;
 use innerloop::layers::access_log::{RequestId, propagate_to_grpc};
+use layers_support::{TOKEN, settings, start_core};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };

@@ -12,13 +12,18 @@
 //!
 //! Seams for the edge: [`Protections::http_layers`] is the same stack for an axum `Router`
 //! (plus CORS); the slowloris guard is a property of the HTTP server, not of a layer, so the edge
-//! sets `http1().header_read_timeout(settings.header_read_timeout_s)` where it builds its hyper
-//! server (see [`header_read_timeout`]).
+//! serves through [`http_server::serve`] (hyper with `http1().header_read_timeout`) instead of
+//! `axum::serve`. Each gRPC call the edge makes carries the caller's credential, request id,
+//! client IP and trace context ([`forward::forward_to_core`]). `crate::metrics::router()` serves
+//! `/v1/metrics` and `/v1/metricsz`; [`stream_token::router`] serves
+//! `POST /v1/optimize/{id}/stream-token`, and [`stream_token::StreamTokens::issue`] lets the
+//! create handler add a `stream_token` to its response.
 
 pub mod access_log;
 pub mod auth;
 pub mod body_limit;
 pub mod client_ip;
+pub mod forward;
 pub mod http_server;
 pub mod rate_limit;
 pub mod shed;
