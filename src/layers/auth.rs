@@ -115,6 +115,16 @@ impl Authenticator {
             stream_tokens: StreamTokens::from_settings(settings),
         };
         auth.reload_file_blocking();
+        let no_file_tokens = auth
+            .file
+            .read()
+            .map(|f| f.as_ref().is_none_or(|f| f.digests.is_empty()))
+            .unwrap_or(true);
+        if auth.required && auth.configured.is_empty() && no_file_tokens {
+            tracing::warn!(
+                "REQUIRE_AUTH=true but no bearer token is configured (API_BEARER_TOKENS, API_BEARER_TOKENS_FILE): every authenticated request will be refused"
+            );
+        }
         auth
     }
 
