@@ -351,12 +351,12 @@ impl RawSse {
         }
     }
 
-    /// The next frame that is not a ping.
+    /// The next named event (pings and the `retry:` prelude skipped).
     pub async fn next_event(&mut self) -> Option<SseFrame> {
         loop {
-            let frame = self.next_frame().await?;
-            if frame != ":\n\n" {
-                return Some(SseFrame::parse(&frame));
+            let frame = SseFrame::parse(&self.next_frame().await?);
+            if !frame.event.is_empty() {
+                return Some(frame);
             }
         }
     }
