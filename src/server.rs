@@ -72,17 +72,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let runtime = build_runtime(settings.clone()).await?;
-    serve(settings, runtime, listeners, shutdown).await
+    let runtime = build_runtime(settings).await?;
+    run_with_runtime(runtime, listeners, shutdown).await
 }
 
-/// Serves an already-built runtime (tests build theirs with their own optimizers).
-pub async fn serve(
-    settings: Arc<Settings>,
+/// Like [`run`], on a runtime built by the caller (tests plug in their own optimizers or store).
+pub async fn run_with_runtime(
     runtime: JobRuntime,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let settings = runtime.settings().clone();
     let (routes, health) = grpc::router(runtime.clone()).await;
     let edge_state = edge::EdgeState::new(edge::Upstream::in_process(routes.clone()), &settings);
     let http_addr = listeners.http.local_addr()?;

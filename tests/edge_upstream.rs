@@ -53,11 +53,15 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
 async fn stream_bytes(http: &reqwest::Client, url: &str) -> Vec<u8> {
     let response = http.get(url).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream; charset=utf-8");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
     let mut body = response.bytes_stream();
     let mut bytes = Vec::new();
-    while let Some(chunk) =
-        tokio::time::timeout(Duration::from_secs(10), body.next()).await.expect("stream stalled")
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .expect("stream stalled")
     {
         bytes.extend_from_slice(&chunk.unwrap());
     }
@@ -68,13 +72,27 @@ async fn stream_bytes(http: &reqwest::Client, url: &str) -> Vec<u8> {
 async fn edge_process_in_front_of_a_core_process_behaves_the_same() {
     let (core_http, core_grpc, edge_http) = (free_port(), free_port(), free_port());
     let _core = innerloop(&[
-        "serve", "--dev", "--port", &core_http.to_string(), "--grpc-port", &core_grpc.to_string(),
+        "serve",
+        "--dev",
+        "--port",
+        &core_http.to_string(),
+        "--grpc-port",
+        &core_grpc.to_string(),
     ]);
     let upstream = format!("http://127.0.0.1:{core_grpc}");
-    let edge = innerloop(&["edge", "--dev", "--upstream", &upstream, "--port", &edge_http.to_string()]);
+    let edge = innerloop(&[
+        "edge",
+        "--dev",
+        "--upstream",
+        &upstream,
+        "--port",
+        &edge_http.to_string(),
+    ]);
     let http = reqwest::Client::new();
-    let (core_base, edge_base) =
-        (format!("http://127.0.0.1:{core_http}"), format!("http://127.0.0.1:{edge_http}"));
+    let (core_base, edge_base) = (
+        format!("http://127.0.0.1:{core_http}"),
+        format!("http://127.0.0.1:{edge_http}"),
+    );
     wait_ready(&http, &core_base).await;
     wait_ready(&http, &edge_base).await;
 
@@ -96,7 +114,10 @@ async fn edge_process_in_front_of_a_core_process_behaves_the_same() {
     let via_core = stream_bytes(&http, &format!("{core_base}/v1/optimize/{job_id}/events")).await;
     assert_eq!(via_edge, via_core, "both edges send identical bytes");
     let text = String::from_utf8(via_edge).unwrap();
-    assert!(text.starts_with("retry: 1500\n\nid: 1\nevent: started\n"), "{text}");
+    assert!(
+        text.starts_with("retry: 1500\n\nid: 1\nevent: started\n"),
+        "{text}"
+    );
     assert!(text.contains("\"target_model\":\"t\""));
     assert!(text.ends_with("}\n\n") && text.contains("event: finished\n"));
 
@@ -104,15 +125,27 @@ async fn edge_process_in_front_of_a_core_process_behaves_the_same() {
         let http = http.clone();
         let job_id = job_id.clone();
         async move {
-            http.get(format!("{base}/v1/optimize/{job_id}")).send().await.unwrap()
-                .json::<serde_json::Value>().await.unwrap()
+            http.get(format!("{base}/v1/optimize/{job_id}"))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
         }
     };
-    let (a, b) = (state(edge_base.clone()).await, state(core_base.clone()).await);
+    let (a, b) = (
+        state(edge_base.clone()).await,
+        state(core_base.clone()).await,
+    );
     assert_eq!(a, b);
     assert_eq!(a["status"], json!("finished"));
 
-    let missing = http.get(format!("{edge_base}/v1/optimize/nope")).send().await.unwrap();
+    let missing = http
+        .get(format!("{edge_base}/v1/optimize/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(
         missing.json::<serde_json::Value>().await.unwrap(),
@@ -121,10 +154,21 @@ async fn edge_process_in_front_of_a_core_process_behaves_the_same() {
 
     // Without its core the edge is not ready and says so in the envelope.
     drop(_core);
-    let not_ready = http.get(format!("{edge_base}/v1/readyz")).send().await.unwrap();
+    let not_ready = http
+        .get(format!("{edge_base}/v1/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(not_ready.status(), 503);
-    assert_eq!(not_ready.json::<serde_json::Value>().await.unwrap()["error"]["code"], json!("unavailable"));
-    let unavailable = http.get(format!("{edge_base}/v1/optimize/{job_id}")).send().await.unwrap();
+    assert_eq!(
+        not_ready.json::<serde_json::Value>().await.unwrap()["error"]["code"],
+        json!("unavailable")
+    );
+    let unavailable = http
+        .get(format!("{edge_base}/v1/optimize/{job_id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unavailable.status(), 503);
     drop(edge);
 }

@@ -93,7 +93,7 @@ impl TestServer {
         let base = format!("http://{}", listeners.http.local_addr().unwrap());
         let grpc = listeners.grpc.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(settings, runtime, listeners, async move {
+        let task = tokio::spawn(server::run_with_runtime(runtime, listeners, async move {
             let _ = stopped.await;
         }));
         TestServer {
