@@ -510,3 +510,41 @@ async fn readiness_is_503_while_draining() {
         json!({"error":{"code":"unavailable","message":"the service is shutting down","details":{}}})
     );
 }
+
+#[tokio::test]
+async fn request_id_and_trace_context_reach_the_core_as_grpc_metadata() {
+    let edge = ProbedEdge::start(test_settings()).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = edge
+        .http
+        .get(edge.url("/v1/optimize/some-job"))
+        .header("X-Request-ID", "trace-me")
+        .header("traceparent", traceparent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let generated = edge
+        .http
+        .get(edge.url("/v1/admin/jobs"))
+        .send()
+        .await
+        .unwrap();
+    let generated_id = header(&generated, "x-request-id").unwrap().to_string();
+    let calls = edge.probe.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        [
+            (
+                "/innerloop.v1.JobService/GetJob".to_string(),
+                Some("trace-me".to_string()),
+                Some(traceparent.to_string())
+            ),
+            (
+                "/innerloop.v1.JobService/ListJobs".to_string(),
+                Some(generated_id),
+                None
+            ),
+        ]
+    );
+}

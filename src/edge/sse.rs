@@ -136,7 +136,12 @@ pub fn response(
     }));
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
+    set_headers(response.headers_mut(), version);
+    response
+}
+
+/// The SSE response headers; `Connection` only on HTTP/1.1 (HTTP/2 forbids it).
+fn set_headers(headers: &mut HeaderMap, version: Version) {
     headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream; charset=utf-8"),
@@ -146,7 +151,6 @@ pub fn response(
     if version == Version::HTTP_11 {
         headers.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
     }
-    response
 }
 
 #[cfg(test)]
@@ -177,6 +181,18 @@ mod tests {
                 b"event: error\ndata: {\"error\":{\"code\":\"unavailable\",\"message\":\"gone\",\"details\":{}}}\n\n"
             )
         );
+    }
+
+    #[test]
+    fn connection_header_only_on_http1() {
+        let mut h1 = HeaderMap::new();
+        set_headers(&mut h1, Version::HTTP_11);
+        assert_eq!(h1["connection"], "keep-alive");
+        assert_eq!(h1["content-type"], "text/event-stream; charset=utf-8");
+        let mut h2 = HeaderMap::new();
+        set_headers(&mut h2, Version::HTTP_2);
+        assert!(h2.get("connection").is_none());
+        assert_eq!(h2["x-accel-buffering"], "no");
     }
 
     #[test]

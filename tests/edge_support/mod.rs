@@ -149,11 +149,13 @@ impl TestServer {
     }
 }
 
-/// Counts open WatchJob response bodies of the core and can break them (an upstream failure).
+/// Counts open WatchJob response bodies of the core, can break them (an upstream failure), and
+/// records the metadata of every call (method path, `x-request-id`, `traceparent`).
 #[derive(Clone, Default)]
 pub struct Probe {
     pub open_watches: Arc<AtomicUsize>,
     pub break_streams: CancellationToken,
+    pub calls: Arc<std::sync::Mutex<Vec<(String, Option<String>, Option<String>)>>>,
 }
 
 struct WatchGuard(Arc<AtomicUsize>);
@@ -206,6 +208,19 @@ impl tower::Service<http::Request<tonic::body::Body>> for ProbeService {
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let watch = request.uri().path().ends_with("/WatchJob");
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let call = (
+            request.uri().path().to_string(),
+            header("x-request-id"),
+            header("traceparent"),
+        );
+        self.probe.calls.lock().unwrap().push(call);
         let mut routes = self.routes.clone();
         let probe = self.probe.clone();
         Box::pin(async move {
