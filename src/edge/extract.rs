@@ -69,16 +69,19 @@ pub async fn deprecation(req: Request, next: Next) -> Response {
     response
 }
 
+/// Headers passed through unchanged into gRPC metadata: W3C trace context, and the bearer
+/// token (a core that authenticates its gRPC callers sees the HTTP client's credentials).
+const PASSED_THROUGH: [&str; 3] = ["traceparent", "tracestate", "authorization"];
+
 /// What flows from the HTTP request into gRPC metadata.
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {
     request_id: Option<String>,
-    traceparent: Option<HeaderValue>,
-    tracestate: Option<HeaderValue>,
+    passed_through: Vec<(&'static str, HeaderValue)>,
 }
 
 impl CallContext {
-    /// A gRPC request carrying `x-request-id`, and `traceparent`/`tracestate` when present.
+    /// A gRPC request carrying `x-request-id`, and the passed-through headers when present.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         let metadata = request.metadata_mut();
@@ -87,15 +90,11 @@ impl CallContext {
         {
             metadata.insert(X_REQUEST_ID, value);
         }
-        for (name, value) in [
-            ("traceparent", &self.traceparent),
-            ("tracestate", &self.tracestate),
-        ] {
-            if let Some(value) = value
-                && let Ok(text) = value.to_str()
+        for (name, value) in &self.passed_through {
+            if let Ok(text) = value.to_str()
                 && let Ok(value) = text.parse()
             {
-                metadata.insert(name, value);
+                metadata.insert(*name, value);
             }
         }
         request
@@ -108,8 +107,10 @@ impl<S: Send + Sync> FromRequestParts<S> for CallContext {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(CallContext {
             request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
-            traceparent: parts.headers.get("traceparent").cloned(),
-            tracestate: parts.headers.get("tracestate").cloned(),
+            passed_through: PASSED_THROUGH
+                .iter()
+                .filter_map(|name| Some((*name, parts.headers.get(*name)?.clone())))
+                .collect(),
         })
     }
 }

@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::response::IntoResponse;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -119,10 +118,4 @@ pub fn with_edge_layers(router: Router) -> Router {
 /// The complete edge application.
 pub fn app(state: EdgeState) -> Router {
     with_edge_layers(router(state))
-}
-
-impl IntoResponse for &ApiError {
-    fn into_response(self) -> axum::response::Response {
-        self.clone().into_response()
-    }
 }

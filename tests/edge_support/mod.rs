@@ -155,8 +155,11 @@ impl TestServer {
 pub struct Probe {
     pub open_watches: Arc<AtomicUsize>,
     pub break_streams: CancellationToken,
-    pub calls: Arc<std::sync::Mutex<Vec<(String, Option<String>, Option<String>)>>>,
+    pub calls: Arc<std::sync::Mutex<Vec<Call>>>,
 }
+
+/// A recorded gRPC call: method path, `x-request-id`, `traceparent`.
+pub type Call = (String, Option<String>, Option<String>);
 
 struct WatchGuard(Arc<AtomicUsize>);
 
