@@ -272,6 +272,21 @@ impl Protections {
             .into_inner()
     }
 
+    /// Protects the edge's app: adds `/v1/metrics`, `/v1/metricsz` (and aliases) and
+    /// `POST /v1/optimize/{id}/stream-token`, then wraps everything in [`Self::http_layers`].
+    pub fn wrap_edge(&self, app: axum::Router) -> axum::Router {
+        app.merge(crate::metrics::router())
+            .merge(stream_token::router(self.auth.stream_tokens.clone()))
+            .layer(self.http_layers())
+    }
+
+    /// For the edge's in-process upstream (no TCP hop): only the access log, so each RPC still
+    /// gets its log line, its gRPC metrics and a span that is a child of the edge's span, while
+    /// the caller is authenticated, limited and sized once, by the edge's layers.
+    pub fn in_process_grpc_layers(&self) -> access_log::AccessLogLayer {
+        access_log::AccessLogLayer::new("grpc-in-process", self.trusted.clone())
+    }
+
     fn layers<B: LayerBody>(
         &self,
         gate: &shed::Gate,

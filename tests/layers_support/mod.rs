@@ -80,6 +80,8 @@ pub fn settings() -> Settings {
 /// A running core; stops on drop of `stop`.
 pub struct Core {
     pub addr: SocketAddr,
+    /// The REST + SSE edge of the same process.
+    pub http: SocketAddr,
     pub stop: CancellationToken,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -87,6 +89,11 @@ pub struct Core {
 impl Core {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A URL on the edge.
+    pub fn edge(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
     }
 }
 
@@ -101,12 +108,22 @@ pub async fn start_core(settings: Settings) -> Core {
         .unwrap();
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = grpc.local_addr().unwrap();
+    let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = http_listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let until = stop.clone();
     let task = tokio::spawn(server::run_with_runtime(
         runtime,
-        Listeners { grpc },
+        Listeners {
+            grpc,
+            http: http_listener,
+        },
         async move { until.cancelled().await },
     ));
-    Core { addr, stop, task }
+    Core {
+        addr,
+        http,
+        stop,
+        task,
+    }
 }
