@@ -45,7 +45,7 @@ async fn per_call(url: String, calls: usize) -> Duration {
     let call = |i: usize| {
         let mut jobs = jobs.clone();
         async move {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 let mut r = tonic::Request::new(pb::ListJobsRequest::default());
                 r.metadata_mut()
                     .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
