@@ -60,7 +60,11 @@ async fn every_edge_route_requires_a_valid_token_except_probes() {
         }
         let response = request(Some(TOKEN)).await.unwrap();
         assert_ne!(response.status(), 401, "{method} {path} with the token");
-        assert!(response.status().as_u16() < 500, "{method} {path}: {}", response.status());
+        assert!(
+            response.status().as_u16() < 500,
+            "{method} {path}: {}",
+            response.status()
+        );
     }
     for path in ["/v1/healthz", "/v1/readyz", "/healthz", "/readyz"] {
         let response = client().get(core.edge(path)).send().await.unwrap();
@@ -99,12 +103,19 @@ async fn a_browser_watches_with_a_stream_token_through_the_edge_and_core() {
         .unwrap();
     let token = issued["stream_token"].as_str().unwrap();
     let events = client()
-        .get(core.edge(&format!("/v1/optimize/{job_id}/events?access_token={token}")))
+        .get(core.edge(&format!(
+            "/v1/optimize/{job_id}/events?access_token={token}"
+        )))
         .send()
         .await
         .unwrap();
     assert_eq!(events.status(), 200);
-    assert!(events.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let mut body = events.bytes_stream();
     use futures_util::StreamExt;
     let first = tokio::time::timeout(Duration::from_secs(10), body.next())
@@ -114,7 +125,9 @@ async fn a_browser_watches_with_a_stream_token_through_the_edge_and_core() {
         .unwrap();
     assert!(!first.is_empty());
     let refused = client()
-        .get(core.edge(&format!("/v1/optimize/{other_job}/events?access_token={token}")))
+        .get(core.edge(&format!(
+            "/v1/optimize/{other_job}/events?access_token={token}"
+        )))
         .send()
         .await
         .unwrap();
@@ -130,12 +143,21 @@ async fn an_edge_flood_gets_429_with_the_contract_body() {
         ..settings()
     })
     .await;
-    let get = || client().get(core.edge("/v1/admin/jobs")).bearer_auth(TOKEN).send();
+    let get = || {
+        client()
+            .get(core.edge("/v1/admin/jobs"))
+            .bearer_auth(TOKEN)
+            .send()
+    };
     assert_eq!(get().await.unwrap().status(), 200);
     assert_eq!(get().await.unwrap().status(), 200);
     let limited = get().await.unwrap();
     assert_eq!(limited.status(), 429);
-    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry_after >= 1);
     assert_eq!(limited.headers()["x-ratelimit-limit"], "2");
     assert_eq!(limited.headers()["x-ratelimit-remaining"], "0");
@@ -172,7 +194,9 @@ async fn oversized_creates_get_413_with_and_without_content_length() {
         .post(core.edge("/v1/optimize"))
         .bearer_auth(TOKEN)
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
@@ -190,7 +214,10 @@ async fn a_slow_header_client_is_dropped_by_the_edge() {
     })
     .await;
     let mut socket = tokio::net::TcpStream::connect(core.http).await.unwrap();
-    socket.write_all(b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    socket
+        .write_all(b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
     assert!(read.is_ok(), "the edge kept a half-sent request open");
@@ -219,10 +246,16 @@ async fn edge_logs_carry_the_request_and_never_the_token() {
         .filter_map(|l| serde_json::from_str(l).ok())
         .filter(|v: &Value| v["message"] == "request")
         .collect();
-    let http = lines.iter().find(|l| l["transport"] == "http").expect("HTTP access line");
+    let http = lines
+        .iter()
+        .find(|l| l["transport"] == "http")
+        .expect("HTTP access line");
     assert_eq!(http["route"], "/v1/optimize/{id}");
     assert_eq!(http["job_id"], job_id.as_str());
-    assert_eq!(http["principal"], innerloop::layers::auth::principal_id(TOKEN));
+    assert_eq!(
+        http["principal"],
+        innerloop::layers::auth::principal_id(TOKEN)
+    );
     let grpc = lines
         .iter()
         .find(|l| l["transport"] == "grpc-in-process")
@@ -238,7 +271,70 @@ async fn edge_logs_carry_the_request_and_never_the_token() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains(r#"http_requests_total{method="GET",route="/v1/optimize/{id}",status="200"}"#));
+    assert!(
+        metrics.contains(
+            r#"http_requests_total{method="GET",route="/v1/optimize/{id}",status="200"}"#
+        )
+    );
     assert!(metrics.contains(r#"grpc_method="GetJob",grpc_code="0""#));
+    core.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_standalone_edge_forwards_credentials_the_remote_core_checks_again() {
+    let core = start_core(innerloop::config::Settings {
+        stream_token_key: Some("shared-stream-key".into()),
+        ..settings()
+    })
+    .await;
+    let job_id = create_job(&core).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let edge = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let until = stop.clone();
+    let upstream = core.url();
+    tokio::spawn(async move {
+        innerloop::server::run_edge(
+            std::sync::Arc::new(innerloop::config::Settings {
+                stream_token_key: Some("shared-stream-key".into()),
+                ..settings()
+            }),
+            listener,
+            &upstream,
+            async move { until.cancelled().await },
+        )
+        .await
+    });
+    let url = |path: &str| format!("http://{edge}{path}");
+    let listed = client()
+        .get(url("/v1/admin/jobs"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200, "the bearer reaches the remote core");
+    let issued: Value = client()
+        .post(url(&format!("/v1/optimize/{job_id}/stream-token")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = issued["stream_token"].as_str().unwrap();
+    let events = client()
+        .get(url(&format!(
+            "/v1/optimize/{job_id}/events?access_token={token}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        events.status(),
+        200,
+        "the remote core accepts the forwarded stream token"
+    );
+    stop.cancel();
     core.stop.cancel();
 }
