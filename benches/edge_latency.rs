@@ -36,6 +36,11 @@ fn micros(d: Duration) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let settings = Arc::new(Settings {
         log_level: "error".into(),
+        // Both transports run the shared layers; auth off and limits out of the way so the
+        // calls measure the path, not 401s or 429s.
+        require_auth: false,
+        rate_limit_per_min: 60_000_000,
+        rate_limit_burst: 1_000_000,
         ..Settings::default()
     });
     innerloop::telemetry::init(&settings);

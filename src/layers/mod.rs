@@ -341,6 +341,10 @@ pub fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
         .iter()
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
+    if origins.is_empty() {
+        // CORS off: no CORS headers at all (preflights get a bare 200 without allow-origin).
+        return CorsLayer::new();
+    }
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([
