@@ -81,6 +81,26 @@ async fn the_edge_span_is_the_parent_of_the_grpc_span() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 404);
+    // A job: created through the edge, cancelled so its span ends.
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{edge_addr}/v1/optimize"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"prompt": "p"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job_id = created["job_id"].as_str().unwrap().to_string();
+    let cancelled = reqwest::Client::new()
+        .delete(format!("http://{edge_addr}/v1/optimize/{job_id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // 5. Flush (blocking in the SDK) and collect.
     let flushed = tokio::task::spawn_blocking(move || provider.force_flush())
@@ -89,7 +109,17 @@ async fn the_edge_span_is_the_parent_of_the_grpc_span() {
     assert!(flushed.is_ok(), "{flushed:?}");
     let mut spans = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while spans.len() < 2 {
+    let wanted = [
+        "GET /v1/optimize/{id}",
+        "RPC /innerloop.v1.JobService/GetJob",
+        "POST /v1/optimize",
+        "RPC /innerloop.v1.OptimizerService/CreateJob",
+        "job",
+    ];
+    while !wanted
+        .iter()
+        .all(|w| spans.iter().any(|s: &Span| s.name == *w))
+    {
         match tokio::time::timeout_at(deadline, spans_rx.recv()).await {
             Ok(Some(span)) => spans.push(span),
             _ => break,
@@ -116,5 +146,25 @@ async fn the_edge_span_is_the_parent_of_the_grpc_span() {
     assert_eq!(hex(&edge.parent_span_id), client_span);
     assert_eq!(grpc.trace_id, edge.trace_id, "one trace");
     assert_eq!(grpc.parent_span_id, edge.span_id, "edge span → gRPC span");
+    let create_http = spans
+        .iter()
+        .find(|s| s.name == "POST /v1/optimize")
+        .unwrap_or_else(|| {
+            panic!(
+                "no create span in {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    let create_rpc = spans
+        .iter()
+        .find(|s| s.name == "RPC /innerloop.v1.OptimizerService/CreateJob")
+        .expect("CreateJob span");
+    let job = spans.iter().find(|s| s.name == "job").expect("a job span");
+    assert_eq!(create_rpc.parent_span_id, create_http.span_id);
+    assert_eq!(
+        job.parent_span_id, create_rpc.span_id,
+        "gRPC span → job span"
+    );
+    assert_eq!(job.trace_id, create_http.trace_id);
     core.stop.cancel();
 }

@@ -152,9 +152,11 @@ impl JobRuntime {
         self.inner.live_map().insert(job_id.clone(), job.clone());
         crate::metrics::job_created();
         let inner = self.inner.clone();
-        self.inner
-            .tasks
-            .spawn(async move { inner.run_job(job, spec).await });
+        self.inner.tasks.spawn(tracing::Instrument::instrument(
+            async move { inner.run_job(job, spec).await },
+            // A child of the creating request's span, so a trace runs request → job.
+            tracing::info_span!("job", otel.name = "job", job_id = %job_id),
+        ));
         Ok(Created {
             job_id,
             replayed: false,
