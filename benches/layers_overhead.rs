@@ -2,6 +2,9 @@
 //! (NOT_FOUND) calls over loopback against the same runtime served twice, bare and with
 //! `Protections::grpc_layers()`. Prints µs per call and the ratio. Run:
 //! `cargo bench --bench layers_overhead` (set CALLS to change the count).
+//! Measured 2026-11-25 on the shared 2-core machine, release, no subscriber installed:
+//! 5000×3 calls: bare 180.4 µs, layered 224.6 µs (ratio 1.245); 3000×3 calls: bare 143.1 µs,
+//! layered 183.5 µs (ratio 1.282). About 40 µs per call, not yet profiled.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
