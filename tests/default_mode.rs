@@ -24,14 +24,21 @@ impl Server {
         let settings = Settings {
             job_store: StoreKind::Memory,
             max_iterations: 10,
+            // This test is about the optimizer; auth is covered by tests/layers_*.
+            require_auth: false,
             ..Settings::default()
         };
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
         let addr = grpc.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(Arc::new(settings), Listeners { grpc }, async {
-            let _ = stopped.await;
-        }));
+        let http = TcpListener::bind("127.0.0.1:0").await?;
+        let task = tokio::spawn(server::run(
+            Arc::new(settings),
+            Listeners { grpc, http },
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let client = OptimizerServiceClient::connect(format!("http://{addr}")).await?;
         Ok(Server {
             client,

@@ -174,8 +174,6 @@ struct WireUsage {
 
 impl OpenAiCompatible {
     pub fn new(config: OpenAiConfig) -> Result<Self, ProviderError> {
-        // ring is our rustls provider; installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
