@@ -262,7 +262,10 @@ impl Settings {
             .and_then(|v| v.as_object().map(|m| m.keys().cloned().collect()))
             .unwrap_or_default();
         figment = figment
-            .merge(Env::raw().filter(move |key| known.iter().any(|k| k == key.as_str())))
+            .merge(
+                Env::raw()
+                    .filter(move |key| known.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))),
+            )
             .merge(overrides);
         let settings: Settings = figment
             .extract()
