@@ -13,9 +13,11 @@ mod migrations;
 mod rows;
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -167,23 +169,24 @@ impl SqlStore {
         rows.into_iter().map(JobRecord::try_from).collect()
     }
 
-    /// Appends a batch in one transaction. SQLite: one prepared insert per row (in-process, so a
-    /// row costs microseconds); Postgres: one `UNNEST` insert for the whole batch (one round trip).
+    /// Appends a batch in one transaction. SQLite: multi-row inserts of up to
+    /// [`EVENT_ROWS_PER_INSERT`] rows (each statement is one trip to the driver's worker thread);
+    /// Postgres: one `UNNEST` insert for the whole batch (one round trip).
     async fn insert_events(&self, events: &[Event]) -> Result<()> {
         match &self.pools {
             Pools::Sqlite { write, .. } => {
                 let mut tx = write.begin().await?;
-                for event in events {
-                    sqlx::query(
-                        "INSERT INTO events (job_id, id, ts, type, data) VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(&event.job_id)
-                    .bind(to_i64(event.id))
-                    .bind(event.ts)
-                    .bind(event.payload.type_name())
-                    .bind(event.payload.data_json().to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                for chunk in events.chunks(EVENT_ROWS_PER_INSERT) {
+                    let mut insert = sqlx::query(AssertSqlSafe(insert_events_sql(chunk.len())));
+                    for event in chunk {
+                        insert = insert
+                            .bind(event.job_id.clone())
+                            .bind(to_i64(event.id))
+                            .bind(event.ts)
+                            .bind(event.payload.type_name())
+                            .bind(event.payload.data_json().to_string());
+                    }
+                    insert.execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
             }
@@ -216,6 +219,38 @@ impl SqlStore {
         }
         Ok(())
     }
+}
+
+/// Rows per multi-row event insert on SQLite: 5 variables a row, far below SQLite's limit.
+const EVENT_ROWS_PER_INSERT: usize = 64;
+
+/// `INSERT INTO events … VALUES (…), (…)` for `rows` rows (1..=[`EVENT_ROWS_PER_INSERT`]), built
+/// once per size from a fixed template (no input reaches the text).
+fn insert_events_sql(rows: usize) -> Arc<str> {
+    static CACHE: [OnceLock<Arc<str>>; EVENT_ROWS_PER_INSERT] =
+        [const { OnceLock::new() }; EVENT_ROWS_PER_INSERT];
+    CACHE[rows - 1]
+        .get_or_init(|| {
+            let values: Vec<String> = (0..rows)
+                .map(|row| {
+                    let p = row * 5;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5
+                    )
+                })
+                .collect();
+            format!(
+                "INSERT INTO events (job_id, id, ts, type, data) VALUES {}",
+                values.join(", ")
+            )
+            .into()
+        })
+        .clone()
 }
 
 fn open_error(backend: &str, target: &dyn std::fmt::Display, err: sqlx::Error) -> Error {
