@@ -283,13 +283,13 @@ impl Settings {
         if self.sse_buffer_size == 0 {
             return fail("SSE_BUFFER_SIZE must be >= 1");
         }
-        if !(self.sse_ping_interval_s > 0.0) {
+        if self.sse_ping_interval_s.is_nan() || self.sse_ping_interval_s <= 0.0 {
             return fail("SSE_PING_INTERVAL_S must be > 0");
         }
-        if !(self.max_wall_time_s > 0.0) {
+        if self.max_wall_time_s.is_nan() || self.max_wall_time_s <= 0.0 {
             return fail("MAX_WALL_TIME_S must be > 0");
         }
-        if !(self.job_reaper_interval_s > 0.0) {
+        if self.job_reaper_interval_s.is_nan() || self.job_reaper_interval_s <= 0.0 {
             return fail("JOB_REAPER_INTERVAL_S must be > 0");
         }
         if self.max_request_bytes == 0 {

@@ -42,7 +42,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let runtime = build_runtime(settings.clone()).await?;
+    let runtime = build_runtime(settings).await?;
+    run_with_runtime(runtime, listeners, shutdown).await
+}
+
+/// Like [`run`], on a runtime built by the caller (tests plug in their own optimizers or store).
+pub async fn run_with_runtime(
+    runtime: JobRuntime,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let settings = runtime.settings().clone();
     let (routes, health) = grpc::router(runtime.clone()).await;
     let grpc_addr = listeners.grpc.local_addr()?;
     tracing::info!(%grpc_addr, store = runtime.store().kind(), "gRPC core listening");

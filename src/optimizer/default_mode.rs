@@ -1,48 +1,363 @@
-//! The original's default-mode optimizer (placeholder until the faithful port lands).
+//! The original service's `mode: "default"` optimizer: a cheap, deterministic loop with no
+//! dataset. Each round mutates the current base word by word, recombines the previous round's
+//! ranked pool, keeps the Pareto v1 front over the requested objectives, lets the judge rank it
+//! (Pareto v2) or run a tournament, and reports the chosen candidate's scores; it stops early
+//! after `early_stop_patience` rounds without a gain in the score sum.
+//!
+//! Submodules: [`mutation`] (operators, crossover), [`pareto_v1`] (front, dominance, tie-break),
+//! [`objectives`] (brevity, diversity, coverage), [`judge`] (stub and model judge, tournament),
+//! [`retrieval`] (TF-IDF over stored examples). The runtime owns `started`, the terminal event,
+//! the deadline and cancellation; this loop emits `mutation`, `progress`, `selected` per round
+//! and possibly `early_stop`.
+
+pub mod judge;
+pub mod mutation;
+pub mod objectives;
+pub mod pareto_v1;
+pub mod retrieval;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{JobContext, OptimizeError, Optimizer};
+use self::judge::{Judge, StubReference};
+use self::objectives::ObjectiveSet;
+use super::{JobContext, OptimizeError, Optimizer, Stopped};
+use crate::config::Settings;
 use crate::domain::job::DefaultResult;
-use crate::domain::{EventPayload, JobResult, ObjectiveScores};
+use crate::domain::{EventPayload, Example, JobResult, Objective, ObjectiveScores};
+use crate::provider::{LocalEcho, ModelProvider};
+
+/// Work over fewer bytes of text than this runs inline (tens of microseconds at most); bigger
+/// work goes to the blocking pool so a 20 000-character prompt never holds an async worker.
+const INLINE_BYTES: usize = 16 * 1024;
 
 /// The cheap deterministic mutate/rank loop.
-#[derive(Debug, Default)]
-pub struct DefaultOptimizer;
+pub struct DefaultOptimizer {
+    /// The model the judge asks when settings turn the stub judge off.
+    judge_provider: Arc<dyn ModelProvider>,
+}
+
+impl DefaultOptimizer {
+    pub fn new(judge_provider: Arc<dyn ModelProvider>) -> Self {
+        DefaultOptimizer { judge_provider }
+    }
+
+    /// The optimizer as `registry()` builds it: an offline `LocalEcho` behind the judge.
+    pub fn from_settings(settings: &Settings) -> Self {
+        let latency = Duration::from_millis(settings.local_echo_latency_ms);
+        DefaultOptimizer::new(Arc::new(LocalEcho::with_latency(latency)))
+    }
+}
+
+/// Everything fixed for one job, resolved from its spec and the settings.
+struct Plan {
+    task: String,
+    examples: Vec<Example>,
+    objectives: Arc<ObjectiveSet>,
+    judge: Judge,
+    seed: i64,
+    target_model: String,
+    rubric: Option<String>,
+    tournament_size: usize,
+    recombination_rate: f64,
+    patience: u32,
+    max_mutations: usize,
+    max_candidates: usize,
+    top_n: usize,
+    pareto_v2: bool,
+}
+
+impl Plan {
+    async fn resolve(
+        ctx: &JobContext,
+        judge_provider: Arc<dyn ModelProvider>,
+    ) -> Result<Plan, OptimizeError> {
+        let (spec, settings) = (&ctx.spec, &ctx.settings);
+        let task = if spec.prompt.is_empty() {
+            spec.examples
+                .first()
+                .map(|e| e.input.clone())
+                .unwrap_or_default()
+        } else {
+            spec.prompt.clone()
+        };
+        let mut examples = spec.examples.clone();
+        examples.truncate(settings.max_examples_per_job);
+        if examples.len() < settings.max_examples_per_job {
+            let found =
+                retrieval::retrieve(&ctx.store, &task, settings.retrieval_max_examples).await;
+            examples.extend(found);
+            examples.truncate(settings.max_examples_per_job);
+        }
+        // An empty list means all three, as the original's `objectives or [...]`.
+        let mut wanted = spec.objectives();
+        if wanted.is_empty() {
+            wanted = Objective::ALL.to_vec();
+        }
+        let bytes = task.len() + examples.iter().map(example_bytes).sum::<usize>();
+        let (objectives, reference) = {
+            let (task, examples) = (task.clone(), examples.clone());
+            off_workers_if_big(bytes, move || {
+                (
+                    ObjectiveSet::new(wanted, &examples),
+                    StubReference::new(&task, &examples),
+                )
+            })
+            .await?
+        };
+        Ok(Plan {
+            objectives: Arc::new(objectives),
+            judge: Judge::from_settings(settings, judge_provider, reference),
+            task,
+            examples,
+            seed: spec.seed.unwrap_or(settings.deterministic_seed),
+            target_model: spec
+                .target_model_id
+                .clone()
+                .unwrap_or_else(|| settings.target_model_default.clone()),
+            rubric: spec
+                .evaluation_rubric
+                .clone()
+                .or_else(|| settings.evaluation_rubric_default.clone()),
+            tournament_size: spec.tournament_size.unwrap_or(settings.tournament_size) as usize,
+            recombination_rate: spec
+                .recombination_rate
+                .unwrap_or(settings.recombination_rate),
+            patience: spec
+                .early_stop_patience
+                .unwrap_or(settings.early_stop_patience)
+                .max(1),
+            max_mutations: settings.max_mutations_per_round,
+            max_candidates: settings.max_candidates.max(1),
+            top_n: settings.pareto_topn.max(1),
+            pareto_v2: settings.enable_pareto_v2,
+        })
+    }
+
+    /// The CPU part of a round: mutants, children, the Pareto v1 front and, when the stub judge
+    /// ranks (Pareto v2), the ranking too. Inline for small inputs, on the blocking pool for big
+    /// ones.
+    async fn propose(
+        &self,
+        base: &str,
+        pool: &[String],
+        seed: i64,
+    ) -> Result<Proposals, OptimizeError> {
+        let bytes =
+            base.len() * (2 + self.max_mutations) + pool.iter().map(String::len).sum::<usize>();
+        let round = Round {
+            base: base.to_string(),
+            pool: pool.to_vec(),
+            seed,
+            max_mutations: self.max_mutations,
+            rate: self.recombination_rate,
+            max_candidates: self.max_candidates,
+            objectives: self.objectives.clone(),
+            stub_rank: self.pareto_v2 && matches!(self.judge, Judge::Stub(_)),
+        };
+        off_workers_if_big(bytes, move || round.run()).await
+    }
+}
+
+fn example_bytes(e: &Example) -> usize {
+    e.input.len() + e.expected.as_ref().map_or(0, String::len)
+}
+
+/// Runs `work` inline when `bytes` is small (microseconds of work), else on the blocking pool
+/// so big prompts never hold an async worker.
+async fn off_workers_if_big<T: Send + 'static>(
+    bytes: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, OptimizeError> {
+    if bytes < INLINE_BYTES {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| OptimizeError::Failed {
+            code: "internal_error".into(),
+            message: format!("scoring task failed: {err}"),
+        })
+}
+
+/// Inputs of one round's CPU work, owned so it can move to the blocking pool.
+struct Round {
+    base: String,
+    pool: Vec<String>,
+    seed: i64,
+    max_mutations: usize,
+    rate: f64,
+    max_candidates: usize,
+    objectives: Arc<ObjectiveSet>,
+    stub_rank: bool,
+}
+
+/// What a round's CPU work produced.
+struct Proposals {
+    mutants: usize,
+    front: Vec<String>,
+    /// The stub judge's ranking of `front`, when it was computed here.
+    ranked: Option<Vec<String>>,
+}
+
+impl Round {
+    fn run(self) -> Proposals {
+        let mutants = mutation::mutate(&self.base, self.max_mutations, self.seed);
+        let children = mutation::recombine(&self.pool, self.rate, self.seed);
+        let mut candidates: Vec<String> = Vec::with_capacity(1 + mutants.len() + children.len());
+        for c in std::iter::once(self.base)
+            .chain(mutants.iter().cloned())
+            .chain(children)
+        {
+            if !c.is_empty() && !candidates.contains(&c) {
+                candidates.push(c);
+            }
+        }
+        let objectives = &self.objectives;
+        let front = pareto_v1::front(&candidates, self.max_candidates, |t| objectives.vector(t));
+        Proposals {
+            mutants: mutants.len(),
+            ranked: self.stub_rank.then(|| judge::stub_rank(&front)),
+            front,
+        }
+    }
+}
 
 #[async_trait]
 impl Optimizer for DefaultOptimizer {
     async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError> {
-        let spec = &ctx.spec;
-        let target_model = spec
-            .target_model_id
-            .clone()
-            .unwrap_or_else(|| ctx.settings.target_model_default.clone());
-        let scores = ObjectiveScores::default();
-        for i in 0..spec.iterations {
-            ctx.events.emit(EventPayload::Mutation { count: 0 }).await?;
+        let plan = Plan::resolve(&ctx, self.judge_provider.clone()).await?;
+        let judge = &plan.judge;
+        let objectives = plan.objectives.objectives().to_vec();
+        let rubric = plan.rubric.as_deref();
+
+        let mut base = ctx.spec.prompt.clone();
+        let mut best = base.clone();
+        let mut best_scores: Option<ObjectiveScores> = None;
+        let mut best_total = f64::NEG_INFINITY;
+        let mut stale = 0u32;
+        let mut pool: Vec<String> = Vec::new();
+
+        for i in 0..ctx.spec.iterations {
+            if ctx.cancel.is_cancelled() {
+                return Err(Stopped.into());
+            }
+            let seed = plan.seed.wrapping_add(i64::from(i));
+            let proposals = plan.propose(&base, &pool, seed).await?;
+            ctx.events
+                .emit(EventPayload::Mutation {
+                    count: proposals.mutants as u32,
+                })
+                .await?;
+
+            let mut ranked = match proposals.ranked {
+                Some(ranked) => ranked,
+                None if plan.pareto_v2 => {
+                    judge
+                        .rank(
+                            &plan.task,
+                            &proposals.front,
+                            &objectives,
+                            rubric,
+                            &ctx.cancel,
+                        )
+                        .await?
+                }
+                None => {
+                    let m = (plan.tournament_size * 2).min(proposals.front.len());
+                    if m > 1 {
+                        judge
+                            .tournament(
+                                &plan.task,
+                                &proposals.front[..m],
+                                plan.tournament_size,
+                                &ctx.cancel,
+                            )
+                            .await?
+                    } else {
+                        proposals.front
+                    }
+                }
+            };
+            ranked.truncate(plan.top_n);
+            let chosen = ranked.first().cloned().unwrap_or_else(|| base.clone());
+
+            let mut scores = plan.objectives.scores(&chosen);
+            scores.judge = judge
+                .scores(
+                    &plan.task,
+                    &chosen,
+                    &plan.examples,
+                    &objectives,
+                    rubric,
+                    &ctx.cancel,
+                )
+                .await?;
             ctx.events
                 .emit(EventPayload::Progress {
                     iteration: i + 1,
-                    proposal: spec.prompt.clone(),
-                    target_model: target_model.clone(),
-                    rubric: spec.evaluation_rubric.clone(),
+                    proposal: chosen.clone(),
+                    target_model: plan.target_model.clone(),
+                    rubric: plan.rubric.clone(),
                     scores: scores.clone(),
                 })
                 .await?;
             ctx.events
                 .emit(EventPayload::Selected {
-                    candidate: spec.prompt.clone(),
+                    candidate: chosen.clone(),
                     scores: scores.clone(),
                 })
                 .await?;
+
+            let total = scores.total();
+            if total > best_total {
+                best_total = total;
+                best = chosen.clone();
+                best_scores = Some(scores);
+                stale = 0;
+            } else {
+                stale += 1;
+                if stale >= plan.patience {
+                    ctx.events
+                        .emit(EventPayload::EarlyStop { best: best.clone() })
+                        .await?;
+                    break;
+                }
+            }
+            base = chosen;
+            pool = ranked;
         }
+
+        // The best candidate's scores as reported when it was chosen (the same inputs would give
+        // the same stub scores; a model judge is not asked twice).
+        let scores = match best_scores {
+            Some(scores) => scores,
+            None => {
+                let mut scores = plan.objectives.scores(&best);
+                scores.judge = judge
+                    .scores(
+                        &plan.task,
+                        &best,
+                        &plan.examples,
+                        &objectives,
+                        rubric,
+                        &ctx.cancel,
+                    )
+                    .await?;
+                scores
+            }
+        };
         Ok(JobResult::Default(DefaultResult {
-            proposal: spec.prompt.clone(),
+            proposal: best,
             lessons: Vec::new(),
             scores,
-            target_model,
-            rubric: spec.evaluation_rubric.clone(),
+            target_model: plan.target_model,
+            rubric: plan.rubric,
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -66,10 +66,13 @@ pub trait Optimizer: Send + Sync + 'static {
 
 /// The optimizers this server runs, by mode.
 pub fn registry(
-    _settings: &Settings,
+    settings: &Settings,
 ) -> std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> {
     let mut optimizers: std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> =
         std::collections::HashMap::new();
-    optimizers.insert(crate::domain::Mode::Default, Arc::new(DefaultOptimizer));
+    optimizers.insert(
+        crate::domain::Mode::Default,
+        Arc::new(DefaultOptimizer::from_settings(settings)),
+    );
     optimizers
 }

@@ -42,7 +42,7 @@ impl SeededRng {
     /// Picks an index with probability proportional to `weights` (all ≥ 0, not all 0).
     pub fn weighted(&mut self, weights: &[f64]) -> Option<usize> {
         let total: f64 = weights.iter().filter(|w| **w > 0.0).sum();
-        if !(total > 0.0) {
+        if total.is_nan() || total <= 0.0 {
             return None;
         }
         let mut target = self.next_f64() * total;

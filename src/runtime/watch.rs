@@ -1,7 +1,7 @@
 //! Watchers: resume-from-id replay followed by the live tail, with no gap and no duplicate.
 //!
-//! Order of operations for a watcher: subscribe to the live broadcast first, then replay ids
-//! > `after` from the ring or the store, then take the live tail, dropping ids already sent.
+//! Order of operations for a watcher: subscribe to the live broadcast first, then replay the ids
+//! after `after` from the ring or the store, then take the live tail, dropping ids already sent.
 //! Every watcher has its own pump task and bounded queue, so a slow watcher never blocks the job
 //! or another watcher. When a watcher lags past the broadcast capacity it catches up from the
 //! store (policy `resume`), or — policy `fail_job`, the original's rule — the job fails with

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what the tests need (PostgreSQL when none is
+# running, buf from npm, a Python venv for the polyglot client), then runs the quality gates and
+# every test. The README's test command; `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+if [ -x .ci/ensure-postgres.sh ]; then
+  step "PostgreSQL"
+  .ci/ensure-postgres.sh
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "buf lint"
+tools=target/tools
+if [ ! -x "$tools/node_modules/.bin/buf" ]; then
+  mkdir -p "$tools"
+  npm install --silent --no-audit --no-fund --prefix "$tools" @bufbuild/buf@1 >/dev/null
+fi
+"$tools/node_modules/.bin/buf" lint
+
+step "polyglot: Python client generated from proto/"
+cargo build --quiet --bin innerloop
+tests/polyglot/run.sh
+
+# Last, so its summary closes the output. Benches are not run here (they print ratios on demand).
+step "cargo test"
+cargo test --no-fail-fast
