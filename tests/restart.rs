@@ -63,7 +63,11 @@ async fn start(data: &Path, storage: &Storage, run: u32) -> Server {
         .env("HOST", "127.0.0.1")
         .env("PORT", free_port().to_string())
         .env("REQUIRE_AUTH", "false")
+        // Long jobs: every judge call goes to LocalEcho and takes 100 ms; no early stop.
+        .env("USE_JUDGE_STUB", "false")
+        .env("JUDGE_PROVIDER", "local_echo")
         .env("LOCAL_ECHO_LATENCY_MS", "100")
+        .env("EARLY_STOP_PATIENCE", ITERATIONS.to_string())
         .env("MAX_ITERATIONS", ITERATIONS.to_string())
         .env("MAX_WALL_TIME_S", "3600")
         .env("SHUTDOWN_GRACE_S", "10")
