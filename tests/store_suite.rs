@@ -491,7 +491,13 @@ async fn examples_upsert_by_id_and_list_in_id_order(store: Arc<dyn JobStore>) {
         .unwrap();
     assert_eq!(written, 3);
     let replaced = example("a", "one");
-    assert_eq!(store.upsert_examples(&[replaced.clone()]).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .upsert_examples(std::slice::from_ref(&replaced))
+            .await
+            .unwrap(),
+        1
+    );
     let all = store.list_examples(10, 0).await.unwrap();
     assert_eq!(all, [replaced, example("b", "2"), example("c", "3")]);
     let page = store.list_examples(1, 1).await.unwrap();

@@ -1,7 +1,7 @@
 //! The durable stores: one [`SqlStore`] over SQLite (the embedded default) or PostgreSQL.
 //!
 //! One set of runtime queries (`$n` placeholders, `ON CONFLICT`, `RETURNING`: portable between
-//! the two) serves both backends: [`with_pool!`] compiles each method body once per backend. The
+//! the two) serves both backends: `with_pool!` compiles each method body once per backend. The
 //! only backend-specific code is connection set-up and the batched event insert.
 //!
 //! SQLite is tuned for a server: WAL (readers never block the writer), `synchronous=NORMAL`
@@ -10,30 +10,20 @@
 //! database lock, and a few reader connections.
 
 mod migrations;
+mod open;
 mod rows;
 
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::AssertSqlSafe;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
 
 use super::{IdempotencyClaim, JobStore, ListJobsQuery};
 use crate::domain::{Event, Example, JobId, JobRecord, JobStatus, now_epoch_s};
 use crate::error::{Error, Result};
 use rows::{EventRow, ExampleRow, JobRow, JobValues, job_columns, to_i64, to_json};
-
-/// Reader connections of the SQLite store.
-const SQLITE_READERS: u32 = 4;
-/// Connections of the Postgres store.
-const POSTGRES_CONNECTIONS: u32 = 8;
-/// How long a statement waits for a locked SQLite database before failing.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 enum Pools {
     Sqlite { write: SqlitePool, read: SqlitePool },
@@ -63,71 +53,6 @@ macro_rules! with_pool {
 }
 
 impl SqlStore {
-    /// Opens (creating if missing) the SQLite database at `path` and applies pending migrations.
-    /// The parent directory must exist.
-    pub async fn open_sqlite(path: &Path) -> Result<SqlStore> {
-        let base = SqliteConnectOptions::new()
-            .filename(path)
-            .busy_timeout(SQLITE_BUSY_TIMEOUT)
-            .foreign_keys(false);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(
-                base.clone()
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal),
-            )
-            .await
-            .map_err(|e| open_error("sqlite", &path.display(), e))?;
-        migrations::sqlite()
-            .run(&write)
-            .await
-            .map_err(|e| Error::Store(format!("sqlite migrations failed: {e}")))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(SQLITE_READERS)
-            .connect_with(base.pragma("query_only", "ON"))
-            .await
-            .map_err(|e| open_error("sqlite", &path.display(), e))?;
-        Ok(SqlStore {
-            pools: Pools::Sqlite { write, read },
-        })
-    }
-
-    /// Connects to PostgreSQL at `url` (`postgres://user@host:port/db`; `?options=-csearch_path%3Ds`
-    /// selects a schema) and applies pending migrations.
-    pub async fn open_postgres(url: &str) -> Result<SqlStore> {
-        let options: PgConnectOptions = url
-            .parse()
-            .map_err(|e| Error::Store(format!("invalid DATABASE_URL: {e}")))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(POSTGRES_CONNECTIONS)
-            .connect_with(options)
-            .await
-            .map_err(|e| open_error("postgres", &"DATABASE_URL", e))?;
-        migrations::postgres()
-            .run(&pool)
-            .await
-            .map_err(|e| Error::Store(format!("postgres migrations failed: {e}")))?;
-        Ok(SqlStore {
-            pools: Pools::Postgres(pool),
-        })
-    }
-
-    /// Closes the pools; SQLite checkpoints its WAL when the last connection closes.
-    pub async fn close(&self) {
-        match &self.pools {
-            Pools::Sqlite { write, read } => {
-                read.close().await;
-                write.close().await;
-            }
-            Pools::Postgres(pool) => pool.close().await,
-        }
-    }
-
     async fn list_where(
         &self,
         statuses: &[JobStatus],
@@ -251,10 +176,6 @@ fn insert_events_sql(rows: usize) -> Arc<str> {
             .into()
         })
         .clone()
-}
-
-fn open_error(backend: &str, target: &dyn std::fmt::Display, err: sqlx::Error) -> Error {
-    Error::Store(format!("cannot open {backend} store at {target}: {err}"))
 }
 
 #[async_trait]
