@@ -87,19 +87,24 @@ async fn run_once(store: Arc<dyn JobStore>, jobs: usize, events: u32) -> Measure
         .await
         .expect("runtime starts");
 
+    // N clients at once, each creating its job and watching it to the end.
     let started = Instant::now();
-    let mut watchers = Vec::with_capacity(jobs);
-    for i in 0..jobs {
-        let created = runtime
-            .create(JobSpec::from_prompt(format!("job {i}")), None)
-            .await
-            .expect("job created");
-        let watch = runtime.watch(&created.job_id, 0).await.expect("watch");
-        watchers.push(tokio::spawn(watch.count()));
-    }
+    let clients: Vec<_> = (0..jobs)
+        .map(|i| {
+            let runtime = runtime.clone();
+            tokio::spawn(async move {
+                let created = runtime
+                    .create(JobSpec::from_prompt(format!("job {i}")), None)
+                    .await
+                    .expect("job created");
+                let watch = runtime.watch(&created.job_id, 0).await.expect("watch");
+                watch.count().await
+            })
+        })
+        .collect();
     let mut seen = 0;
-    for watcher in watchers {
-        seen += watcher.await.expect("watcher");
+    for client in clients {
+        seen += client.await.expect("client");
     }
     let elapsed = started.elapsed();
     runtime.shutdown().await;

@@ -24,6 +24,17 @@ CREATE TABLE events (
     PRIMARY KEY (job_id, id)
 );
 
+-- SQLite's append buffer (see src/store/sql/sqlite_log.rs): batches land here in arrival order
+-- and are moved into `events` in bulk. Readers look at both. Stays empty on Postgres, where appends
+-- go straight to `events`; it exists there so both backends share every query.
+CREATE TABLE event_staging (
+    job_id TEXT COLLATE "C" NOT NULL,
+    id     BIGINT NOT NULL,
+    ts     DOUBLE PRECISION NOT NULL,
+    type   TEXT NOT NULL,
+    data   TEXT NOT NULL
+);
+
 CREATE TABLE idempotency_keys (
     key        TEXT COLLATE "C" PRIMARY KEY,
     job_id     TEXT COLLATE "C" NOT NULL,

@@ -23,6 +23,17 @@ CREATE TABLE events (
     PRIMARY KEY (job_id, id)
 ) WITHOUT ROWID;
 
+-- SQLite's append buffer (see src/store/sql/sqlite_log.rs): batches land here in arrival order
+-- and are moved into `events` in bulk. Readers look at both. Stays empty on Postgres, where appends
+-- go straight to `events`; it exists there so both backends share every query.
+CREATE TABLE event_staging (
+    job_id TEXT NOT NULL,
+    id     INTEGER NOT NULL,
+    ts     REAL NOT NULL,
+    type   TEXT NOT NULL,
+    data   TEXT NOT NULL
+);
+
 CREATE TABLE idempotency_keys (
     key        TEXT PRIMARY KEY NOT NULL,
     job_id     TEXT NOT NULL,

@@ -12,11 +12,11 @@
 mod migrations;
 mod open;
 mod rows;
+mod sqlite_log;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::AtomicUsize;
 
 use async_trait::async_trait;
-use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
@@ -26,7 +26,12 @@ use crate::error::{Error, Result};
 use rows::{EventRow, ExampleRow, JobRow, JobValues, job_columns, to_i64, to_json};
 
 enum Pools {
-    Sqlite { write: SqlitePool, read: SqlitePool },
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+        /// Rows in `event_staging` (see [`sqlite_log`]).
+        staged: AtomicUsize,
+    },
     Postgres(PgPool),
 }
 
@@ -94,26 +99,12 @@ impl SqlStore {
         rows.into_iter().map(JobRecord::try_from).collect()
     }
 
-    /// Appends a batch in one transaction. SQLite: multi-row inserts of up to
-    /// [`EVENT_ROWS_PER_INSERT`] rows (each statement is one trip to the driver's worker thread);
-    /// Postgres: one `UNNEST` insert for the whole batch (one round trip).
+    /// Appends a batch in one transaction. SQLite: see [`sqlite_log`]; Postgres: one `UNNEST`
+    /// insert for the whole batch (one round trip, one implicit transaction).
     async fn insert_events(&self, events: &[Event]) -> Result<()> {
         match &self.pools {
-            Pools::Sqlite { write, .. } => {
-                let mut tx = write.begin().await?;
-                for chunk in events.chunks(EVENT_ROWS_PER_INSERT) {
-                    let mut insert = sqlx::query(AssertSqlSafe(insert_events_sql(chunk.len())));
-                    for event in chunk {
-                        insert = insert
-                            .bind(event.job_id.clone())
-                            .bind(to_i64(event.id))
-                            .bind(event.ts)
-                            .bind(event.payload.type_name())
-                            .bind(event.payload.data_json().to_string());
-                    }
-                    insert.execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
+            Pools::Sqlite { write, staged, .. } => {
+                sqlite_log::append(write, staged, events).await?
             }
             Pools::Postgres(pool) => {
                 let mut job_ids = Vec::with_capacity(events.len());
@@ -144,38 +135,6 @@ impl SqlStore {
         }
         Ok(())
     }
-}
-
-/// Rows per multi-row event insert on SQLite: 5 variables a row, far below SQLite's limit.
-const EVENT_ROWS_PER_INSERT: usize = 64;
-
-/// `INSERT INTO events … VALUES (…), (…)` for `rows` rows (1..=[`EVENT_ROWS_PER_INSERT`]), built
-/// once per size from a fixed template (no input reaches the text).
-fn insert_events_sql(rows: usize) -> Arc<str> {
-    static CACHE: [OnceLock<Arc<str>>; EVENT_ROWS_PER_INSERT] =
-        [const { OnceLock::new() }; EVENT_ROWS_PER_INSERT];
-    CACHE[rows - 1]
-        .get_or_init(|| {
-            let values: Vec<String> = (0..rows)
-                .map(|row| {
-                    let p = row * 5;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${})",
-                        p + 1,
-                        p + 2,
-                        p + 3,
-                        p + 4,
-                        p + 5
-                    )
-                })
-                .collect();
-            format!(
-                "INSERT INTO events (job_id, id, ts, type, data) VALUES {}",
-                values.join(", ")
-            )
-            .into()
-        })
-        .clone()
 }
 
 #[async_trait]
@@ -247,10 +206,12 @@ impl JobStore for SqlStore {
     async fn delete_job(&self, id: &str) -> Result<bool> {
         let deleted = with_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query("DELETE FROM events WHERE job_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            for sql in [
+                "DELETE FROM events WHERE job_id = $1",
+                "DELETE FROM event_staging WHERE job_id = $1",
+            ] {
+                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+            }
             sqlx::query("DELETE FROM checkpoints WHERE job_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -277,8 +238,11 @@ impl JobStore for SqlStore {
     }
 
     async fn events_after(&self, job_id: &str, after_id: u64, limit: usize) -> Result<Vec<Event>> {
-        const SQL: &str = "SELECT id, ts, type AS kind, data FROM events \
-                           WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+        const SQL: &str = "SELECT id, ts, type AS kind, data FROM ( \
+                 SELECT id, ts, type, data FROM events WHERE job_id = $1 AND id > $2 \
+                 UNION ALL \
+                 SELECT id, ts, type, data FROM event_staging WHERE job_id = $1 AND id > $2 \
+             ) AS log ORDER BY id LIMIT $3";
         let rows: Vec<EventRow> = with_pool!(self, read, |pool| sqlx::query_as(SQL)
             .bind(job_id)
             .bind(to_i64(after_id))
@@ -345,6 +309,8 @@ impl JobStore for SqlStore {
             for (status, ttl) in &expiring {
                 for sql in [
                     "DELETE FROM events WHERE job_id IN \
+                     (SELECT id FROM jobs WHERE status = $1 AND updated_at + $2 <= $3)",
+                    "DELETE FROM event_staging WHERE job_id IN \
                      (SELECT id FROM jobs WHERE status = $1 AND updated_at + $2 <= $3)",
                     "DELETE FROM checkpoints WHERE job_id IN \
                      (SELECT id FROM jobs WHERE status = $1 AND updated_at + $2 <= $3)",
