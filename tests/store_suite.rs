@@ -15,7 +15,8 @@ use innerloop::domain::{
 use innerloop::store::{IdempotencyClaim, JobStore, ListJobsQuery, MemoryStore, SqlStore};
 use sqlx::Connection;
 
-/// A store under test and whatever keeps its data alive.
+/// A store under test and whatever keeps its data alive. Fields drop in declaration order: the
+/// store first, then its data (temporary directory or Postgres schema).
 struct Fixture {
     store: Arc<dyn JobStore>,
     backend: Backend,
@@ -24,7 +25,43 @@ struct Fixture {
 enum Backend {
     Memory,
     Sqlite(tempfile::TempDir),
-    Postgres { admin_url: String, schema: String },
+    Postgres(PgSchema),
+}
+
+/// A fresh Postgres schema, dropped when this is dropped (also when a test fails).
+struct PgSchema {
+    admin_url: String,
+    name: String,
+}
+
+impl PgSchema {
+    async fn create() -> PgSchema {
+        let admin_url = postgres_url();
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        admin_exec(&admin_url, format!("CREATE SCHEMA {name}")).await;
+        PgSchema { admin_url, name }
+    }
+
+    /// A URL whose connections use only this schema.
+    fn url(&self) -> String {
+        with_search_path(&self.admin_url, &self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let url = self.admin_url.clone();
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        // Drop may run inside the test's runtime or while unwinding: use a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(admin_exec(&url, sql));
+        })
+        .join();
+    }
 }
 
 fn postgres_url() -> String {
@@ -68,15 +105,11 @@ impl Fixture {
     }
 
     async fn postgres() -> Fixture {
-        let admin_url = postgres_url();
-        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        admin_exec(&admin_url, format!("CREATE SCHEMA {schema}")).await;
-        let store = SqlStore::open_postgres(&with_search_path(&admin_url, &schema))
-            .await
-            .unwrap();
+        let schema = PgSchema::create().await;
+        let store = SqlStore::open_postgres(&schema.url()).await.unwrap();
         Fixture {
             store: Arc::new(store),
-            backend: Backend::Postgres { admin_url, schema },
+            backend: Backend::Postgres(schema),
         }
     }
 
@@ -89,18 +122,9 @@ impl Fixture {
                     .await
                     .unwrap(),
             ),
-            Backend::Postgres { admin_url, schema } => Arc::new(
-                SqlStore::open_postgres(&with_search_path(admin_url, schema))
-                    .await
-                    .unwrap(),
-            ),
-        }
-    }
-
-    async fn finish(self) {
-        drop(self.store);
-        if let Backend::Postgres { admin_url, schema } = self.backend {
-            admin_exec(&admin_url, format!("DROP SCHEMA {schema} CASCADE")).await;
+            Backend::Postgres(schema) => {
+                Arc::new(SqlStore::open_postgres(&schema.url()).await.unwrap())
+            }
         }
     }
 }
@@ -593,7 +617,6 @@ macro_rules! suite {
                 async fn $sql_only() {
                     let fixture = Fixture::$backend().await;
                     super::$sql_only(&fixture).await;
-                    fixture.finish().await;
                 }
             )*
         }
@@ -603,7 +626,6 @@ macro_rules! suite {
         async fn $name() {
             let fixture = Fixture::$backend().await;
             super::$name(fixture.store.clone()).await;
-            fixture.finish().await;
         }
     };
 }
