@@ -63,6 +63,10 @@ async fn start(data: &Path, storage: &Storage, run: u32) -> Server {
         .env("HOST", "127.0.0.1")
         .env("PORT", free_port().to_string())
         .env("REQUIRE_AUTH", "false")
+        // 20 jobs + 20 watchers + reads per restart: the per-IP limiter is not under test here.
+        .env("RATE_LIMIT_PER_MIN", "600000")
+        .env("RATE_LIMIT_BURST", "10000")
+        .env("MAX_STREAMS_PER_PRINCIPAL", "1000")
         // Long jobs: every judge call goes to LocalEcho and takes 100 ms; no early stop.
         .env("USE_JUDGE_STUB", "false")
         .env("JUDGE_PROVIDER", "local_echo")
