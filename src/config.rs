@@ -182,7 +182,7 @@ impl Default for Settings {
             sse_buffer_size: 200,
             sse_backpressure_fail_timeout_s: None,
             sse_backpressure_policy: BackpressurePolicy::Resume,
-            job_store: StoreKind::Memory,
+            job_store: StoreKind::Sqlite,
             data_dir: PathBuf::from("data"),
             sqlite_path: None,
             database_url: None,

@@ -444,17 +444,17 @@ impl Inner {
         Ok(record)
     }
 
+    /// Marks a job running, in memory and in the store. The store write happens under the state
+    /// lock: a concurrent `terminate` (cancel, shutdown) waits for it, so its terminal record is
+    /// always the last write and the store never shows a finished job as `running`.
     async fn set_running(&self, job: &Arc<LiveJob>) -> bool {
-        let record = {
-            let mut state = job.state.lock().await;
-            if state.record.status.is_terminal() {
-                return false;
-            }
-            state.record.status = JobStatus::Running;
-            state.record.updated_at = now_epoch_s();
-            state.record.clone()
-        };
-        if let Err(err) = self.store.update_job(&record).await {
+        let mut state = job.state.lock().await;
+        if state.record.status.is_terminal() {
+            return false;
+        }
+        state.record.status = JobStatus::Running;
+        state.record.updated_at = now_epoch_s();
+        if let Err(err) = self.store.update_job(&state.record).await {
             tracing::warn!(job_id = %job.id, error = %err, "running state not persisted");
         }
         true
