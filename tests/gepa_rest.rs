@@ -17,6 +17,7 @@ struct Edge {
 
 async fn start() -> Edge {
     let settings = Settings {
+        job_store: innerloop::config::StoreKind::Memory,
         require_auth: false,
         rate_limit_per_min: 600_000,
         rate_limit_burst: 100_000,
