@@ -17,8 +17,9 @@ use crate::report::{self, target};
 use crate::target::{Target, base_settings};
 use crate::{Opts, optimize_request};
 
-/// Watchers per HTTP/2 connection (1,000 watchers → 20 connections).
-const STREAMS_PER_CONNECTION: usize = 50;
+/// Watchers per HTTP/2 connection in scenario `fanout` (1,000 watchers → 20 connections);
+/// scenario `fanout-conns` gives every watcher its own connection, as SSE clients have.
+pub const SHARED_STREAMS_PER_CONNECTION: usize = 50;
 
 /// Settings for jobs that take time: the model judge is `LocalEcho`, every call `latency_ms`.
 pub fn long_job_settings(latency_ms: u64) -> Settings {
@@ -96,26 +97,26 @@ async fn watch(
     }
 }
 
-pub async fn run(opts: &Opts) -> anyhow::Result<()> {
+pub async fn run(opts: &Opts, streams_per_connection: usize) -> anyhow::Result<()> {
     let watchers = target::STREAM_CLIENTS;
+    let connections = watchers.div_ceil(streams_per_connection.max(1));
     let (latency_ms, iterations) = if opts.quick { (20, 12) } else { (30, 16) };
     report::header(&format!(
-        "fanout: {watchers} watchers of one long job (LocalEcho judge {latency_ms} ms/call, \
-         iterations={iterations})"
+        "fanout: {watchers} watchers over {connections} connections, one long job (LocalEcho \
+         judge {latency_ms} ms/call, iterations={iterations})"
     ));
     let target = Target::new(opts.target.as_deref(), long_job_settings(latency_ms)).await?;
     if matches!(target, Target::External(_)) {
         println!("(external target: the job's length depends on that server's settings)");
     }
     let setup = target.channels(1).await?;
-    let channels = target
-        .channels(watchers.div_ceil(STREAMS_PER_CONNECTION))
-        .await?;
     let local = matches!(target, Target::Local(_));
     let rss_before = report::rss_kib().filter(|_| local);
+    let channels = target.channels(connections).await?;
+    let rss_connected = report::rss_kib().filter(|_| local);
 
     // Peak RSS, sampled every 20 ms while the watchers run.
-    let peak = Arc::new(AtomicU64::new(rss_before.unwrap_or(0)));
+    let peak = Arc::new(AtomicU64::new(rss_connected.unwrap_or(0)));
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn({
         let (peak, sampling) = (peak.clone(), sampling.clone());
@@ -213,18 +214,27 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
         report::fmt_d(q(0.99)),
         report::fmt_d(Duration::from_micros(lag.max()))
     );
-    if let (Some(before), Some(sub), Some(after)) = (rss_before, rss_subscribed, rss_after) {
+    if let (Some(before), Some(connected), Some(sub), Some(after)) =
+        (rss_before, rss_connected, rss_subscribed, rss_after)
+    {
         let peak = peak.load(Ordering::SeqCst).max(sub);
+        let mib = |kib: u64| kib as f64 / 1024.0;
         println!(
-            "| RSS before / all subscribed / peak / after | {:.1} / {:.1} / {:.1} / {:.1} MiB |",
-            before as f64 / 1024.0,
-            sub as f64 / 1024.0,
-            peak as f64 / 1024.0,
-            after as f64 / 1024.0
+            "| RSS before / connected / all subscribed / peak / after | {:.1} / {:.1} / {:.1} / \
+             {:.1} / {:.1} MiB |",
+            mib(before),
+            mib(connected),
+            mib(sub),
+            mib(peak),
+            mib(after)
         );
         println!(
-            "| RSS per watcher (peak − before) / {watchers}, client + server | {:.1} KiB |",
-            peak.saturating_sub(before) as f64 / watchers as f64
+            "| RSS per connection (connected − before) / {connections}, client + server | {:.1} KiB |",
+            connected.saturating_sub(before) as f64 / connections as f64
+        );
+        println!(
+            "| RSS per watcher stream (peak − connected) / {watchers}, client + server | {:.1} KiB |",
+            peak.saturating_sub(connected) as f64 / watchers as f64
         );
     }
     println!(

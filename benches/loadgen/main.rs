@@ -4,7 +4,7 @@
 //! checklists' targets (`report::target`), plus a same-process reference (a health check).
 //!
 //! ```text
-//! cargo bench --bench loadgen -- [--quick] [--scenario fanout,unary,jobs,shutdown] [--target URL]
+//! cargo bench --bench loadgen -- [--quick] [--scenario fanout,fanout-conns,unary,jobs,shutdown] [--target URL]
 //! ```
 //! Without `--target` each scenario starts the real server (`innerloop::server::run`) in this
 //! process on `127.0.0.1:0` with a memory store. `--quick` finishes in well under 30 s.
@@ -24,7 +24,7 @@ use innerloop::grpc::pb;
 
 /// Scenario names, in the order they run (`fanout` first: its RSS delta is cleanest in a fresh
 /// process, before other scenarios' freed memory can be reused).
-const SCENARIOS: [&str; 4] = ["fanout", "unary", "jobs", "shutdown"];
+const SCENARIOS: [&str; 5] = ["fanout", "fanout-conns", "unary", "jobs", "shutdown"];
 
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", about = "innerloop load generator (loopback only)")]
@@ -32,7 +32,8 @@ pub struct Opts {
     /// Shorter steps; the whole run finishes in under 30 s.
     #[arg(long)]
     pub quick: bool,
-    /// Scenarios to run (comma-separated or repeated): fanout, unary, jobs, shutdown.
+    /// Scenarios to run (comma-separated or repeated): fanout, fanout-conns, unary, jobs,
+    /// shutdown.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<String>,
     /// An already running gRPC core, e.g. http://127.0.0.1:50051 (loopback only).
@@ -91,7 +92,10 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     if selected("fanout") {
-        fanout::run(&opts).await?;
+        fanout::run(&opts, fanout::SHARED_STREAMS_PER_CONNECTION).await?;
+    }
+    if selected("fanout-conns") {
+        fanout::run(&opts, 1).await?;
     }
     if selected("unary") {
         unary::run(&opts).await?;
