@@ -85,6 +85,10 @@ async fn one_job(channel: Channel, tally: &mut Tally) -> Option<()> {
 pub async fn run(opts: &Opts) -> anyhow::Result<()> {
     report::header("jobs: CreateJob + WatchJob to the terminal event (default mode, iterations=4)");
     let target = Target::new(opts.target.as_deref(), base_settings()).await?;
+    let local = matches!(target, Target::Local(_));
+    let rss_before = report::rss_kib().filter(|_| local);
+    // Every job created, warm-up included: they all stay in the memory store (TTL 1 h here).
+    let mut created = 0u64;
     let (warmup, measure) = if opts.quick {
         (Duration::from_millis(300), Duration::from_millis(1500))
     } else {
@@ -119,12 +123,14 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
                         sink.jobs.errors += 1;
                     }
                 }
-                tally
+                (tally, scratch.jobs.ok + scratch.jobs.errors)
             });
         }
         let mut total = Tally::new();
-        while let Some(tally) = tasks.join_next().await {
-            total.merge(&tally.expect("load task panicked"));
+        while let Some(joined) = tasks.join_next().await {
+            let (tally, warmup_jobs) = joined.expect("load task panicked");
+            total.merge(&tally);
+            created += tally.jobs.ok + tally.jobs.errors + warmup_jobs;
         }
         total.jobs.elapsed = from.elapsed();
         let secs = total.jobs.elapsed.as_secs_f64();
@@ -154,6 +160,15 @@ pub async fn run(opts: &Opts) -> anyhow::Result<()> {
     println!();
     for line in lines {
         println!("{line}");
+    }
+    if let (Some(before), Some(after)) = (rss_before, report::rss_kib()) {
+        println!(
+            "- RSS {:.1} → {:.1} MiB after {created} jobs, all kept (record + ~15 events each, \
+             memory store): {:.1} KiB per retained job, client + server",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0,
+            after.saturating_sub(before) as f64 / created.max(1) as f64
+        );
     }
     Ok(())
 }
