@@ -11,6 +11,7 @@
 //! - [`runtime`]: [`runtime::JobRuntime`] — lifecycle, event log, watchers, idempotency, reaper,
 //!   shutdown. Domain logic only; no HTTP or gRPC types.
 //! - [`grpc`]: the tonic core — protobuf types, proto ↔ domain conversions, the services.
+//! - [`edge`]: the axum REST + SSE `/v1` API, a gRPC client of the core (in-process or remote).
 //! - [`server`]: binds listeners and runs everything until a shutdown signal.
 //! - [`config`]: the one [`config::Settings`] type, layered and validated once.
 //! - [`error`]: the one [`error::Error`] type; each code knows its gRPC code and HTTP status.
@@ -18,6 +19,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod edge;
 pub mod error;
 pub mod grpc;
 pub mod optimizer;

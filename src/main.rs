@@ -1,4 +1,5 @@
-//! The `innerloop` command: `serve` runs the service, `config` prints the effective settings.
+//! The `innerloop` command: `serve` runs the service (gRPC core + REST/SSE edge), `edge` runs
+//! the edge alone in front of a remote core, `config` prints the effective settings.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,10 +78,22 @@ impl Overrides {
     }
 }
 
+/// `innerloop edge` arguments.
+#[derive(clap::Args)]
+struct EdgeArgs {
+    /// The core's gRPC address, e.g. http://127.0.0.1:50051.
+    #[arg(long)]
+    upstream: String,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service (gRPC core).
+    /// Run the service: gRPC core (GRPC_HOST:GRPC_PORT) and REST + SSE edge (HOST:PORT).
     Serve(Overrides),
+    /// Run the REST + SSE edge alone (HOST:PORT) in front of a remote core.
+    Edge(EdgeArgs),
     /// Print the effective configuration, secrets redacted.
     Config(Overrides),
 }
@@ -94,6 +107,16 @@ async fn main() -> anyhow::Result<()> {
             innerloop::telemetry::init(&settings);
             let listeners = server::Listeners::bind(&settings).await?;
             server::run(settings, listeners, server::shutdown_signal()).await
+        }
+        Command::Edge(args) => {
+            let settings = Arc::new(Settings::load(
+                cli.config.as_deref(),
+                args.overrides.figment(),
+            )?);
+            innerloop::telemetry::init(&settings);
+            let http =
+                tokio::net::TcpListener::bind((settings.host.as_str(), settings.port)).await?;
+            server::run_edge(settings, http, &args.upstream, server::shutdown_signal()).await
         }
         Command::Config(overrides) => {
             let settings = Settings::load(cli.config.as_deref(), overrides.figment())?;

@@ -1,8 +1,11 @@
 //! Wires settings → store → runtime → transports, serves on already-bound listeners until the
 //! shutdown future resolves, then drains: running jobs end with `shutdown`, watchers receive it
-//! and end, the listeners close, all within `SHUTDOWN_GRACE_S`.
+//! and end, the listeners close, all within `SHUTDOWN_GRACE_S`. The REST + SSE edge runs
+//! beside the core in the same process and calls it in-process (no TCP hop), or alone in front
+//! of a remote core ([`run_edge`]).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::Settings;
+use crate::edge;
 use crate::grpc;
 use crate::optimizer;
 use crate::runtime::JobRuntime;
@@ -19,14 +23,40 @@ use crate::store;
 /// Listeners the server serves on. Tests bind `127.0.0.1:0` and pass them in.
 pub struct Listeners {
     pub grpc: TcpListener,
+    /// The REST + SSE edge (`HOST`:`PORT`).
+    pub http: TcpListener,
 }
 
 impl Listeners {
     /// Binds the configured addresses.
     pub async fn bind(settings: &Settings) -> std::io::Result<Listeners> {
         let grpc = TcpListener::bind((settings.grpc_host.as_str(), settings.grpc_port)).await?;
-        Ok(Listeners { grpc })
+        let http = TcpListener::bind((settings.host.as_str(), settings.port)).await?;
+        Ok(Listeners { grpc, http })
     }
+
+    /// Both on 127.0.0.1 with ports the OS picks (tests, benchmarks).
+    pub async fn ephemeral() -> std::io::Result<Listeners> {
+        Ok(Listeners {
+            grpc: TcpListener::bind("127.0.0.1:0").await?,
+            http: TcpListener::bind("127.0.0.1:0").await?,
+        })
+    }
+}
+
+/// Serves an HTTP app until `stop` is cancelled, then lets open requests finish. The app gets
+/// the peer address (`ConnectInfo<SocketAddr>`) for layers that need it.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await
 }
 
 /// Builds the runtime from settings: opens the store, recovers interrupted jobs.
@@ -54,6 +84,8 @@ pub async fn run_with_runtime(
 ) -> anyhow::Result<()> {
     let settings = runtime.settings().clone();
     let (routes, health) = grpc::router(runtime.clone()).await;
+    let edge_state = edge::EdgeState::new(edge::Upstream::in_process(routes.clone()), &settings);
+    let http_addr = listeners.http.local_addr()?;
     let grpc_addr = listeners.grpc.local_addr()?;
     tracing::info!(%grpc_addr, store = runtime.store().kind(), "gRPC core listening");
 
@@ -68,12 +100,21 @@ pub async fn run_with_runtime(
             // stream, or small responses wait ~40 ms on Nagle + delayed ACK.
             .serve_with_incoming_shutdown(incoming, async move { grpc_stop.cancelled().await }),
     );
+    tracing::info!(%http_addr, "REST + SSE edge listening");
+    let http_server = tokio::spawn(serve_http(
+        listeners.http,
+        edge::app(edge_state.clone()),
+        stop_listeners.clone(),
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: ending running jobs");
+    edge_state.begin_draining();
     health.set_not_serving::<grpc::pb::optimizer_service_server::OptimizerServiceServer<grpc::OptimizerServiceImpl>>().await;
     let grace = Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0));
     runtime.shutdown().await;
+    // Watch streams have delivered their `shutdown` events; end whatever SSE is still open.
+    edge_state.stop_streams();
     stop_listeners.cancel();
     match tokio::time::timeout(grace, grpc_server).await {
         Ok(Ok(Ok(()))) => {}
@@ -81,7 +122,45 @@ pub async fn run_with_runtime(
         Ok(Err(err)) => tracing::warn!(error = %err, "gRPC server task failed"),
         Err(_) => tracing::warn!("gRPC connections still open after the grace period; exiting"),
     }
+    wait_http(grace, http_server).await;
     tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn wait_http(grace: Duration, server: tokio::task::JoinHandle<std::io::Result<()>>) {
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => tracing::warn!(error = %err, "HTTP server ended with an error"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "HTTP server task failed"),
+        Err(_) => tracing::warn!("HTTP connections still open after the grace period; exiting"),
+    }
+}
+
+/// `innerloop edge`: the REST + SSE edge alone, in front of the core at `upstream_url`
+/// (`http://host:port`). On shutdown readiness turns 503, open SSE streams end (clients resume
+/// with `Last-Event-ID`), and the listener closes.
+pub async fn run_edge(
+    settings: Arc<Settings>,
+    http: TcpListener,
+    upstream_url: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let upstream = edge::Upstream::connect_lazy(upstream_url)?;
+    let edge_state = edge::EdgeState::new(upstream, &settings);
+    let http_addr = http.local_addr()?;
+    tracing::info!(%http_addr, upstream = upstream_url, "REST + SSE edge listening");
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve_http(
+        http,
+        edge::app(edge_state.clone()),
+        stop.clone(),
+    ));
+    shutdown.await;
+    edge_state.begin_draining();
+    edge_state.stop_streams();
+    stop.cancel();
+    let grace = Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0));
+    wait_http(grace, server).await;
     Ok(())
 }
 

@@ -29,9 +29,14 @@ impl Server {
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
         let addr = grpc.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(Arc::new(settings), Listeners { grpc }, async {
-            let _ = stopped.await;
-        }));
+        let http = TcpListener::bind("127.0.0.1:0").await?;
+        let task = tokio::spawn(server::run(
+            Arc::new(settings),
+            Listeners { grpc, http },
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let client = OptimizerServiceClient::connect(format!("http://{addr}")).await?;
         Ok(Server {
             client,

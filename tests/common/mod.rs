@@ -107,7 +107,12 @@ impl Core {
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(server::run_with_runtime(
             runtime.clone(),
-            Listeners { grpc },
+            Listeners {
+                grpc,
+                http: tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind"),
+            },
             async move {
                 let _ = stopped.await;
             },

@@ -1,0 +1,247 @@
+//! The contract's error envelope, `{"error":{"code","message","details"}}`, and the one mapping
+//! from a gRPC status to an HTTP status and contract code ([`ApiError::from_status`]).
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::header::{HeaderValue, RETRY_AFTER};
+use serde::Serialize;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::error::ErrorCode;
+use crate::grpc::convert;
+
+/// One HTTP error as the contract renders it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: serde_json::Value,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorObject,
+}
+
+/// `error` of [`ErrorBody`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorObject {
+    /// `validation_error`, `not_found`, `not_cancelable`, `unauthorized`, `payload_too_large`,
+    /// `rate_limited`, `unavailable` or `internal_error`.
+    pub code: String,
+    pub message: String,
+    /// `{}` unless the code carries more; validation errors list `errors[{loc, msg}]`.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+/// The googleapis `google/rpc/code.proto` HTTP mapping, used for statuses that carry no
+/// contract code of ours (another server, a tower layer, a transport failure).
+pub fn http_status_for_grpc(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+    }
+}
+
+/// Where a core field lives in the HTTP request, so `loc` reads `["query","iterations"]`.
+fn loc_source(field: &str) -> &'static str {
+    match field {
+        "iterations" | "page_token" | "page_size" | "limit" | "last_event_id" => "query",
+        "job_id" => "path",
+        "idempotency_key" => "header",
+        _ => "body",
+    }
+}
+
+/// Prefixes every `details.errors[].loc` of a core validation error with its HTTP source.
+fn prefix_locs(details: &mut serde_json::Value) {
+    let Some(errors) = details.get_mut("errors").and_then(|e| e.as_array_mut()) else {
+        return;
+    };
+    for error in errors {
+        let Some(loc) = error.get_mut("loc").and_then(|l| l.as_array_mut()) else {
+            continue;
+        };
+        let first = loc.first().and_then(|v| v.as_str()).unwrap_or("");
+        if matches!(first, "body" | "query" | "path" | "header") {
+            continue;
+        }
+        loc.insert(0, serde_json::Value::from(loc_source(first)));
+    }
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: code.http_status(),
+            code,
+            message: message.into(),
+            details: serde_json::json!({}),
+        }
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
+        self.details = details;
+        self
+    }
+
+    /// A validation error on one field; `loc` starts with `body`, `query`, `path` or `header`.
+    pub fn invalid(loc: &[&str], msg: impl Into<String>) -> ApiError {
+        let msg = msg.into();
+        ApiError::new(ErrorCode::ValidationError, msg.clone())
+            .with_details(serde_json::json!({ "errors": [{ "loc": loc, "msg": msg }] }))
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::NotFound, message)
+    }
+
+    /// THE mapping of a gRPC status: the contract code from the core's `ErrorInfo` (via
+    /// [`convert::error_from_status`]); the HTTP status from that code when the core sent one
+    /// (422, 409, … as the contract fixes them), else from the googleapis table.
+    pub fn from_status(status: &tonic::Status) -> ApiError {
+        let info = convert::error_from_status(status);
+        let ours = status
+            .get_details_error_info()
+            .is_some_and(|i| i.domain == convert::ERROR_DOMAIN);
+        let http = if ours {
+            info.code.http_status()
+        } else {
+            http_status_for_grpc(status.code())
+        };
+        let mut details = info.details;
+        if !details.is_object() {
+            details = serde_json::json!({});
+        }
+        prefix_locs(&mut details);
+        let message = if status.code() == Code::Unavailable && !ours {
+            "the job service is unavailable".to_string()
+        } else {
+            info.message
+        };
+        ApiError {
+            status: http,
+            code: info.code,
+            message,
+            details,
+        }
+    }
+
+    /// The envelope as a JSON value (also the `data` of an SSE `error` event).
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "code": self.code.as_str(),
+                "message": self.message,
+                "details": self.details,
+            }
+        })
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        ApiError::from_status(&status)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let retry_after = self
+            .details
+            .get("retry_after_s")
+            .and_then(|v| v.as_u64())
+            .filter(|_| self.code == ErrorCode::RateLimited);
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn core_codes_win_over_the_generic_table() {
+        let status = convert::status_from_error(&Error::NotCancelable {
+            job_id: "j".into(),
+            status: "finished".into(),
+        });
+        let err = ApiError::from_status(&status);
+        assert_eq!(err.status, StatusCode::CONFLICT);
+        assert_eq!(err.code, ErrorCode::NotCancelable);
+        let bare = ApiError::from_status(&tonic::Status::failed_precondition("x"));
+        assert_eq!(bare.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn validation_locs_get_their_http_source() {
+        let status = convert::status_from_error(&Error::Validation(vec![
+            crate::error::FieldError::new(&["prompt"], "prompt must not be empty"),
+            crate::error::FieldError::new(&["iterations"], "iterations must be >= 1"),
+        ]));
+        let err = ApiError::from_status(&status);
+        assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            err.details["errors"][0]["loc"],
+            serde_json::json!(["body", "prompt"])
+        );
+        assert_eq!(
+            err.details["errors"][1]["loc"],
+            serde_json::json!(["query", "iterations"])
+        );
+    }
+
+    #[test]
+    fn the_googleapis_table_holds() {
+        let table = [
+            (Code::Cancelled, 499),
+            (Code::Unknown, 500),
+            (Code::InvalidArgument, 400),
+            (Code::DeadlineExceeded, 504),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::PermissionDenied, 403),
+            (Code::ResourceExhausted, 429),
+            (Code::FailedPrecondition, 400),
+            (Code::Aborted, 409),
+            (Code::OutOfRange, 400),
+            (Code::Unimplemented, 501),
+            (Code::Internal, 500),
+            (Code::Unavailable, 503),
+            (Code::DataLoss, 500),
+            (Code::Unauthenticated, 401),
+        ];
+        for (code, http) in table {
+            assert_eq!(http_status_for_grpc(code).as_u16(), http, "{code:?}");
+        }
+    }
+}

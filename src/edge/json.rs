@@ -1,0 +1,281 @@
+//! The REST JSON shapes (snake_case, as the original) and their mapping onto the protobuf
+//! requests and from the protobuf responses. Domain rules stay in the core: this only reshapes.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::grpc::{convert, pb};
+
+/// `POST /v1/optimize` body. Unknown fields are rejected.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizeBody {
+    /// The prompt to evolve.
+    pub prompt: String,
+    /// Free-form context.
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Which optimizer runs the job (default `default`).
+    pub mode: Option<ModeName>,
+    /// A built-in example pack.
+    pub dataset: Option<DatasetBody>,
+    /// Metric names, e.g. `exact_match`.
+    pub metrics: Option<Vec<String>>,
+    /// Spending limits.
+    pub budget: Option<BudgetBody>,
+    /// Inline examples; numeric ids become strings, missing ids are generated.
+    pub examples: Option<Vec<ExampleBody>>,
+    /// `brevity`, `diversity`, `coverage` (default all three).
+    pub objectives: Option<Vec<String>>,
+    /// Random seed; 0 means the server's default.
+    pub seed: Option<i64>,
+    /// The target model (alias of `target_model_id`, highest precedence).
+    pub target_model: Option<String>,
+    /// The target model.
+    pub target_model_id: Option<String>,
+    /// The target model (alias of `target_model_id`, lowest precedence).
+    pub model_id: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub tournament_size: Option<u32>,
+    pub recombination_rate: Option<f64>,
+    pub early_stop_patience: Option<u32>,
+    pub evaluation_rubric: Option<String>,
+}
+
+/// `mode` of [`OptimizeBody`].
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeName {
+    Default,
+    Gepa,
+}
+
+/// `dataset` of [`OptimizeBody`].
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetBody {
+    pub name: String,
+    pub split: Option<String>,
+}
+
+/// `budget` of [`OptimizeBody`].
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetBody {
+    pub max_generations: Option<u32>,
+    pub max_rollouts: Option<u64>,
+    pub max_cost: Option<f64>,
+}
+
+/// One inline example.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExampleBody {
+    /// A string or a number (kept as its decimal text); generated when absent.
+    #[schema(value_type = Option<String>)]
+    pub id: Option<ExampleId>,
+    pub input: String,
+    pub expected: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// An example id as clients send it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ExampleId {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl ExampleId {
+    fn into_string(self) -> String {
+        match self {
+            ExampleId::Text(s) => s,
+            ExampleId::Number(n) => n.to_string(),
+        }
+    }
+}
+
+impl OptimizeBody {
+    /// The protobuf request. `iterations` comes from the query, the key from the header.
+    pub fn into_pb(self, iterations: Option<u32>, idempotency_key: String) -> pb::OptimizeRequest {
+        let target_model_id = self.target_model.or(self.target_model_id).or(self.model_id);
+        pb::OptimizeRequest {
+            prompt: self.prompt,
+            context: self.context.as_ref().map(convert::struct_from_json),
+            mode: match self.mode {
+                None => pb::Mode::Unspecified,
+                Some(ModeName::Default) => pb::Mode::Default,
+                Some(ModeName::Gepa) => pb::Mode::Gepa,
+            } as i32,
+            dataset: self.dataset.map(|d| pb::DatasetRef {
+                name: d.name,
+                split: d.split,
+            }),
+            metrics: self.metrics.unwrap_or_default(),
+            budget: self.budget.map(|b| pb::Budget {
+                max_generations: b.max_generations,
+                max_rollouts: b.max_rollouts,
+                max_cost: b.max_cost,
+            }),
+            examples: self
+                .examples
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| pb::Example {
+                    id: e
+                        .id
+                        .map(ExampleId::into_string)
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                    input: e.input,
+                    expected: e.expected,
+                    meta: e.meta.as_ref().map(convert::struct_from_json),
+                })
+                .collect(),
+            objectives: self.objectives.unwrap_or_default(),
+            seed: self.seed,
+            target_model_id,
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            tournament_size: self.tournament_size,
+            recombination_rate: self.recombination_rate,
+            early_stop_patience: self.early_stop_patience,
+            evaluation_rubric: self.evaluation_rubric,
+            iterations,
+            idempotency_key,
+        }
+    }
+}
+
+/// `POST /v1/optimize` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedJob {
+    pub job_id: String,
+}
+
+/// A job's state.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobState {
+    pub job_id: String,
+    /// `pending`, `running`, `finished`, `failed`, `cancelled` or `shutdown`.
+    pub status: String,
+    /// Unix epoch seconds.
+    pub created_at: f64,
+    /// Unix epoch seconds.
+    pub updated_at: f64,
+    /// Null until terminal; `{proposal, lessons, scores, target_model, rubric}` or `{error}`.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+}
+
+/// One row of the admin list.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobSummary {
+    pub job_id: String,
+    pub status: String,
+    pub created_at: f64,
+    pub updated_at: f64,
+}
+
+/// `GET /v1/admin/jobs` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// Newest first.
+    pub jobs: Vec<JobSummary>,
+    /// Pass as `page_token` for the next page; null on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// `{"status": …}` of the health and readiness probes.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProbeStatus {
+    pub status: String,
+}
+
+/// `GET /v1/version` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Version {
+    pub version: String,
+}
+
+fn status_name(raw: i32) -> String {
+    convert::status_from_pb(raw)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+impl JobState {
+    pub fn from_pb(job: pb::Job) -> JobState {
+        let result = job
+            .result
+            .and_then(convert::result_from_pb)
+            .and_then(|r| serde_json::to_value(r).ok());
+        JobState {
+            job_id: job.job_id,
+            status: status_name(job.status),
+            created_at: convert::epoch_from_timestamp(job.created_at.as_ref()),
+            updated_at: convert::epoch_from_timestamp(job.updated_at.as_ref()),
+            result,
+        }
+    }
+}
+
+impl JobList {
+    pub fn from_pb(list: pb::ListJobsResponse) -> JobList {
+        JobList {
+            jobs: list
+                .jobs
+                .into_iter()
+                .map(|job| JobSummary {
+                    job_id: job.job_id,
+                    status: status_name(job.status),
+                    created_at: convert::epoch_from_timestamp(job.created_at.as_ref()),
+                    updated_at: convert::epoch_from_timestamp(job.updated_at.as_ref()),
+                })
+                .collect(),
+            next_page_token: Some(list.next_page_token).filter(|t| !t.is_empty()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: &str) -> OptimizeBody {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn target_model_alias_precedence() {
+        let req = body(r#"{"prompt":"p","model_id":"c","target_model_id":"b","target_model":"a"}"#)
+            .into_pb(None, String::new());
+        assert_eq!(req.target_model_id.as_deref(), Some("a"));
+        let req = body(r#"{"prompt":"p","model_id":"c","target_model_id":"b"}"#)
+            .into_pb(None, String::new());
+        assert_eq!(req.target_model_id.as_deref(), Some("b"));
+        let req = body(r#"{"prompt":"p","model_id":"c"}"#).into_pb(None, String::new());
+        assert_eq!(req.target_model_id.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn example_ids_become_strings_or_are_generated() {
+        let req = body(r#"{"prompt":"p","examples":[{"id":7,"input":"a"},{"input":"b"}]}"#)
+            .into_pb(None, String::new());
+        assert_eq!(req.examples[0].id, "7");
+        assert_eq!(req.examples[1].id.len(), 36);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        assert!(serde_json::from_str::<OptimizeBody>(r#"{"prompt":"p","x":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<OptimizeBody>(
+                r#"{"prompt":"p","examples":[{"input":"a","ideal":"b"}]}"#
+            )
+            .is_err()
+        );
+    }
+}

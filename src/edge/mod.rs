@@ -1,0 +1,121 @@
+//! The REST + SSE edge: the contract's `/v1` routes (and the original's unversioned aliases),
+//! each a thin mapping onto one call of the gRPC core through a real tonic client
+//! ([`Upstream`]), in-process under `innerloop serve` or over a channel under `innerloop edge`.
+//!
+//! - [`router`]: the routes with envelope-shaped 404/405 fallbacks; [`app`] adds the edge's own
+//!   middleware (request id outermost, deprecation headers). Auth, rate limits and metrics wrap
+//!   [`router`] from outside (`app(state)` is `with_edge_layers(router(state))`; put them
+//!   between the two).
+//! - [`error`]: the error envelope and THE gRPC → HTTP mapping; [`extract`]: extractors whose
+//!   rejections use the envelope; [`json`]: the JSON shapes; [`sse`]: the SSE wire format;
+//!   [`openapi`]: `/v1/openapi.json`.
+
+pub mod error;
+pub mod extract;
+pub mod json;
+pub mod openapi;
+pub mod routes;
+pub mod sse;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::error::ErrorCode;
+pub use error::ApiError;
+pub use upstream::Upstream;
+
+/// Shared state of the edge's handlers. Cheap to clone.
+#[derive(Clone)]
+pub struct EdgeState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    upstream: Upstream,
+    sse: sse::SseConfig,
+    /// Cancelled when the server stops: open SSE streams end so graceful shutdown completes.
+    streams_stop: CancellationToken,
+    /// Set when shutdown begins: readiness answers 503.
+    draining: AtomicBool,
+}
+
+impl EdgeState {
+    pub fn new(upstream: Upstream, settings: &Settings) -> EdgeState {
+        EdgeState {
+            inner: Arc::new(Inner {
+                upstream,
+                sse: sse::SseConfig {
+                    retry_ms: settings.sse_retry_ms,
+                    ping: Duration::from_secs_f64(settings.sse_ping_interval_s.max(0.001)),
+                },
+                streams_stop: CancellationToken::new(),
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.inner.upstream
+    }
+
+    pub fn sse_config(&self) -> &sse::SseConfig {
+        &self.inner.sse
+    }
+
+    /// A token that ends every SSE stream when cancelled.
+    pub fn stream_stop(&self) -> CancellationToken {
+        self.inner.streams_stop.clone()
+    }
+
+    /// Readiness turns 503 from now on.
+    pub fn begin_draining(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Ends every open SSE stream (after the core has sent its terminal events).
+    pub fn stop_streams(&self) {
+        self.inner.streams_stop.cancel();
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("Not Found")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::ValidationError, "Method Not Allowed")
+        .with_status(http::StatusCode::METHOD_NOT_ALLOWED)
+}
+
+/// Every route, with 404 and 405 (keeping axum's `Allow`) in the error envelope.
+pub fn router(state: EdgeState) -> Router {
+    Router::new()
+        .nest("/v1", routes::v1())
+        .merge(routes::aliases())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The edge's own middleware around a router: deprecation headers on legacy paths, and the
+/// request id (outermost, so every response carries `X-Request-ID`).
+pub fn with_edge_layers(router: Router) -> Router {
+    router
+        .layer(axum::middleware::from_fn(extract::deprecation))
+        .layer(axum::middleware::from_fn(extract::request_id))
+}
+
+/// The complete edge application.
+pub fn app(state: EdgeState) -> Router {
+    with_edge_layers(router(state))
+}

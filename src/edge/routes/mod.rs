@@ -1,0 +1,56 @@
+//! The route table. Each group is a function returning its routes relative to `/v1`, so the
+//! same handlers serve the unversioned aliases. New groups (examples, eval, metrics) add a
+//! module here and a line in [`v1`] (and in [`aliases`] when the contract keeps an alias).
+
+pub mod admin;
+pub mod optimize;
+pub mod probes;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use super::EdgeState;
+
+/// Health, readiness and version (aliased).
+pub fn probes() -> Router<EdgeState> {
+    Router::new()
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
+        .route("/version", get(probes::version))
+}
+
+/// The four optimize routes (aliased).
+pub fn optimize() -> Router<EdgeState> {
+    Router::new()
+        .route("/optimize", post(optimize::create))
+        .route(
+            "/optimize/{job_id}",
+            get(optimize::get).delete(optimize::cancel),
+        )
+        .route("/optimize/{job_id}/events", get(optimize::events))
+}
+
+/// The admin routes (never aliased).
+pub fn admin() -> Router<EdgeState> {
+    Router::new()
+        .route("/admin/jobs", get(admin::list))
+        .route(
+            "/admin/jobs/{job_id}",
+            get(admin::get).delete(admin::delete),
+        )
+        .route("/admin/jobs/{job_id}/cancel", post(admin::cancel))
+}
+
+/// Everything under `/v1`.
+pub fn v1() -> Router<EdgeState> {
+    Router::new()
+        .merge(probes())
+        .merge(optimize())
+        .merge(admin())
+        .route("/openapi.json", get(super::openapi::document))
+}
+
+/// The unversioned aliases of the original (kept out of the OpenAPI document).
+pub fn aliases() -> Router<EdgeState> {
+    Router::new().merge(probes()).merge(optimize())
+}
