@@ -51,6 +51,14 @@ pub async fn serve_http(
     app: axum::Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // As on the gRPC listener: without TCP_NODELAY, SSE events and multi-write responses wait
+    // ~40 ms on Nagle + delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -4,12 +4,13 @@
 //! checklists' targets (`report::target`), plus a same-process reference (a health check).
 //!
 //! ```text
-//! cargo bench --bench loadgen -- [--quick] [--scenario fanout,fanout-conns,unary,jobs,shutdown] [--target URL]
+//! cargo bench --bench loadgen -- [--quick] [--scenario NAME,..] [--target URL] [--http-target URL]
 //! ```
 //! Without `--target` each scenario starts the real server (`innerloop::server::run`) in this
 //! process on `127.0.0.1:0` with a memory store. `--quick` finishes in well under 30 s.
 //! Output is Markdown, ready for `docs/performance.md`.
 
+mod edge;
 mod fanout;
 mod jobs;
 mod report;
@@ -24,7 +25,15 @@ use innerloop::grpc::pb;
 
 /// Scenario names, in the order they run (`fanout` first: its RSS delta is cleanest in a fresh
 /// process, before other scenarios' freed memory can be reused).
-const SCENARIOS: [&str; 5] = ["fanout", "fanout-conns", "unary", "jobs", "shutdown"];
+const SCENARIOS: [&str; 7] = [
+    "fanout",
+    "fanout-conns",
+    "sse",
+    "unary",
+    "jobs",
+    "http",
+    "shutdown",
+];
 
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", about = "innerloop load generator (loopback only)")]
@@ -32,13 +41,17 @@ pub struct Opts {
     /// Shorter steps; the whole run finishes in under 30 s.
     #[arg(long)]
     pub quick: bool,
-    /// Scenarios to run (comma-separated or repeated): fanout, fanout-conns, unary, jobs,
-    /// shutdown.
+    /// Scenarios to run (comma-separated or repeated): fanout, fanout-conns, sse, unary,
+    /// jobs, http, shutdown.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<String>,
     /// An already running gRPC core, e.g. http://127.0.0.1:50051 (loopback only).
     #[arg(long)]
     pub target: Option<String>,
+    /// An already running REST + SSE edge, e.g. http://127.0.0.1:8000 (loopback only), for the
+    /// `http` and `sse` scenarios; without it they use the in-process server's edge.
+    #[arg(long)]
+    pub http_target: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -71,7 +84,7 @@ fn check_loopback(uri: &str) -> anyhow::Result<()> {
 }
 
 async fn run(opts: Opts) -> anyhow::Result<()> {
-    if let Some(uri) = &opts.target {
+    for uri in opts.target.iter().chain(&opts.http_target) {
         check_loopback(uri)?;
     }
     for name in &opts.scenario {
@@ -97,11 +110,17 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     if selected("fanout-conns") {
         fanout::run(&opts, 1).await?;
     }
+    if selected("sse") {
+        edge::run_sse_fanout(&opts).await?;
+    }
     if selected("unary") {
         unary::run(&opts).await?;
     }
     if selected("jobs") {
         jobs::run(&opts).await?;
+    }
+    if selected("http") {
+        edge::run_http(&opts).await?;
     }
     if selected("shutdown") {
         shutdown::run(&opts).await?;

@@ -20,6 +20,9 @@ pub fn base_settings() -> Settings {
         job_store: StoreKind::Memory,
         require_auth: false,
         job_ttl_finished_s: 3600.0,
+        // The edge's limiter (when present) must not be what is measured.
+        rate_limit_per_min: 100_000_000,
+        rate_limit_burst: 1_000_000,
         max_wall_time_s: 120.0,
         shutdown_grace_s: 5.0,
         ..Settings::default()
@@ -29,6 +32,8 @@ pub fn base_settings() -> Settings {
 /// A server running in this process.
 pub struct InProcess {
     pub addr: SocketAddr,
+    /// The REST + SSE edge.
+    pub http_addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<JoinHandle<anyhow::Result<()>>>,
@@ -45,16 +50,17 @@ impl InProcess {
         let (addr_tx, addr_rx) = oneshot::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let done = runtime.spawn(async move {
-            let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let _ = addr_tx.send(grpc.local_addr()?);
-            server::run(Arc::new(settings), Listeners { grpc }, async move {
+            let listeners = Listeners::ephemeral().await?;
+            let _ = addr_tx.send((listeners.grpc.local_addr()?, listeners.http.local_addr()?));
+            server::run(Arc::new(settings), listeners, async move {
                 let _ = stopped.await;
             })
             .await
         });
-        let addr = addr_rx.await.context("server did not bind")?;
+        let (addr, http_addr) = addr_rx.await.context("server did not bind")?;
         Ok(InProcess {
             addr,
+            http_addr,
             runtime: Some(runtime),
             stop: Some(stop),
             done: Some(done),

@@ -18,17 +18,19 @@ use crate::report::{self, Step};
 use crate::target::{Target, base_settings};
 use crate::{Opts, optimize_request};
 
-/// Closed-loop load: `conc` tasks over `channels` (task `i` uses channel `i % len`), each calling
-/// `call` back to back; calls started during `warmup` are not recorded.
-pub async fn drive<F, Fut>(
+/// Closed-loop load: `conc` tasks over `channels` (task `i` uses channel `i % len`; a channel is
+/// a tonic `Channel` or a `reqwest::Client`), each calling `call` back to back; calls started
+/// during `warmup` are not recorded.
+pub async fn drive<C, F, Fut>(
     conc: usize,
-    channels: &[Channel],
+    channels: &[C],
     warmup: Duration,
     measure: Duration,
     call: F,
 ) -> Step
 where
-    F: Fn(Channel) -> Fut + Clone + Send + 'static,
+    C: Clone + Send + 'static,
+    F: Fn(C) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = bool> + Send + 'static,
 {
     let start = Instant::now();
