@@ -249,6 +249,7 @@ pub async fn run_sse_fanout(opts: &Opts) -> anyhow::Result<()> {
         .pool_max_idle_per_host(clients)
         .build()?;
     let rss_before = report::rss_kib().filter(|_| local);
+    let overflows_before = report::listen_overflows();
     let peak = Arc::new(AtomicU64::new(rss_before.unwrap_or(0)));
     let started = Instant::now();
     let job_id = create(&http, &base, iterations, Some(1000)).await?;
@@ -343,6 +344,12 @@ pub async fn run_sse_fanout(opts: &Opts) -> anyhow::Result<()> {
         "| all connected and streaming after | {} |",
         report::fmt_d(all_subscribed)
     );
+    if let (Some(before), Some(after)) = (overflows_before, report::listen_overflows()) {
+        println!(
+            "| kernel ListenOverflows meanwhile (connects dropped, retried after 1 s) | {} |",
+            after.saturating_sub(before)
+        );
+    }
     println!(
         "| job create → last client done | {} |",
         report::fmt_d(done)

@@ -112,6 +112,7 @@ pub async fn run(opts: &Opts, streams_per_connection: usize) -> anyhow::Result<(
     let setup = target.channels(1).await?;
     let local = matches!(target, Target::Local(_));
     let rss_before = report::rss_kib().filter(|_| local);
+    let overflows_before = report::listen_overflows();
     let channels = target.channels(connections).await?;
     let rss_connected = report::rss_kib().filter(|_| local);
 
@@ -203,6 +204,12 @@ pub async fn run(opts: &Opts, streams_per_connection: usize) -> anyhow::Result<(
         "| all subscribed after | {} |",
         report::fmt_d(all_subscribed)
     );
+    if let (Some(before), Some(after)) = (overflows_before, report::listen_overflows()) {
+        println!(
+            "| kernel ListenOverflows meanwhile (connects dropped, retried after 1 s) | {} |",
+            after.saturating_sub(before)
+        );
+    }
     println!(
         "| job create → last watcher done | {} |",
         report::fmt_d(job_duration)

@@ -153,3 +153,15 @@ pub fn rss_kib() -> Option<u64> {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
 }
+
+/// The kernel's `TcpExt ListenOverflows` counter (`/proc/net/netstat`): connections dropped
+/// because a listener's accept queue was full; each costs its client a SYN retry (1 s).
+pub fn listen_overflows() -> Option<u64> {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
