@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use figment::Figment;
+use figment::providers::Serialized;
 use innerloop::config::{Settings, StoreKind};
 use innerloop::server::{self, Listeners};
 use tokio::sync::oneshot;
@@ -14,19 +16,29 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 /// Settings every in-process server starts from: memory store, no auth, finished jobs kept
-/// long enough for the read benchmarks. Logging is not initialised (no subscriber).
+/// long enough for the read benchmarks, limiters out of the way (they are not what is measured).
+/// Logging is not initialised (no subscriber).
 pub fn base_settings() -> Settings {
-    Settings {
+    let base = Settings {
         job_store: StoreKind::Memory,
         require_auth: false,
         job_ttl_finished_s: 3600.0,
-        // The edge's limiter (when present) must not be what is measured.
-        rate_limit_per_min: 100_000_000,
-        rate_limit_burst: 1_000_000,
         max_wall_time_s: 120.0,
         shutdown_grace_s: 5.0,
+        rate_limit_per_min: 100_000_000,
+        rate_limit_burst: 1_000_000,
         ..Settings::default()
-    }
+    };
+    // Caps that may not exist in every version of `Settings` (per-principal stream limits,
+    // global concurrency): set by name, so unknown ones are ignored instead of failing to build.
+    Figment::from(Serialized::defaults(&base))
+        .merge(Serialized::default("max_streams_per_principal", 1_000_000))
+        .merge(Serialized::default("max_concurrent_requests", 1_000_000))
+        .extract()
+        .unwrap_or_else(|err| {
+            eprintln!("loadgen: could not raise the limits ({err}); using the defaults");
+            base
+        })
 }
 
 /// A server running in this process.
