@@ -33,6 +33,24 @@ pub struct Settings {
     pub max_request_bytes: usize,
     pub rate_limit_per_min: u32,
     pub rate_limit_burst: u32,
+    /// Optional file of bearer tokens (one per line, or a JSON list), re-read when it changes, so
+    /// tokens rotate without a restart. Its tokens are accepted in addition to `API_BEARER_TOKENS`.
+    pub api_bearer_tokens_file: Option<PathBuf>,
+    /// Peers (IPs or CIDR blocks) whose `X-Forwarded-For` is believed; empty = never.
+    #[serde(deserialize_with = "string_list")]
+    pub trusted_proxies: Vec<String>,
+    /// Requests served at once per transport; more are shed with 503 / UNAVAILABLE.
+    pub max_concurrent_requests: usize,
+    /// Open SSE streams and server-streaming RPCs per principal (or client IP when anonymous).
+    pub max_streams_per_principal: usize,
+    /// Time a unary request may take before 504 / DEADLINE_EXCEEDED. Never applied to streams.
+    pub request_timeout_s: f64,
+    /// Time a client gets to send the request head (slowloris guard on HTTP/1).
+    pub header_read_timeout_s: f64,
+    /// Lifetime of the job-scoped SSE tokens (`?access_token=`).
+    pub stream_token_ttl_s: u64,
+    /// HMAC key of the SSE tokens; a random one per process when unset (tokens then die with it).
+    pub stream_token_key: Option<String>,
 
     // --- streaming ---
     pub sse_retry_ms: u64,
@@ -98,6 +116,8 @@ pub struct Settings {
     pub log_level: String,
     /// `pretty` or `json`.
     pub log_format: String,
+    /// OTLP/gRPC collector; traces are exported only when set.
+    pub otel_exporter_otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +149,14 @@ impl Default for Settings {
             max_request_bytes: 64_000,
             rate_limit_per_min: 60,
             rate_limit_burst: 30,
+            api_bearer_tokens_file: None,
+            trusted_proxies: Vec::new(),
+            max_concurrent_requests: 512,
+            max_streams_per_principal: 16,
+            request_timeout_s: 30.0,
+            header_read_timeout_s: 10.0,
+            stream_token_ttl_s: 300,
+            stream_token_key: None,
             sse_retry_ms: 1500,
             sse_ping_interval_s: 1.0,
             sse_buffer_size: 200,
@@ -177,6 +205,7 @@ impl Default for Settings {
             service_env: "dev".into(),
             log_level: "info".into(),
             log_format: "pretty".into(),
+            otel_exporter_otlp_endpoint: None,
         }
     }
 }
@@ -307,6 +336,28 @@ impl Settings {
         if self.job_store == StoreKind::Postgres && self.database_url.is_none() {
             return fail("DATABASE_URL is required when JOB_STORE=postgres");
         }
+        if self.max_concurrent_requests == 0 || self.max_streams_per_principal == 0 {
+            return fail("MAX_CONCURRENT_REQUESTS and MAX_STREAMS_PER_PRINCIPAL must be >= 1");
+        }
+        if self.request_timeout_s.is_nan()
+            || self.request_timeout_s <= 0.0
+            || self.header_read_timeout_s.is_nan()
+            || self.header_read_timeout_s <= 0.0
+        {
+            return fail("REQUEST_TIMEOUT_S and HEADER_READ_TIMEOUT_S must be > 0");
+        }
+        if self.stream_token_ttl_s == 0 {
+            return fail("STREAM_TOKEN_TTL_S must be >= 1");
+        }
+        if let Some(bad) = self
+            .trusted_proxies
+            .iter()
+            .find(|p| crate::layers::client_ip::IpNet::parse(p).is_none())
+        {
+            return fail(&format!(
+                "TRUSTED_PROXIES: {bad} is not an IP or CIDR block"
+            ));
+        }
         if !matches!(self.log_format.as_str(), "pretty" | "json") {
             return fail("LOG_FORMAT must be pretty or json");
         }
@@ -339,6 +390,7 @@ impl Settings {
                 "openrouter_api_key",
                 "openai_api_key",
                 "database_url",
+                "stream_token_key",
             ] {
                 match map.get(key) {
                     Some(serde_json::Value::Null) | None => {}

@@ -15,13 +15,18 @@
 //! - [`server`]: binds listeners and runs everything until a shutdown signal.
 //! - [`config`]: the one [`config::Settings`] type, layered and validated once.
 //! - [`error`]: the one [`error::Error`] type; each code knows its gRPC code and HTTP status.
-//! - [`telemetry`]: structured logging set-up.
+//! - [`telemetry`]: structured logging set-up, and OTLP trace export when configured.
+//! - [`layers`]: tower layers shared by both transports — auth, rate limits, size limits,
+//!   timeouts, load shedding, access log, trace context.
+//! - [`metrics`]: process-wide Prometheus metrics and the `/v1/metrics` handlers.
 
 pub mod config;
 pub mod domain;
 pub mod edge;
 pub mod error;
 pub mod grpc;
+pub mod layers;
+pub mod metrics;
 pub mod optimizer;
 pub mod provider;
 pub mod runtime;

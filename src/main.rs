@@ -104,9 +104,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(overrides) => {
             let settings = Arc::new(Settings::load(cli.config.as_deref(), overrides.figment())?);
-            innerloop::telemetry::init(&settings);
+            let telemetry = innerloop::telemetry::init_with_otel(&settings);
             let listeners = server::Listeners::bind(&settings).await?;
-            server::run(settings, listeners, server::shutdown_signal()).await
+            let outcome = server::run(settings, listeners, server::shutdown_signal()).await;
+            telemetry.shutdown().await;
+            outcome
         }
         Command::Edge(args) => {
             let settings = Arc::new(Settings::load(

@@ -67,6 +67,23 @@ pub async fn serve_http(
     .await
 }
 
+/// Serves the protected edge app: like [`serve_http`], plus the slowloris guard
+/// (`HEADER_READ_TIMEOUT_S`), which `axum::serve` cannot set.
+pub fn serve_protected_http(
+    listener: TcpListener,
+    app: axum::Router,
+    settings: &Settings,
+    stop: CancellationToken,
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    crate::layers::http_server::serve(
+        listener,
+        app,
+        crate::layers::header_read_timeout(settings),
+        Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0)),
+        async move { stop.cancelled().await },
+    )
+}
+
 /// Builds the runtime from settings: opens the store, recovers interrupted jobs.
 pub async fn build_runtime(settings: Arc<Settings>) -> crate::error::Result<JobRuntime> {
     let store = store::open(&settings).await?;
@@ -92,26 +109,42 @@ pub async fn run_with_runtime(
 ) -> anyhow::Result<()> {
     let settings = runtime.settings().clone();
     let (routes, health) = grpc::router(runtime.clone()).await;
-    let edge_state = edge::EdgeState::new(edge::Upstream::in_process(routes.clone()), &settings);
+    let stop_listeners = CancellationToken::new();
+    let (protections, protections_task) =
+        crate::layers::Protections::start(settings.clone(), stop_listeners.clone());
+    let in_process = tower::ServiceBuilder::new()
+        .layer(protections.in_process_grpc_layers())
+        .service(routes.clone());
+    let upstream = edge::Upstream::from_service(tower::ServiceExt::<
+        http::Request<tonic::body::Body>,
+    >::map_err(
+        in_process,
+        |never: std::convert::Infallible| -> edge::upstream::TransportError { match never {} },
+    ));
+    let edge_state = edge::EdgeState::new(upstream, &settings);
     let http_addr = listeners.http.local_addr()?;
     let grpc_addr = listeners.grpc.local_addr()?;
     tracing::info!(%grpc_addr, store = runtime.store().kind(), "gRPC core listening");
 
-    let stop_listeners = CancellationToken::new();
+    crate::layers::auth::warn_if_unprotected(&settings, grpc_addr, "grpc");
+    crate::layers::auth::warn_if_unprotected(&settings, http_addr, "http");
+
     let grpc_stop = stop_listeners.clone();
     let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     let grpc_server = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(protections.grpc_layers())
             .add_routes(routes)
             // `serve_with_incoming*` ignores the builder's `tcp_nodelay`: set it on the incoming
             // stream, or small responses wait ~40 ms on Nagle + delayed ACK.
             .serve_with_incoming_shutdown(incoming, async move { grpc_stop.cancelled().await }),
     );
     tracing::info!(%http_addr, "REST + SSE edge listening");
-    let http_server = tokio::spawn(serve_http(
+    let http_server = tokio::spawn(serve_protected_http(
         listeners.http,
-        edge::app(edge_state.clone()),
+        protections.wrap_edge(edge::app(edge_state.clone())),
+        &settings,
         stop_listeners.clone(),
     ));
 
@@ -131,6 +164,7 @@ pub async fn run_with_runtime(
         Err(_) => tracing::warn!("gRPC connections still open after the grace period; exiting"),
     }
     wait_http(grace, http_server).await;
+    let _ = protections_task.await;
     tracing::info!("shutdown complete");
     Ok(())
 }
@@ -157,10 +191,14 @@ pub async fn run_edge(
     let edge_state = edge::EdgeState::new(upstream, &settings);
     let http_addr = http.local_addr()?;
     tracing::info!(%http_addr, upstream = upstream_url, "REST + SSE edge listening");
+    crate::layers::auth::warn_if_unprotected(&settings, http_addr, "http");
     let stop = CancellationToken::new();
-    let server = tokio::spawn(serve_http(
+    let (protections, protections_task) =
+        crate::layers::Protections::start(settings.clone(), stop.clone());
+    let server = tokio::spawn(serve_protected_http(
         http,
-        edge::app(edge_state.clone()),
+        protections.wrap_edge(edge::app(edge_state.clone())),
+        &settings,
         stop.clone(),
     ));
     shutdown.await;
@@ -169,6 +207,7 @@ pub async fn run_edge(
     stop.cancel();
     let grace = Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0));
     wait_http(grace, server).await;
+    let _ = protections_task.await;
     Ok(())
 }
 

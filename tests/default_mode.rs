@@ -24,6 +24,8 @@ impl Server {
         let settings = Settings {
             job_store: StoreKind::Memory,
             max_iterations: 10,
+            // This test is about the optimizer; auth is covered by tests/layers_*.
+            require_auth: false,
             ..Settings::default()
         };
         let grpc = TcpListener::bind("127.0.0.1:0").await?;

@@ -78,6 +78,9 @@ const PASSED_THROUGH: [&str; 3] = ["traceparent", "tracestate", "authorization"]
 pub struct CallContext {
     request_id: Option<String>,
     passed_through: Vec<(&'static str, HeaderValue)>,
+    /// From the shared layers: the credential (also an SSE `?access_token=`), the client IP and
+    /// the current span's trace context; overrides the passed-through headers.
+    forwarded: tonic::metadata::MetadataMap,
 }
 
 impl CallContext {
@@ -97,6 +100,11 @@ impl CallContext {
                 metadata.insert(*name, value);
             }
         }
+        for entry in self.forwarded.iter() {
+            if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = entry {
+                metadata.insert(key.clone(), value.clone());
+            }
+        }
         request
     }
 }
@@ -111,6 +119,11 @@ impl<S: Send + Sync> FromRequestParts<S> for CallContext {
                 .iter()
                 .filter_map(|name| Some((*name, parts.headers.get(*name)?.clone())))
                 .collect(),
+            forwarded: {
+                let mut forwarded = tonic::metadata::MetadataMap::new();
+                crate::layers::forward::forward_to_core(parts, &mut forwarded);
+                forwarded
+            },
         })
     }
 }

@@ -110,7 +110,9 @@ impl EventWriter {
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 events.clear();
                 events.extend(batch.iter().map(|r| (*r.event).clone()));
+                let started = std::time::Instant::now();
                 let mut outcome = store.append_events(&events).await;
+                crate::metrics::observe_store("append_events", started.elapsed());
                 let mut attempt = 0;
                 while let Err(err) = &outcome {
                     attempt += 1;

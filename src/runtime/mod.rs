@@ -150,10 +150,13 @@ impl JobRuntime {
         let spec = Arc::new(record.spec.clone());
         let job = Arc::new(LiveJob::new(record, self.inner.settings.sse_buffer_size));
         self.inner.live_map().insert(job_id.clone(), job.clone());
+        crate::metrics::job_created();
         let inner = self.inner.clone();
-        self.inner
-            .tasks
-            .spawn(async move { inner.run_job(job, spec).await });
+        self.inner.tasks.spawn(tracing::Instrument::instrument(
+            async move { inner.run_job(job, spec).await },
+            // A child of the creating request's span, so a trace runs request → job.
+            tracing::info_span!("job", otel.name = "job", job_id = %job_id),
+        ));
         Ok(Created {
             job_id,
             replayed: false,
@@ -417,6 +420,7 @@ impl Inner {
             tracing::error!(job_id = %job.id, error = %err, "final job state not persisted");
         }
         self.live_map().remove(&job.id);
+        crate::metrics::job_ended(record.status);
         tracing::info!(job_id = %job.id, status = %record.status, "job ended");
         Ok(record)
     }

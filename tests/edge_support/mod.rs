@@ -57,6 +57,10 @@ pub fn test_settings() -> Settings {
         max_wall_time_s: 120.0,
         sse_ping_interval_s: 30.0,
         shutdown_grace_s: 2.0,
+        // These tests are about the edge; auth and limits are covered by tests/layers_*.
+        require_auth: false,
+        rate_limit_per_min: 600_000,
+        rate_limit_burst: 100_000,
         ..Settings::default()
     }
 }

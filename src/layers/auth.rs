@@ -1,0 +1,415 @@
+//! Bearer authentication for both transports (`Authorization: Bearer …` on HTTP is the
+//! `authorization` metadata on gRPC: it is the same header).
+//!
+//! Tokens come from `API_BEARER_TOKENS` plus, optionally, `API_BEARER_TOKENS_FILE` (one token per
+//! line or a JSON list), re-read when its modification time changes so tokens rotate without a
+//! restart. Comparison is constant time (both sides hashed, then compared without early exit,
+//! against every token). A verified caller becomes a [`Principal`] whose id is a short hash of
+//! the token — never the token — set as a request and a response extension for the rate
+//! limiter and the access log. Health, readiness and reflection are public. SSE routes also
+//! accept `?access_token=<stream token>` for their own job ([`super::stream_token`]); gRPC
+//! `WatchJob` accepts the same token as a bearer (the edge forwards it), checked against the
+//! `job_id` of the request message.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use tower::{Layer, Service};
+
+use super::stream_token::StreamTokens;
+use super::{LayerBody, RouteKind, is_grpc, reject, route_kind};
+use crate::config::Settings;
+use crate::error::Error;
+
+/// How a principal proved itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Bearer,
+    /// A stream token for this job only.
+    StreamToken {
+        job_id: String,
+    },
+}
+
+/// A verified caller. `id` is the first 12 hex digits of SHA-256 of the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: String,
+    pub credential: Credential,
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Short, non-reversible id of a token for logs and rate-limit keys.
+pub fn principal_id(token: &str) -> String {
+    digest(token)[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+struct TokenFile {
+    path: PathBuf,
+    modified: Option<SystemTime>,
+    digests: Vec<[u8; 32]>,
+}
+
+/// The token set and the rules; shared by every layer instance.
+pub struct Authenticator {
+    required: bool,
+    configured: Vec<[u8; 32]>,
+    file: RwLock<Option<TokenFile>>,
+    pub stream_tokens: StreamTokens,
+}
+
+fn parse_token_file(text: &str) -> Vec<String> {
+    let trimmed = text.trim();
+    if trimmed.starts_with('[') {
+        return serde_json::from_str::<Vec<String>>(trimmed).unwrap_or_default();
+    }
+    trimmed
+        .lines()
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+impl Authenticator {
+    pub fn from_settings(settings: &Settings) -> Authenticator {
+        let auth = Authenticator {
+            required: settings.require_auth,
+            configured: settings
+                .api_bearer_tokens
+                .iter()
+                .map(|t| digest(t))
+                .collect(),
+            file: RwLock::new(
+                settings
+                    .api_bearer_tokens_file
+                    .clone()
+                    .map(|path| TokenFile {
+                        path,
+                        modified: None,
+                        digests: Vec::new(),
+                    }),
+            ),
+            stream_tokens: StreamTokens::from_settings(settings),
+        };
+        auth.reload_file_blocking();
+        let no_file_tokens = auth
+            .file
+            .read()
+            .map(|f| f.as_ref().is_none_or(|f| f.digests.is_empty()))
+            .unwrap_or(true);
+        if auth.required && auth.configured.is_empty() && no_file_tokens {
+            tracing::warn!(
+                "REQUIRE_AUTH=true but no bearer token is configured (API_BEARER_TOKENS, API_BEARER_TOKENS_FILE): every authenticated request will be refused"
+            );
+        }
+        auth
+    }
+
+    /// Whether authentication is on.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    fn reload_file_blocking(&self) {
+        let Ok(mut guard) = self.file.write() else {
+            return;
+        };
+        let Some(file) = guard.as_mut() else {
+            return;
+        };
+        let modified = std::fs::metadata(&file.path)
+            .and_then(|m| m.modified())
+            .ok();
+        if modified.is_some() && modified == file.modified {
+            return;
+        }
+        match std::fs::read_to_string(&file.path) {
+            Ok(text) => {
+                file.digests = parse_token_file(&text).iter().map(|t| digest(t)).collect();
+                file.modified = modified;
+                tracing::info!(path = %file.path.display(), tokens = file.digests.len(), "bearer tokens loaded");
+            }
+            Err(err) => {
+                tracing::warn!(path = %file.path.display(), error = %err, "bearer token file unreadable; keeping the previous tokens");
+            }
+        }
+    }
+
+    /// Re-reads the tokens file when it changed (called from the maintenance task).
+    pub async fn reload_file_if_changed(self: &Arc<Self>) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.reload_file_blocking()).await;
+    }
+
+    /// True when `token` is one of the bearer tokens. Every token is compared, in constant time.
+    pub fn is_valid_bearer(&self, token: &str) -> bool {
+        let given = digest(token);
+        let mut found = false;
+        for known in &self.configured {
+            found |= ct_eq(known, &given);
+        }
+        if let Ok(guard) = self.file.read()
+            && let Some(file) = guard.as_ref()
+        {
+            for known in &file.digests {
+                found |= ct_eq(known, &given);
+            }
+        }
+        found
+    }
+}
+
+/// Logs a loud warning when authentication is off on a non-loopback address.
+pub fn warn_if_unprotected(settings: &Settings, addr: SocketAddr, surface: &str) {
+    if !settings.require_auth && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            surface,
+            "AUTHENTICATION IS OFF (REQUIRE_AUTH=false or --dev) ON A NON-LOOPBACK ADDRESS: anyone who can reach it can create, read and cancel jobs"
+        );
+    }
+}
+
+fn bearer<B>(req: &Request<B>) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// The `job_id` (field 1) of a unary gRPC request message whose body is fully buffered.
+fn grpc_job_id(body: &[u8]) -> Option<String> {
+    use prost::Message;
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct JobIdOnly {
+        #[prost(string, tag = "1")]
+        job_id: String,
+    }
+    if body.len() < 5 || body[0] != 0 {
+        return None;
+    }
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    let message = body.get(5..5 + len)?;
+    JobIdOnly::decode(message).ok().map(|m| m.job_id)
+}
+
+/// Largest gRPC message buffered to check a stream token (a `WatchJobRequest` is tiny).
+const STREAM_TOKEN_BODY_LIMIT: usize = 4096;
+
+/// Applies [`AuthService`].
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    pub fn new(auth: Arc<Authenticator>) -> AuthLayer {
+        AuthLayer { auth }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// Rejects unauthenticated requests (401 / UNAUTHENTICATED) and marks verified ones.
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+fn unauthorized<RB: LayerBody>(grpc: bool) -> Response<RB> {
+    let mut response = reject::<RB>(grpc, &Error::Unauthorized);
+    if !grpc {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+impl<S, B, RB> Service<Request<B>> for AuthService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: LayerBody,
+    RB: LayerBody,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<RB>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            let grpc = is_grpc(&req);
+            let kind = route_kind(req.uri().path());
+            if !auth.required() || kind == RouteKind::Public {
+                return inner.call(req).await;
+            }
+            let principal = match (bearer(&req), &kind) {
+                (Some(token), _) if auth.is_valid_bearer(token) => Some(Principal {
+                    id: principal_id(token),
+                    credential: Credential::Bearer,
+                }),
+                // SSE: `?access_token=` for this job only.
+                (None, RouteKind::Stream { job_id: Some(job) }) => {
+                    query_param(req.uri().query(), "access_token")
+                        .filter(|token| auth.stream_tokens.verify(job, token))
+                        .map(|token| Principal {
+                            id: principal_id(token),
+                            credential: Credential::StreamToken {
+                                job_id: job.clone(),
+                            },
+                        })
+                }
+                // gRPC WatchJob with a forwarded stream token: check the message's job id.
+                (Some(token), RouteKind::Stream { job_id: None })
+                    if grpc && req.uri().path() == super::STREAMING_RPCS[0] =>
+                {
+                    let token = token.to_string();
+                    let (parts, body) = req.into_parts();
+                    let bytes = match http_body_util::Limited::new(body, STREAM_TOKEN_BODY_LIMIT)
+                        .collect()
+                        .await
+                    {
+                        Ok(collected) => collected.to_bytes(),
+                        Err(_) => Bytes::new(),
+                    };
+                    let job = grpc_job_id(&bytes);
+                    req = Request::from_parts(parts, B::full(bytes));
+                    job.filter(|job| auth.stream_tokens.verify(job, &token))
+                        .map(|job_id| Principal {
+                            id: principal_id(&token),
+                            credential: Credential::StreamToken { job_id },
+                        })
+                }
+                _ => None,
+            };
+            let Some(principal) = principal else {
+                return Ok(unauthorized(grpc));
+            };
+            req.extensions_mut().insert(principal.clone());
+            let mut response = inner.call(req).await?;
+            response.extensions_mut().insert(principal);
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator(tokens: &[&str]) -> Authenticator {
+        Authenticator::from_settings(&Settings {
+            api_bearer_tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            ..Settings::default()
+        })
+    }
+
+    #[test]
+    fn only_configured_tokens_are_valid() {
+        let auth = authenticator(&["alpha", "beta"]);
+        assert!(auth.is_valid_bearer("alpha") && auth.is_valid_bearer("beta"));
+        assert!(!auth.is_valid_bearer("alph") && !auth.is_valid_bearer(""));
+    }
+
+    #[test]
+    fn principal_ids_do_not_reveal_the_token() {
+        let id = principal_id("super-secret-token");
+        assert_eq!(id.len(), 12);
+        assert!(!id.contains("secret"));
+        assert_ne!(id, principal_id("another-token"));
+    }
+
+    #[test]
+    fn token_file_rotates_tokens() {
+        let dir = std::env::temp_dir().join(format!("innerloop-auth-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens");
+        std::fs::write(&path, "# comment\nold-token\n").unwrap();
+        let auth = Authenticator::from_settings(&Settings {
+            api_bearer_tokens_file: Some(path.clone()),
+            ..Settings::default()
+        });
+        assert!(auth.is_valid_bearer("old-token"));
+        std::fs::write(&path, r#"["new-token"]"#).unwrap();
+        // Force a different modification time even on coarse file systems.
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        auth.reload_file_blocking();
+        assert!(auth.is_valid_bearer("new-token"));
+        assert!(!auth.is_valid_bearer("old-token"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn bearer_and_query_tokens_are_parsed() {
+        let req = Request::builder()
+            .header("authorization", "Bearer  abc ")
+            .body(())
+            .unwrap();
+        assert_eq!(bearer(&req), Some("abc"));
+        let req = Request::builder()
+            .header("authorization", "Basic abc")
+            .body(())
+            .unwrap();
+        assert_eq!(bearer(&req), None);
+        assert_eq!(
+            query_param(Some("a=1&access_token=t.x"), "access_token"),
+            Some("t.x")
+        );
+    }
+}

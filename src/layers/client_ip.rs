@@ -1,0 +1,166 @@
+//! The client's IP address: the TCP peer (tonic's `TcpConnectInfo` or axum's
+//! `ConnectInfo<SocketAddr>`), or — only when that peer is a configured trusted proxy — the
+//! right-most `X-Forwarded-For` entry that is not itself a trusted proxy. Client-sent headers
+//! from untrusted peers are ignored, so nobody can mint rate-limit buckets by rotating them.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::Request;
+
+use crate::config::Settings;
+
+/// The resolved client address, set as a request extension by the access log layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// An IP network (`10.0.0.0/8`, `::1/128`, or a bare address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(text: &str) -> Option<IpNet> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr.parse::<IpAddr>().ok()?, Some(prefix.parse().ok()?)),
+            None => (text.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The configured trusted proxies.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn from_settings(settings: &Settings) -> TrustedProxies {
+        TrustedProxies(
+            settings
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| IpNet::parse(p))
+                .collect(),
+        )
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(ip))
+    }
+
+    /// The client address of a request, `None` when the connection info is missing.
+    pub fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        let peer = peer_addr(req)?.ip();
+        if !self.trusts(peer) {
+            return Some(peer);
+        }
+        // Walk X-Forwarded-For from the right: the first hop that is not a trusted proxy is the
+        // client as far as our proxies know.
+        let hops: Vec<IpAddr> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+            .collect();
+        Some(
+            hops.iter()
+                .rev()
+                .copied()
+                .find(|ip| !self.trusts(*ip))
+                .unwrap_or(peer),
+        )
+    }
+}
+
+/// The TCP peer from tonic's or axum's connection info.
+pub fn peer_addr<B>(req: &Request<B>) -> Option<SocketAddr> {
+    if let Some(info) = req
+        .extensions()
+        .get::<tonic::transport::server::TcpConnectInfo>()
+    {
+        return info.remote_addr();
+    }
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: &str, xff: Option<&str>) -> Request<()> {
+        let mut req = Request::new(());
+        req.extensions_mut().insert(axum::extract::ConnectInfo(
+            peer.parse::<SocketAddr>().unwrap(),
+        ));
+        if let Some(xff) = xff {
+            req.headers_mut()
+                .insert("x-forwarded-for", xff.parse().unwrap());
+        }
+        req
+    }
+
+    #[test]
+    fn networks_match_by_prefix() {
+        let net = IpNet::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(
+            IpNet::parse("::1")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(IpNet::parse("10.0.0.0/33").is_none());
+        assert!(IpNet::parse("proxy").is_none());
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_from_untrusted_peers() {
+        let trusted = TrustedProxies(vec![IpNet::parse("10.0.0.0/8").unwrap()]);
+        let spoofed = request("203.0.113.9:5000", Some("1.2.3.4"));
+        assert_eq!(
+            trusted.client_ip(&spoofed),
+            Some("203.0.113.9".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_right_to_left_from_trusted_proxies() {
+        let trusted = TrustedProxies(vec![IpNet::parse("10.0.0.0/8").unwrap()]);
+        let req = request("10.0.0.2:5000", Some("6.6.6.6, 198.51.100.7, 10.0.0.9"));
+        assert_eq!(
+            trusted.client_ip(&req),
+            Some("198.51.100.7".parse().unwrap())
+        );
+    }
+}

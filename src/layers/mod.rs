@@ -1,0 +1,398 @@
+//! Tower layers shared by both public surfaces (the tonic core and the axum edge): access log,
+//! request id and trace context ([`access_log`]), load shedding ([`shed`]), authentication
+//! ([`auth`], with job-scoped SSE tokens from [`stream_token`]), rate limiting ([`rate_limit`]),
+//! per-principal stream caps ([`streams`]), body size limits ([`body_limit`]) and unary timeouts
+//! ([`timeout`]). Each works on plain `http::Request<B>` / `http::Response<B>`, so the same code
+//! guards gRPC and REST; [`reject`] answers in the caller's protocol (gRPC status or the contract's
+//! JSON error body).
+//!
+//! Order, outermost first (see [`Protections::grpc_layers`]): access log → load shed → auth →
+//! rate limit → stream cap → body limit → timeout → service. Authentication runs before rate
+//! limiting and size checks, and every rejection is logged and counted.
+//!
+//! Seams for the edge: [`Protections::http_layers`] is the same stack for an axum `Router`
+//! (plus CORS); the slowloris guard is a property of the HTTP server, not of a layer, so the edge
+//! serves through [`http_server::serve`] (hyper with `http1().header_read_timeout`) instead of
+//! `axum::serve`. Each gRPC call the edge makes carries the caller's credential, request id,
+//! client IP and trace context ([`forward::forward_to_core`]). `crate::metrics::router()` serves
+//! `/v1/metrics` and `/v1/metricsz`; [`stream_token::router`] serves
+//! `POST /v1/optimize/{id}/stream-token`, and [`stream_token::StreamTokens::issue`] lets the
+//! create handler add a `stream_token` to its response.
+
+pub mod access_log;
+pub mod auth;
+pub mod body_limit;
+pub mod client_ip;
+pub mod forward;
+pub mod http_server;
+pub mod rate_limit;
+pub mod shed;
+pub mod stream_token;
+pub mod streams;
+pub mod timeout;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::error::Error;
+
+/// Boxed error of wrapped bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A response/request body type the layers can build and wrap: axum's and tonic's bodies.
+pub trait LayerBody:
+    http_body::Body<Data = Bytes, Error: Into<BoxError>> + Default + Send + Unpin + 'static + Sized
+{
+    /// Wraps another body (to count it, hold a guard until it ends, …).
+    fn wrap<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>;
+    /// A body of fixed bytes.
+    fn full(bytes: Bytes) -> Self {
+        Self::wrap(http_body_util::Full::new(bytes))
+    }
+}
+
+impl LayerBody for axum::body::Body {
+    fn wrap<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        axum::body::Body::new(body)
+    }
+}
+
+impl LayerBody for tonic::body::Body {
+    fn wrap<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        tonic::body::Body::new(body)
+    }
+}
+
+/// True for gRPC requests (`content-type: application/grpc…`); they get gRPC-shaped errors.
+pub fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// What a route is, as far as the layers care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Health, readiness and gRPC reflection: no auth, no rate limit.
+    Public,
+    /// A long-lived stream (SSE events, `WatchJob`, `Optimize`): no timeout, counted against the
+    /// per-principal stream cap. `job_id` is known for SSE routes (from the path).
+    Stream { job_id: Option<String> },
+    /// Everything else.
+    Unary,
+}
+
+const PUBLIC_HTTP: &[&str] = &["/v1/healthz", "/v1/readyz", "/healthz", "/readyz"];
+const PUBLIC_GRPC_PREFIXES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+/// Server-streaming RPCs of the core (the health `Watch` is public and not capped).
+pub const STREAMING_RPCS: &[&str] = &[
+    "/innerloop.v1.JobService/WatchJob",
+    "/innerloop.v1.OptimizerService/Optimize",
+];
+
+/// Classifies a request by its path.
+pub fn route_kind(path: &str) -> RouteKind {
+    if PUBLIC_HTTP.contains(&path) || PUBLIC_GRPC_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        return RouteKind::Public;
+    }
+    if STREAMING_RPCS.contains(&path) {
+        return RouteKind::Stream { job_id: None };
+    }
+    if let Some(job_id) = sse_job_id(path) {
+        return RouteKind::Stream {
+            job_id: Some(job_id.to_string()),
+        };
+    }
+    RouteKind::Unary
+}
+
+/// The job id of an SSE events route (`/v1/optimize/{id}/events`, `/v1/eval/{id}/events` and
+/// their unversioned aliases).
+pub fn sse_job_id(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1").unwrap_or(path);
+    let rest = rest
+        .strip_prefix("/optimize/")
+        .or_else(|| rest.strip_prefix("/eval/"))?;
+    let job_id = rest.strip_suffix("/events")?;
+    (!job_id.is_empty() && !job_id.contains('/')).then_some(job_id)
+}
+
+/// The job id a request names in its path, for logs (`/v1/optimize/{id}…`, `/v1/admin/jobs/{id}…`).
+pub fn path_job_id(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1").unwrap_or(path);
+    let rest = rest
+        .strip_prefix("/optimize/")
+        .or_else(|| rest.strip_prefix("/eval/"))
+        .or_else(|| rest.strip_prefix("/admin/jobs/"))?;
+    let id = rest.split('/').next()?;
+    (!id.is_empty() && id != "start" && id != "bulk").then_some(id)
+}
+
+/// An error response in the protocol of the request: a gRPC status (HTTP 200, `grpc-status` in
+/// the headers, `retry-after` metadata when rate limited) or the contract's JSON error body
+/// (`{"error":{"code","message","details"}}`, with `Retry-After` when rate limited).
+pub fn reject<B: LayerBody>(grpc: bool, error: &Error) -> Response<B> {
+    let code = error.code();
+    let retry_after = match error {
+        Error::RateLimited { retry_after_s } => Some(HeaderValue::from(*retry_after_s)),
+        _ => None,
+    };
+    let mut response = if grpc {
+        let mut status = tonic::Status::new(code.grpc_code(), error.to_string());
+        if let Some(value) = &retry_after
+            && let Ok(meta) = tonic::metadata::MetadataValue::try_from(value.as_bytes())
+        {
+            status.metadata_mut().insert("retry-after", meta);
+        }
+        status.into_http::<B>()
+    } else {
+        let body = serde_json::json!({
+            "error": {"code": code.as_str(), "message": error.to_string(), "details": error.details()}
+        });
+        let mut response = Response::new(B::full(Bytes::from(body.to_string())));
+        *response.status_mut() = code.http_status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    };
+    if let Some(value) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// A timeout answer: 504 `deadline_exceeded` on HTTP, DEADLINE_EXCEEDED on gRPC.
+pub fn reject_deadline<B: LayerBody>(grpc: bool, after: Duration) -> Response<B> {
+    let message = format!("request took longer than {} s", after.as_secs_f64());
+    if grpc {
+        return tonic::Status::deadline_exceeded(message).into_http::<B>();
+    }
+    let body = serde_json::json!({
+        "error": {"code": "deadline_exceeded", "message": message, "details": {}}
+    });
+    let mut response = Response::new(B::full(Bytes::from(body.to_string())));
+    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The slowloris guard for an HTTP/1 server: how long a client may take to send its request head.
+pub fn header_read_timeout(settings: &Settings) -> Duration {
+    Duration::from_secs_f64(settings.header_read_timeout_s)
+}
+
+/// Shared state of the layers of one process: one authenticator, one limiter per transport, one
+/// stream counter, one shedding gate per transport. Cheap to clone.
+#[derive(Clone)]
+pub struct Protections {
+    pub settings: Arc<Settings>,
+    pub auth: Arc<auth::Authenticator>,
+    pub streams: streams::StreamCounter,
+    grpc_limiter: Arc<rate_limit::LimiterConfig>,
+    http_limiter: Arc<rate_limit::LimiterConfig>,
+    grpc_gate: shed::Gate,
+    http_gate: shed::Gate,
+    trusted: Arc<client_ip::TrustedProxies>,
+}
+
+impl Protections {
+    /// Builds the shared state and starts its maintenance task (limiter pruning, token-file
+    /// reload), which ends when `stop` is cancelled.
+    pub fn start(
+        settings: Arc<Settings>,
+        stop: CancellationToken,
+    ) -> (Protections, tokio::task::JoinHandle<()>) {
+        let auth = Arc::new(auth::Authenticator::from_settings(&settings));
+        let grpc_limiter = Arc::new(rate_limit::limiter_config(&settings));
+        let http_limiter = Arc::new(rate_limit::limiter_config(&settings));
+        let protections = Protections {
+            auth: auth.clone(),
+            streams: streams::StreamCounter::new(settings.max_streams_per_principal),
+            grpc_gate: shed::Gate::new(settings.max_concurrent_requests),
+            http_gate: shed::Gate::new(settings.max_concurrent_requests),
+            trusted: Arc::new(client_ip::TrustedProxies::from_settings(&settings)),
+            grpc_limiter: grpc_limiter.clone(),
+            http_limiter: http_limiter.clone(),
+            settings,
+        };
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        grpc_limiter.limiter().retain_recent();
+                        http_limiter.limiter().retain_recent();
+                        auth.reload_file_if_changed().await;
+                    }
+                }
+            }
+        });
+        (protections, task)
+    }
+
+    /// The stack for the tonic server (`Server::builder().layer(..)`).
+    pub fn grpc_layers(&self) -> GrpcLayers {
+        self.layers::<tonic::body::Body>(&self.grpc_gate, &self.grpc_limiter, "grpc")
+    }
+
+    /// The same stack for an axum `Router` (`router.layer(..)`), plus CORS for
+    /// `CORS_ALLOWED_ORIGINS` (outermost, so preflights are answered without a token).
+    pub fn http_layers(&self) -> HttpLayers {
+        tower::ServiceBuilder::new()
+            .layer(cors(&self.settings))
+            .layer(self.layers::<axum::body::Body>(&self.http_gate, &self.http_limiter, "http"))
+            .into_inner()
+    }
+
+    /// Protects the edge's app: adds `/v1/metrics`, `/v1/metricsz` (and aliases) and
+    /// `POST /v1/optimize/{id}/stream-token`, then wraps everything in [`Self::http_layers`].
+    pub fn wrap_edge(&self, app: axum::Router) -> axum::Router {
+        app.merge(crate::metrics::router())
+            .merge(stream_token::router(self.auth.stream_tokens.clone()))
+            .layer(self.http_layers())
+    }
+
+    /// For the edge's in-process upstream (no TCP hop): only the access log, so each RPC still
+    /// gets its log line, its gRPC metrics and a span that is a child of the edge's span, while
+    /// the caller is authenticated, limited and sized once, by the edge's layers.
+    pub fn in_process_grpc_layers(&self) -> access_log::AccessLogLayer {
+        access_log::AccessLogLayer::new("grpc-in-process", self.trusted.clone())
+    }
+
+    fn layers<B: LayerBody>(
+        &self,
+        gate: &shed::Gate,
+        limiter: &Arc<rate_limit::LimiterConfig>,
+        transport: &'static str,
+    ) -> Stack<B> {
+        tower::ServiceBuilder::new()
+            .layer(access_log::AccessLogLayer::new(
+                transport,
+                self.trusted.clone(),
+            ))
+            .layer(shed::ShedLayer::new(gate.clone()))
+            .layer(auth::AuthLayer::new(self.auth.clone()))
+            .layer(rate_limit::RateLimitLayer::new(limiter.clone()))
+            .layer(streams::StreamCapLayer::new(self.streams.clone()))
+            .layer(body_limit::BodyLimitLayer::new(
+                self.settings.max_request_bytes,
+            ))
+            .layer(timeout::UnaryTimeoutLayer::new(Duration::from_secs_f64(
+                self.settings.request_timeout_s,
+            )))
+            .into_inner()
+    }
+}
+
+use tower::layer::util::{Identity, Stack as S};
+
+/// The concrete layer stack (innermost last in the type, outermost first in the list above).
+pub type Stack<B> = S<
+    timeout::UnaryTimeoutLayer,
+    S<
+        body_limit::BodyLimitLayer,
+        S<
+            streams::StreamCapLayer,
+            S<
+                rate_limit::RateLimitLayer<B>,
+                S<auth::AuthLayer, S<shed::ShedLayer, S<access_log::AccessLogLayer, Identity>>>,
+            >,
+        >,
+    >,
+>;
+/// The gRPC stack.
+pub type GrpcLayers = Stack<tonic::body::Body>;
+/// The HTTP stack: CORS outermost, so preflights and rejections carry its headers.
+pub type HttpLayers = S<Stack<axum::body::Body>, S<tower_http::cors::CorsLayer, Identity>>;
+
+/// CORS for the configured origins only; no origin is allowed when the list is empty.
+pub fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = settings
+        .cors_allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        // CORS off: no CORS headers at all (preflights get a bare 200 without allow-origin).
+        return CorsLayer::new();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([
+            http::Method::GET,
+            http::Method::POST,
+            http::Method::DELETE,
+            http::Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            http::HeaderName::from_static("idempotency-key"),
+            http::HeaderName::from_static("last-event-id"),
+            http::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            http::HeaderName::from_static("x-request-id"),
+            header::RETRY_AFTER,
+        ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_classified_by_path() {
+        assert_eq!(route_kind("/v1/healthz"), RouteKind::Public);
+        assert_eq!(
+            route_kind("/grpc.health.v1.Health/Check"),
+            RouteKind::Public
+        );
+        assert_eq!(
+            route_kind("/innerloop.v1.JobService/WatchJob"),
+            RouteKind::Stream { job_id: None }
+        );
+        assert_eq!(
+            route_kind("/v1/optimize/abc/events"),
+            RouteKind::Stream {
+                job_id: Some("abc".into())
+            }
+        );
+        assert_eq!(route_kind("/v1/optimize/abc"), RouteKind::Unary);
+        assert_eq!(
+            route_kind("/innerloop.v1.JobService/GetJob"),
+            RouteKind::Unary
+        );
+        assert_eq!(path_job_id("/v1/admin/jobs/j1/cancel"), Some("j1"));
+        assert_eq!(path_job_id("/v1/eval/start"), None);
+    }
+}

@@ -1,0 +1,159 @@
+//! Job-scoped, short-lived tokens for SSE in browsers (`EventSource` cannot send headers).
+//!
+//! A token is `<expiry unix seconds>.<hex HMAC-SHA256(secret, "innerloop-sse:" job_id "." expiry)>`.
+//! It is issued to an authenticated caller (the edge adds it to the create response as
+//! `stream_token`, or serves it from `POST /v1/optimize/{id}/stream-token`, by calling
+//! [`StreamTokens::issue`]) and accepted only as `?access_token=` on the events route of that
+//! job, until it expires (`STREAM_TOKEN_TTL_S`). The secret is `STREAM_TOKEN_KEY`, or random
+//! per process when unset (tokens then stop working on restart, which only costs a re-issue).
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::config::Settings;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Issues and verifies stream tokens.
+#[derive(Clone)]
+pub struct StreamTokens {
+    secret: Vec<u8>,
+    ttl_s: u64,
+}
+
+impl std::fmt::Debug for StreamTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamTokens")
+            .field("ttl_s", &self.ttl_s)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A freshly issued token and when it stops working.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_at: u64,
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl StreamTokens {
+    pub fn new(secret: Vec<u8>, ttl_s: u64) -> StreamTokens {
+        StreamTokens { secret, ttl_s }
+    }
+
+    pub fn from_settings(settings: &Settings) -> StreamTokens {
+        let secret = match &settings.stream_token_key {
+            Some(secret) if !secret.is_empty() => secret.as_bytes().to_vec(),
+            _ => {
+                let mut random = uuid::Uuid::new_v4().as_bytes().to_vec();
+                random.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+                random
+            }
+        };
+        StreamTokens::new(secret, settings.stream_token_ttl_s)
+    }
+
+    fn mac(&self, job_id: &str, expiry: u64) -> HmacSha256 {
+        let mut mac =
+            HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
+        mac.update(b"innerloop-sse:");
+        mac.update(job_id.as_bytes());
+        mac.update(b".");
+        mac.update(expiry.to_string().as_bytes());
+        mac
+    }
+
+    /// A token for watching `job_id`, valid for the configured TTL.
+    pub fn issue(&self, job_id: &str) -> IssuedToken {
+        self.issue_at(job_id, now_s())
+    }
+
+    fn issue_at(&self, job_id: &str, now: u64) -> IssuedToken {
+        let expires_at = now.saturating_add(self.ttl_s);
+        let tag = self.mac(job_id, expires_at).finalize().into_bytes();
+        let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        IssuedToken {
+            token: format!("{expires_at}.{hex}"),
+            expires_at,
+        }
+    }
+
+    /// True when `token` was issued for `job_id` and has not expired. Constant time in the tag.
+    pub fn verify(&self, job_id: &str, token: &str) -> bool {
+        self.verify_at(job_id, token, now_s())
+    }
+
+    fn verify_at(&self, job_id: &str, token: &str, now: u64) -> bool {
+        let Some((expiry, hex)) = token.split_once('.') else {
+            return false;
+        };
+        let Ok(expiry) = expiry.parse::<u64>() else {
+            return false;
+        };
+        if expiry < now || hex.len() != 64 {
+            return false;
+        }
+        let Some(tag) = (0..32)
+            .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()
+        else {
+            return false;
+        };
+        self.mac(job_id, expiry).verify_slice(&tag).is_ok()
+    }
+}
+
+/// `POST /v1/optimize/{job_id}/stream-token` → `{"stream_token": "…", "expires_at": <unix s>}`.
+/// Mount it under the layers: the auth layer admits only bearer tokens here (a stream token
+/// cannot mint another).
+pub fn router<S: Clone + Send + Sync + 'static>(tokens: StreamTokens) -> axum::Router<S> {
+    use axum::extract::Path;
+    use axum::routing::post;
+    let issue = move |Path(job_id): Path<String>| {
+        let tokens = tokens.clone();
+        async move {
+            let issued = tokens.issue(&job_id);
+            axum::Json(serde_json::json!({
+                "stream_token": issued.token,
+                "expires_at": issued.expires_at,
+            }))
+        }
+    };
+    axum::Router::new().route("/v1/optimize/{job_id}/stream-token", post(issue))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_opens_only_its_own_job_until_it_expires() {
+        let tokens = StreamTokens::new(b"k".to_vec(), 60);
+        let issued = tokens.issue_at("job-a", 1000);
+        assert_eq!(issued.expires_at, 1060);
+        assert!(tokens.verify_at("job-a", &issued.token, 1059));
+        assert!(!tokens.verify_at("job-b", &issued.token, 1059));
+        assert!(!tokens.verify_at("job-a", &issued.token, 1061));
+    }
+
+    #[test]
+    fn forged_or_mangled_tokens_are_refused() {
+        let tokens = StreamTokens::new(b"k".to_vec(), 60);
+        let other = StreamTokens::new(b"other".to_vec(), 60);
+        let issued = other.issue_at("job-a", 1000);
+        assert!(!tokens.verify_at("job-a", &issued.token, 1000));
+        let mine = tokens.issue_at("job-a", 1000).token;
+        let extended = mine.replacen("1060", "9999", 1);
+        assert!(!tokens.verify_at("job-a", &extended, 1000));
+        for junk in ["", ".", "1060.", "x.y", "1060.zz", "1060.é"] {
+            assert!(!tokens.verify_at("job-a", junk, 1000));
+        }
+    }
+}
