@@ -30,18 +30,48 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the configured addresses.
     pub async fn bind(settings: &Settings) -> std::io::Result<Listeners> {
-        let grpc = TcpListener::bind((settings.grpc_host.as_str(), settings.grpc_port)).await?;
-        let http = TcpListener::bind((settings.host.as_str(), settings.port)).await?;
+        let grpc = bind_listener(&settings.grpc_host, settings.grpc_port).await?;
+        let http = bind_listener(&settings.host, settings.port).await?;
         Ok(Listeners { grpc, http })
     }
 
     /// Both on 127.0.0.1 with ports the OS picks (tests, benchmarks).
     pub async fn ephemeral() -> std::io::Result<Listeners> {
         Ok(Listeners {
-            grpc: TcpListener::bind("127.0.0.1:0").await?,
-            http: TcpListener::bind("127.0.0.1:0").await?,
+            grpc: bind_listener("127.0.0.1", 0).await?,
+            http: bind_listener("127.0.0.1", 0).await?,
         })
     }
+}
+
+/// Accept-queue length. `TcpListener::bind` uses 128, which a burst of a few hundred connecting
+/// clients overflows: the kernel drops their SYNs and each retries a second later (measured by
+/// benches/loadgen with 1,000 SSE clients). The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `host:port` (the first address that binds) with [`LISTEN_BACKLOG`].
+async fn bind_listener(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut last_err = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std's `TcpListener::bind` does on Unix: a restarted server can rebind at once.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(err) => last_err = Some(err),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{host}:{port} resolves to no address"),
+        )
+    }))
 }
 
 /// Serves an HTTP app until `stop` is cancelled, then lets open requests finish. The app gets
