@@ -4,7 +4,8 @@
 # An SSE request lasts until its job ends, so wrk measures job duration there, not latency: use
 # the loadgen's `http` and `sse` scenarios for streams.
 #
-#   innerloop serve --dev --port 8000 &
+#   RATE_LIMIT_PER_MIN=100000000 RATE_LIMIT_BURST=1000000 innerloop serve --dev --port 8000 &
+#   (without lifting the limiter, wrk measures 429s)
 #   tools/load/http-wrk.sh [http://127.0.0.1:8000] [seconds] [connections] [threads]
 #
 # Needs wrk and curl: apt-get install -y wrk curl. Without --dev, set TOKEN for Authorization.
