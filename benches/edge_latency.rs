@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         require_auth: false,
         rate_limit_per_min: 60_000_000,
         rate_limit_burst: 1_000_000,
+        job_store: innerloop::config::StoreKind::Memory,
         ..Settings::default()
     });
     innerloop::telemetry::init(&settings);

@@ -87,6 +87,7 @@ async fn main() {
         api_bearer_tokens: vec![TOKEN.into()],
         rate_limit_per_min: 60_000_000,
         rate_limit_burst: 1_000_000,
+        job_store: innerloop::config::StoreKind::Memory,
         ..Settings::default()
     });
     let runtime = innerloop::server::build_runtime(settings.clone())

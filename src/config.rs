@@ -109,6 +109,26 @@ pub struct Settings {
     pub gepa_deterministic: bool,
     pub eval_max_examples: usize,
     pub eval_max_concurrency: usize,
+    /// Evaluations in flight across all jobs (each job also obeys `eval_max_concurrency`).
+    pub eval_global_max_concurrency: usize,
+    /// Metric-call budget of a GEPA job whose request sets no `max_rollouts`.
+    pub gepa_default_max_metric_calls: u64,
+
+    // --- OpenAI-compatible provider ---
+    /// Any OpenAI-compatible server (vLLM, Ollama, llama.cpp, …), e.g. `http://127.0.0.1:8080/v1`;
+    /// its key, if any, is `OPENAI_API_KEY`. Unset: OpenRouter or OpenAI by which key is set.
+    pub openai_base_url: Option<String>,
+    /// Reflection model of GEPA; defaults to `TARGET_MODEL_DEFAULT`.
+    pub reflection_model_id: Option<String>,
+    pub provider_connect_timeout_s: f64,
+    pub provider_timeout_s: f64,
+    pub provider_max_retries: u32,
+    pub provider_backoff_base_ms: u64,
+    pub provider_max_concurrency: usize,
+    /// Requests per second per provider; 0 = unlimited.
+    pub provider_qps_max: f64,
+    pub provider_breaker_threshold: u32,
+    pub provider_breaker_cooldown_s: f64,
 
     // --- observability ---
     pub service_name: String,
@@ -162,7 +182,7 @@ impl Default for Settings {
             sse_buffer_size: 200,
             sse_backpressure_fail_timeout_s: None,
             sse_backpressure_policy: BackpressurePolicy::Resume,
-            job_store: StoreKind::Memory,
+            job_store: StoreKind::Sqlite,
             data_dir: PathBuf::from("data"),
             sqlite_path: None,
             database_url: None,
@@ -201,6 +221,18 @@ impl Default for Settings {
             gepa_deterministic: false,
             eval_max_examples: 100,
             eval_max_concurrency: 8,
+            eval_global_max_concurrency: 64,
+            gepa_default_max_metric_calls: 300,
+            openai_base_url: None,
+            reflection_model_id: None,
+            provider_connect_timeout_s: 10.0,
+            provider_timeout_s: 60.0,
+            provider_max_retries: 4,
+            provider_backoff_base_ms: 250,
+            provider_max_concurrency: 16,
+            provider_qps_max: 0.0,
+            provider_breaker_threshold: 5,
+            provider_breaker_cooldown_s: 30.0,
             service_name: "innerloop".into(),
             service_env: "dev".into(),
             log_level: "info".into(),

@@ -7,7 +7,7 @@
 //! - [`domain`]: jobs, specs, events and results — plain data with the contract's JSON shapes.
 //! - [`optimizer`]: what a job runs ([`optimizer::Optimizer`]), reporting through an event sink.
 //! - [`provider`]: model access ([`provider::ModelProvider`]); `LocalEcho` is offline.
-//! - [`store`]: persistence behind [`store::JobStore`] (memory now; SQL stores plug in here).
+//! - [`store`]: persistence behind [`store::JobStore`]: SQLite (default), Postgres, memory.
 //! - [`runtime`]: [`runtime::JobRuntime`] — lifecycle, event log, watchers, idempotency, reaper,
 //!   shutdown. Domain logic only; no HTTP or gRPC types.
 //! - [`grpc`]: the tonic core — protobuf types, proto ↔ domain conversions, the services.

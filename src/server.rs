@@ -187,20 +187,28 @@ pub async fn run_with_runtime(
     // Watch streams have delivered their `shutdown` events; end whatever SSE is still open.
     edge_state.stop_streams();
     stop_listeners.cancel();
-    match tokio::time::timeout(grace, grpc_server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => tracing::warn!(error = %err, "gRPC server ended with an error"),
-        Ok(Err(err)) => tracing::warn!(error = %err, "gRPC server task failed"),
-        Err(_) => tracing::warn!("gRPC connections still open after the grace period; exiting"),
-    }
-    wait_http(grace, http_server).await;
+    // One deadline for both listeners: they drain concurrently, so the worst case is one grace
+    // period, not two.
+    let deadline = tokio::time::Instant::now() + grace;
+    let grpc_wait = async {
+        match tokio::time::timeout_at(deadline, grpc_server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => tracing::warn!(error = %err, "gRPC server ended with an error"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "gRPC server task failed"),
+            Err(_) => tracing::warn!("gRPC connections still open after the grace period; exiting"),
+        }
+    };
+    tokio::join!(grpc_wait, wait_http(deadline, http_server));
     let _ = protections_task.await;
     tracing::info!("shutdown complete");
     Ok(())
 }
 
-async fn wait_http(grace: Duration, server: tokio::task::JoinHandle<std::io::Result<()>>) {
-    match tokio::time::timeout(grace, server).await {
+async fn wait_http(
+    deadline: tokio::time::Instant,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    match tokio::time::timeout_at(deadline, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(err))) => tracing::warn!(error = %err, "HTTP server ended with an error"),
         Ok(Err(err)) => tracing::warn!(error = %err, "HTTP server task failed"),
@@ -236,7 +244,7 @@ pub async fn run_edge(
     edge_state.stop_streams();
     stop.cancel();
     let grace = Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0));
-    wait_http(grace, server).await;
+    wait_http(tokio::time::Instant::now() + grace, server).await;
     let _ = protections_task.await;
     Ok(())
 }

@@ -30,6 +30,7 @@ fn innerloop(args: &[&str]) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_innerloop"))
         .args(args)
         .env("LOG_LEVEL", "warn")
+        .env("JOB_STORE", "memory")
         .env("SSE_PING_INTERVAL_S", "30")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

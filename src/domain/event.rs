@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::gepa;
 use super::job::{JobId, JobResult, JobStatus};
 
 /// One entry of a job's event log.
@@ -106,6 +107,25 @@ pub enum EventPayload {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         reason: String,
     },
+    // --- GEPA ---
+    GenerationStarted(gepa::GenerationStarted),
+    ParentSelected(gepa::ParentSelected),
+    MinibatchEvaluated(gepa::MinibatchEvaluated),
+    ReflectionStarted(gepa::ReflectionStarted),
+    ReflectionFinished(gepa::ReflectionFinished),
+    CandidateProposed(gepa::CandidateProposed),
+    CandidateAccepted(gepa::CandidateVerdict),
+    CandidateRejected(gepa::CandidateVerdict),
+    CandidateScored(gepa::CandidateScored),
+    JudgeScored(gepa::JudgeScored),
+    FrontierUpdated(gepa::FrontierUpdated),
+    LessonsUpdated(gepa::LessonsUpdated),
+    MergeAttempted(gepa::MergeAttempted),
+    BudgetProgress(gepa::BudgetUsage),
+    // --- eval jobs ---
+    EvalStarted(gepa::EvalStarted),
+    EvalCase(gepa::EvalCase),
+    EvalFinished(gepa::EvalFinished),
 }
 
 impl EventPayload {
@@ -121,6 +141,23 @@ impl EventPayload {
             EventPayload::Failed { .. } => "failed",
             EventPayload::Cancelled {} => "cancelled",
             EventPayload::Shutdown { .. } => "shutdown",
+            EventPayload::GenerationStarted(_) => "generation_started",
+            EventPayload::ParentSelected(_) => "parent_selected",
+            EventPayload::MinibatchEvaluated(_) => "minibatch_evaluated",
+            EventPayload::ReflectionStarted(_) => "reflection_started",
+            EventPayload::ReflectionFinished(_) => "reflection_finished",
+            EventPayload::CandidateProposed(_) => "candidate_proposed",
+            EventPayload::CandidateAccepted(_) => "candidate_accepted",
+            EventPayload::CandidateRejected(_) => "candidate_rejected",
+            EventPayload::CandidateScored(_) => "candidate_scored",
+            EventPayload::JudgeScored(_) => "judge_scored",
+            EventPayload::FrontierUpdated(_) => "frontier_updated",
+            EventPayload::LessonsUpdated(_) => "lessons_updated",
+            EventPayload::MergeAttempted(_) => "merge_attempted",
+            EventPayload::BudgetProgress(_) => "budget_progress",
+            EventPayload::EvalStarted(_) => "eval_started",
+            EventPayload::EvalCase(_) => "eval_case",
+            EventPayload::EvalFinished(_) => "eval_finished",
         }
     }
 

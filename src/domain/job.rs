@@ -63,6 +63,10 @@ impl std::fmt::Display for JobStatus {
 pub enum JobResult {
     /// `{proposal, lessons, scores, target_model, rubric}`.
     Default(DefaultResult),
+    /// `{best_prompt, frontier:[{id,score}], lessons, …}`.
+    Gepa(Box<super::gepa::GepaResult>),
+    /// `{name, score, count, cases, …}` of an eval job.
+    Eval(super::gepa::EvalResult),
     /// `{"error": "<code>"}` for failed jobs.
     Error(ErrorResult),
 }

@@ -3,6 +3,7 @@
 //! shape of the original service's contract, which is also how stores persist them.
 
 pub mod event;
+pub mod gepa;
 pub mod job;
 pub mod spec;
 

@@ -11,6 +11,8 @@ pub enum Mode {
     #[default]
     Default,
     Gepa,
+    /// An eval job: score a prompt on a dataset (`EvalService.StartEval`, `POST /v1/eval/start`).
+    Eval,
 }
 
 /// The original's three deterministic objectives.
@@ -57,6 +59,9 @@ pub struct Budget {
     pub max_rollouts: Option<u64>,
     /// USD.
     pub max_cost: Option<f64>,
+    /// Tokens over task, reflection and judge calls.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
 }
 
 /// One input/expected pair.
@@ -99,6 +104,9 @@ pub struct JobSpec {
     pub evaluation_rubric: Option<String>,
     /// Requested iterations, already clamped to `MAX_ITERATIONS`.
     pub iterations: u32,
+    /// GEPA knobs (`mode: "gepa"` only).
+    #[serde(default)]
+    pub gepa: super::gepa::GepaOptions,
 }
 
 /// Hard caps that hold whatever the configuration says.
@@ -127,6 +135,7 @@ impl JobSpec {
             early_stop_patience: None,
             evaluation_rubric: None,
             iterations: 1,
+            gepa: Default::default(),
         }
     }
 
@@ -243,6 +252,9 @@ impl JobSpec {
                 "target_model_id is too long",
             ));
         }
+        if matches!(self.mode, Mode::Gepa | Mode::Eval) {
+            self.validate_gepa(&mut errors);
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -251,9 +263,101 @@ impl JobSpec {
     }
 }
 
+impl JobSpec {
+    /// Rules of `mode: "gepa"`: known dataset and metrics, sane GEPA options.
+    fn validate_gepa(&self, errors: &mut Vec<FieldError>) {
+        use super::gepa::{DATASET_NAMES, DEFAULT_COMPONENT, METRIC_NAMES};
+        if let Some(dataset) = &self.dataset
+            && !DATASET_NAMES.contains(&dataset.name.as_str())
+        {
+            errors.push(FieldError::new(
+                &["dataset", "name"],
+                format!(
+                    "unknown dataset {:?}; expected one of {}",
+                    dataset.name,
+                    DATASET_NAMES.join(", ")
+                ),
+            ));
+        }
+        for (i, metric) in self.metrics.iter().enumerate() {
+            if !METRIC_NAMES.contains(&metric.as_str()) {
+                errors.push(FieldError::new(
+                    &["metrics", &i.to_string()],
+                    format!(
+                        "unknown metric {metric:?}; expected one of {}",
+                        METRIC_NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(n) = self.gepa.minibatch_size
+            && !(1..=64).contains(&n)
+        {
+            errors.push(FieldError::new(
+                &["gepa", "minibatch_size"],
+                "minibatch_size must be between 1 and 64",
+            ));
+        }
+        if let Some(n) = self.gepa.max_merge_invocations
+            && n > 100
+        {
+            errors.push(FieldError::new(
+                &["gepa", "max_merge_invocations"],
+                "max_merge_invocations must be at most 100",
+            ));
+        }
+        if self.gepa.components.len() > 16 {
+            errors.push(FieldError::new(
+                &["gepa", "components"],
+                "at most 16 components",
+            ));
+        }
+        for (name, text) in &self.gepa.components {
+            if name.is_empty() || name.len() > 100 || name == DEFAULT_COMPONENT {
+                errors.push(FieldError::new(
+                    &["gepa", "components", name],
+                    "component names must be 1-100 bytes and not system_prompt",
+                ));
+            }
+            if text.chars().count() > MAX_PROMPT_CHARS {
+                errors.push(FieldError::new(
+                    &["gepa", "components", name],
+                    format!("component text must be at most {MAX_PROMPT_CHARS} characters"),
+                ));
+            }
+        }
+        if let Some(n) = self.budget.max_rollouts
+            && n == 0
+        {
+            errors.push(FieldError::new(
+                &["budget", "max_rollouts"],
+                "max_rollouts must be >= 1",
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gepa_mode_rejects_unknown_dataset_and_metric() {
+        let mut spec = JobSpec::from_prompt("hello");
+        spec.mode = Mode::Gepa;
+        spec.dataset = Some(DatasetRef {
+            name: "nope".into(),
+            split: None,
+        });
+        spec.metrics = vec!["exact_match".into(), "vibes".into()];
+        match spec.validate(1, 4) {
+            Err(Error::Validation(errors)) => {
+                let locs: Vec<_> = errors.iter().map(|e| e.loc.join(".")).collect();
+                assert_eq!(locs, ["dataset.name", "metrics.1"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 
     #[test]
     fn iterations_are_clamped_and_checked() {

@@ -41,9 +41,28 @@ pub struct OptimizeBody {
     pub recombination_rate: Option<f64>,
     pub early_stop_patience: Option<u32>,
     pub evaluation_rubric: Option<String>,
+    /// GEPA knobs (mode `gepa` only).
+    pub gepa: Option<GepaBody>,
 }
 
-/// `mode` of [`OptimizeBody`].
+/// `gepa` of [`OptimizeBody`].
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GepaBody {
+    /// Examples per reflective minibatch (default 3).
+    pub minibatch_size: Option<u32>,
+    /// `pareto` (default), `current_best` or `epsilon_greedy`.
+    pub candidate_selector: Option<String>,
+    /// `strict_improvement` (default) or `improvement_or_equal`.
+    pub acceptance: Option<String>,
+    /// System-aware merge (default on).
+    pub use_merge: Option<bool>,
+    /// Merge attempts allowed, counting every attempt (default 5).
+    pub max_merge_invocations: Option<u32>,
+    /// Extra named components evolved next to `prompt`.
+    #[schema(value_type = Option<Object>)]
+    pub components: Option<std::collections::BTreeMap<String, String>>,
+}
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ModeName {
@@ -66,6 +85,8 @@ pub struct BudgetBody {
     pub max_generations: Option<u32>,
     pub max_rollouts: Option<u64>,
     pub max_cost: Option<f64>,
+    /// Tokens over task, reflection and judge calls.
+    pub max_tokens: Option<u64>,
 }
 
 /// One inline example.
@@ -119,6 +140,7 @@ impl OptimizeBody {
                 max_generations: b.max_generations,
                 max_rollouts: b.max_rollouts,
                 max_cost: b.max_cost,
+                max_tokens: b.max_tokens,
             }),
             examples: self
                 .examples
@@ -145,6 +167,14 @@ impl OptimizeBody {
             evaluation_rubric: self.evaluation_rubric,
             iterations,
             idempotency_key,
+            gepa: self.gepa.map(|g| pb::GepaOptions {
+                minibatch_size: g.minibatch_size,
+                candidate_selector: g.candidate_selector.unwrap_or_default(),
+                acceptance: g.acceptance.unwrap_or_default(),
+                use_merge: g.use_merge,
+                max_merge_invocations: g.max_merge_invocations,
+                components: g.components.unwrap_or_default().into_iter().collect(),
+            }),
         }
     }
 }

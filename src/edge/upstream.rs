@@ -88,6 +88,16 @@ impl Upstream {
         OptimizerServiceClient::new(self.transport.clone())
     }
 
+    pub fn examples(
+        &self,
+    ) -> crate::grpc::pb::examples_service_client::ExamplesServiceClient<GrpcTransport> {
+        crate::grpc::pb::examples_service_client::ExamplesServiceClient::new(self.transport.clone())
+    }
+
+    pub fn eval(&self) -> crate::grpc::pb::eval_service_client::EvalServiceClient<GrpcTransport> {
+        crate::grpc::pb::eval_service_client::EvalServiceClient::new(self.transport.clone())
+    }
+
     pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<GrpcTransport> {
         tonic_health::pb::health_client::HealthClient::new(self.transport.clone())
     }

@@ -7,6 +7,7 @@ use prost_types::{Struct, Timestamp, value::Kind};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use super::convert_gepa;
 use super::pb;
 use crate::domain::event::ObjectiveScores;
 use crate::domain::job::{DefaultResult, ErrorResult};
@@ -230,6 +231,7 @@ pub fn create_request(
                 max_generations: b.max_generations,
                 max_rollouts: b.max_rollouts,
                 max_cost: b.max_cost,
+                max_tokens: b.max_tokens,
             })
             .unwrap_or_default(),
         examples,
@@ -243,6 +245,7 @@ pub fn create_request(
         early_stop_patience: req.early_stop_patience,
         evaluation_rubric: req.evaluation_rubric,
         iterations: 1,
+        gepa: convert_gepa::options_from_pb(req.gepa, &mut errors),
     };
     let iterations = i64::from(req.iterations.unwrap_or(1));
     match spec.validate(iterations, max_iterations) {
@@ -340,6 +343,8 @@ pub fn result_to_pb(result: &JobResult) -> pb::JobResult {
         JobResult::Error(e) => K::Error(pb::ErrorResult {
             error: e.error.clone(),
         }),
+        JobResult::Gepa(r) => K::Gepa(convert_gepa::gepa_result_to_pb(r)),
+        JobResult::Eval(r) => K::Eval(convert_gepa::eval_result_to_pb(r)),
     };
     pb::JobResult { kind: Some(kind) }
 }
@@ -355,6 +360,8 @@ pub fn result_from_pb(result: pb::JobResult) -> Option<JobResult> {
             rubric: r.rubric,
         }),
         K::Error(e) => JobResult::Error(ErrorResult { error: e.error }),
+        K::Gepa(r) => JobResult::Gepa(Box::new(convert_gepa::gepa_result_from_pb(r))),
+        K::Eval(r) => JobResult::Eval(convert_gepa::eval_result_from_pb(r)),
     })
 }
 
@@ -394,6 +401,7 @@ pub fn event_to_pb(event: &Event) -> pb::JobEvent {
         EventPayload::Shutdown { reason } => P::Shutdown(pb::Shutdown {
             reason: reason.clone(),
         }),
+        other => convert_gepa::event_to_pb(other).unwrap_or(P::Started(pb::Started {})),
     };
     pb::JobEvent {
         id: event.id,
@@ -430,6 +438,7 @@ pub fn event_from_pb(event: pb::JobEvent) -> Option<Event> {
         },
         P::Cancelled(_) => EventPayload::Cancelled {},
         P::Shutdown(s) => EventPayload::Shutdown { reason: s.reason },
+        other => convert_gepa::event_from_pb(other)?,
     };
     Some(Event {
         id: event.id,
@@ -484,6 +493,10 @@ mod tests {
                 reason: "shutdown".into(),
             },
         ];
+        let payloads = payloads
+            .into_iter()
+            .chain(convert_gepa::samples())
+            .collect::<Vec<_>>();
         for (i, payload) in payloads.into_iter().enumerate() {
             let event = Event {
                 id: i as u64 + 1,

@@ -2,9 +2,12 @@
 //! domain types ([`convert`]), and the services, each a few lines over [`JobRuntime`].
 
 pub mod convert;
+pub mod convert_gepa;
 mod services;
+mod services_gepa;
 
 pub use services::{JobServiceImpl, OptimizerServiceImpl, router};
+pub use services_gepa::{EvalServiceImpl, ExamplesServiceImpl};
 
 /// Generated protobuf and tonic code for `innerloop.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

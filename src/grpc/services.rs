@@ -182,12 +182,23 @@ pub async fn router(
         runtime: runtime.clone(),
     })
     .max_decoding_message_size(max_decode);
+    let examples =
+        pb::examples_service_server::ExamplesServiceServer::new(super::ExamplesServiceImpl {
+            runtime: runtime.clone(),
+        })
+        .max_decoding_message_size(max_decode);
+    let eval = pb::eval_service_server::EvalServiceServer::new(super::EvalServiceImpl {
+        runtime: runtime.clone(),
+    })
+    .max_decoding_message_size(max_decode);
     let jobs =
         JobServiceServer::new(JobServiceImpl { runtime }).max_decoding_message_size(max_decode);
     let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(optimizer)
-        .add_service(jobs);
+        .add_service(jobs)
+        .add_service(examples)
+        .add_service(eval);
     (routes, health)
 }

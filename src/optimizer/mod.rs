@@ -1,7 +1,10 @@
 //! Optimizers: what a job runs. Each implements [`Optimizer`] and reports progress through an
 //! [`EventSink`]; the runtime owns lifecycle (started/terminal events, deadline, cancellation).
 
+pub mod datasets;
 pub mod default_mode;
+pub mod eval_job;
+pub mod gepa;
 pub mod rng;
 
 use std::sync::Arc;
@@ -61,6 +64,13 @@ pub struct JobContext {
 /// Runs one job to a result.
 #[async_trait]
 pub trait Optimizer: Send + Sync + 'static {
+    /// True when the optimizer checkpoints its state (`JobStore::put_checkpoint`) and can
+    /// continue an interrupted job from it; the runtime then re-spawns such jobs on restart
+    /// instead of ending them.
+    fn resumable(&self) -> bool {
+        false
+    }
+
     async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError>;
 }
 
@@ -70,9 +80,18 @@ pub fn registry(
 ) -> std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> {
     let mut optimizers: std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> =
         std::collections::HashMap::new();
+    let models = gepa::Models::from_settings(settings);
     optimizers.insert(
         crate::domain::Mode::Default,
         Arc::new(DefaultOptimizer::from_settings(settings)),
+    );
+    optimizers.insert(
+        crate::domain::Mode::Gepa,
+        Arc::new(gepa::GepaOptimizer::new(models.clone())),
+    );
+    optimizers.insert(
+        crate::domain::Mode::Eval,
+        Arc::new(eval_job::EvalOptimizer::new(models)),
     );
     optimizers
 }

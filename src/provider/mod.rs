@@ -2,6 +2,7 @@
 //! (the default, so everything runs without keys).
 
 pub mod local_echo;
+pub mod openai;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

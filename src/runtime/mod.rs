@@ -153,7 +153,7 @@ impl JobRuntime {
         crate::metrics::job_created();
         let inner = self.inner.clone();
         self.inner.tasks.spawn(tracing::Instrument::instrument(
-            async move { inner.run_job(job, spec).await },
+            async move { inner.run_job(job, spec, false).await },
             // A child of the creating request's span, so a trace runs request → job.
             tracing::info_span!("job", otel.name = "job", job_id = %job_id),
         ));
@@ -271,7 +271,9 @@ impl JobRuntime {
     }
 
     /// Ends jobs a previous process left pending or running: each gets exactly one terminal
-    /// event (`shutdown` with reason `interrupted`), unless its log already has one.
+    /// event (`shutdown` with reason `interrupted`), unless its log already has one. Jobs whose
+    /// optimizer is [`Optimizer::resumable`] are re-spawned instead (no second `started`; event
+    /// ids continue after the last stored one) and continue from their checkpoint.
     async fn recover_interrupted(&self) -> Result<()> {
         let store = &self.inner.store;
         let stale = store
@@ -287,6 +289,23 @@ impl JobRuntime {
                 if let Some(t) = page.iter().find(|e| e.is_terminal()) {
                     terminal = Some(t.payload.clone());
                 }
+            }
+            let resumable = self
+                .inner
+                .optimizers
+                .get(&record.spec.mode)
+                .is_some_and(|o| o.resumable());
+            if terminal.is_none() && resumable {
+                record.last_event_id = last_id;
+                let spec = Arc::new(record.spec.clone());
+                let job = Arc::new(LiveJob::new(record, self.inner.settings.sse_buffer_size));
+                self.inner.live_map().insert(job.id.clone(), job.clone());
+                tracing::info!(job_id = %job.id, last_event_id = last_id, "resuming interrupted job");
+                let inner = self.inner.clone();
+                self.inner
+                    .tasks
+                    .spawn(async move { inner.run_job(job, spec, true).await });
+                continue;
             }
             let payload = match terminal {
                 Some(payload) => payload,
@@ -425,24 +444,27 @@ impl Inner {
         Ok(record)
     }
 
+    /// Marks a job running, in memory and in the store. The store write happens under the state
+    /// lock: a concurrent `terminate` (cancel, shutdown) waits for it, so its terminal record is
+    /// always the last write and the store never shows a finished job as `running`.
     async fn set_running(&self, job: &Arc<LiveJob>) -> bool {
-        let record = {
-            let mut state = job.state.lock().await;
-            if state.record.status.is_terminal() {
-                return false;
-            }
-            state.record.status = JobStatus::Running;
-            state.record.updated_at = now_epoch_s();
-            state.record.clone()
-        };
-        if let Err(err) = self.store.update_job(&record).await {
+        let mut state = job.state.lock().await;
+        if state.record.status.is_terminal() {
+            return false;
+        }
+        state.record.status = JobStatus::Running;
+        state.record.updated_at = now_epoch_s();
+        if let Err(err) = self.store.update_job(&state.record).await {
             tracing::warn!(job_id = %job.id, error = %err, "running state not persisted");
         }
         true
     }
 
-    async fn run_job(self: Arc<Self>, job: Arc<LiveJob>, spec: Arc<JobSpec>) {
-        if !self.set_running(&job).await || self.emit(&job, EventPayload::Started {}).await.is_err()
+    /// Runs a job's optimizer to its terminal event. A `resumed` job (restart recovery) does
+    /// not emit a second `started`.
+    async fn run_job(self: Arc<Self>, job: Arc<LiveJob>, spec: Arc<JobSpec>, resumed: bool) {
+        if !self.set_running(&job).await
+            || (!resumed && self.emit(&job, EventPayload::Started {}).await.is_err())
         {
             return;
         }

@@ -9,6 +9,7 @@
 //! - `claim_idempotency_key` is atomic: of two concurrent claims of one key, one wins.
 
 pub mod memory;
+pub mod sql;
 
 use async_trait::async_trait;
 
@@ -16,6 +17,7 @@ use crate::domain::{Event, Example, JobId, JobRecord, JobStatus};
 use crate::error::Result;
 
 pub use memory::MemoryStore;
+pub use sql::SqlStore;
 
 /// A page of a listing.
 #[derive(Debug, Clone, Default)]
@@ -85,13 +87,30 @@ pub trait JobStore: Send + Sync + 'static {
     async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>>;
 }
 
-/// Opens the store `JOB_STORE` names.
+/// Opens the store `JOB_STORE` names: SQLite creates its data directory and file when missing;
+/// SQL stores apply pending migrations before returning.
 pub async fn open(settings: &crate::config::Settings) -> Result<std::sync::Arc<dyn JobStore>> {
     use crate::config::StoreKind;
+    use crate::error::Error;
     match settings.job_store {
         StoreKind::Memory => Ok(std::sync::Arc::new(MemoryStore::new())),
-        other => Err(crate::error::Error::Unavailable(format!(
-            "JOB_STORE={other:?} is not available in this build"
-        ))),
+        StoreKind::Sqlite => {
+            let file = settings.sqlite_file();
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                tokio::fs::create_dir_all(dir).await.map_err(|e| {
+                    Error::Store(format!(
+                        "cannot create data directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+            }
+            Ok(std::sync::Arc::new(SqlStore::open_sqlite(&file).await?))
+        }
+        StoreKind::Postgres => {
+            let url = settings.database_url.as_deref().ok_or_else(|| {
+                Error::Store("DATABASE_URL is required when JOB_STORE=postgres".into())
+            })?;
+            Ok(std::sync::Arc::new(SqlStore::open_postgres(url).await?))
+        }
     }
 }

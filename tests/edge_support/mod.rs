@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use innerloop::config::Settings;
+use innerloop::config::{Settings, StoreKind};
 use innerloop::domain::job::DefaultResult;
 use innerloop::domain::{EventPayload, JobResult, Mode, ObjectiveScores};
 use innerloop::edge::upstream::TransportError;
@@ -53,6 +53,7 @@ impl Optimizer for GatedOptimizer {
 
 pub fn test_settings() -> Settings {
     Settings {
+        job_store: StoreKind::Memory,
         max_iterations: 50,
         max_wall_time_s: 120.0,
         sse_ping_interval_s: 30.0,

@@ -73,6 +73,7 @@ pub fn settings() -> Settings {
         rate_limit_burst: 1000,
         shutdown_grace_s: 1.0,
         max_wall_time_s: 60.0,
+        job_store: innerloop::config::StoreKind::Memory,
         ..Settings::default()
     }
 }

@@ -3,6 +3,7 @@
 //! module here and a line in [`v1`] (and in [`aliases`] when the contract keeps an alias).
 
 pub mod admin;
+pub mod gepa;
 pub mod optimize;
 pub mod probes;
 
@@ -41,16 +42,36 @@ pub fn admin() -> Router<EdgeState> {
         .route("/admin/jobs/{job_id}/cancel", post(admin::cancel))
 }
 
+/// Stored examples (never aliased).
+pub fn examples() -> Router<EdgeState> {
+    Router::new()
+        .route("/examples/bulk", post(gepa::bulk))
+        .route("/examples", get(gepa::list))
+        .route("/examples/{id}", axum::routing::delete(gepa::delete))
+}
+
+/// Eval jobs (aliased).
+pub fn eval() -> Router<EdgeState> {
+    Router::new()
+        .route("/eval/start", post(gepa::start))
+        .route("/eval/{job_id}/events", get(gepa::events))
+}
+
 /// Everything under `/v1`.
 pub fn v1() -> Router<EdgeState> {
     Router::new()
         .merge(probes())
         .merge(optimize())
         .merge(admin())
+        .merge(examples())
+        .merge(eval())
         .route("/openapi.json", get(super::openapi::document))
 }
 
 /// The unversioned aliases of the original (kept out of the OpenAPI document).
 pub fn aliases() -> Router<EdgeState> {
-    Router::new().merge(probes()).merge(optimize())
+    Router::new()
+        .merge(probes())
+        .merge(optimize())
+        .merge(eval())
 }

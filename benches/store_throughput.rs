@@ -1,0 +1,218 @@
+//! Throughput of the durable store against memory, through the real `JobRuntime`: N jobs run
+//! at once, each emitting E events through the group-committing event writer, each watched to its
+//! terminal event. Prints jobs/s and events/s per store and the SQLite/memory ratio (target
+//! ≥ 0.6). Run with `cargo bench --bench store_throughput` (release).
+//!
+//! Knobs: `BENCH_JOBS` (default 200), `BENCH_EVENTS` (per job, default 200), `BENCH_ROUNDS`
+//! (default 3; the best round of each store counts). With `BENCH_POSTGRES=1`, Postgres at
+//! `DATABASE_URL` is measured too, in a throw-away schema.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use innerloop::config::Settings;
+use innerloop::domain::job::DefaultResult;
+use innerloop::domain::{EventPayload, JobResult, JobSpec, Mode, ObjectiveScores};
+use innerloop::optimizer::{JobContext, OptimizeError, Optimizer};
+use innerloop::runtime::JobRuntime;
+use innerloop::store::{JobStore, MemoryStore, SqlStore};
+
+/// Emits `events` progress events as fast as the runtime accepts them, then finishes.
+struct Burst {
+    events: u32,
+}
+
+#[async_trait]
+impl Optimizer for Burst {
+    async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError> {
+        let scores = ObjectiveScores {
+            brevity: Some(12),
+            diversity: Some(0.4),
+            coverage: Some(0.7),
+            judge: Default::default(),
+        };
+        let proposal = "Rewrite the prompt so the assistant answers in three short bullet points, \
+                        citing the ticket id and the customer's plan, and never apologising."
+            .to_string();
+        for iteration in 1..=self.events {
+            ctx.events
+                .emit(EventPayload::Progress {
+                    iteration,
+                    proposal: proposal.clone(),
+                    target_model: "openai/gpt-4o-mini".into(),
+                    rubric: None,
+                    scores: scores.clone(),
+                })
+                .await?;
+        }
+        Ok(JobResult::Default(DefaultResult {
+            proposal,
+            lessons: Vec::new(),
+            scores,
+            target_model: "openai/gpt-4o-mini".into(),
+            rubric: None,
+        }))
+    }
+}
+
+struct Measure {
+    elapsed: Duration,
+    jobs: usize,
+    events: usize,
+}
+
+impl Measure {
+    fn jobs_per_s(&self) -> f64 {
+        self.jobs as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn events_per_s(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+async fn run_once(store: Arc<dyn JobStore>, jobs: usize, events: u32) -> Measure {
+    let settings = Arc::new(Settings {
+        max_iterations: 1,
+        max_wall_time_s: 3600.0,
+        job_reaper_interval_s: 3600.0,
+        ..Settings::default()
+    });
+    let mut optimizers: HashMap<Mode, Arc<dyn Optimizer>> = HashMap::new();
+    optimizers.insert(Mode::Default, Arc::new(Burst { events }));
+    let runtime = JobRuntime::start(settings, store, optimizers)
+        .await
+        .expect("runtime starts");
+
+    // N clients at once, each creating its job and watching it to the end.
+    let started = Instant::now();
+    let clients: Vec<_> = (0..jobs)
+        .map(|i| {
+            let runtime = runtime.clone();
+            tokio::spawn(async move {
+                let created = runtime
+                    .create(JobSpec::from_prompt(format!("job {i}")), None)
+                    .await
+                    .expect("job created");
+                let watch = runtime.watch(&created.job_id, 0).await.expect("watch");
+                watch.count().await
+            })
+        })
+        .collect();
+    let mut seen = 0;
+    for client in clients {
+        seen += client.await.expect("client");
+    }
+    let elapsed = started.elapsed();
+    runtime.shutdown().await;
+    // started + E progress + finished per job, all seen by its watcher.
+    assert_eq!(seen, jobs * (events as usize + 2), "every event watched");
+    Measure {
+        elapsed,
+        jobs,
+        events: seen,
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn postgres_store() -> Option<(Arc<dyn JobStore>, String, String)> {
+    use sqlx::Connection;
+    if std::env::var("BENCH_POSTGRES").ok().as_deref() != Some("1") {
+        return None;
+    }
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .ok()?;
+    let sep = if admin.contains('?') { '&' } else { '?' };
+    let url = format!("{admin}{sep}options=-csearch_path%3D{schema}");
+    let store = SqlStore::open_postgres(&url).await.ok()?;
+    Some((Arc::new(store), admin, schema))
+}
+
+#[tokio::main]
+async fn main() {
+    let jobs: usize = env_or("BENCH_JOBS", 200);
+    let events: u32 = env_or("BENCH_EVENTS", 200);
+    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    println!("store_throughput: {jobs} concurrent jobs x {events} events, best of {rounds}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut best: Vec<(&str, Measure)> = Vec::new();
+    let postgres = postgres_store().await;
+    for round in 0..rounds {
+        let mut contenders: Vec<(&str, Arc<dyn JobStore>)> = vec![
+            ("memory", Arc::new(MemoryStore::new())),
+            (
+                "sqlite",
+                Arc::new(
+                    SqlStore::open_sqlite(&dir.path().join(format!("bench-{round}.db")))
+                        .await
+                        .expect("sqlite store"),
+                ),
+            ),
+        ];
+        if let Some((store, _, _)) = &postgres {
+            contenders.push(("postgres", store.clone()));
+        }
+        for (name, store) in contenders {
+            let measure = run_once(store, jobs, events).await;
+            println!(
+                "  round {round} {name:>8}: {:>8.0} jobs/s {:>10.0} events/s ({:.3} s)",
+                measure.jobs_per_s(),
+                measure.events_per_s(),
+                measure.elapsed.as_secs_f64()
+            );
+            match best.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, b)) if b.elapsed <= measure.elapsed => {}
+                Some((_, b)) => *b = measure,
+                None => best.push((name, measure)),
+            }
+        }
+    }
+    println!("best:");
+    for (name, measure) in &best {
+        println!(
+            "  {name:>8}: {:>8.0} jobs/s {:>10.0} events/s",
+            measure.jobs_per_s(),
+            measure.events_per_s()
+        );
+    }
+    let rate = |name: &str| {
+        best.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| m.events_per_s())
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "sqlite/memory events/s ratio: {:.2} (target >= 0.60)",
+        rate("sqlite") / rate("memory")
+    );
+    if postgres.is_some() {
+        println!(
+            "postgres/memory events/s ratio: {:.2}",
+            rate("postgres") / rate("memory")
+        );
+    }
+    if let Some((_, admin, schema)) = postgres {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! `/v1/examples…` and `/v1/eval…`: stored examples CRUD and eval jobs, each handler one core
+//! call (`ExamplesService`, `EvalService`, `JobService.WatchJob`).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode, Version};
+use serde::{Deserialize, Serialize};
+
+use crate::edge::EdgeState;
+use crate::edge::error::ApiError;
+use crate::edge::extract::{CallContext, JobIdPath, JsonBody, QueryPairs};
+use crate::edge::json::{CreatedJob, ExampleBody, ExampleId};
+use crate::edge::sse;
+use crate::grpc::convert;
+use crate::grpc::pb;
+use crate::grpc::pb::eval_service_client::EvalServiceClient;
+use crate::grpc::pb::examples_service_client::ExamplesServiceClient;
+
+/// `{"upserted": N}`.
+#[derive(Debug, Serialize)]
+pub struct Upserted {
+    pub upserted: u32,
+}
+
+/// One stored example as the original lists it.
+#[derive(Debug, Serialize)]
+pub struct ExampleOut {
+    pub id: String,
+    pub input: String,
+    pub expected: Option<String>,
+    pub meta: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `{"examples": [...], "limit": L, "offset": O}`.
+#[derive(Debug, Serialize)]
+pub struct ExamplePage {
+    pub examples: Vec<ExampleOut>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// `POST /v1/eval/start` body (the original's keys, plus `prompt` and `metrics`).
+#[derive(Debug, Default, Deserialize)]
+pub struct EvalBody {
+    pub name: Option<String>,
+    pub target_model: Option<String>,
+    pub target_model_id: Option<String>,
+    pub model_id: Option<String>,
+    pub max_examples: Option<u32>,
+    pub seed: Option<i64>,
+    pub tournament_size: Option<u32>,
+    pub recombination_rate: Option<f64>,
+    pub early_stop_patience: Option<u32>,
+    pub prompt: Option<String>,
+    pub metrics: Option<Vec<String>>,
+}
+
+fn examples_client(
+    state: &EdgeState,
+) -> ExamplesServiceClient<crate::edge::upstream::GrpcTransport> {
+    state.upstream().examples()
+}
+
+fn eval_client(state: &EdgeState) -> EvalServiceClient<crate::edge::upstream::GrpcTransport> {
+    state.upstream().eval()
+}
+
+/// `POST /v1/examples/bulk`: a JSON array; upsert by id (missing id → UUID, missing meta → {}).
+pub async fn bulk(
+    State(state): State<EdgeState>,
+    ctx: CallContext,
+    JsonBody(body): JsonBody<Vec<ExampleBody>>,
+) -> Result<Json<Upserted>, ApiError> {
+    let examples = body
+        .into_iter()
+        .map(|e| pb::Example {
+            id: match e.id {
+                Some(ExampleId::Text(s)) => s,
+                Some(ExampleId::Number(n)) => n.to_string(),
+                None => String::new(),
+            },
+            input: e.input,
+            expected: e.expected,
+            meta: e.meta.as_ref().map(convert::struct_from_json),
+        })
+        .collect();
+    let reply = examples_client(&state)
+        .bulk_upsert_examples(ctx.request(pb::BulkUpsertExamplesRequest { examples }))
+        .await?
+        .into_inner();
+    Ok(Json(Upserted {
+        upserted: reply.upserted,
+    }))
+}
+
+/// `GET /v1/examples?limit=50&offset=0`.
+pub async fn list(
+    State(state): State<EdgeState>,
+    ctx: CallContext,
+    query: QueryPairs,
+) -> Result<Json<ExamplePage>, ApiError> {
+    let bounded = |name: &str| -> Result<u32, ApiError> {
+        match query.integer(name)? {
+            None => Ok(0),
+            Some(n) if n < 0 => Err(ApiError::invalid(
+                &["query", name],
+                format!("{name} must be >= 0"),
+            )),
+            Some(n) => Ok(u32::try_from(n).unwrap_or(u32::MAX)),
+        }
+    };
+    let request = pb::ListExamplesRequest {
+        limit: bounded("limit")?,
+        offset: bounded("offset")?,
+    };
+    let page = examples_client(&state)
+        .list_examples(ctx.request(request))
+        .await?
+        .into_inner();
+    Ok(Json(ExamplePage {
+        examples: page
+            .examples
+            .into_iter()
+            .map(|e| ExampleOut {
+                id: e.id,
+                input: e.input,
+                expected: e.expected,
+                meta: e
+                    .meta
+                    .as_ref()
+                    .map(convert::json_from_struct)
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        limit: page.limit,
+        offset: page.offset,
+    }))
+}
+
+/// `DELETE /v1/examples/{id}`: 204, also for unknown ids.
+pub async fn delete(
+    State(state): State<EdgeState>,
+    ctx: CallContext,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    examples_client(&state)
+        .delete_example(ctx.request(pb::DeleteExampleRequest { id }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1/eval/start` → `{"job_id": …}`.
+pub async fn start(
+    State(state): State<EdgeState>,
+    ctx: CallContext,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<EvalBody>,
+) -> Result<Json<CreatedJob>, ApiError> {
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let request = pb::StartEvalRequest {
+        name: body.name,
+        target_model_id: body.target_model.or(body.target_model_id).or(body.model_id),
+        max_examples: body.max_examples,
+        seed: body.seed,
+        tournament_size: body.tournament_size,
+        recombination_rate: body.recombination_rate,
+        early_stop_patience: body.early_stop_patience,
+        prompt: body.prompt.unwrap_or_default(),
+        metrics: body.metrics.unwrap_or_default(),
+        idempotency_key,
+    };
+    let created = eval_client(&state)
+        .start_eval(ctx.request(request))
+        .await?
+        .into_inner();
+    Ok(Json(CreatedJob {
+        job_id: created.job_id,
+    }))
+}
+
+/// `GET /v1/eval/{job_id}/events`: the job's SSE stream (same framing and resume rules as
+/// `/v1/optimize/{job_id}/events`).
+pub async fn events(
+    State(state): State<EdgeState>,
+    ctx: CallContext,
+    version: Version,
+    headers: HeaderMap,
+    query: QueryPairs,
+    JobIdPath(job_id): JobIdPath,
+) -> Result<Response, ApiError> {
+    let after_event_id = sse::resume_point(&headers, query.get("last_event_id"));
+    let upstream = state
+        .upstream()
+        .jobs()
+        .watch_job(ctx.request(pb::WatchJobRequest {
+            job_id,
+            after_event_id,
+        }))
+        .await?
+        .into_inner();
+    Ok(sse::response(
+        state.sse_config(),
+        version,
+        upstream,
+        state.stream_stop(),
+    ))
+}

@@ -1,0 +1,615 @@
+//! Proto ↔ domain conversions of the GEPA and eval shapes (options, events, results). Part of
+//! [`super::convert`], kept in its own file for size; `convert` calls in here.
+
+use super::pb;
+use crate::domain::EventPayload;
+use crate::domain::gepa::{
+    Acceptance, BudgetUsage, CandidateInfo, CandidateProposed, CandidateScored, CandidateSelector,
+    CandidateVerdict, EvalCase, EvalFinished, EvalResult, EvalStarted, FrontierEntry,
+    FrontierUpdated, GenerationStarted, GepaOptions, GepaResult, JudgeScored, LessonsUpdated,
+    MergeAttempted, MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted,
+};
+use crate::error::FieldError;
+
+type P = pb::job_event::Payload;
+
+/// Decodes request options; unknown enum names become field errors.
+pub fn options_from_pb(
+    options: Option<pb::GepaOptions>,
+    errors: &mut Vec<FieldError>,
+) -> GepaOptions {
+    let Some(o) = options else {
+        return GepaOptions::default();
+    };
+    let candidate_selector = match o.candidate_selector.as_str() {
+        "" | "pareto" => CandidateSelector::Pareto,
+        "current_best" => CandidateSelector::CurrentBest,
+        "epsilon_greedy" => CandidateSelector::EpsilonGreedy,
+        _ => {
+            errors.push(FieldError::new(
+                &["gepa", "candidate_selector"],
+                "candidate_selector must be pareto, current_best or epsilon_greedy",
+            ));
+            CandidateSelector::Pareto
+        }
+    };
+    let acceptance = match o.acceptance.as_str() {
+        "" | "strict_improvement" => Acceptance::StrictImprovement,
+        "improvement_or_equal" => Acceptance::ImprovementOrEqual,
+        _ => {
+            errors.push(FieldError::new(
+                &["gepa", "acceptance"],
+                "acceptance must be strict_improvement or improvement_or_equal",
+            ));
+            Acceptance::StrictImprovement
+        }
+    };
+    GepaOptions {
+        minibatch_size: o.minibatch_size,
+        candidate_selector,
+        acceptance,
+        use_merge: o.use_merge,
+        max_merge_invocations: o.max_merge_invocations,
+        components: o.components.into_iter().collect(),
+    }
+}
+
+pub fn frontier_to_pb(entries: &[FrontierEntry]) -> Vec<pb::FrontierEntry> {
+    entries
+        .iter()
+        .map(|e| pb::FrontierEntry {
+            id: e.id,
+            score: e.score,
+        })
+        .collect()
+}
+
+pub fn frontier_from_pb(entries: Vec<pb::FrontierEntry>) -> Vec<FrontierEntry> {
+    entries
+        .into_iter()
+        .map(|e| FrontierEntry {
+            id: e.id,
+            score: e.score,
+        })
+        .collect()
+}
+
+pub fn budget_to_pb(b: &BudgetUsage) -> pb::BudgetUsage {
+    pb::BudgetUsage {
+        generation: b.generation,
+        metric_calls_used: b.metric_calls_used,
+        metric_calls_left: b.metric_calls_left,
+        cost_usd: b.cost_usd,
+        cost_left_usd: b.cost_left_usd,
+        tokens_used: b.tokens_used,
+        tokens_left: b.tokens_left,
+    }
+}
+
+pub fn budget_from_pb(b: Option<pb::BudgetUsage>) -> BudgetUsage {
+    let b = b.unwrap_or_default();
+    BudgetUsage {
+        generation: b.generation,
+        metric_calls_used: b.metric_calls_used,
+        metric_calls_left: b.metric_calls_left,
+        cost_usd: b.cost_usd,
+        cost_left_usd: b.cost_left_usd,
+        tokens_used: b.tokens_used,
+        tokens_left: b.tokens_left,
+    }
+}
+
+fn case_to_pb(c: &EvalCase) -> pb::EvalCase {
+    pb::EvalCase {
+        example_id: c.example_id.clone(),
+        output: c.output.clone(),
+        score: c.score,
+        feedback: c.feedback.clone(),
+    }
+}
+
+fn case_from_pb(c: pb::EvalCase) -> EvalCase {
+    EvalCase {
+        example_id: c.example_id,
+        output: c.output,
+        score: c.score,
+        feedback: c.feedback,
+    }
+}
+
+pub fn gepa_result_to_pb(r: &GepaResult) -> pb::GepaResult {
+    pb::GepaResult {
+        best_prompt: r.best_prompt.clone(),
+        frontier: frontier_to_pb(&r.frontier),
+        lessons: r.lessons.clone(),
+        best_candidate_id: r.best_candidate_id,
+        best_candidate: r.best_candidate.clone().into_iter().collect(),
+        best_score: r.best_score,
+        seed_score: r.seed_score,
+        candidates: r
+            .candidates
+            .iter()
+            .map(|c| pb::CandidateInfo {
+                id: c.id,
+                parents: c.parents.clone(),
+                origin: c.origin.clone(),
+                components: c.components.clone().into_iter().collect(),
+                score: c.score,
+                val_scores: c.val_scores.clone().into_iter().collect(),
+                discovered_at_metric_calls: c.discovered_at_metric_calls,
+            })
+            .collect(),
+        generations: r.generations,
+        budget: Some(budget_to_pb(&r.budget)),
+        stop_reason: r.stop_reason.clone(),
+    }
+}
+
+pub fn gepa_result_from_pb(r: pb::GepaResult) -> GepaResult {
+    GepaResult {
+        best_prompt: r.best_prompt,
+        frontier: frontier_from_pb(r.frontier),
+        lessons: r.lessons,
+        best_candidate_id: r.best_candidate_id,
+        best_candidate: r.best_candidate.into_iter().collect(),
+        best_score: r.best_score,
+        seed_score: r.seed_score,
+        candidates: r
+            .candidates
+            .into_iter()
+            .map(|c| CandidateInfo {
+                id: c.id,
+                parents: c.parents,
+                origin: c.origin,
+                components: c.components.into_iter().collect(),
+                score: c.score,
+                val_scores: c.val_scores.into_iter().collect(),
+                discovered_at_metric_calls: c.discovered_at_metric_calls,
+            })
+            .collect(),
+        generations: r.generations,
+        budget: budget_from_pb(r.budget),
+        stop_reason: r.stop_reason,
+    }
+}
+
+pub fn eval_result_to_pb(r: &EvalResult) -> pb::EvalResult {
+    pb::EvalResult {
+        name: r.name.clone(),
+        score: r.score,
+        count: r.count,
+        cases: r.cases.iter().map(case_to_pb).collect(),
+        metric_calls_used: r.metric_calls_used,
+        cost_usd: r.cost_usd,
+    }
+}
+
+pub fn eval_result_from_pb(r: pb::EvalResult) -> EvalResult {
+    EvalResult {
+        name: r.name,
+        score: r.score,
+        count: r.count,
+        cases: r.cases.into_iter().map(case_from_pb).collect(),
+        metric_calls_used: r.metric_calls_used,
+        cost_usd: r.cost_usd,
+    }
+}
+
+fn verdict_to_pb(v: &CandidateVerdict) -> pb::CandidateVerdict {
+    pb::CandidateVerdict {
+        generation: v.generation,
+        candidate_id: v.candidate_id,
+        parent_ids: v.parent_ids.clone(),
+        before: v.before,
+        after: v.after,
+    }
+}
+
+fn verdict_from_pb(v: pb::CandidateVerdict) -> CandidateVerdict {
+    CandidateVerdict {
+        generation: v.generation,
+        candidate_id: v.candidate_id,
+        parent_ids: v.parent_ids,
+        before: v.before,
+        after: v.after,
+    }
+}
+
+/// The wire payload of a GEPA or eval event; `None` for the original's events.
+pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
+    Some(match payload {
+        EventPayload::GenerationStarted(e) => P::GenerationStarted(pb::GenerationStarted {
+            generation: e.generation,
+            budget: Some(budget_to_pb(&e.budget)),
+        }),
+        EventPayload::ParentSelected(e) => P::ParentSelected(pb::ParentSelected {
+            generation: e.generation,
+            candidate_id: e.candidate_id,
+            selector: e.selector.clone(),
+            score: e.score,
+        }),
+        EventPayload::MinibatchEvaluated(e) => P::MinibatchEvaluated(pb::MinibatchEvaluated {
+            generation: e.generation,
+            candidate_id: e.candidate_id,
+            example_ids: e.example_ids.clone(),
+            parent_scores: e.parent_scores.clone(),
+            child_scores: e.child_scores.clone(),
+        }),
+        EventPayload::ReflectionStarted(e) => P::ReflectionStarted(pb::ReflectionStarted {
+            generation: e.generation,
+            candidate_id: e.candidate_id,
+            component: e.component.clone(),
+        }),
+        EventPayload::ReflectionFinished(e) => P::ReflectionFinished(pb::ReflectionFinished {
+            generation: e.generation,
+            component: e.component.clone(),
+            rule_based: e.rule_based,
+        }),
+        EventPayload::CandidateProposed(e) => P::CandidateProposed(pb::CandidateProposed {
+            generation: e.generation,
+            parent_ids: e.parent_ids.clone(),
+            component: e.component.clone(),
+            text: e.text.clone(),
+        }),
+        EventPayload::CandidateAccepted(v) => P::CandidateAccepted(verdict_to_pb(v)),
+        EventPayload::CandidateRejected(v) => P::CandidateRejected(verdict_to_pb(v)),
+        EventPayload::CandidateScored(e) => P::CandidateScored(pb::CandidateScored {
+            candidate_id: e.candidate_id,
+            score: e.score,
+            val_scores: e.val_scores.clone().into_iter().collect(),
+        }),
+        EventPayload::JudgeScored(e) => P::JudgeScored(pb::JudgeScored {
+            example_id: e.example_id.clone(),
+            score: e.score,
+        }),
+        EventPayload::FrontierUpdated(e) => P::FrontierUpdated(pb::FrontierUpdated {
+            frontier: frontier_to_pb(&e.frontier),
+            best_id: e.best_id,
+            best_score: e.best_score,
+        }),
+        EventPayload::LessonsUpdated(e) => P::LessonsUpdated(pb::LessonsUpdated {
+            lessons: e.lessons.clone(),
+        }),
+        EventPayload::MergeAttempted(e) => P::MergeAttempted(pb::MergeAttempted {
+            generation: e.generation,
+            parent_ids: e.parent_ids.clone(),
+            ancestor_id: e.ancestor_id,
+            before: e.before,
+            after: e.after,
+            accepted: e.accepted,
+            attempts: e.attempts,
+        }),
+        EventPayload::BudgetProgress(b) => P::BudgetProgress(budget_to_pb(b)),
+        EventPayload::EvalStarted(e) => P::EvalStarted(pb::EvalStarted {
+            name: e.name.clone(),
+            total: e.total,
+        }),
+        EventPayload::EvalCase(c) => P::EvalCase(case_to_pb(c)),
+        EventPayload::EvalFinished(e) => P::EvalFinished(pb::EvalFinished {
+            score: e.score,
+            count: e.count,
+        }),
+        _ => return None,
+    })
+}
+
+/// The domain payload of a GEPA or eval wire payload; `None` for the original's events.
+pub fn event_from_pb(payload: P) -> Option<EventPayload> {
+    Some(match payload {
+        P::GenerationStarted(e) => EventPayload::GenerationStarted(GenerationStarted {
+            generation: e.generation,
+            budget: budget_from_pb(e.budget),
+        }),
+        P::ParentSelected(e) => EventPayload::ParentSelected(ParentSelected {
+            generation: e.generation,
+            candidate_id: e.candidate_id,
+            selector: e.selector,
+            score: e.score,
+        }),
+        P::MinibatchEvaluated(e) => EventPayload::MinibatchEvaluated(MinibatchEvaluated {
+            generation: e.generation,
+            candidate_id: e.candidate_id,
+            example_ids: e.example_ids,
+            parent_scores: e.parent_scores,
+            child_scores: e.child_scores,
+        }),
+        P::ReflectionStarted(e) => EventPayload::ReflectionStarted(ReflectionStarted {
+            generation: e.generation,
+            candidate_id: e.candidate_id,
+            component: e.component,
+        }),
+        P::ReflectionFinished(e) => EventPayload::ReflectionFinished(ReflectionFinished {
+            generation: e.generation,
+            component: e.component,
+            rule_based: e.rule_based,
+        }),
+        P::CandidateProposed(e) => EventPayload::CandidateProposed(CandidateProposed {
+            generation: e.generation,
+            parent_ids: e.parent_ids,
+            component: e.component,
+            text: e.text,
+        }),
+        P::CandidateAccepted(v) => EventPayload::CandidateAccepted(verdict_from_pb(v)),
+        P::CandidateRejected(v) => EventPayload::CandidateRejected(verdict_from_pb(v)),
+        P::CandidateScored(e) => EventPayload::CandidateScored(CandidateScored {
+            candidate_id: e.candidate_id,
+            score: e.score,
+            val_scores: e.val_scores.into_iter().collect(),
+        }),
+        P::JudgeScored(e) => EventPayload::JudgeScored(JudgeScored {
+            example_id: e.example_id,
+            score: e.score,
+        }),
+        P::FrontierUpdated(e) => EventPayload::FrontierUpdated(FrontierUpdated {
+            frontier: frontier_from_pb(e.frontier),
+            best_id: e.best_id,
+            best_score: e.best_score,
+        }),
+        P::LessonsUpdated(e) => EventPayload::LessonsUpdated(LessonsUpdated { lessons: e.lessons }),
+        P::MergeAttempted(e) => EventPayload::MergeAttempted(MergeAttempted {
+            generation: e.generation,
+            parent_ids: e.parent_ids,
+            ancestor_id: e.ancestor_id,
+            before: e.before,
+            after: e.after,
+            accepted: e.accepted,
+            attempts: e.attempts,
+        }),
+        P::BudgetProgress(b) => EventPayload::BudgetProgress(budget_from_pb(Some(b))),
+        P::EvalStarted(e) => EventPayload::EvalStarted(EvalStarted {
+            name: e.name,
+            total: e.total,
+        }),
+        P::EvalCase(c) => EventPayload::EvalCase(case_from_pb(c)),
+        P::EvalFinished(e) => EventPayload::EvalFinished(EvalFinished {
+            score: e.score,
+            count: e.count,
+        }),
+        _ => return None,
+    })
+}
+
+// ---------- examples and eval requests ----------
+
+/// The system prompt of an eval request that names none.
+pub const DEFAULT_EVAL_PROMPT: &str = "You are a helpful assistant. Answer concisely.";
+
+/// Page size cap of `ListExamples`.
+pub const MAX_EXAMPLES_PAGE: u32 = 500;
+
+pub fn example_to_pb(e: &crate::domain::Example) -> pb::Example {
+    pb::Example {
+        id: e.id.clone(),
+        input: e.input.clone(),
+        expected: e.expected.clone(),
+        meta: Some(super::convert::struct_from_json(&e.meta)),
+    }
+}
+
+/// Decodes examples to upsert (a missing id gets a UUID), checking the same caps as job
+/// requests.
+pub fn examples_from_pb(
+    examples: Vec<pb::Example>,
+) -> Result<Vec<crate::domain::Example>, crate::error::Error> {
+    use crate::domain::spec::{MAX_EXAMPLE_CHARS, MAX_EXAMPLES};
+    let mut errors = Vec::new();
+    if examples.len() > MAX_EXAMPLES {
+        errors.push(FieldError::new(
+            &["examples"],
+            format!("at most {MAX_EXAMPLES} examples"),
+        ));
+    }
+    let decoded: Vec<crate::domain::Example> = examples
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let index = i.to_string();
+            if e.input.chars().count() > MAX_EXAMPLE_CHARS {
+                errors.push(FieldError::new(
+                    &["examples", &index, "input"],
+                    format!("input must be at most {MAX_EXAMPLE_CHARS} characters"),
+                ));
+            }
+            if e.id.len() > 200 {
+                errors.push(FieldError::new(
+                    &["examples", &index, "id"],
+                    "id must be at most 200 bytes",
+                ));
+            }
+            crate::domain::Example {
+                id: if e.id.is_empty() {
+                    uuid::Uuid::new_v4().to_string()
+                } else {
+                    e.id
+                },
+                input: e.input,
+                expected: e.expected,
+                meta: e
+                    .meta
+                    .as_ref()
+                    .map(super::convert::json_from_struct)
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(decoded)
+    } else {
+        Err(crate::error::Error::Validation(errors))
+    }
+}
+
+/// Decodes and validates a `StartEvalRequest` into an eval job spec.
+pub fn eval_request(
+    req: pb::StartEvalRequest,
+) -> Result<super::convert::CreateRequest, crate::error::Error> {
+    use crate::domain::{DatasetRef, JobSpec, Mode};
+    let prompt = if req.prompt.trim().is_empty() {
+        DEFAULT_EVAL_PROMPT.to_string()
+    } else {
+        req.prompt
+    };
+    let mut spec = JobSpec::from_prompt(prompt);
+    spec.mode = Mode::Eval;
+    spec.dataset = Some(DatasetRef {
+        name: req
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "examples".into()),
+        split: None,
+    });
+    spec.metrics = req.metrics;
+    spec.target_model_id = req.target_model_id.filter(|m| !m.is_empty());
+    spec.seed = req.seed.filter(|s| *s != 0);
+    spec.tournament_size = req.tournament_size;
+    spec.recombination_rate = req.recombination_rate;
+    spec.early_stop_patience = req.early_stop_patience;
+    spec.budget.max_rollouts = req.max_examples.map(u64::from);
+    spec.validate(1, 1)?;
+    if req.idempotency_key.len() > 256 {
+        return Err(crate::error::Error::invalid(
+            &["idempotency_key"],
+            "idempotency_key must be at most 256 bytes",
+        ));
+    }
+    Ok(super::convert::CreateRequest {
+        spec,
+        idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
+    })
+}
+
+/// One of every GEPA and eval payload, with non-default fields (for round-trip tests).
+#[cfg(test)]
+pub fn samples() -> Vec<EventPayload> {
+    use crate::domain::JobResult;
+    use crate::domain::gepa::*;
+    let budget = BudgetUsage {
+        generation: 2,
+        metric_calls_used: 10,
+        metric_calls_left: Some(5),
+        cost_usd: 0.25,
+        cost_left_usd: None,
+        tokens_used: 99,
+        tokens_left: Some(1),
+    };
+    let frontier = vec![FrontierEntry { id: 1, score: 0.5 }];
+    let verdict = CandidateVerdict {
+        generation: 1,
+        candidate_id: Some(2),
+        parent_ids: vec![0],
+        before: 1.0,
+        after: 2.0,
+    };
+    let scores: std::collections::BTreeMap<String, f64> = [("a".to_string(), 1.0)].into();
+    let case = EvalCase {
+        example_id: "e".into(),
+        output: "o".into(),
+        score: 1.0,
+        feedback: "f".into(),
+    };
+    vec![
+        EventPayload::GenerationStarted(GenerationStarted {
+            generation: 1,
+            budget: budget.clone(),
+        }),
+        EventPayload::ParentSelected(ParentSelected {
+            generation: 1,
+            candidate_id: 0,
+            selector: "pareto".into(),
+            score: 0.3,
+        }),
+        EventPayload::MinibatchEvaluated(MinibatchEvaluated {
+            generation: 1,
+            candidate_id: 0,
+            example_ids: vec!["x".into()],
+            parent_scores: vec![0.0],
+            child_scores: vec![1.0],
+        }),
+        EventPayload::ReflectionStarted(ReflectionStarted {
+            generation: 1,
+            candidate_id: 0,
+            component: "system_prompt".into(),
+        }),
+        EventPayload::ReflectionFinished(ReflectionFinished {
+            generation: 1,
+            component: "system_prompt".into(),
+            rule_based: true,
+        }),
+        EventPayload::CandidateProposed(CandidateProposed {
+            generation: 1,
+            parent_ids: vec![0],
+            component: "system_prompt".into(),
+            text: "t".into(),
+        }),
+        EventPayload::CandidateAccepted(verdict.clone()),
+        EventPayload::CandidateRejected(CandidateVerdict {
+            candidate_id: None,
+            ..verdict
+        }),
+        EventPayload::CandidateScored(CandidateScored {
+            candidate_id: 1,
+            score: 1.0,
+            val_scores: scores.clone(),
+        }),
+        EventPayload::JudgeScored(JudgeScored {
+            example_id: "e".into(),
+            score: 0.7,
+        }),
+        EventPayload::FrontierUpdated(FrontierUpdated {
+            frontier: frontier.clone(),
+            best_id: 1,
+            best_score: 0.5,
+        }),
+        EventPayload::LessonsUpdated(LessonsUpdated {
+            lessons: vec!["l".into()],
+        }),
+        EventPayload::MergeAttempted(MergeAttempted {
+            generation: 3,
+            parent_ids: vec![1, 2],
+            ancestor_id: 0,
+            before: 1.0,
+            after: 1.5,
+            accepted: true,
+            attempts: 1,
+        }),
+        EventPayload::BudgetProgress(budget.clone()),
+        EventPayload::EvalStarted(EvalStarted {
+            name: "toy_qa".into(),
+            total: 3,
+        }),
+        EventPayload::EvalCase(case.clone()),
+        EventPayload::EvalFinished(EvalFinished {
+            score: 0.5,
+            count: 3,
+        }),
+        EventPayload::Finished(JobResult::Gepa(Box::new(GepaResult {
+            best_prompt: "p".into(),
+            frontier,
+            lessons: vec!["l".into()],
+            best_candidate_id: 1,
+            best_candidate: [("system_prompt".to_string(), "p".to_string())].into(),
+            best_score: 0.5,
+            seed_score: 0.1,
+            candidates: vec![CandidateInfo {
+                id: 1,
+                parents: vec![0],
+                origin: "reflection".into(),
+                components: [("system_prompt".to_string(), "p".to_string())].into(),
+                score: 0.5,
+                val_scores: scores,
+                discovered_at_metric_calls: 7,
+            }],
+            generations: 2,
+            budget,
+            stop_reason: "max_metric_calls".into(),
+        }))),
+        EventPayload::Finished(JobResult::Eval(EvalResult {
+            name: "toy_qa".into(),
+            score: 0.5,
+            count: 1,
+            cases: vec![case],
+            metric_calls_used: 1,
+            cost_usd: 0.0,
+        })),
+    ]
+}

@@ -1,0 +1,86 @@
+//! The examples and eval services: thin, decode via [`convert_gepa`], call the store or the
+//! runtime, encode.
+
+use tonic::{Request, Response, Status};
+
+use super::convert_gepa::{self, MAX_EXAMPLES_PAGE};
+use super::pb;
+use super::pb::eval_service_server::EvalService;
+use super::pb::examples_service_server::ExamplesService;
+use crate::runtime::JobRuntime;
+
+/// `innerloop.v1.ExamplesService`.
+#[derive(Clone)]
+pub struct ExamplesServiceImpl {
+    pub runtime: JobRuntime,
+}
+
+#[tonic::async_trait]
+impl ExamplesService for ExamplesServiceImpl {
+    async fn bulk_upsert_examples(
+        &self,
+        request: Request<pb::BulkUpsertExamplesRequest>,
+    ) -> Result<Response<pb::BulkUpsertExamplesResponse>, Status> {
+        let examples = convert_gepa::examples_from_pb(request.into_inner().examples)?;
+        let upserted = self.runtime.store().upsert_examples(&examples).await?;
+        Ok(Response::new(pb::BulkUpsertExamplesResponse {
+            upserted: upserted as u32,
+        }))
+    }
+
+    async fn list_examples(
+        &self,
+        request: Request<pb::ListExamplesRequest>,
+    ) -> Result<Response<pb::ListExamplesResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => 50,
+            n => n.min(MAX_EXAMPLES_PAGE),
+        };
+        let examples = self
+            .runtime
+            .store()
+            .list_examples(limit as usize, req.offset as usize)
+            .await?;
+        Ok(Response::new(pb::ListExamplesResponse {
+            examples: examples.iter().map(convert_gepa::example_to_pb).collect(),
+            limit,
+            offset: req.offset,
+        }))
+    }
+
+    async fn delete_example(
+        &self,
+        request: Request<pb::DeleteExampleRequest>,
+    ) -> Result<Response<pb::DeleteExampleResponse>, Status> {
+        let deleted = self
+            .runtime
+            .store()
+            .delete_example(&request.into_inner().id)
+            .await?;
+        Ok(Response::new(pb::DeleteExampleResponse { deleted }))
+    }
+}
+
+/// `innerloop.v1.EvalService`.
+#[derive(Clone)]
+pub struct EvalServiceImpl {
+    pub runtime: JobRuntime,
+}
+
+#[tonic::async_trait]
+impl EvalService for EvalServiceImpl {
+    async fn start_eval(
+        &self,
+        request: Request<pb::StartEvalRequest>,
+    ) -> Result<Response<pb::CreateJobResponse>, Status> {
+        let create = convert_gepa::eval_request(request.into_inner())?;
+        let created = self
+            .runtime
+            .create(create.spec, create.idempotency_key.as_deref())
+            .await?;
+        Ok(Response::new(pb::CreateJobResponse {
+            job_id: created.job_id,
+        }))
+    }
+}

@@ -1,0 +1,110 @@
+//! Eval jobs (`mode: eval`): score one prompt on a dataset (a built-in pack or the stored
+//! examples) with the job's metrics, concurrently (`EVAL_MAX_CONCURRENCY` per job under the
+//! global cap), streaming `eval_case` per example in dataset order, then `eval_finished`.
+//! Metric calls are reserved before dispatch like GEPA's.
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+
+use super::gepa::budget::{Budget, Limits, Spent};
+use super::gepa::engine::provider_failed;
+use super::gepa::{Models, load_examples, metrics_for};
+use super::{JobContext, OptimizeError, Optimizer};
+use crate::domain::gepa::{EvalCase, EvalFinished, EvalResult, EvalStarted};
+use crate::domain::{EventPayload, JobResult};
+
+/// Runs eval jobs.
+pub struct EvalOptimizer {
+    models: Models,
+}
+
+impl EvalOptimizer {
+    pub fn new(models: Models) -> Self {
+        EvalOptimizer { models }
+    }
+}
+
+#[async_trait]
+impl Optimizer for EvalOptimizer {
+    async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError> {
+        let spec = ctx.spec.clone();
+        let settings = ctx.settings.clone();
+        let (mut examples, default_metric) = load_examples(&ctx).await?;
+        let cap = spec
+            .budget
+            .max_rollouts
+            .map_or(settings.eval_max_examples, |n| n as usize)
+            .min(settings.eval_max_examples);
+        examples.truncate(cap);
+        let name = spec
+            .dataset
+            .as_ref()
+            .map_or_else(|| "examples".to_string(), |d| d.name.clone());
+        ctx.events
+            .emit(EventPayload::EvalStarted(EvalStarted {
+                name: name.clone(),
+                total: examples.len() as u32,
+            }))
+            .await?;
+        let mut budget = Budget::new(
+            Limits {
+                max_metric_calls: Some(examples.len() as u64),
+                max_cost_usd: spec.budget.max_cost,
+                max_tokens: spec.budget.max_tokens,
+                ..Limits::default()
+            },
+            Spent::default(),
+        );
+        let evaluator = self
+            .models
+            .evaluator(&spec, &settings, metrics_for(&spec, default_metric));
+        let system = spec.prompt.clone();
+        let mut cases = Vec::with_capacity(examples.len());
+        let mut pending = futures_util::stream::FuturesOrdered::new();
+        let mut next = 0;
+        while next < examples.len() || !pending.is_empty() {
+            while next < examples.len()
+                && pending.len() < evaluator.per_job.max(1)
+                && budget.reserve(1).is_ok()
+            {
+                pending.push_back(evaluator.rollout(&system, &examples[next]));
+                next += 1;
+            }
+            let Some(outcome) = pending.next().await else {
+                break; // cost or token budget used up
+            };
+            let rollout = outcome.map_err(|e| provider_failed(&e))?;
+            budget.record(rollout.cost_usd, rollout.tokens);
+            let case = EvalCase {
+                example_id: examples[cases.len()].id.clone(),
+                output: rollout.record.output,
+                score: rollout.record.score,
+                feedback: rollout.record.feedback,
+            };
+            ctx.events
+                .emit(EventPayload::EvalCase(case.clone()))
+                .await?;
+            cases.push(case);
+        }
+        let count = cases.len() as u32;
+        let score = if cases.is_empty() {
+            0.0
+        } else {
+            cases.iter().map(|c| c.score).sum::<f64>() / f64::from(count)
+        };
+        ctx.events
+            .emit(EventPayload::BudgetProgress(budget.usage(0)))
+            .await?;
+        ctx.events
+            .emit(EventPayload::EvalFinished(EvalFinished { score, count }))
+            .await?;
+        Ok(JobResult::Eval(EvalResult {
+            name,
+            score,
+            count,
+            cases,
+            metric_calls_used: budget.spent.metric_calls,
+            cost_usd: budget.spent.cost_usd,
+        }))
+    }
+}

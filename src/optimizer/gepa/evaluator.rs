@@ -1,0 +1,142 @@
+//! Rollouts: run a candidate on examples with the task model and score each output with the
+//! job's metrics (each giving a score and feedback). Runs up to `EVAL_MAX_CONCURRENCY` rollouts
+//! of a job at once and holds a permit of the server-wide semaphore for each, so jobs share a
+//! global cap. Nothing here blocks the runtime.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+
+use super::budget::Prices;
+use super::metrics::{Judge, Metric, Scored, score_sync};
+use super::state::{Candidate, EvalRecord};
+use crate::domain::Example;
+use crate::domain::gepa::DEFAULT_COMPONENT;
+use crate::provider::{ChatMessage, CompletionRequest, ModelProvider, ProviderError, Usage};
+
+/// One rollout's verdict and what it cost.
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    pub record: EvalRecord,
+    pub cost_usd: f64,
+    pub tokens: u64,
+    /// The judge's score when `llm_judge` ran.
+    pub judge_score: Option<f64>,
+}
+
+/// Everything needed to run rollouts for one job.
+pub struct Evaluator {
+    pub task: Arc<dyn ModelProvider>,
+    pub judge: Arc<Judge>,
+    pub metrics: Vec<Metric>,
+    pub model: String,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub seed: Option<i64>,
+    pub rubric: String,
+    pub prices: Arc<Prices>,
+    pub global: Arc<Semaphore>,
+    pub per_job: usize,
+}
+
+/// The system prompt a candidate becomes: `system_prompt`, then every other component under its
+/// own heading.
+pub fn render_system(candidate: &Candidate) -> String {
+    let mut out = candidate
+        .get(DEFAULT_COMPONENT)
+        .cloned()
+        .unwrap_or_default();
+    for (name, text) in candidate.iter().filter(|(n, _)| *n != DEFAULT_COMPONENT) {
+        out.push_str(&format!("\n\n## {name}\n{text}"));
+    }
+    out
+}
+
+fn tokens(u: Usage) -> u64 {
+    u.prompt_tokens + u.completion_tokens
+}
+
+impl Evaluator {
+    /// Runs `system` on one example and scores it.
+    pub async fn rollout(&self, system: &str, example: &Example) -> Result<Rollout, ProviderError> {
+        let _permit = self
+            .global
+            .acquire()
+            .await
+            .map_err(|_| ProviderError::CircuitOpen)?;
+        let completion = self
+            .task
+            .complete(CompletionRequest {
+                model: self.model.clone(),
+                messages: vec![
+                    ChatMessage::system(system),
+                    ChatMessage::user(example.input.clone()),
+                ],
+                temperature: self.temperature,
+                max_tokens: self.max_tokens,
+                seed: self.seed,
+            })
+            .await?;
+        let mut cost_usd = self.prices.cost(&self.model, completion.usage);
+        let mut used = tokens(completion.usage);
+        let output = completion.text;
+        let mut verdicts: Vec<Scored> = Vec::new();
+        let mut judge_score = None;
+        for metric in &self.metrics {
+            match score_sync(*metric, &output, example) {
+                Some(v) => verdicts.push(v),
+                None => {
+                    let (v, usage) = self.judge.score(&self.rubric, &output, example).await?;
+                    cost_usd += self.prices.cost(self.judge.model(), usage);
+                    used += tokens(usage);
+                    judge_score = Some(v.score);
+                    verdicts.push(v);
+                }
+            }
+        }
+        let score = if verdicts.is_empty() {
+            0.0
+        } else {
+            verdicts.iter().map(|v| v.score).sum::<f64>() / verdicts.len() as f64
+        };
+        let feedback = verdicts
+            .into_iter()
+            .map(|v| v.feedback)
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Rollout {
+            record: EvalRecord {
+                output,
+                score,
+                feedback,
+            },
+            cost_usd,
+            tokens: used,
+            judge_score,
+        })
+    }
+
+    /// Runs `system` on every example, `per_job` at a time; results in input order. The first
+    /// provider failure fails the batch (a dead provider ends the job clearly).
+    pub async fn batch(
+        &self,
+        system: &str,
+        examples: &[&Example],
+    ) -> Result<Vec<Rollout>, ProviderError> {
+        // A hand-rolled `buffered` (no closures: keeps the future `Send` for any lifetime).
+        let mut pending = futures_util::stream::FuturesOrdered::new();
+        let mut results = Vec::with_capacity(examples.len());
+        let mut next = 0;
+        while next < examples.len() || !pending.is_empty() {
+            while next < examples.len() && pending.len() < self.per_job.max(1) {
+                pending.push_back(self.rollout(system, examples[next]));
+                next += 1;
+            }
+            if let Some(result) = pending.next().await {
+                results.push(result?);
+            }
+        }
+        Ok(results)
+    }
+}

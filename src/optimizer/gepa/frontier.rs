@@ -1,0 +1,181 @@
+//! Per-instance Pareto frontier: which candidates are best on each validation example, the
+//! reference's set-cover dominance pruning, and the parent selectors built on them
+//! (frequency-weighted Pareto sampling, `current_best`, epsilon-greedy).
+
+use std::collections::BTreeSet;
+
+use crate::optimizer::rng::SeededRng;
+
+/// For each validation instance, the candidates reaching that instance's best score (ties kept).
+/// `val_scores[candidate][instance]`.
+pub fn instance_fronts(val_scores: &[Vec<f64>]) -> Vec<BTreeSet<usize>> {
+    let instances = val_scores.first().map_or(0, Vec::len);
+    (0..instances)
+        .map(|i| {
+            let best = val_scores
+                .iter()
+                .map(|s| s[i])
+                .fold(f64::NEG_INFINITY, f64::max);
+            val_scores
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s[i] == best)
+                .map(|(c, _)| c)
+                .collect()
+        })
+        .collect()
+}
+
+/// Mean of a candidate's per-instance scores (0 when there are none).
+pub fn mean(scores: &[f64]) -> f64 {
+    if scores.is_empty() {
+        0.0
+    } else {
+        scores.iter().sum::<f64>() / scores.len() as f64
+    }
+}
+
+/// The survivors of dominance pruning, as the reference does it: candidate `y` is dominated when
+/// every front containing `y` also contains another surviving candidate. Candidates are tried
+/// from the lowest aggregate score upwards, one removal at a time, until nothing changes.
+pub fn dominators(fronts: &[BTreeSet<usize>], aggregate: &[f64]) -> BTreeSet<usize> {
+    let mut members: Vec<usize> = fronts
+        .iter()
+        .flatten()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Stable: ties keep id order.
+    members.sort_by(|a, b| aggregate[*a].total_cmp(&aggregate[*b]));
+    let mut alive: BTreeSet<usize> = members.iter().copied().collect();
+    loop {
+        let removed = members.iter().copied().find(|&y| {
+            alive.contains(&y)
+                && fronts
+                    .iter()
+                    .filter(|f| f.contains(&y))
+                    .all(|f| f.iter().any(|c| *c != y && alive.contains(c)))
+        });
+        match removed {
+            Some(y) => {
+                alive.remove(&y);
+            }
+            None => return alive,
+        }
+    }
+}
+
+/// Frequency weights of the survivors: how many instance fronts each belongs to.
+pub fn frequencies(fronts: &[BTreeSet<usize>], alive: &BTreeSet<usize>) -> Vec<(usize, usize)> {
+    alive
+        .iter()
+        .map(|c| (*c, fronts.iter().filter(|f| f.contains(c)).count()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// Samples a parent from the pruned per-instance frontier with probability ∝ frequency.
+pub fn sample_pareto(val_scores: &[Vec<f64>], rng: &mut SeededRng) -> usize {
+    let fronts = instance_fronts(val_scores);
+    let aggregate: Vec<f64> = val_scores.iter().map(|s| mean(s)).collect();
+    let alive = dominators(&fronts, &aggregate);
+    let weights = frequencies(&fronts, &alive);
+    if weights.is_empty() {
+        return best(val_scores);
+    }
+    let w: Vec<f64> = weights.iter().map(|(_, n)| *n as f64).collect();
+    rng.weighted(&w).map_or(weights[0].0, |i| weights[i].0)
+}
+
+/// The candidate with the best mean validation score (lowest id on ties).
+pub fn best(val_scores: &[Vec<f64>]) -> usize {
+    let mut best = 0;
+    let mut best_score = f64::NEG_INFINITY;
+    for (c, scores) in val_scores.iter().enumerate() {
+        let m = mean(scores);
+        if m > best_score {
+            best = c;
+            best_score = m;
+        }
+    }
+    best
+}
+
+/// Best with probability 1 - `epsilon`, otherwise a uniformly random candidate.
+pub fn epsilon_greedy(val_scores: &[Vec<f64>], epsilon: f64, rng: &mut SeededRng) -> usize {
+    if val_scores.is_empty() {
+        return 0;
+    }
+    if rng.next_f64() < epsilon {
+        rng.below(val_scores.len())
+    } else {
+        best(val_scores)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fronts_keep_ties_per_instance() {
+        let scores = vec![vec![1.0, 0.0, 0.5], vec![1.0, 1.0, 0.0]];
+        let fronts = instance_fronts(&scores);
+        assert_eq!(fronts[0], BTreeSet::from([0, 1]));
+        assert_eq!(fronts[1], BTreeSet::from([1]));
+        assert_eq!(fronts[2], BTreeSet::from([0]));
+    }
+
+    #[test]
+    fn a_candidate_covered_everywhere_by_others_is_pruned() {
+        // 0 is best only where 1 is too; 1 and 2 each own an instance.
+        let scores = vec![
+            vec![1.0, 0.0, 0.0],
+            vec![1.0, 1.0, 0.0],
+            vec![0.0, 0.0, 1.0],
+        ];
+        let fronts = instance_fronts(&scores);
+        let agg: Vec<f64> = scores.iter().map(|s| mean(s)).collect();
+        assert_eq!(dominators(&fronts, &agg), BTreeSet::from([1, 2]));
+    }
+
+    #[test]
+    fn identical_candidates_keep_exactly_one_the_higher_id_on_equal_aggregate() {
+        let scores = vec![vec![1.0, 1.0], vec![1.0, 1.0]];
+        let fronts = instance_fronts(&scores);
+        let agg: Vec<f64> = scores.iter().map(|s| mean(s)).collect();
+        // Lowest aggregate first, ties in id order: 0 is tried first and removed.
+        assert_eq!(dominators(&fronts, &agg), BTreeSet::from([1]));
+    }
+
+    #[test]
+    fn pareto_sampling_is_frequency_weighted_and_never_picks_dominated() {
+        // 1 owns two instances, 2 owns one, 0 owns none.
+        let scores = vec![
+            vec![0.0, 0.0, 0.0],
+            vec![1.0, 1.0, 0.0],
+            vec![0.0, 0.0, 1.0],
+        ];
+        let mut rng = SeededRng::new(7);
+        let mut counts = [0usize; 3];
+        for _ in 0..3000 {
+            counts[sample_pareto(&scores, &mut rng)] += 1;
+        }
+        assert_eq!(counts[0], 0);
+        let ratio = counts[1] as f64 / counts[2] as f64;
+        assert!((1.7..2.3).contains(&ratio), "ratio {ratio}");
+    }
+
+    #[test]
+    fn current_best_and_epsilon_greedy() {
+        let scores = vec![vec![0.2, 0.2], vec![0.9, 0.1], vec![0.1, 0.1]];
+        assert_eq!(best(&scores), 1);
+        let mut rng = SeededRng::new(3);
+        let picks: Vec<usize> = (0..1000)
+            .map(|_| epsilon_greedy(&scores, 0.1, &mut rng))
+            .collect();
+        let not_best = picks.iter().filter(|p| **p != 1).count();
+        assert!(not_best > 20 && not_best < 150, "not_best {not_best}");
+    }
+}

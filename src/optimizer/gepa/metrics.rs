@@ -1,0 +1,487 @@
+//! Metrics that return a score in [0, 1] AND feedback text (GEPA's μ_f): exact match, contains,
+//! regex, token F1, JSON-schema validity (a hand-written subset: type, required, properties,
+//! items, enum) and an LLM-judge rubric ([`Judge`], fixed by the server, cached, QPS-limited).
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::domain::Example;
+use crate::provider::openai::RateLimiter;
+use crate::provider::{ChatMessage, CompletionRequest, ModelProvider, ProviderError, Usage};
+
+/// A metric by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    ExactMatch,
+    Contains,
+    Regex,
+    TokenF1,
+    JsonSchema,
+    LlmJudge,
+}
+
+impl Metric {
+    pub fn parse(name: &str) -> Option<Metric> {
+        Some(match name {
+            "exact_match" => Metric::ExactMatch,
+            "contains" => Metric::Contains,
+            "regex_pass" | "regex" => Metric::Regex,
+            "token_f1" => Metric::TokenF1,
+            "json_schema" => Metric::JsonSchema,
+            "llm_judge" => Metric::LlmJudge,
+            _ => return None,
+        })
+    }
+}
+
+/// A score and the feedback that explains it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub score: f64,
+    pub feedback: String,
+}
+
+fn normalize(s: &str) -> String {
+    s.trim()
+        .trim_end_matches(['.', '!', '?'])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Adds the example's worked solution (`meta.additional_context` or `meta.explanation`).
+fn with_context(mut feedback: String, example: &Example) -> String {
+    for key in ["additional_context", "explanation"] {
+        if let Some(Value::String(extra)) = example.meta.get(key) {
+            feedback.push_str(&format!(" Context: {extra}"));
+        }
+    }
+    feedback
+}
+
+fn need_expected(example: &Example) -> Result<&str, Scored> {
+    example.expected.as_deref().ok_or_else(|| Scored {
+        score: 0.0,
+        feedback: "This example has no expected answer to compare with.".into(),
+    })
+}
+
+pub fn exact_match(output: &str, example: &Example) -> Scored {
+    let expected = match need_expected(example) {
+        Ok(e) => e,
+        Err(s) => return s,
+    };
+    if normalize(output) == normalize(expected) {
+        Scored {
+            score: 1.0,
+            feedback: format!("Correct: the answer is {expected:?}."),
+        }
+    } else {
+        Scored {
+            score: 0.0,
+            feedback: with_context(
+                format!(
+                    "Incorrect: expected exactly {expected:?} but the response was {:?}.",
+                    output.trim()
+                ),
+                example,
+            ),
+        }
+    }
+}
+
+pub fn contains(output: &str, example: &Example) -> Scored {
+    let expected = match need_expected(example) {
+        Ok(e) => e,
+        Err(s) => return s,
+    };
+    if normalize(output).contains(&normalize(expected)) {
+        Scored {
+            score: 1.0,
+            feedback: format!("The response contains the correct answer {expected:?}."),
+        }
+    } else {
+        Scored {
+            score: 0.0,
+            feedback: with_context(
+                format!("The response does not contain the correct answer {expected:?}."),
+                example,
+            ),
+        }
+    }
+}
+
+pub fn regex_pass(output: &str, example: &Example) -> Scored {
+    let pattern = match example.meta.get("pattern") {
+        Some(Value::String(p)) => p.as_str(),
+        _ => match need_expected(example) {
+            Ok(e) => e,
+            Err(s) => return s,
+        },
+    };
+    match regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+    {
+        Err(_) => Scored {
+            score: 0.0,
+            feedback: format!("The pattern {pattern:?} is not a valid regular expression."),
+        },
+        Ok(re) if re.is_match(output) => Scored {
+            score: 1.0,
+            feedback: format!("The response matches /{pattern}/."),
+        },
+        Ok(_) => Scored {
+            score: 0.0,
+            feedback: with_context(
+                format!("The response does not match the required pattern /{pattern}/."),
+                example,
+            ),
+        },
+    }
+}
+
+fn tokens(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+pub fn token_f1(output: &str, example: &Example) -> Scored {
+    let expected = match need_expected(example) {
+        Ok(e) => e,
+        Err(s) => return s,
+    };
+    let got = tokens(output);
+    let want = tokens(expected);
+    let mut remaining = want.clone();
+    let mut common = 0usize;
+    for t in &got {
+        if let Some(i) = remaining.iter().position(|w| w == t) {
+            remaining.swap_remove(i);
+            common += 1;
+        }
+    }
+    let score = if common == 0 {
+        0.0
+    } else {
+        let p = common as f64 / got.len() as f64;
+        let r = common as f64 / want.len() as f64;
+        2.0 * p * r / (p + r)
+    };
+    let missing: Vec<&str> = remaining.iter().map(String::as_str).collect();
+    let feedback = if missing.is_empty() && got.len() == want.len() {
+        "The response has exactly the expected tokens.".to_string()
+    } else {
+        with_context(
+            format!(
+                "Token F1 {score:.2} against {expected:?}; missing tokens: [{}]; the response had {} tokens for {} expected.",
+                missing.join(", "),
+                got.len(),
+                want.len()
+            ),
+            example,
+        )
+    };
+    Scored { score, feedback }
+}
+
+/// Strips a surrounding Markdown code fence.
+fn unfence(s: &str) -> &str {
+    let t = s.trim();
+    if let Some(rest) = t.strip_prefix("```") {
+        let rest = rest.split_once('\n').map_or("", |(_, body)| body);
+        return rest.trim_end().strip_suffix("```").unwrap_or(rest).trim();
+    }
+    t
+}
+
+/// Checks `value` against a JSON-schema subset; returns the first violation.
+fn check_schema(value: &Value, schema: &Value, path: &str) -> Result<(), String> {
+    let Some(schema) = schema.as_object() else {
+        return Ok(());
+    };
+    if let Some(Value::String(ty)) = schema.get("type") {
+        let ok = match ty.as_str() {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "number" => value.is_number(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "boolean" => value.is_boolean(),
+            "null" => value.is_null(),
+            _ => true,
+        };
+        if !ok {
+            return Err(format!("{path} should be of type {ty}"));
+        }
+    }
+    if let Some(Value::Array(options)) = schema.get("enum")
+        && !options.contains(value)
+    {
+        return Err(format!(
+            "{path} must be one of {}",
+            Value::Array(options.clone())
+        ));
+    }
+    if let (Some(Value::Array(required)), Some(obj)) = (schema.get("required"), value.as_object()) {
+        for key in required.iter().filter_map(Value::as_str) {
+            if !obj.contains_key(key) {
+                return Err(format!("{path} is missing the required key {key:?}"));
+            }
+        }
+    }
+    if let (Some(Value::Object(props)), Some(obj)) = (schema.get("properties"), value.as_object()) {
+        for (key, sub) in props {
+            if let Some(v) = obj.get(key) {
+                check_schema(v, sub, &format!("{path}.{key}"))?;
+            }
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in array.iter().enumerate() {
+            check_schema(v, items, &format!("{path}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn json_schema(output: &str, example: &Example) -> Scored {
+    let value: Value = match serde_json::from_str(unfence(output)) {
+        Ok(v) => v,
+        Err(err) => {
+            return Scored {
+                score: 0.0,
+                feedback: format!("The response is not valid JSON ({err}). Answer with JSON only."),
+            };
+        }
+    };
+    let schema = match example.meta.get("schema") {
+        Some(s) => s.clone(),
+        None => example
+            .expected
+            .as_deref()
+            .and_then(|e| serde_json::from_str(e).ok())
+            .unwrap_or(Value::Null),
+    };
+    match check_schema(&value, &schema, "$") {
+        Ok(()) => Scored {
+            score: 1.0,
+            feedback: "The response is valid JSON matching the schema.".into(),
+        },
+        Err(violation) => Scored {
+            score: 0.0,
+            feedback: with_context(
+                format!("The JSON does not match the schema: {violation}."),
+                example,
+            ),
+        },
+    }
+}
+
+/// Scores with a deterministic metric; `None` for the LLM judge (see [`Judge`]).
+pub fn score_sync(metric: Metric, output: &str, example: &Example) -> Option<Scored> {
+    Some(match metric {
+        Metric::ExactMatch => exact_match(output, example),
+        Metric::Contains => contains(output, example),
+        Metric::Regex => regex_pass(output, example),
+        Metric::TokenF1 => token_f1(output, example),
+        Metric::JsonSchema => json_schema(output, example),
+        Metric::LlmJudge => return None,
+    })
+}
+
+/// The server's judge: one model (`JUDGE_MODEL_ID`), an LRU cache of verdicts
+/// (`JUDGE_CACHE_SIZE`) and a QPS limit (`JUDGE_QPS_MAX`). Without a provider
+/// (`USE_JUDGE_STUB`) it grades offline by token F1 against the reference answer.
+pub struct Judge {
+    provider: Option<Arc<dyn ModelProvider>>,
+    model: String,
+    cache: Mutex<lru::LruCache<u64, (Scored, Usage)>>,
+    limiter: RateLimiter,
+}
+
+impl Judge {
+    pub fn new(
+        provider: Option<Arc<dyn ModelProvider>>,
+        model: String,
+        cache_size: usize,
+        qps: f64,
+    ) -> Self {
+        Judge {
+            provider,
+            model,
+            cache: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(cache_size.max(1)).unwrap_or(NonZeroUsize::MIN),
+            )),
+            limiter: RateLimiter::new(qps),
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Scores `output` against the rubric. Cached verdicts cost nothing (usage zero).
+    pub async fn score(
+        &self,
+        rubric: &str,
+        output: &str,
+        example: &Example,
+    ) -> Result<(Scored, Usage), ProviderError> {
+        let key = super::state::fnv1a(&[
+            rubric,
+            &example.input,
+            example.expected.as_deref().unwrap_or(""),
+            output,
+        ]);
+        if let Some((hit, _)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok((hit.clone(), Usage::default()));
+        }
+        let Some(provider) = &self.provider else {
+            let f1 = token_f1(output, example);
+            let stub = Scored {
+                score: f1.score,
+                feedback: format!("Offline judge (token overlap): {}", f1.feedback),
+            };
+            return Ok((stub, Usage::default()));
+        };
+        self.limiter.acquire().await;
+        let prompt = format!(
+            "Rubric:\n{rubric}\n\nTask input:\n{}\n\nReference answer (may be empty):\n{}\n\nResponse to grade:\n{output}\n\nGrade the response against the rubric. Explain briefly what is missing or wrong, then end with a line `SCORE: N` where N is 0 to 10.",
+            example.input,
+            example.expected.as_deref().unwrap_or("")
+        );
+        let completion = provider
+            .complete(CompletionRequest {
+                model: self.model.clone(),
+                messages: vec![
+                    ChatMessage::system("You are a strict grader."),
+                    ChatMessage::user(prompt),
+                ],
+                temperature: Some(0.0),
+                max_tokens: Some(300),
+                seed: None,
+            })
+            .await?;
+        let scored = parse_verdict(&completion.text);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(key, (scored.clone(), completion.usage));
+        Ok((scored, completion.usage))
+    }
+}
+
+/// Reads `SCORE: N` (0–10) from a judge's answer; feedback is the rest of the text.
+pub fn parse_verdict(text: &str) -> Scored {
+    let mut score = None;
+    let mut feedback = Vec::new();
+    for line in text.lines() {
+        let upper = line.trim().to_uppercase();
+        if let Some(rest) = upper.strip_prefix("SCORE:") {
+            let number: String = rest
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            score = number.parse::<f64>().ok();
+        } else if !line.trim().is_empty() {
+            feedback.push(line.trim());
+        }
+    }
+    match score {
+        Some(s) => Scored {
+            score: (s / 10.0).clamp(0.0, 1.0),
+            feedback: feedback.join(" "),
+        },
+        None => Scored {
+            score: 0.0,
+            feedback: format!("The judge gave no score: {}", text.trim()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(expected: &str) -> Example {
+        Example {
+            id: "1".into(),
+            input: "q".into(),
+            expected: Some(expected.into()),
+            meta: Default::default(),
+        }
+    }
+
+    #[test]
+    fn exact_match_normalizes_and_explains_failures() {
+        assert_eq!(exact_match(" Paris. ", &ex("paris")).score, 1.0);
+        let miss = exact_match("Lyon", &ex("Paris"));
+        assert_eq!(miss.score, 0.0);
+        assert!(miss.feedback.contains("\"Paris\"") && miss.feedback.contains("\"Lyon\""));
+    }
+
+    #[test]
+    fn contains_regex_and_f1_give_feedback() {
+        assert_eq!(contains("It is 4.", &ex("4")).score, 1.0);
+        assert!(
+            contains("five", &ex("4"))
+                .feedback
+                .contains("does not contain")
+        );
+        assert_eq!(regex_pass("order 123", &ex(r"\d{3}")).score, 1.0);
+        assert!(regex_pass("x", &ex("(")).feedback.contains("not a valid"));
+        let f1 = token_f1("the cat sat", &ex("the cat"));
+        assert!((f1.score - 0.8).abs() < 1e-9);
+        let miss = token_f1("a dog", &ex("the cat"));
+        assert!(
+            miss.feedback.contains("missing tokens: [the, cat]") || miss.feedback.contains("cat")
+        );
+    }
+
+    #[test]
+    fn json_schema_names_the_violation() {
+        let mut example = ex("");
+        example.meta.insert(
+            "schema".into(),
+            serde_json::json!({"type": "object", "required": ["label"],
+                "properties": {"label": {"enum": ["pos", "neg"]}}}),
+        );
+        assert_eq!(
+            json_schema("```json\n{\"label\": \"pos\"}\n```", &example).score,
+            1.0
+        );
+        let bad = json_schema(r#"{"label": "meh"}"#, &example);
+        assert!(bad.feedback.contains("$.label must be one of"));
+        let missing = json_schema("{}", &example);
+        assert!(
+            missing
+                .feedback
+                .contains("missing the required key \"label\"")
+        );
+        assert!(
+            json_schema("nope", &example)
+                .feedback
+                .contains("not valid JSON")
+        );
+    }
+
+    #[test]
+    fn judge_verdicts_are_parsed() {
+        let v = parse_verdict("Misses the date.\nSCORE: 7");
+        assert_eq!(v.score, 0.7);
+        assert_eq!(v.feedback, "Misses the date.");
+        assert_eq!(parse_verdict("no idea").score, 0.0);
+    }
+}

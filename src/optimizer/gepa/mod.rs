@@ -1,0 +1,342 @@
+//! `mode: "gepa"`: reflective prompt evolution with per-instance Pareto selection and
+//! system-aware merge, faithful to the paper and the reference library, with hard budgets,
+//! typed progress events and exact resume from checkpoints.
+//!
+//! - [`state`]: the checkpointed state (pool, lineage, scores, RNG, cache, counters).
+//! - [`frontier`]: per-instance Pareto frontier, dominance pruning, parent selectors.
+//! - [`merge`]: merge eligibility, composition and subsampling.
+//! - [`budget`]: reservations before dispatch; cost, tokens, generations, wall time; prices.
+//! - [`reflection`]: reflective dataset, meta-prompt, fenced parsing, offline operator.
+//! - [`metrics`]: metrics with feedback, and the server's LLM judge.
+//! - [`evaluator`]: concurrent rollouts under per-job and global caps.
+//! - [`engine`]: the loop.
+
+pub mod budget;
+pub mod engine;
+pub mod evaluator;
+pub mod frontier;
+pub mod merge;
+pub mod metrics;
+pub mod reflection;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+
+use self::budget::{Budget, Limits, Prices, Spent};
+use self::engine::{Config, Engine, Halt};
+use self::evaluator::Evaluator;
+use self::metrics::{Judge, Metric};
+use self::state::{Candidate, Checkpoint, GepaState, Memo, STATE_VERSION};
+use super::{JobContext, OptimizeError, Optimizer, datasets};
+use crate::config::Settings;
+use crate::domain::gepa::{CandidateInfo, DEFAULT_COMPONENT, GepaResult};
+use crate::domain::{Example, JobResult, JobSpec};
+use crate::optimizer::rng::SeededRng;
+use crate::provider::openai::{OpenAiCompatible, OpenAiConfig};
+use crate::provider::{LocalEcho, ModelProvider};
+
+/// Share of `MAX_WALL_TIME_S` after which no new iteration starts (the rest is left for the
+/// iteration in flight, so the job finishes with a result instead of `deadline_exceeded`).
+const WALL_TIME_SHARE: f64 = 0.8;
+
+/// Models and shared limits every GEPA (and eval) job of this server uses.
+#[derive(Clone)]
+pub struct Models {
+    pub task: Arc<dyn ModelProvider>,
+    /// `None`: offline, the rule-based operators stand in for reflection.
+    pub reflection: Option<Arc<dyn ModelProvider>>,
+    pub reflection_model: Option<String>,
+    pub judge: Arc<Judge>,
+    pub prices: Arc<Prices>,
+    /// Server-wide cap on rollouts in flight.
+    pub global: Arc<Semaphore>,
+}
+
+impl Models {
+    /// The OpenAI-compatible endpoint the settings select when `USE_MODEL_STUB=false`, else
+    /// `LocalEcho` with rule-based reflection. The judge is real only when `USE_JUDGE_STUB=false`.
+    pub fn from_settings(settings: &Settings) -> Models {
+        let real: Option<Arc<dyn ModelProvider>> = if settings.use_model_stub {
+            None
+        } else {
+            match OpenAiConfig::from_settings(settings).map(OpenAiCompatible::new) {
+                Some(Ok(provider)) => Some(Arc::new(provider)),
+                Some(Err(err)) => {
+                    tracing::error!(error = %err, "OpenAI-compatible provider unavailable; using local_echo");
+                    None
+                }
+                None => {
+                    tracing::warn!(
+                        "USE_MODEL_STUB=false but no provider is configured; using local_echo"
+                    );
+                    None
+                }
+            }
+        };
+        let echo: Arc<dyn ModelProvider> = Arc::new(LocalEcho::with_latency(
+            Duration::from_millis(settings.local_echo_latency_ms),
+        ));
+        let judge_provider = if settings.use_judge_stub {
+            None
+        } else {
+            real.clone()
+        };
+        let prices = Prices::parse(settings.model_prices_json.as_deref()).unwrap_or_else(|err| {
+            tracing::error!(error = %err, "MODEL_PRICES_JSON unreadable; costs count as 0");
+            Prices::default()
+        });
+        Models {
+            task: real.clone().unwrap_or(echo),
+            reflection: real,
+            reflection_model: settings.reflection_model_id.clone(),
+            judge: Arc::new(Judge::new(
+                judge_provider,
+                settings.judge_model_id.clone(),
+                settings.judge_cache_size,
+                settings.judge_qps_max,
+            )),
+            prices: Arc::new(prices),
+            global: Arc::new(Semaphore::new(settings.eval_global_max_concurrency.max(1))),
+        }
+    }
+
+    /// A rollout runner for one job.
+    pub fn evaluator(
+        &self,
+        spec: &JobSpec,
+        settings: &Settings,
+        metrics: Vec<Metric>,
+    ) -> Evaluator {
+        Evaluator {
+            task: self.task.clone(),
+            judge: self.judge.clone(),
+            metrics,
+            model: spec
+                .target_model_id
+                .clone()
+                .unwrap_or_else(|| settings.target_model_default.clone()),
+            temperature: spec.temperature,
+            max_tokens: spec.max_tokens,
+            seed: spec.seed,
+            rubric: spec
+                .evaluation_rubric
+                .clone()
+                .or_else(|| settings.evaluation_rubric_default.clone())
+                .unwrap_or_else(|| "The response answers the task correctly and concisely.".into()),
+            prices: self.prices.clone(),
+            global: self.global.clone(),
+            per_job: settings.eval_max_concurrency.max(1),
+        }
+    }
+}
+
+/// The examples a job names: inline, else a built-in pack, else the stored examples.
+pub async fn load_examples(
+    ctx: &JobContext,
+) -> Result<(Vec<Example>, &'static str), OptimizeError> {
+    let spec = &ctx.spec;
+    if !spec.examples.is_empty() {
+        return Ok((spec.examples.clone(), "exact_match"));
+    }
+    let name = spec.dataset.as_ref().map_or("toy_qa", |d| d.name.as_str());
+    if let Some(pack) = datasets::pack(name) {
+        return Ok((pack.examples(), pack.default_metric));
+    }
+    let stored = ctx
+        .store
+        .list_examples(crate::domain::spec::MAX_EXAMPLES, 0)
+        .await
+        .map_err(|e| OptimizeError::Failed {
+            code: "store_error".into(),
+            message: e.to_string(),
+        })?;
+    Ok((stored, "exact_match"))
+}
+
+/// The metrics a job asked for, or the data's default.
+pub fn metrics_for(spec: &JobSpec, default: &str) -> Vec<Metric> {
+    let names: Vec<&str> = if spec.metrics.is_empty() {
+        vec![default]
+    } else {
+        spec.metrics.iter().map(String::as_str).collect()
+    };
+    names.into_iter().filter_map(Metric::parse).collect()
+}
+
+fn failed(code: &str, message: impl Into<String>) -> OptimizeError {
+    OptimizeError::Failed {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+/// The GEPA optimizer.
+pub struct GepaOptimizer {
+    models: Models,
+}
+
+impl GepaOptimizer {
+    pub fn new(models: Models) -> Self {
+        GepaOptimizer { models }
+    }
+}
+
+#[async_trait]
+impl Optimizer for GepaOptimizer {
+    fn resumable(&self) -> bool {
+        true
+    }
+
+    async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError> {
+        let spec = ctx.spec.clone();
+        let settings = ctx.settings.clone();
+        let (examples, default_metric) = load_examples(&ctx).await?;
+        if examples.is_empty() {
+            return Err(failed(
+                "no_examples",
+                "the job has no examples to optimize on",
+            ));
+        }
+        let split = datasets::split(examples);
+        let mut seed = Candidate::new();
+        seed.insert(DEFAULT_COMPONENT.to_string(), spec.prompt.clone());
+        for (name, text) in &spec.gepa.components {
+            seed.insert(name.clone(), text.clone());
+        }
+        let limits = Limits {
+            max_metric_calls: Some(
+                spec.budget
+                    .max_rollouts
+                    .unwrap_or(settings.gepa_default_max_metric_calls),
+            ),
+            max_generations: spec.budget.max_generations,
+            max_cost_usd: spec.budget.max_cost,
+            max_tokens: spec.budget.max_tokens,
+            deadline: Some(
+                Instant::now()
+                    + Duration::from_secs_f64(settings.max_wall_time_s * WALL_TIME_SHARE),
+            ),
+        };
+        if limits
+            .max_metric_calls
+            .is_some_and(|m| m < split.val.len() as u64)
+        {
+            return Err(failed(
+                "budget_exhausted",
+                format!(
+                    "max_rollouts must cover at least the validation set ({} examples)",
+                    split.val.len()
+                ),
+            ));
+        }
+        let reflection = self.models.reflection.clone().map(|p| {
+            let model = self
+                .models
+                .reflection_model
+                .clone()
+                .unwrap_or_else(|| settings.target_model_default.clone());
+            (p, model)
+        });
+        let resumed: Option<Checkpoint> = match ctx.store.get_checkpoint(&ctx.job_id).await {
+            Ok(Some(value)) => serde_json::from_value::<Checkpoint>(value)
+                .ok()
+                .filter(|c| {
+                    c.state.version == STATE_VERSION && c.state.candidates.first() == Some(&seed)
+                }),
+            _ => None,
+        };
+        let seed_rng = SeededRng::from_seed(spec.seed.unwrap_or(settings.deterministic_seed));
+        let is_resume = resumed.is_some();
+        let (state, memo, spent) = match resumed {
+            Some(c) => (c.state, c.memo, c.spent),
+            None => (
+                GepaState::new(seed.clone(), Vec::new(), seed_rng, Spent::default()),
+                Memo::default(),
+                Spent::default(),
+            ),
+        };
+        let components: Vec<String> = seed.keys().cloned().collect();
+        let mut engine = Engine {
+            ctx: &ctx,
+            eval: self
+                .models
+                .evaluator(&spec, &settings, metrics_for(&spec, default_metric)),
+            cfg: Config {
+                minibatch: spec.gepa.minibatch_size.unwrap_or(3) as usize,
+                selector: spec.gepa.candidate_selector,
+                acceptance: spec.gepa.acceptance,
+                use_merge: spec.gepa.use_merge.unwrap_or(true),
+                max_merges: spec.gepa.max_merge_invocations.unwrap_or(5),
+                components,
+                reflection,
+            },
+            budget: Budget::new(limits, spent),
+            state,
+            memo,
+            top: serde_json::Value::Null,
+            train: split.train,
+            val: split.val,
+        };
+        if is_resume {
+            tracing::info!(job_id = %ctx.job_id, generation = engine.state.generation, "gepa resumed from checkpoint");
+        } else {
+            let scores = match engine.validate(&seed).await {
+                Ok(scores) => scores,
+                Err(Halt::Budget(reason)) => {
+                    return Err(failed("budget_exhausted", reason.as_str()));
+                }
+                Err(Halt::Error(err)) => return Err(err),
+            };
+            engine.state.val_scores[0] = scores;
+            engine.state.discovered_at[0] = engine.budget.spent.metric_calls;
+            for step in [engine.announce(0).await, engine.emit_budget().await] {
+                if let Err(Halt::Error(err)) = step {
+                    return Err(err);
+                }
+            }
+        }
+        let stop = engine.run().await?;
+        Ok(JobResult::Gepa(Box::new(result(&engine, stop.as_str()))))
+    }
+}
+
+fn result(engine: &Engine<'_>, stop_reason: &str) -> GepaResult {
+    let state = &engine.state;
+    let best = engine.best();
+    let candidates = (0..state.candidates.len())
+        .map(|c| CandidateInfo {
+            id: c as u32,
+            parents: state.parents[c].iter().map(|p| *p as u32).collect(),
+            origin: state.origins[c].as_str().into(),
+            components: state.candidates[c].clone(),
+            score: state.aggregate(c),
+            val_scores: engine
+                .val
+                .iter()
+                .zip(&state.val_scores[c])
+                .map(|(e, s)| (e.id.clone(), *s))
+                .collect(),
+            discovered_at_metric_calls: state.discovered_at[c],
+        })
+        .collect();
+    GepaResult {
+        best_prompt: state.candidates[best]
+            .get(DEFAULT_COMPONENT)
+            .cloned()
+            .unwrap_or_default(),
+        frontier: engine.frontier_entries(),
+        lessons: state.lessons.clone(),
+        best_candidate_id: best as u32,
+        best_candidate: state.candidates[best].clone(),
+        best_score: state.aggregate(best),
+        seed_score: state.aggregate(0),
+        candidates,
+        generations: state.generation,
+        budget: engine.budget.usage(state.generation),
+        stop_reason: stop_reason.into(),
+    }
+}

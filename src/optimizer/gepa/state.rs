@@ -1,0 +1,268 @@
+//! Everything the engine must carry across an iteration boundary — the checkpoint: the pool
+//! (candidates, lineage, origins, per-instance validation scores, discovery budget, round-robin
+//! pointers), counters, the RNG, the minibatch sampler, merge bookkeeping, the evaluation cache
+//! (every model answer already paid for) and the lessons so far. Serde round-trips it exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::budget::Spent;
+use crate::optimizer::rng::SeededRng;
+
+/// Checkpoint schema version; a checkpoint of another version is ignored (the job restarts).
+pub const STATE_VERSION: u32 = 2;
+
+/// A candidate: component name → text.
+pub type Candidate = BTreeMap<String, String>;
+
+/// Where a candidate came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Seed,
+    Reflection,
+    Merge,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Seed => "seed",
+            Origin::Reflection => "reflection",
+            Origin::Merge => "merge",
+        }
+    }
+}
+
+/// One evaluated rollout: the model's output and the metric's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    pub output: String,
+    pub score: f64,
+    pub feedback: String,
+}
+
+/// Epoch-shuffled minibatches; each epoch is padded with the least-used ids so it divides evenly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sampler {
+    order: Vec<usize>,
+    pos: usize,
+    uses: Vec<u32>,
+}
+
+impl Sampler {
+    /// The next `size` train indices out of `n` (size is clamped to `1..=n`).
+    pub fn next_batch(&mut self, n: usize, size: usize, rng: &mut SeededRng) -> Vec<usize> {
+        let size = size.clamp(1, n.max(1));
+        if self.uses.len() != n {
+            self.uses = vec![0; n];
+        }
+        if self.pos + size > self.order.len() {
+            let mut ids: Vec<usize> = (0..n).collect();
+            rng.shuffle(&mut ids);
+            let mut pad_uses = self.uses.clone();
+            for id in &ids {
+                pad_uses[*id] += 1;
+            }
+            while !ids.len().is_multiple_of(size) {
+                let least = (0..n).min_by_key(|i| (pad_uses[*i], *i)).unwrap_or(0);
+                pad_uses[least] += 1;
+                ids.push(least);
+            }
+            self.order = ids;
+            self.pos = 0;
+        }
+        let batch = self.order[self.pos..self.pos + size].to_vec();
+        self.pos += size;
+        for id in &batch {
+            self.uses[*id] += 1;
+        }
+        batch
+    }
+}
+
+/// The engine's whole state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GepaState {
+    pub version: u32,
+    pub candidates: Vec<Candidate>,
+    pub parents: Vec<Vec<usize>>,
+    pub origins: Vec<Origin>,
+    /// `val_scores[candidate][validation index]`.
+    pub val_scores: Vec<Vec<f64>>,
+    pub discovered_at: Vec<u64>,
+    /// Round-robin pointer (index into the component names) per candidate.
+    pub next_component: Vec<usize>,
+    /// Iterations completed.
+    pub generation: u32,
+    pub rng: SeededRng,
+    pub spent: Spent,
+    pub sampler: Sampler,
+    pub merges_due: u32,
+    /// Every merge attempt, accepted or not (the cap counts these).
+    pub merge_attempts: u32,
+    pub last_accepted: bool,
+    pub tried_merges: BTreeSet<(usize, usize, usize)>,
+    pub merged: BTreeSet<u64>,
+    /// Hashes of every child proposed by reflection (a repeat proposal is idle work).
+    pub proposed: BTreeSet<u64>,
+    pub lessons: Vec<String>,
+    /// Consecutive idle iterations: perfect parents or repeated proposals, nothing added.
+    pub idle_iterations: u32,
+}
+
+/// Every model answer already paid for. Checkpointed after each batch of calls, so a resumed
+/// iteration replays them instead of paying (and, with a non-deterministic model, diverging).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memo {
+    /// `"<candidate hash>/<example id>"` → rollout.
+    pub cache: BTreeMap<String, EvalRecord>,
+    /// `"<hash of model and prompt>"` → reflection answer.
+    pub reflections: BTreeMap<String, String>,
+}
+
+/// What is stored: the state at the top of the current iteration, the answers paid for since
+/// (and before), and the spend including them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Checkpoint {
+    pub state: GepaState,
+    pub memo: Memo,
+    pub spent: Spent,
+}
+
+/// [`Checkpoint`] by reference, for writing without cloning the memo.
+#[derive(Serialize)]
+pub struct CheckpointRef<'a> {
+    pub state: &'a serde_json::Value,
+    pub memo: &'a Memo,
+    pub spent: &'a Spent,
+}
+
+impl GepaState {
+    pub fn new(seed: Candidate, seed_scores: Vec<f64>, rng: SeededRng, spent: Spent) -> Self {
+        GepaState {
+            version: STATE_VERSION,
+            candidates: vec![seed],
+            parents: vec![Vec::new()],
+            origins: vec![Origin::Seed],
+            val_scores: vec![seed_scores],
+            discovered_at: vec![spent.metric_calls],
+            next_component: vec![0],
+            generation: 0,
+            rng,
+            spent,
+            sampler: Sampler::default(),
+            merges_due: 0,
+            merge_attempts: 0,
+            last_accepted: false,
+            tried_merges: BTreeSet::new(),
+            merged: BTreeSet::new(),
+            proposed: BTreeSet::new(),
+            lessons: Vec::new(),
+            idle_iterations: 0,
+        }
+    }
+
+    /// Adds a validated candidate; returns its id.
+    pub fn add(
+        &mut self,
+        candidate: Candidate,
+        parents: Vec<usize>,
+        origin: Origin,
+        scores: Vec<f64>,
+        metric_calls: u64,
+    ) -> usize {
+        let pointer = parents
+            .iter()
+            .map(|p| self.next_component[*p])
+            .max()
+            .unwrap_or(0);
+        self.merged.insert(candidate_hash(&candidate));
+        self.candidates.push(candidate);
+        self.parents.push(parents);
+        self.origins.push(origin);
+        self.val_scores.push(scores);
+        self.discovered_at.push(metric_calls);
+        self.next_component.push(pointer);
+        self.candidates.len() - 1
+    }
+
+    /// All ancestors of `c` (not `c` itself).
+    pub fn ancestors(&self, c: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<usize> = self.parents[c].clone();
+        while let Some(p) = stack.pop() {
+            if seen.insert(p) {
+                stack.extend(self.parents[p].iter().copied());
+            }
+        }
+        seen
+    }
+
+    pub fn aggregate(&self, c: usize) -> f64 {
+        super::frontier::mean(&self.val_scores[c])
+    }
+}
+
+/// FNV-1a over parts separated by a 0xff byte: a stable hash for cache keys that checkpoints
+/// can carry across processes and Rust versions.
+pub fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.as_bytes().iter().chain(std::iter::once(&0xff)) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Stable hash of a candidate (names and texts in order).
+pub fn candidate_hash(candidate: &Candidate) -> u64 {
+    let parts: Vec<&str> = candidate
+        .iter()
+        .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+        .collect();
+    fnv1a(&parts)
+}
+
+/// The evaluation-cache key of (candidate, example).
+pub fn cache_key(candidate_hash: u64, example_id: &str) -> String {
+    format!("{candidate_hash:016x}/{example_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_pads_epochs_and_balances_use() {
+        let mut sampler = Sampler::default();
+        let mut rng = SeededRng::new(1);
+        let mut counts = [0u32; 5];
+        for _ in 0..10 {
+            let batch = sampler.next_batch(5, 3, &mut rng);
+            assert_eq!(batch.len(), 3);
+            for id in batch {
+                counts[id] += 1;
+            }
+        }
+        // 30 draws over 5 ids: padding keeps every id within one use of the others.
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(max - min <= 1, "{counts:?}");
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let seed: Candidate = [("system_prompt".to_string(), "be nice".to_string())].into();
+        let mut state =
+            GepaState::new(seed.clone(), vec![0.5], SeededRng::new(3), Spent::default());
+        state.add(seed, vec![0], Origin::Reflection, vec![1.0], 4);
+        state.tried_merges.insert((1, 2, 0));
+        let json = serde_json::to_value(&state).unwrap();
+        let back: GepaState = serde_json::from_value(json).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(back.ancestors(1), BTreeSet::from([0]));
+    }
+}

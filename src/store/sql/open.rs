@@ -1,0 +1,98 @@
+//! Opening the SQL stores: connection settings of each backend, then migrations.
+
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{Pools, SqlStore, migrations, sqlite_log};
+use crate::error::{Error, Result};
+
+/// Reader connections of the SQLite store.
+const SQLITE_READERS: u32 = 4;
+/// Connections of the Postgres store.
+const POSTGRES_CONNECTIONS: u32 = 8;
+/// How long a statement waits for a locked SQLite database before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl SqlStore {
+    /// Opens (creating if missing) the SQLite database at `path` and applies pending migrations.
+    /// The parent directory must exist.
+    pub async fn open_sqlite(path: &Path) -> Result<SqlStore> {
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(false);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    // Many jobs' events land on different B-tree pages: a 64 MiB page cache
+                    // and a 40 MiB WAL between checkpoints let repeated writes of the same
+                    // pages coalesce instead of being copied back to the database each time.
+                    .pragma("cache_size", "-65536")
+                    .pragma("wal_autocheckpoint", "10000"),
+            )
+            .await
+            .map_err(|e| open_error("sqlite", &path.display(), e))?;
+        migrations::sqlite()
+            .run(&write)
+            .await
+            .map_err(|e| Error::Store(format!("sqlite migrations failed: {e}")))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(SQLITE_READERS)
+            .connect_with(base.pragma("query_only", "ON"))
+            .await
+            .map_err(|e| open_error("sqlite", &path.display(), e))?;
+        Ok(SqlStore {
+            pools: Pools::Sqlite {
+                staged: AtomicUsize::new(sqlite_log::staged_rows(&write).await?),
+                write,
+                read,
+            },
+        })
+    }
+
+    /// Connects to PostgreSQL at `url` (`postgres://user@host:port/db`; `?options=-csearch_path%3Ds`
+    /// selects a schema) and applies pending migrations.
+    pub async fn open_postgres(url: &str) -> Result<SqlStore> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| Error::Store(format!("invalid DATABASE_URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_error("postgres", &"DATABASE_URL", e))?;
+        migrations::postgres()
+            .run(&pool)
+            .await
+            .map_err(|e| Error::Store(format!("postgres migrations failed: {e}")))?;
+        Ok(SqlStore {
+            pools: Pools::Postgres(pool),
+        })
+    }
+
+    /// Closes the pools; SQLite checkpoints its WAL when the last connection closes.
+    pub async fn close(&self) {
+        match &self.pools {
+            Pools::Sqlite { write, read, .. } => {
+                read.close().await;
+                write.close().await;
+            }
+            Pools::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+fn open_error(backend: &str, target: &dyn std::fmt::Display, err: sqlx::Error) -> Error {
+    Error::Store(format!("cannot open {backend} store at {target}: {err}"))
+}
