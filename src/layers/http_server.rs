@@ -46,6 +46,11 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // Without TCP_NODELAY, SSE events and multi-write responses wait ~40 ms on Nagle +
+        // delayed ACK (measured by benches/loadgen; axum::serve does not set it either).
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %err, "could not set TCP_NODELAY");
+        }
         let router = router.clone();
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
