@@ -183,6 +183,21 @@ impl OptimizeBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatedJob {
     pub job_id: String,
+    /// When auth is on: a short-lived token for `?access_token=` on this job's events route
+    /// only (browsers' `EventSource` cannot send headers). See `POST /v1/optimize/{job_id}/stream-token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_token: Option<String>,
+}
+
+impl CreatedJob {
+    /// The answer for `job_id`, with a stream token when the edge issues them.
+    pub fn new(job_id: String, state: &crate::edge::EdgeState) -> CreatedJob {
+        let stream_token = state.stream_token(&job_id);
+        CreatedJob {
+            job_id,
+            stream_token,
+        }
+    }
 }
 
 /// A job's state.
