@@ -12,11 +12,26 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::error::{ErrorBody, ErrorObject};
 use super::json::{
-    BudgetBody, CreatedJob, DatasetBody, ExampleBody, JobList, JobState, JobSummary, ModeName,
-    OptimizeBody, ProbeStatus, Version,
+    AcceptanceName, BudgetBody, CreatedJob, DatasetBody, DatasetName, ExampleBody, JobList,
+    JobState, JobSummary, MetricName, ModeName, ObjectiveName, OptimizeBody, ProbeStatus,
+    SelectorName, Version,
 };
 use super::routes::gepa::{EvalBody, ExampleOut, ExamplePage, Upserted};
 use super::routes::{admin, gepa, optimize, probes};
+
+/// One Server-Sent Event of an events route (the stream is a sequence of these). The first
+/// frame is only `retry`; `:` ping comments carry no event.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SseEvent {
+    /// The event's id (digits), for `Last-Event-ID`.
+    pub id: Option<String>,
+    /// The event type, e.g. `started`, `progress`, `finished`, `error`.
+    pub event: Option<String>,
+    /// The compact JSON envelope `{"type","schema_version":1,"job_id","ts","data"}`.
+    pub data: Option<String>,
+    /// Reconnection delay in milliseconds (`SSE_RETRY_MS`), first frame only.
+    pub retry: Option<u64>,
+}
 
 /// `POST /v1/optimize/{job_id}/stream-token` answer.
 #[derive(Debug, serde::Serialize, ToSchema)]
@@ -73,6 +88,58 @@ fn metricsz() {}
 #[allow(dead_code)]
 fn openapi_json() {}
 
+/// Adds what the layers answer on every operation: 401 where a token is required, 429 when
+/// rate limited, 503 when shedding load (all in the error envelope).
+struct LayerResponses;
+
+impl Modify for LayerResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let public = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().any(|r| r == &Default::default()));
+                let responses = &mut op.responses.responses;
+                if !public {
+                    responses
+                        .entry("401".into())
+                        .or_insert_with(|| error("Missing or invalid token (unauthorized)"));
+                }
+                responses
+                    .entry("429".into())
+                    .or_insert_with(|| error("Rate limited (rate_limited), with Retry-After"));
+                responses
+                    .entry("503".into())
+                    .or_insert_with(|| error("Overloaded or shutting down (unavailable)"));
+            }
+        }
+    }
+}
+
 /// Adds the security schemes: `bearer` (`Authorization: Bearer <token>`) and `access_token`
 /// (a stream token in the query, SSE routes only).
 struct SecuritySchemes;
@@ -122,7 +189,7 @@ impl Modify for SecuritySchemes {
         metricsz,
         openapi_json,
     ),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &LayerResponses),
     security(("bearer" = [])),
     components(schemas(
         OptimizeBody,
@@ -139,6 +206,12 @@ impl Modify for SecuritySchemes {
         ErrorBody,
         ErrorObject,
         StreamToken,
+        SseEvent,
+        ObjectiveName,
+        SelectorName,
+        AcceptanceName,
+        DatasetName,
+        MetricName,
         Upserted,
         ExampleOut,
         ExamplePage,

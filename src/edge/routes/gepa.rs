@@ -44,16 +44,24 @@ pub struct ExamplePage {
 /// `POST /v1/eval/start` body (the original's keys, plus `prompt` and `metrics`).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct EvalBody {
+    /// The built-in dataset (or `examples`, the stored ones).
+    #[schema(value_type = Option<crate::edge::json::DatasetName>)]
     pub name: Option<String>,
     pub target_model: Option<String>,
     pub target_model_id: Option<String>,
     pub model_id: Option<String>,
+    /// Examples evaluated (at least 1).
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
     pub max_examples: Option<u32>,
     pub seed: Option<i64>,
+    #[schema(minimum = 1, maximum = 64)]
     pub tournament_size: Option<u32>,
+    #[schema(minimum = 0, maximum = 1)]
     pub recombination_rate: Option<f64>,
+    #[schema(minimum = 1, maximum = 1000)]
     pub early_stop_patience: Option<u32>,
     pub prompt: Option<String>,
+    #[schema(value_type = Option<Vec<crate::edge::json::MetricName>>)]
     pub metrics: Option<Vec<String>>,
 }
 
@@ -109,8 +117,8 @@ pub async fn bulk(
 #[utoipa::path(
     get, path = "/v1/examples", tag = "examples",
     params(
-        ("limit" = Option<u32>, Query, description = "Page size (default 50, clamped by the core)"),
-        ("offset" = Option<u32>, Query, description = "Examples to skip (default 0)"),
+        ("limit" = Option<i64>, Query, minimum = 0, description = "Page size (default 50, clamped by the core)"),
+        ("offset" = Option<i64>, Query, minimum = 0, description = "Examples to skip (default 0)"),
     ),
     responses(
         (status = 200, body = ExamplePage),
@@ -185,7 +193,7 @@ pub async fn delete(
 #[utoipa::path(
     post, path = "/v1/eval/start", tag = "eval",
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeat a key to get the same job back"),
+        ("Idempotency-Key" = Option<String>, Header, max_length = 256, description = "Repeat a key to get the same job back"),
     ),
     request_body = EvalBody,
     responses(
@@ -236,7 +244,7 @@ pub async fn start(
     ),
     security(("bearer" = []), ("access_token" = [])),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = crate::edge::openapi::SseEvent),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 429, body = ErrorBody),
     )

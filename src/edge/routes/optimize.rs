@@ -41,8 +41,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 #[utoipa::path(
     post, path = "/v1/optimize", tag = "optimize",
     params(
-        ("iterations" = Option<u32>, Query, description = "Iterations (>= 1, default 1), clamped to MAX_ITERATIONS"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeat a key to get the same job back"),
+        ("iterations" = Option<i64>, Query, minimum = 1, description = "Iterations (>= 1, default 1), clamped to MAX_ITERATIONS"),
+        ("Idempotency-Key" = Option<String>, Header, max_length = 256, description = "Repeat a key to get the same job back"),
     ),
     request_body = OptimizeBody,
     responses(
@@ -125,7 +125,7 @@ pub async fn cancel(
     ),
     security(("bearer" = []), ("access_token" = [])),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = crate::edge::openapi::SseEvent),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 429, body = ErrorBody),
     )
