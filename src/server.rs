@@ -152,6 +152,9 @@ pub async fn run_with_runtime(
         |never: std::convert::Infallible| -> edge::upstream::TransportError { match never {} },
     ));
     let edge_state = edge::EdgeState::new(upstream, &settings);
+    if protections.auth.required() {
+        edge_state.issue_stream_tokens(protections.auth.stream_tokens.clone());
+    }
     let http_addr = listeners.http.local_addr()?;
     let grpc_addr = listeners.grpc.local_addr()?;
     tracing::info!(%grpc_addr, store = runtime.store().kind(), "gRPC core listening");
@@ -233,6 +236,9 @@ pub async fn run_edge(
     let stop = CancellationToken::new();
     let (protections, protections_task) =
         crate::layers::Protections::start(settings.clone(), stop.clone());
+    if protections.auth.required() {
+        edge_state.issue_stream_tokens(protections.auth.stream_tokens.clone());
+    }
     let server = tokio::spawn(serve_protected_http(
         http,
         protections.wrap_edge(edge::app(edge_state.clone())),

@@ -10,7 +10,8 @@ use crate::grpc::{convert, pb};
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizeBody {
-    /// The prompt to evolve.
+    /// The prompt to evolve (not blank).
+    #[schema(min_length = 1, max_length = 20000, pattern = r"\S")]
     pub prompt: String,
     /// Free-form context.
     #[schema(value_type = Option<Object>)]
@@ -24,40 +25,53 @@ pub struct OptimizeBody {
     /// Spending limits.
     pub budget: Option<BudgetBody>,
     /// Inline examples; numeric ids become strings, missing ids are generated.
+    #[schema(max_items = 1000)]
     pub examples: Option<Vec<ExampleBody>>,
     /// `brevity`, `diversity`, `coverage` (default all three).
+    #[schema(value_type = Option<Vec<ObjectiveName>>)]
     pub objectives: Option<Vec<String>>,
     /// Random seed; 0 means the server's default.
     pub seed: Option<i64>,
     /// The target model (alias of `target_model_id`, highest precedence).
     pub target_model: Option<String>,
     /// The target model.
+    #[schema(max_length = 200)]
     pub target_model_id: Option<String>,
     /// The target model (alias of `target_model_id`, lowest precedence).
     pub model_id: Option<String>,
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
+    #[schema(minimum = 1, maximum = 100000)]
     pub max_tokens: Option<u32>,
+    #[schema(minimum = 1, maximum = 64)]
     pub tournament_size: Option<u32>,
+    #[schema(minimum = 0, maximum = 1)]
     pub recombination_rate: Option<f64>,
+    #[schema(minimum = 1, maximum = 1000)]
     pub early_stop_patience: Option<u32>,
+    #[schema(max_length = 20000)]
     pub evaluation_rubric: Option<String>,
     /// GEPA knobs (mode `gepa` only).
     pub gepa: Option<GepaBody>,
 }
 
-/// `gepa` of [`OptimizeBody`].
+/// `gepa` of [`OptimizeBody`]. Its ranges are checked in modes `gepa` and `eval` only.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GepaBody {
     /// Examples per reflective minibatch (default 3).
+    #[schema(minimum = 1, maximum = 64)]
     pub minibatch_size: Option<u32>,
     /// `pareto` (default), `current_best` or `epsilon_greedy`.
+    #[schema(value_type = Option<SelectorName>)]
     pub candidate_selector: Option<String>,
     /// `strict_improvement` (default) or `improvement_or_equal`.
+    #[schema(value_type = Option<AcceptanceName>)]
     pub acceptance: Option<String>,
     /// System-aware merge (default on).
     pub use_merge: Option<bool>,
     /// Merge attempts allowed, counting every attempt (default 5).
+    #[schema(maximum = 100)]
     pub max_merge_invocations: Option<u32>,
     /// Extra named components evolved next to `prompt`.
     #[schema(value_type = Option<Object>)]
@@ -82,8 +96,12 @@ pub struct DatasetBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetBody {
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     pub max_generations: Option<u32>,
+    /// At least 1 (checked in mode `gepa`).
+    #[schema(minimum = 1)]
     pub max_rollouts: Option<u64>,
+    #[schema(minimum = 0)]
     pub max_cost: Option<f64>,
     /// Tokens over task, reflection and judge calls.
     pub max_tokens: Option<u64>,
@@ -94,12 +112,75 @@ pub struct BudgetBody {
 #[serde(deny_unknown_fields)]
 pub struct ExampleBody {
     /// A string or a number (kept as its decimal text); generated when absent.
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = example_id_schema)]
     pub id: Option<ExampleId>,
     pub input: String,
     pub expected: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The schema of an example id: a string or a number, or null.
+fn example_id_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "A string or a number (kept as its decimal text); generated when absent.",
+        ))
+        .build();
+    Schema::OneOf(one_of)
+}
+
+/// Documentation only: the names `objectives` accepts.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum ObjectiveName {
+    Brevity,
+    Diversity,
+    Coverage,
+}
+
+/// Documentation only: `gepa.candidate_selector`.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum SelectorName {
+    Pareto,
+    CurrentBest,
+    EpsilonGreedy,
+}
+
+/// Documentation only: `gepa.acceptance`.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum AcceptanceName {
+    StrictImprovement,
+    ImprovementOrEqual,
+}
+
+/// Documentation only: built-in datasets (`crate::domain::gepa::DATASET_NAMES`).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum DatasetName {
+    ToyQa,
+    ToyClf,
+    Examples,
+}
+
+/// Documentation only: metric names (`crate::domain::gepa::METRIC_NAMES`; `regex` is an alias
+/// of `regex_pass`).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum MetricName {
+    ExactMatch,
+    Contains,
+    RegexPass,
+    Regex,
+    TokenF1,
+    JsonSchema,
+    LlmJudge,
 }
 
 /// An example id as clients send it.
@@ -183,6 +264,21 @@ impl OptimizeBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreatedJob {
     pub job_id: String,
+    /// When auth is on: a short-lived token for `?access_token=` on this job's events route
+    /// only (browsers' `EventSource` cannot send headers). See `POST /v1/optimize/{job_id}/stream-token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_token: Option<String>,
+}
+
+impl CreatedJob {
+    /// The answer for `job_id`, with a stream token when the edge issues them.
+    pub fn new(job_id: String, state: &crate::edge::EdgeState) -> CreatedJob {
+        let stream_token = state.stream_token(&job_id);
+        CreatedJob {
+            job_id,
+            stream_token,
+        }
+    }
 }
 
 /// A job's state.

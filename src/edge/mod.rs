@@ -18,8 +18,8 @@ pub mod routes;
 pub mod sse;
 pub mod upstream;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::error::ErrorCode;
+use crate::layers::stream_token::StreamTokens;
 pub use error::ApiError;
 pub use upstream::Upstream;
 
@@ -43,6 +44,8 @@ struct Inner {
     streams_stop: CancellationToken,
     /// Set when shutdown begins: readiness answers 503.
     draining: AtomicBool,
+    /// Set when auth is on: create responses then carry a `stream_token` for `EventSource`.
+    stream_tokens: OnceLock<StreamTokens>,
 }
 
 impl EdgeState {
@@ -56,6 +59,7 @@ impl EdgeState {
                 },
                 streams_stop: CancellationToken::new(),
                 draining: AtomicBool::new(false),
+                stream_tokens: OnceLock::new(),
             }),
         }
     }
@@ -71,6 +75,20 @@ impl EdgeState {
     /// A token that ends every SSE stream when cancelled.
     pub fn stream_stop(&self) -> CancellationToken {
         self.inner.streams_stop.clone()
+    }
+
+    /// From now on, create responses carry a `stream_token` issued by `tokens` (call it when
+    /// auth is on; the first call wins).
+    pub fn issue_stream_tokens(&self, tokens: StreamTokens) {
+        let _ = self.inner.stream_tokens.set(tokens);
+    }
+
+    /// A stream token for `job_id`, when auth is on.
+    pub fn stream_token(&self, job_id: &str) -> Option<String> {
+        self.inner
+            .stream_tokens
+            .get()
+            .map(|tokens| tokens.issue(job_id).token)
     }
 
     /// Readiness turns 503 from now on.

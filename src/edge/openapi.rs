@@ -1,17 +1,165 @@
 //! The OpenAPI 3 document of `/v1`, generated from the handlers' and types' annotations.
+//! Routes served by the layers rather than the edge's handlers (stream tokens, metrics) are
+//! described here by signature-only functions. Every route needs the bearer token unless its
+//! annotation says `security(())`; the SSE routes also take a stream token as `?access_token=`.
 
 use std::sync::OnceLock;
 
 use axum::response::{IntoResponse, Response};
 use http::header::{CONTENT_TYPE, HeaderValue};
-use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::error::{ErrorBody, ErrorObject};
 use super::json::{
-    BudgetBody, CreatedJob, DatasetBody, ExampleBody, JobList, JobState, JobSummary, ModeName,
-    OptimizeBody, ProbeStatus, Version,
+    AcceptanceName, BudgetBody, CreatedJob, DatasetBody, DatasetName, ExampleBody, JobList,
+    JobState, JobSummary, MetricName, ModeName, ObjectiveName, OptimizeBody, ProbeStatus,
+    SelectorName, Version,
 };
-use super::routes::{admin, optimize, probes};
+use super::routes::gepa::{EvalBody, ExampleOut, ExamplePage, Upserted};
+use super::routes::{admin, gepa, optimize, probes};
+
+/// One Server-Sent Event of an events route (the stream is a sequence of these). The first
+/// frame is only `retry`; `:` ping comments carry no event.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct SseEvent {
+    /// The event's id (digits), for `Last-Event-ID`.
+    pub id: Option<String>,
+    /// The event type, e.g. `started`, `progress`, `finished`, `error`.
+    pub event: Option<String>,
+    /// The compact JSON envelope `{"type","schema_version":1,"job_id","ts","data"}`.
+    pub data: Option<String>,
+    /// Reconnection delay in milliseconds (`SSE_RETRY_MS`), first frame only.
+    pub retry: Option<u64>,
+}
+
+/// `POST /v1/optimize/{job_id}/stream-token` answer.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct StreamToken {
+    /// `?access_token=` for this job's events route only.
+    pub stream_token: String,
+    /// Unix epoch seconds after which the token is refused (`STREAM_TOKEN_TTL_S`).
+    pub expires_at: u64,
+}
+
+/// A short-lived token that opens this job's events route as `?access_token=` (for browsers'
+/// `EventSource`, which cannot send headers). Only a bearer token can mint one.
+#[utoipa::path(
+    post, path = "/v1/optimize/{job_id}/stream-token", tag = "optimize",
+    params(("job_id" = String, Path)),
+    responses(
+        (status = 200, body = StreamToken),
+        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn stream_token() {}
+
+/// OpenMetrics text exposition of the process's metrics.
+#[utoipa::path(
+    get, path = "/v1/metrics", tag = "metrics",
+    responses(
+        (status = 200, content_type = "application/openmetrics-text", body = String),
+        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn metrics() {}
+
+/// The same metrics as one JSON object, `{"<name>{labels}": number}`.
+#[utoipa::path(
+    get, path = "/v1/metricsz", tag = "metrics",
+    responses(
+        (status = 200, body = Object),
+        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn metricsz() {}
+
+/// The OpenAPI document itself.
+#[utoipa::path(
+    get, path = "/v1/openapi.json", tag = "probes",
+    responses(
+        (status = 200, body = Object),
+        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+/// Adds what the layers answer on every operation: 401 where a token is required, 429 when
+/// rate limited, 503 when shedding load (all in the error envelope).
+struct LayerResponses;
+
+impl Modify for LayerResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let public = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().any(|r| r == &Default::default()));
+                let responses = &mut op.responses.responses;
+                if !public {
+                    responses
+                        .entry("401".into())
+                        .or_insert_with(|| error("Missing or invalid token (unauthorized)"));
+                }
+                responses
+                    .entry("429".into())
+                    .or_insert_with(|| error("Rate limited (rate_limited), with Retry-After"));
+                responses
+                    .entry("503".into())
+                    .or_insert_with(|| error("Overloaded or shutting down (unavailable)"));
+            }
+        }
+    }
+}
+
+/// Adds the security schemes: `bearer` (`Authorization: Bearer <token>`) and `access_token`
+/// (a stream token in the query, SSE routes only).
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "access_token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "access_token",
+                "A stream token for this job (create response or POST /v1/optimize/{job_id}/stream-token)",
+            ))),
+        );
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,7 +179,18 @@ use super::routes::{admin, optimize, probes};
         admin::get,
         admin::cancel,
         admin::delete,
+        stream_token,
+        gepa::bulk,
+        gepa::list,
+        gepa::delete,
+        gepa::start,
+        gepa::events,
+        metrics,
+        metricsz,
+        openapi_json,
     ),
+    modifiers(&SecuritySchemes, &LayerResponses),
+    security(("bearer" = [])),
     components(schemas(
         OptimizeBody,
         ModeName,
@@ -46,6 +205,17 @@ use super::routes::{admin, optimize, probes};
         Version,
         ErrorBody,
         ErrorObject,
+        StreamToken,
+        SseEvent,
+        ObjectiveName,
+        SelectorName,
+        AcceptanceName,
+        DatasetName,
+        MetricName,
+        Upserted,
+        ExampleOut,
+        ExamplePage,
+        EvalBody,
     ))
 )]
 pub struct ApiDoc;

@@ -17,7 +17,7 @@ use crate::grpc::pb;
 #[utoipa::path(
     get, path = "/v1/admin/jobs", tag = "admin",
     params(
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 500 (default 50)"),
+        ("limit" = Option<i64>, Query, minimum = 1, description = "Page size (default 50), clamped to 500"),
         ("page_token" = Option<String>, Query, description = "next_page_token of the previous page"),
     ),
     responses((status = 200, body = JobList), (status = 422, body = ErrorBody))

@@ -8,7 +8,7 @@ use http::{HeaderMap, StatusCode, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::edge::EdgeState;
-use crate::edge::error::ApiError;
+use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::{CallContext, JobIdPath, JsonBody, QueryPairs};
 use crate::edge::json::{CreatedJob, ExampleBody, ExampleId};
 use crate::edge::sse;
@@ -18,22 +18,23 @@ use crate::grpc::pb::eval_service_client::EvalServiceClient;
 use crate::grpc::pb::examples_service_client::ExamplesServiceClient;
 
 /// `{"upserted": N}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Upserted {
     pub upserted: u32,
 }
 
 /// One stored example as the original lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExampleOut {
     pub id: String,
     pub input: String,
     pub expected: Option<String>,
+    #[schema(value_type = Object)]
     pub meta: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `{"examples": [...], "limit": L, "offset": O}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExamplePage {
     pub examples: Vec<ExampleOut>,
     pub limit: u32,
@@ -41,18 +42,26 @@ pub struct ExamplePage {
 }
 
 /// `POST /v1/eval/start` body (the original's keys, plus `prompt` and `metrics`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct EvalBody {
+    /// The built-in dataset (or `examples`, the stored ones).
+    #[schema(value_type = Option<crate::edge::json::DatasetName>)]
     pub name: Option<String>,
     pub target_model: Option<String>,
     pub target_model_id: Option<String>,
     pub model_id: Option<String>,
+    /// Examples evaluated (at least 1).
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
     pub max_examples: Option<u32>,
     pub seed: Option<i64>,
+    #[schema(minimum = 1, maximum = 64)]
     pub tournament_size: Option<u32>,
+    #[schema(minimum = 0, maximum = 1)]
     pub recombination_rate: Option<f64>,
+    #[schema(minimum = 1, maximum = 1000)]
     pub early_stop_patience: Option<u32>,
     pub prompt: Option<String>,
+    #[schema(value_type = Option<Vec<crate::edge::json::MetricName>>)]
     pub metrics: Option<Vec<String>>,
 }
 
@@ -67,6 +76,16 @@ fn eval_client(state: &EdgeState) -> EvalServiceClient<crate::edge::upstream::Gr
 }
 
 /// `POST /v1/examples/bulk`: a JSON array; upsert by id (missing id → UUID, missing meta → {}).
+#[utoipa::path(
+    post, path = "/v1/examples/bulk", tag = "examples",
+    request_body = Vec<ExampleBody>,
+    responses(
+        (status = 200, description = "Upserted", body = Upserted),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn bulk(
     State(state): State<EdgeState>,
     ctx: CallContext,
@@ -95,6 +114,18 @@ pub async fn bulk(
 }
 
 /// `GET /v1/examples?limit=50&offset=0`.
+#[utoipa::path(
+    get, path = "/v1/examples", tag = "examples",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 0, description = "Page size (default 50, clamped by the core)"),
+        ("offset" = Option<i64>, Query, minimum = 0, description = "Examples to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, body = ExamplePage),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<EdgeState>,
     ctx: CallContext,
@@ -139,6 +170,14 @@ pub async fn list(
 }
 
 /// `DELETE /v1/examples/{id}`: 204, also for unknown ids.
+#[utoipa::path(
+    delete, path = "/v1/examples/{id}", tag = "examples",
+    params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted (also when it did not exist)"),
+        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<EdgeState>,
     ctx: CallContext,
@@ -151,6 +190,19 @@ pub async fn delete(
 }
 
 /// `POST /v1/eval/start` → `{"job_id": …}`.
+#[utoipa::path(
+    post, path = "/v1/eval/start", tag = "eval",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, max_length = 256, description = "Repeat a key to get the same job back"),
+    ),
+    request_body = EvalBody,
+    responses(
+        (status = 200, description = "Started (or replayed)", body = CreatedJob),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
 pub async fn start(
     State(state): State<EdgeState>,
     ctx: CallContext,
@@ -178,13 +230,25 @@ pub async fn start(
         .start_eval(ctx.request(request))
         .await?
         .into_inner();
-    Ok(Json(CreatedJob {
-        job_id: created.job_id,
-    }))
+    Ok(Json(CreatedJob::new(created.job_id, &state)))
 }
 
 /// `GET /v1/eval/{job_id}/events`: the job's SSE stream (same framing and resume rules as
 /// `/v1/optimize/{job_id}/events`).
+#[utoipa::path(
+    get, path = "/v1/eval/{job_id}/events", tag = "eval",
+    params(
+        ("job_id" = String, Path),
+        ("last_event_id" = Option<String>, Query, description = "Resume after this id (digits); the Last-Event-ID header wins"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this id (digits)"),
+    ),
+    security(("bearer" = []), ("access_token" = [])),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = crate::edge::openapi::SseEvent),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    )
+)]
 pub async fn events(
     State(state): State<EdgeState>,
     ctx: CallContext,

@@ -41,14 +41,15 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 #[utoipa::path(
     post, path = "/v1/optimize", tag = "optimize",
     params(
-        ("iterations" = Option<u32>, Query, description = "Iterations (>= 1, default 1), clamped to MAX_ITERATIONS"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Repeat a key to get the same job back"),
+        ("iterations" = Option<i64>, Query, minimum = 1, description = "Iterations (>= 1, default 1), clamped to MAX_ITERATIONS"),
+        ("Idempotency-Key" = Option<String>, Header, max_length = 256, description = "Repeat a key to get the same job back"),
     ),
     request_body = OptimizeBody,
     responses(
         (status = 200, description = "Created (or replayed)", body = CreatedJob),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
     )
 )]
 pub async fn create(
@@ -65,9 +66,7 @@ pub async fn create(
         .create_job(ctx.request(request))
         .await?
         .into_inner();
-    Ok(Json(CreatedJob {
-        job_id: created.job_id,
-    }))
+    Ok(Json(CreatedJob::new(created.job_id, &state)))
 }
 
 /// A job's state; `result` is null until the job is terminal.
@@ -124,9 +123,11 @@ pub async fn cancel(
         ("last_event_id" = Option<String>, Query, description = "Resume after this id (digits); the Last-Event-ID header wins"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this id (digits)"),
     ),
+    security(("bearer" = []), ("access_token" = [])),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
-        (status = 404, body = ErrorBody),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = crate::edge::openapi::SseEvent),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody),
     )
 )]
 pub async fn events(

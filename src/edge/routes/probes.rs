@@ -13,7 +13,7 @@ use crate::error::ErrorCode;
 const CORE_SERVICE: &str = "innerloop.v1.OptimizerService";
 
 /// Liveness of the edge process.
-#[utoipa::path(get, path = "/v1/healthz", tag = "probes",
+#[utoipa::path(get, path = "/v1/healthz", tag = "probes", security(()),
     responses((status = 200, body = ProbeStatus)))]
 pub async fn healthz() -> Json<ProbeStatus> {
     Json(ProbeStatus {
@@ -22,7 +22,7 @@ pub async fn healthz() -> Json<ProbeStatus> {
 }
 
 /// Readiness: the edge is not draining and the core reports SERVING.
-#[utoipa::path(get, path = "/v1/readyz", tag = "probes",
+#[utoipa::path(get, path = "/v1/readyz", tag = "probes", security(()),
     responses((status = 200, body = ProbeStatus), (status = 503, body = ErrorBody)))]
 pub async fn readyz(
     State(state): State<EdgeState>,
