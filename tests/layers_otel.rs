@@ -1,12 +1,18 @@
 //! OpenTelemetry end to end: an in-process OTLP collector receives one trace in which the
 //! edge's HTTP span is the parent of the core's gRPC span, and the edge's span continues the
-//! client's W3C `traceparent`.
+//! client's W3C `traceparent`; a default-mode job whose judge is a model (LocalEcho) shows the
+//! whole chain edge → gRPC → job → iteration → provider call.
 
 mod layers_support;
 
 use std::time::Duration;
 
-use layers_support::{TOKEN, settings, start_core};
+use std::sync::Arc;
+
+use innerloop::config::Settings;
+use innerloop::runtime::JobRuntime;
+use innerloop::server::{self, Listeners};
+use layers_support::{TOKEN, settings};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -17,6 +23,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -37,6 +44,27 @@ impl TraceService for Collector {
         }
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
+}
+
+/// The real service with the real optimizers; returns the edge's address and its stop token.
+async fn start_real_core(settings: Settings) -> (std::net::SocketAddr, CancellationToken) {
+    let settings = Arc::new(settings);
+    let store = innerloop::store::open(&settings).await.unwrap();
+    let optimizers = innerloop::optimizer::registry(&settings);
+    let runtime = JobRuntime::start(settings, store, optimizers)
+        .await
+        .unwrap();
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let edge = http.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let until = stop.clone();
+    tokio::spawn(server::run_with_runtime(
+        runtime,
+        Listeners { grpc, http },
+        async move { until.cancelled().await },
+    ));
+    (edge, stop)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -67,8 +95,13 @@ async fn the_edge_span_is_the_parent_of_the_grpc_span() {
         .init();
 
     // 3. The real service: the edge calls the core in-process.
-    let core = start_core(settings()).await;
-    let edge_addr = core.http;
+    // The judge is a model (LocalEcho), so every round makes provider calls.
+    let (edge_addr, stop) = start_real_core(Settings {
+        use_judge_stub: false,
+        judge_provider: "local_echo".into(),
+        ..settings()
+    })
+    .await;
 
     // 4. A browser-like call with its own traceparent.
     let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -81,25 +114,38 @@ async fn the_edge_span_is_the_parent_of_the_grpc_span() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 404);
-    // A job: created through the edge, cancelled so its span ends.
+    // A job that runs to the end: one round, judged by the model.
     let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{edge_addr}/v1/optimize"))
+        .post(format!("http://{edge_addr}/v1/optimize?iterations=1"))
         .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"prompt": "p"}))
+        .json(&serde_json::json!({"prompt": "write a short haiku about rust"}))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let job_id = created["job_id"].as_str().unwrap().to_string();
-    let cancelled = reqwest::Client::new()
-        .delete(format!("http://{edge_addr}/v1/optimize/{job_id}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cancelled.status(), 200);
+    let judged_job = created["job_id"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let state: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://{edge_addr}/v1/optimize/{judged_job}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if state["status"] == "finished" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job never finished: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // 5. Flush (blocking in the SDK) and collect.
@@ -115,6 +161,8 @@ async fn the_edge_span_is_the_parent_of_the_grpc_span() {
         "POST /v1/optimize",
         "RPC /innerloop.v1.OptimizerService/CreateJob",
         "job",
+        "iteration",
+        "provider_call",
     ];
     while !wanted
         .iter()
@@ -166,5 +214,55 @@ async fn the_edge_span_is_the_parent_of_the_grpc_span() {
         "gRPC span → job span"
     );
     assert_eq!(job.trace_id, create_http.trace_id);
-    core.stop.cancel();
+
+    // The finished job: edge span → gRPC span → job span → iteration span → provider call.
+    let attr = |s: &Span, key: &str| {
+        s.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.as_ref())
+            .map(|v| format!("{:?}", v.value))
+    };
+    let judged = spans
+        .iter()
+        .find(|s| s.name == "job" && attr(s, "job_id").is_some_and(|v| v.contains(&judged_job)))
+        .unwrap_or_else(|| panic!("no span for job {judged_job}"));
+    let rpc = spans
+        .iter()
+        .find(|s| s.span_id == judged.parent_span_id)
+        .expect("the job's parent span");
+    assert_eq!(rpc.name, "RPC /innerloop.v1.OptimizerService/CreateJob");
+    let http = spans
+        .iter()
+        .find(|s| s.span_id == rpc.parent_span_id)
+        .expect("the gRPC span's parent span");
+    assert_eq!(http.name, "POST /v1/optimize");
+    let iteration = spans
+        .iter()
+        .find(|s| s.name == "iteration" && s.parent_span_id == judged.span_id)
+        .expect("an iteration span under the job span");
+    let call = spans
+        .iter()
+        .find(|s| s.name == "provider_call" && s.parent_span_id == iteration.span_id)
+        .expect("a provider-call span under the iteration span");
+    for s in [judged, rpc, iteration, call] {
+        assert_eq!(s.trace_id, http.trace_id, "one trace: {}", s.name);
+    }
+    assert!(
+        attr(call, "model").is_some(),
+        "the call names its model: {:?}",
+        call.attributes
+    );
+    assert!(
+        attr(call, "prompt_tokens").is_some(),
+        "token usage recorded"
+    );
+    assert!(
+        call.attributes
+            .iter()
+            .all(|a| !format!("{:?}", a.value).contains("haiku")),
+        "no prompt text in the span: {:?}",
+        call.attributes
+    );
+    stop.cancel();
 }
