@@ -234,3 +234,67 @@ async fn gepa_over_sse_improves_the_held_out_score_within_the_servers_metric_cal
     );
     edge.stop().await;
 }
+
+/// An example body in `split`.
+fn example(split: &str, id: &str, input: &str, expected: &str) -> Value {
+    json!({"id": id, "input": input, "expected": expected, "meta": {"split": split}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_components_edited_apart_from_one_seed_are_merged() {
+    // Minibatches of one train example each teach exactly one rule, written into one component
+    // (round robin per parent). Validation rewards each rule on two cases and punishes it on
+    // one, so the seed stays on the frontier after its first child and is picked again; its
+    // second child edits the OTHER component with the other rule. The two children are then
+    // the frontier's dominators, share the seed as ancestor and each kept a component the
+    // other changed: a merge is due and eligible.
+    let (url, _fake) = fake_llm::start().await;
+    let edge = start(&url).await;
+    let examples = vec![
+        example("train", "t-double", "double: apple", "appleapple"),
+        example("train", "t-mirror", "mirror: river", "revir"),
+        example("val", "v-double-1", "double: cloud", "cloudcloud"),
+        example("val", "v-double-2", "double: tiger", "tigertiger"),
+        example("val", "v-mirror-1", "mirror: lemon", "nomel"),
+        example("val", "v-mirror-2", "mirror: stone", "enots"),
+        example("val", "v-double-plain", "double: plain", "plain"),
+        example("val", "v-mirror-plain", "mirror: plain", "plain"),
+    ];
+    let created = edge
+        .post(
+            "/optimize",
+            json!({
+                "prompt": SEED_PROMPT,
+                "mode": "gepa",
+                "examples": examples,
+                "metrics": ["exact_match"],
+                "budget": {"max_rollouts": 60},
+                "target_model_id": TASK_MODEL,
+                "seed": 7,
+                "gepa": {
+                    "minibatch_size": 1,
+                    "candidate_selector": "pareto",
+                    "use_merge": true,
+                    "max_merge_invocations": 3,
+                    "components": {"style": "Answer with the word only."},
+                },
+            }),
+        )
+        .await;
+    let job_id = created["job_id"].as_str().unwrap().to_string();
+    let events = edge.events(&format!("/optimize/{job_id}/events")).await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.last(), Some(&"finished"), "{names:?}");
+    let merge = events
+        .iter()
+        .find(|(n, _)| n == "merge_attempted")
+        .unwrap_or_else(|| panic!("no merge_attempted in {names:?}"));
+    // Seeded, so the same run every time: the two children of the seed are merged, and the
+    // child (both rules, on the validation cases where they help) is accepted.
+    let data = &merge.1;
+    assert_eq!(data["ancestor_id"], 0, "{data}");
+    assert_eq!(data["parent_ids"], json!([1, 2]), "{data}");
+    assert_eq!(data["accepted"], true, "{data}");
+    assert!(data["after"].as_f64() > data["before"].as_f64(), "{data}");
+    edge.stop().await;
+}
