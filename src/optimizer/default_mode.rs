@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tracing::Instrument;
 
 use self::judge::{Judge, StubReference};
 use self::objectives::ObjectiveSet;
@@ -245,71 +246,81 @@ impl Optimizer for DefaultOptimizer {
                 return Err(Stopped.into());
             }
             let seed = plan.seed.wrapping_add(i64::from(i));
-            let proposals = plan.propose(&base, &pool, seed).await?;
-            ctx.events
-                .emit(EventPayload::Mutation {
-                    count: proposals.mutants as u32,
-                })
-                .await?;
+            let span = tracing::info_span!(
+                "iteration",
+                otel.name = "iteration",
+                mode = "default",
+                iteration = i + 1
+            );
+            let round = async {
+                let proposals = plan.propose(&base, &pool, seed).await?;
+                ctx.events
+                    .emit(EventPayload::Mutation {
+                        count: proposals.mutants as u32,
+                    })
+                    .await?;
 
-            let mut ranked = match proposals.ranked {
-                Some(ranked) => ranked,
-                None if plan.pareto_v2 => {
-                    judge
-                        .rank(
-                            &plan.task,
-                            &proposals.front,
-                            &objectives,
-                            rubric,
-                            &ctx.cancel,
-                        )
-                        .await?
-                }
-                None => {
-                    let m = (plan.tournament_size * 2).min(proposals.front.len());
-                    if m > 1 {
+                let mut ranked = match proposals.ranked {
+                    Some(ranked) => ranked,
+                    None if plan.pareto_v2 => {
                         judge
-                            .tournament(
+                            .rank(
                                 &plan.task,
-                                &proposals.front[..m],
-                                plan.tournament_size,
+                                &proposals.front,
+                                &objectives,
+                                rubric,
                                 &ctx.cancel,
                             )
                             .await?
-                    } else {
-                        proposals.front
                     }
-                }
-            };
-            ranked.truncate(plan.top_n);
-            let chosen = ranked.first().cloned().unwrap_or_else(|| base.clone());
+                    None => {
+                        let m = (plan.tournament_size * 2).min(proposals.front.len());
+                        if m > 1 {
+                            judge
+                                .tournament(
+                                    &plan.task,
+                                    &proposals.front[..m],
+                                    plan.tournament_size,
+                                    &ctx.cancel,
+                                )
+                                .await?
+                        } else {
+                            proposals.front
+                        }
+                    }
+                };
+                ranked.truncate(plan.top_n);
+                let chosen = ranked.first().cloned().unwrap_or_else(|| base.clone());
 
-            let mut scores = plan.objectives.scores(&chosen);
-            scores.judge = judge
-                .scores(
-                    &plan.task,
-                    &chosen,
-                    &plan.examples,
-                    &objectives,
-                    rubric,
-                    &ctx.cancel,
-                )
-                .await?;
-            ctx.events
-                .emit(EventPayload::Progress {
-                    iteration: i + 1,
-                    proposal: chosen.clone(),
-                    target_model: plan.target_model.clone(),
-                    rubric: plan.rubric.clone(),
-                    scores: scores.clone(),
-                })
-                .await?;
-            ctx.events
-                .emit(EventPayload::Selected {
-                    candidate: chosen.clone(),
-                    scores: scores.clone(),
-                })
-                .await?;
+                let mut scores = plan.objectives.scores(&chosen);
+                scores.judge = judge
+                    .scores(
+                        &plan.task,
+                        &chosen,
+                        &plan.examples,
+                        &objectives,
+                        rubric,
+                        &ctx.cancel,
+                    )
+                    .await?;
+                ctx.events
+                    .emit(EventPayload::Progress {
+                        iteration: i + 1,
+                        proposal: chosen.clone(),
+                        target_model: plan.target_model.clone(),
+                        rubric: plan.rubric.clone(),
+                        scores: scores.clone(),
+                    })
+                    .await?;
+                ctx.events
+                    .emit(EventPayload::Selected {
+                        candidate: chosen.clone(),
+                        scores: scores.clone(),
+                    })
+                    .await?;
+                Ok::<_, OptimizeError>((chosen, ranked, scores))
+            };
+            let (chosen, ranked, scores) = round.instrument(span).await?;
 
             let total = scores.total();
             if total > best_total {

@@ -316,6 +316,21 @@ impl ModelProvider for OpenAiCompatible {
         "openai_compatible"
     }
 
+    /// One call, retried on transient failures. Its span carries the model, the attempts and
+    /// the token usage; never the key or the prompt text.
+    #[tracing::instrument(
+        name = "provider_call",
+        skip_all,
+        fields(
+            otel.name = "provider_call",
+            provider = "openai_compatible",
+            model = %request.model,
+            attempts = tracing::field::Empty,
+            prompt_tokens = tracing::field::Empty,
+            completion_tokens = tracing::field::Empty,
+            error = tracing::field::Empty,
+        )
+    )]
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
         self.check_breaker()?;
         let _permit = self
@@ -342,6 +357,10 @@ impl ModelProvider for OpenAiCompatible {
             match self.attempt(&body).await {
                 Ok(completion) => {
                     self.record_outcome(true);
+                    let span = tracing::Span::current();
+                    span.record("attempts", attempt + 1);
+                    span.record("prompt_tokens", completion.usage.prompt_tokens);
+                    span.record("completion_tokens", completion.usage.completion_tokens);
                     return Ok(completion);
                 }
                 Err(err) if retryable(&err) && attempt < self.config.max_retries => {
@@ -356,6 +375,9 @@ impl ModelProvider for OpenAiCompatible {
                 }
                 Err(err) => {
                     self.record_outcome(false);
+                    let span = tracing::Span::current();
+                    span.record("attempts", attempt + 1);
+                    span.record("error", tracing::field::display(&err));
                     tracing::warn!(error = %err, attempts = attempt + 1, "provider call failed");
                     return Err(err);
                 }

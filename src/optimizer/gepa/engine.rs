@@ -93,6 +93,16 @@ impl Engine<'_> {
 
     /// Evaluates `candidate` on `examples` (indices into train or val), serving cached rollouts
     /// and reserving budget for the rest BEFORE dispatching them.
+    #[tracing::instrument(
+        name = "evaluate",
+        skip_all,
+        fields(
+            otel.name = if on_val { "evaluate" } else { "minibatch" },
+            set = if on_val { "val" } else { "train" },
+            examples = indices.len(),
+            misses = tracing::field::Empty,
+        )
+    )]
     pub async fn evaluate(
         &mut self,
         candidate: &Candidate,
@@ -111,6 +121,7 @@ impl Engine<'_> {
                 misses.push(k);
             }
         }
+        tracing::Span::current().record("misses", misses.len());
         self.budget
             .reserve(misses.len() as u64)
             .map_err(Halt::Budget)?;
@@ -149,6 +160,7 @@ impl Engine<'_> {
     }
 
     /// Scores a candidate on the whole validation set.
+    #[tracing::instrument(name = "validate", skip_all, fields(otel.name = "validate"))]
     pub async fn validate(&mut self, candidate: &Candidate) -> Result<Vec<f64>, Halt> {
         let all: Vec<usize> = (0..self.val.len()).collect();
         Ok(self
@@ -294,6 +306,18 @@ impl Engine<'_> {
             && self.state.merge_attempts < self.cfg.max_merges
     }
 
+    /// One iteration, in its own span (`phase`: `merge` or `reflective_mutation`); the
+    /// selection, minibatch, reflection and validation below are child spans.
+    #[tracing::instrument(
+        name = "iteration",
+        skip_all,
+        fields(
+            otel.name = "iteration",
+            mode = "gepa",
+            generation = self.state.generation + 1,
+            phase = tracing::field::Empty,
+        )
+    )]
     async fn iteration(&mut self, merge_due: bool) -> Result<Outcome, Halt> {
         let generation = self.state.generation + 1;
         self.emit(EventPayload::GenerationStarted(GenerationStarted {
@@ -302,9 +326,11 @@ impl Engine<'_> {
         }))
         .await?;
         if merge_due && self.try_merge(generation).await? {
+            tracing::Span::current().record("phase", "merge");
             self.state.last_accepted = false;
             return Ok(Outcome::Progress);
         }
+        tracing::Span::current().record("phase", "reflective_mutation");
         self.state.last_accepted = false;
         self.reflective_mutation(generation).await
     }
@@ -321,7 +347,9 @@ impl Engine<'_> {
     }
 
     async fn reflective_mutation(&mut self, generation: u32) -> Result<Outcome, Halt> {
-        let parent = self.select_parent();
+        let parent =
+            tracing::info_span!("select", otel.name = "select", selector = ?self.cfg.selector)
+                .in_scope(|| self.select_parent());
         self.emit(EventPayload::ParentSelected(ParentSelected {
             generation,
             candidate_id: parent as u32,
@@ -489,6 +517,7 @@ impl Engine<'_> {
         Ok(Outcome::Progress)
     }
 
+    #[tracing::instrument(name = "reflect", skip_all, fields(otel.name = "reflect", model = %model))]
     async fn reflect(
         &mut self,
         provider: Arc<dyn ModelProvider>,

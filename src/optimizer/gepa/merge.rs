@@ -154,6 +154,7 @@ pub fn subsample(
 
 impl Engine<'_> {
     /// One merge attempt when an eligible pair exists; false when none does.
+    #[tracing::instrument(name = "merge", skip_all, fields(otel.name = "merge", generation))]
     pub(super) async fn try_merge(&mut self, generation: u32) -> Result<bool, Halt> {
         let fronts = frontier::instance_fronts(&self.state.val_scores);
         let agg: Vec<f64> = (0..self.state.candidates.len())
