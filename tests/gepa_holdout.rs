@@ -296,5 +296,19 @@ async fn two_components_edited_apart_from_one_seed_are_merged() {
     assert_eq!(data["parent_ids"], json!([1, 2]), "{data}");
     assert_eq!(data["accepted"], true, "{data}");
     assert!(data["after"].as_f64() > data["before"].as_f64(), "{data}");
+    // No candidate enters the pool twice (a repeat would be free progress and never stop).
+    let result = &events.last().unwrap().1;
+    let texts: Vec<String> = result["candidates"]
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .map(|c| c["components"].to_string())
+        .collect();
+    let distinct: std::collections::HashSet<&String> = texts.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        texts.len(),
+        "duplicate candidates in the pool: {texts:?}"
+    );
     edge.stop().await;
 }

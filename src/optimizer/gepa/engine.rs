@@ -460,10 +460,14 @@ impl Engine<'_> {
             child_scores,
         }))
         .await?;
+        // A child whose text is already in the pool (the parent itself or any earlier
+        // candidate) adds nothing: its evaluations come from the cache, so accepting it again
+        // would count as progress for free and the no-progress stop would never fire.
+        let already_in_pool = self.state.candidates.contains(&child);
         let accepted = match self.cfg.acceptance {
             Acceptance::StrictImprovement => after > before,
             Acceptance::ImprovementOrEqual => after >= before,
-        } && child != parent_candidate;
+        } && !already_in_pool;
         if !accepted {
             self.emit(EventPayload::CandidateRejected(CandidateVerdict {
                 generation,
@@ -473,7 +477,7 @@ impl Engine<'_> {
                 after,
             }))
             .await?;
-            let idle = repeat || child == parent_candidate;
+            let idle = repeat || already_in_pool;
             return Ok(if idle {
                 Outcome::Idle
             } else {
