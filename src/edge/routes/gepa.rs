@@ -11,7 +11,6 @@ use crate::edge::EdgeState;
 use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::{CallContext, JobIdPath, JsonBody, QueryPairs};
 use crate::edge::json::{CreatedJob, ExampleBody, ExampleId};
-use crate::edge::sse;
 use crate::grpc::convert;
 use crate::grpc::pb;
 use crate::grpc::pb::eval_service_client::EvalServiceClient;
@@ -250,27 +249,13 @@ pub async fn start(
     )
 )]
 pub async fn events(
-    State(state): State<EdgeState>,
+    state: State<EdgeState>,
     ctx: CallContext,
     version: Version,
     headers: HeaderMap,
     query: QueryPairs,
-    JobIdPath(job_id): JobIdPath,
+    job_id: JobIdPath,
 ) -> Result<Response, ApiError> {
-    let after_event_id = sse::resume_point(&headers, query.get("last_event_id"));
-    let upstream = state
-        .upstream()
-        .jobs()
-        .watch_job(ctx.request(pb::WatchJobRequest {
-            job_id,
-            after_event_id,
-        }))
-        .await?
-        .into_inner();
-    Ok(sse::response(
-        state.sse_config(),
-        version,
-        upstream,
-        state.stream_stop(),
-    ))
+    // Eval jobs live in the same job log as optimize jobs: one handler serves both routes.
+    super::optimize::events(state, ctx, version, headers, query, job_id).await
 }
