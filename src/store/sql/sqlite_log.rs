@@ -5,7 +5,8 @@
 //! for N small rows. So a batch goes to `event_staging` instead, an append-only rowid table where
 //! it fills a few consecutive pages. Every [`COMPACT_AFTER`] staged rows one transaction moves them
 //! into `events`, sorted, so each page there is written once per many events. Readers query both
-//! tables; in any snapshot a row is in exactly one of them.
+//! tables; in any snapshot a row is in exactly one of them. After every few compactions a passive
+//! WAL checkpoint runs on a reader connection, concurrently with the writer.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
