@@ -182,8 +182,75 @@ impl EventPayload {
         }
     }
 
+    /// The `data` object as compact JSON text, equal to `data_json().to_string()` but rendered
+    /// in one pass (no intermediate `Value` tree): stores and the SSE edge write this text.
+    pub fn data_json_text(&self) -> String {
+        // Adjacent tagging renders `{"type":"<name>","data":<data>}`; keep `<data>`.
+        if let Ok(whole) = serde_json::to_string(self) {
+            let data = whole
+                .strip_prefix(r#"{"type":""#)
+                .and_then(|rest| rest.strip_prefix(self.type_name()))
+                .and_then(|rest| rest.strip_prefix(r#"","data":"#))
+                .and_then(|rest| rest.strip_suffix('}'));
+            if let Some(data) = data {
+                return data.to_string();
+            }
+        }
+        self.data_json().to_string()
+    }
+
     /// Rebuilds a payload from its type name and `data` object (stores and the edge use this).
     pub fn from_parts(type_name: &str, data: serde_json::Value) -> serde_json::Result<Self> {
         serde_json::from_value(serde_json::json!({ "type": type_name, "data": data }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::job::DefaultResult;
+
+    #[test]
+    fn data_json_text_equals_the_rendered_data_object_for_every_kind() {
+        let scores = ObjectiveScores {
+            brevity: Some(3),
+            diversity: Some(0.25),
+            coverage: None,
+            judge: [("clarity".to_string(), 7.5)].into_iter().collect(),
+        };
+        let payloads = [
+            EventPayload::Started {},
+            EventPayload::Mutation { count: 4 },
+            EventPayload::Progress {
+                iteration: 2,
+                proposal: "say \"hi\" \u{e9}\n".into(),
+                target_model: "m".into(),
+                rubric: None,
+                scores: scores.clone(),
+            },
+            EventPayload::Selected {
+                candidate: "c".into(),
+                scores: scores.clone(),
+            },
+            EventPayload::EarlyStop { best: "b".into() },
+            EventPayload::Finished(JobResult::Default(DefaultResult {
+                proposal: "p".into(),
+                lessons: vec!["l".into()],
+                scores,
+                target_model: "m".into(),
+                rubric: Some("r".into()),
+            })),
+            EventPayload::Failed {
+                error: "e".into(),
+                message: String::new(),
+            },
+            EventPayload::Cancelled {},
+            EventPayload::Shutdown {
+                reason: "interrupted".into(),
+            },
+        ];
+        for payload in payloads {
+            assert_eq!(payload.data_json_text(), payload.data_json().to_string());
+        }
     }
 }

@@ -86,6 +86,8 @@ impl LiveJob {
 
 struct AppendRequest {
     event: Arc<Event>,
+    /// `event.payload.data_json_text()`, rendered by the emitter.
+    data: String,
     job: Arc<LiveJob>,
     ack: oneshot::Sender<Result<(), String>>,
 }
@@ -107,11 +109,14 @@ impl EventWriter {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             let mut events = Vec::with_capacity(MAX_BATCH);
+            let mut data = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 events.clear();
                 events.extend(batch.iter().map(|r| (*r.event).clone()));
+                data.clear();
+                data.extend(batch.iter_mut().map(|r| std::mem::take(&mut r.data)));
                 let started = std::time::Instant::now();
-                let mut outcome = store.append_events(&events).await;
+                let mut outcome = store.append_rendered(&events, &data).await;
                 crate::metrics::observe_store("append_events", started.elapsed());
                 let mut attempt = 0;
                 while let Err(err) = &outcome {
@@ -121,7 +126,7 @@ impl EventWriter {
                     }
                     tracing::warn!(error = %err, attempt, "event append failed, retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
-                    outcome = store.append_events(&events).await;
+                    outcome = store.append_rendered(&events, &data).await;
                 }
                 let outcome = outcome.map_err(|e| e.to_string());
                 if let Err(err) = &outcome {
@@ -138,16 +143,26 @@ impl EventWriter {
         EventWriter { tx }
     }
 
-    /// Queues an event; the returned receiver resolves once it is durable and published.
-    /// Callers hold the job's state lock while calling this, so per-job order is id order.
+    /// Queues an event with its rendered `data` (`payload.data_json_text()`, rendered by the
+    /// caller so the single writer does not); the returned receiver resolves once it is durable
+    /// and published. Callers hold the job's state lock while calling this, so per-job order is
+    /// id order.
     pub async fn submit(
         &self,
         event: Arc<Event>,
+        data: String,
         job: Arc<LiveJob>,
     ) -> oneshot::Receiver<Result<(), String>> {
         let (ack, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(request)) =
-            self.tx.send(AppendRequest { event, job, ack }).await
+        if let Err(mpsc::error::SendError(request)) = self
+            .tx
+            .send(AppendRequest {
+                event,
+                data,
+                job,
+                ack,
+            })
+            .await
         {
             let _ = request.ack.send(Err("event writer stopped".into()));
         }

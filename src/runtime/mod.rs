@@ -395,6 +395,8 @@ impl Inner {
 
     /// Appends one event to a live job's log. Returns its id once durable and published.
     async fn emit(&self, job: &Arc<LiveJob>, payload: EventPayload) -> Result<u64, Stopped> {
+        // Rendered here, on the job's own task and outside its lock, not on the single writer.
+        let data = payload.data_json_text();
         let (id, ack) = {
             let mut state = job.state.lock().await;
             if state.record.status.is_terminal() {
@@ -413,7 +415,7 @@ impl Inner {
                 ts: now_epoch_s(),
                 payload,
             });
-            (id, self.writer.submit(event, job.clone()).await)
+            (id, self.writer.submit(event, data, job.clone()).await)
         };
         match ack.await {
             Ok(Ok(())) => Ok(id),

@@ -55,6 +55,14 @@ pub trait JobStore: Send + Sync + 'static {
     async fn delete_job(&self, id: &str) -> Result<bool>;
 
     async fn append_events(&self, events: &[Event]) -> Result<()>;
+    /// [`JobStore::append_events`] with each event's `data` object already rendered:
+    /// `data[i]` is `events[i].payload.data_json_text()`. The runtime renders it on the emitting
+    /// job's task, so stores that keep JSON text do not render it on the single writer. The
+    /// default ignores the text.
+    async fn append_rendered(&self, events: &[Event], data: &[String]) -> Result<()> {
+        let _ = data;
+        self.append_events(events).await
+    }
     /// Events of `job_id` with id > `after_id`, in order, at most `limit`.
     async fn events_after(&self, job_id: &str, after_id: u64, limit: usize) -> Result<Vec<Event>>;
 

@@ -14,8 +14,6 @@ mod open;
 mod rows;
 mod sqlite_log;
 
-use std::sync::atomic::AtomicUsize;
-
 use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
@@ -29,8 +27,8 @@ enum Pools {
     Sqlite {
         write: SqlitePool,
         read: SqlitePool,
-        /// Rows in `event_staging` (see [`sqlite_log`]).
-        staged: AtomicUsize,
+        /// Staged rows and the background checkpoint (see [`sqlite_log`]).
+        log: sqlite_log::LogState,
     },
     Postgres(PgPool),
 }
@@ -101,23 +99,21 @@ impl SqlStore {
 
     /// Appends a batch in one transaction. SQLite: see [`sqlite_log`]; Postgres: one `UNNEST`
     /// insert for the whole batch (one round trip, one implicit transaction).
-    async fn insert_events(&self, events: &[Event]) -> Result<()> {
+    async fn insert_events(&self, events: &[Event], data: &[String]) -> Result<()> {
         match &self.pools {
-            Pools::Sqlite { write, staged, .. } => {
-                sqlite_log::append(write, staged, events).await?
+            Pools::Sqlite { write, read, log } => {
+                sqlite_log::append(write, read, log, events, data).await?
             }
             Pools::Postgres(pool) => {
                 let mut job_ids = Vec::with_capacity(events.len());
                 let mut ids = Vec::with_capacity(events.len());
                 let mut stamps = Vec::with_capacity(events.len());
                 let mut kinds = Vec::with_capacity(events.len());
-                let mut data = Vec::with_capacity(events.len());
                 for event in events {
                     job_ids.push(event.job_id.clone());
                     ids.push(to_i64(event.id));
                     stamps.push(event.ts);
                     kinds.push(event.payload.type_name().to_string());
-                    data.push(event.payload.data_json().to_string());
                 }
                 // A single statement is its own transaction.
                 sqlx::query(
@@ -231,10 +227,22 @@ impl JobStore for SqlStore {
     }
 
     async fn append_events(&self, events: &[Event]) -> Result<()> {
+        let data: Vec<String> = events.iter().map(|e| e.payload.data_json_text()).collect();
+        self.append_rendered(events, &data).await
+    }
+
+    async fn append_rendered(&self, events: &[Event], data: &[String]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        self.insert_events(events).await
+        if data.len() != events.len() {
+            return Err(Error::Store(format!(
+                "{} events but {} rendered data objects",
+                events.len(),
+                data.len()
+            )));
+        }
+        self.insert_events(events, data).await
     }
 
     async fn events_after(&self, job_id: &str, after_id: u64, limit: usize) -> Result<Vec<Event>> {

@@ -1,7 +1,6 @@
 //! Opening the SQL stores: connection settings of each backend, then migrations.
 
 use std::path::Path;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -36,10 +35,15 @@ impl SqlStore {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     // Many jobs' events land on different B-tree pages: a 64 MiB page cache
-                    // and a 40 MiB WAL between checkpoints let repeated writes of the same
-                    // pages coalesce instead of being copied back to the database each time.
+                    // lets repeated writes of the same pages coalesce. Checkpoints normally run
+                    // in the background after compactions (`sqlite_log`); the automatic one,
+                    // which would stall a commit, is only a backstop at 400 MiB of WAL, and
+                    // the WAL file is truncated back to 64 MiB after it resets.
                     .pragma("cache_size", "-65536")
-                    .pragma("wal_autocheckpoint", "10000"),
+                    .pragma("wal_autocheckpoint", "100000")
+                    .pragma("journal_size_limit", "67108864")
+                    // Compaction sorts staged rows: keep that sort in memory.
+                    .pragma("temp_store", "MEMORY"),
             )
             .await
             .map_err(|e| open_error("sqlite", &path.display(), e))?;
@@ -54,7 +58,7 @@ impl SqlStore {
             .map_err(|e| open_error("sqlite", &path.display(), e))?;
         Ok(SqlStore {
             pools: Pools::Sqlite {
-                staged: AtomicUsize::new(sqlite_log::staged_rows(&write).await?),
+                log: sqlite_log::LogState::new(sqlite_log::staged_rows(&write).await?),
                 write,
                 read,
             },
@@ -84,7 +88,8 @@ impl SqlStore {
     /// Closes the pools; SQLite checkpoints its WAL when the last connection closes.
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite { write, read, .. } => {
+            Pools::Sqlite { write, read, log } => {
+                log.finish().await;
                 read.close().await;
                 write.close().await;
             }
