@@ -27,9 +27,16 @@ pub struct Stopped;
 /// persists and fans out; tests use a vector.
 #[async_trait]
 pub trait EventSink: Send + Sync {
-    /// Appends an event and returns its id once it is durable; `Err(Stopped)` once the job is
-    /// terminal.
+    /// Appends an event and returns its id; `Err(Stopped)` once the job is terminal. The event
+    /// may still be on its way to the store when this returns (the runtime pipelines), but no
+    /// watcher sees it before it is durable.
     async fn emit(&self, payload: EventPayload) -> Result<u64, Stopped>;
+
+    /// Waits until every event emitted so far is durable (before a checkpoint that must not
+    /// get ahead of the log).
+    async fn flush(&self) -> Result<(), Stopped> {
+        Ok(())
+    }
 }
 
 /// Why an optimizer ended without a result.

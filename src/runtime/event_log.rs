@@ -34,7 +34,12 @@ pub(crate) struct LiveJob {
     pub tx: broadcast::Sender<Arc<Event>>,
     /// Cancelled when the job is cancelled or the server shuts down.
     pub cancel: CancellationToken,
+    /// The acknowledgement of the newest event its optimizer emitted without waiting.
+    unacked: Mutex<Option<(u64, Ack)>>,
 }
+
+/// Resolves once an event's batch is committed and published.
+pub(crate) type Ack = oneshot::Receiver<Result<(), String>>;
 
 impl LiveJob {
     pub fn new(record: JobRecord, capacity: usize) -> Self {
@@ -49,7 +54,23 @@ impl LiveJob {
             capacity: capacity.max(1),
             tx,
             cancel: CancellationToken::new(),
+            unacked: Mutex::new(None),
         }
+    }
+
+    /// Remembers the newest unacknowledged event; returns the one it replaces.
+    pub fn set_unacked(&self, id: u64, ack: Ack) -> Option<(u64, Ack)> {
+        self.unacked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace((id, ack))
+    }
+
+    pub fn take_unacked(&self) -> Option<(u64, Ack)> {
+        self.unacked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Makes a durable event visible to watchers.

@@ -394,7 +394,32 @@ impl Inner {
     }
 
     /// Appends one event to a live job's log. Returns its id once durable and published.
+    /// Appends one event to a live job's log and waits until it is durable and published.
     async fn emit(&self, job: &Arc<LiveJob>, payload: EventPayload) -> Result<u64, Stopped> {
+        let (id, ack) = self.enqueue(job, payload).await?;
+        Self::await_ack(job, id, ack).await?;
+        Ok(id)
+    }
+
+    /// Waits for an event's acknowledgement (its batch committed and published).
+    async fn await_ack(job: &LiveJob, id: u64, ack: event_log::Ack) -> Result<(), Stopped> {
+        match ack.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => {
+                tracing::error!(job_id = %job.id, event_id = id, error = %err, "event not persisted");
+                Ok(())
+            }
+            Err(_) => Err(Stopped),
+        }
+    }
+
+    /// Assigns the next id and queues the event for the writer, in id order; returns the
+    /// acknowledgement to wait for. Watchers see the event only once it is durable either way.
+    async fn enqueue(
+        &self,
+        job: &Arc<LiveJob>,
+        payload: EventPayload,
+    ) -> Result<(u64, event_log::Ack), Stopped> {
         // Rendered here, on the job's own task and outside its lock, not on the single writer.
         let data = payload.data_json_text();
         let (id, ack) = {
@@ -417,14 +442,7 @@ impl Inner {
             });
             (id, self.writer.submit(event, data, job.clone()).await)
         };
-        match ack.await {
-            Ok(Ok(())) => Ok(id),
-            Ok(Err(err)) => {
-                tracing::error!(job_id = %job.id, event_id = id, error = %err, "event not persisted");
-                Ok(id)
-            }
-            Err(_) => Err(Stopped),
-        }
+        Ok((id, ack))
     }
 
     /// Ends a live job with a terminal event (first caller wins), persists its final record and
@@ -514,11 +532,25 @@ struct JobEvents {
 
 #[async_trait]
 impl EventSink for JobEvents {
+    /// Pipelined: returns once the event is queued (in order), without waiting for its commit,
+    /// so a job keeps working while the writer group-commits. Only the newest acknowledgement is
+    /// kept: the writer commits in order, so it implies every earlier one. The writer's bounded
+    /// queue is the backpressure.
     async fn emit(&self, payload: EventPayload) -> Result<u64, Stopped> {
         if payload.terminal_status().is_some() {
             // Terminal events belong to the runtime.
             return Err(Stopped);
         }
-        self.inner.emit(&self.job, payload).await
+        let (id, ack) = self.inner.enqueue(&self.job, payload).await?;
+        let previous = self.job.set_unacked(id, ack);
+        drop(previous);
+        Ok(id)
+    }
+
+    async fn flush(&self) -> Result<(), Stopped> {
+        match self.job.take_unacked() {
+            Some((id, ack)) => Inner::await_ack(&self.job, id, ack).await,
+            None => Ok(()),
+        }
     }
 }

@@ -222,6 +222,11 @@ impl Engine<'_> {
 
     /// Writes the checkpoint: top-of-iteration state, memo, spend.
     pub async fn save(&self) {
+        // The checkpoint must not get ahead of the event log: on resume, ids continue after the
+        // last stored event, and every event before this point must be among them.
+        if self.ctx.events.flush().await.is_err() {
+            return;
+        }
         let checkpoint = CheckpointRef {
             state: &self.top,
             memo: &self.memo,
