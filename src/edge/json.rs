@@ -200,10 +200,21 @@ impl ExampleId {
     }
 }
 
+/// The contract's target-model aliases, resolved by its precedence rule:
+/// `target_model` > `target_model_id` > `model_id`. Every body that accepts them uses this.
+pub fn resolve_target_model(
+    target_model: Option<String>,
+    target_model_id: Option<String>,
+    model_id: Option<String>,
+) -> Option<String> {
+    target_model.or(target_model_id).or(model_id)
+}
+
 impl OptimizeBody {
     /// The protobuf request. `iterations` comes from the query, the key from the header.
     pub fn into_pb(self, iterations: Option<u32>, idempotency_key: String) -> pb::OptimizeRequest {
-        let target_model_id = self.target_model.or(self.target_model_id).or(self.model_id);
+        let target_model_id =
+            resolve_target_model(self.target_model, self.target_model_id, self.model_id);
         pb::OptimizeRequest {
             prompt: self.prompt,
             context: self.context.as_ref().map(convert::struct_from_json),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::edge::EdgeState;
 use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::{CallContext, JobIdPath, JsonBody, QueryPairs};
-use crate::edge::json::{CreatedJob, ExampleBody, ExampleId};
+use crate::edge::json::{CreatedJob, ExampleBody, ExampleId, resolve_target_model};
 use crate::grpc::convert;
 use crate::grpc::pb;
 use crate::grpc::pb::eval_service_client::EvalServiceClient;
@@ -215,7 +215,11 @@ pub async fn start(
         .to_string();
     let request = pb::StartEvalRequest {
         name: body.name,
-        target_model_id: body.target_model.or(body.target_model_id).or(body.model_id),
+        target_model_id: resolve_target_model(
+            body.target_model,
+            body.target_model_id,
+            body.model_id,
+        ),
         max_examples: body.max_examples,
         seed: body.seed,
         tournament_size: body.tournament_size,
