@@ -4,7 +4,8 @@
 //! ≥ 0.6). Run with `cargo bench --bench store_throughput` (release).
 //!
 //! Knobs: `BENCH_JOBS` (default 200), `BENCH_EVENTS` (per job, default 200), `BENCH_ROUNDS`
-//! (default 3; the best round of each store counts). With `BENCH_POSTGRES=1`, Postgres at
+//! (default 3; the best round of each store counts), `BENCH_STORES` (comma-separated subset of
+//! `memory,sqlite`, for profiling one store). With `BENCH_POSTGRES=1`, Postgres at
 //! `DATABASE_URL` is measured too, in a throw-away schema.
 
 use std::collections::HashMap;
@@ -74,15 +75,44 @@ impl Measure {
     }
 }
 
-async fn run_once(store: Arc<dyn JobStore>, jobs: usize, events: u32) -> Measure {
+/// What the jobs of a round do.
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    /// [`Burst`]: events as fast as the runtime takes them, no work in between. The store's
+    /// cost per event against a runtime doing nothing else: the worst case for a durable store.
+    Flood { events: u32 },
+    /// The service's own default-mode optimizer with the offline provider (`MODEL_PROVIDER`
+    /// default): real jobs, each doing its work between events.
+    Service,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Flood { .. } => "flood",
+            Workload::Service => "service",
+        }
+    }
+}
+
+async fn run_once(store: Arc<dyn JobStore>, jobs: usize, workload: Workload) -> Measure {
     let settings = Arc::new(Settings {
-        max_iterations: 1,
+        max_iterations: match workload {
+            Workload::Flood { .. } => 1,
+            Workload::Service => Settings::default().max_iterations,
+        },
         max_wall_time_s: 3600.0,
         job_reaper_interval_s: 3600.0,
         ..Settings::default()
     });
-    let mut optimizers: HashMap<Mode, Arc<dyn Optimizer>> = HashMap::new();
-    optimizers.insert(Mode::Default, Arc::new(Burst { events }));
+    let optimizers: HashMap<Mode, Arc<dyn Optimizer>> = match workload {
+        Workload::Flood { events } => {
+            let mut optimizers: HashMap<Mode, Arc<dyn Optimizer>> = HashMap::new();
+            optimizers.insert(Mode::Default, Arc::new(Burst { events }));
+            optimizers
+        }
+        Workload::Service => innerloop::optimizer::registry(&settings),
+    };
     let runtime = JobRuntime::start(settings, store, optimizers)
         .await
         .expect("runtime starts");
@@ -94,11 +124,23 @@ async fn run_once(store: Arc<dyn JobStore>, jobs: usize, events: u32) -> Measure
             let runtime = runtime.clone();
             tokio::spawn(async move {
                 let created = runtime
-                    .create(JobSpec::from_prompt(format!("job {i}")), None)
+                    .create(
+                        JobSpec::from_prompt(format!(
+                            "Summarise support ticket {i} for the on-call engineer."
+                        )),
+                        None,
+                    )
                     .await
                     .expect("job created");
                 let watch = runtime.watch(&created.job_id, 0).await.expect("watch");
-                watch.count().await
+                let events: Vec<_> = watch.collect().await;
+                assert!(
+                    events
+                        .last()
+                        .is_some_and(|e| e.payload.type_name() == "finished"),
+                    "job {i} finished"
+                );
+                events.len()
             })
         })
         .collect();
@@ -108,8 +150,10 @@ async fn run_once(store: Arc<dyn JobStore>, jobs: usize, events: u32) -> Measure
     }
     let elapsed = started.elapsed();
     runtime.shutdown().await;
-    // started + E progress + finished per job, all seen by its watcher.
-    assert_eq!(seen, jobs * (events as usize + 2), "every event watched");
+    if let Workload::Flood { events } = workload {
+        // started + E progress + finished per job, all seen by its watcher.
+        assert_eq!(seen, jobs * (events as usize + 2), "every event watched");
+    }
     Measure {
         elapsed,
         jobs,
@@ -148,64 +192,80 @@ async fn main() {
     let jobs: usize = env_or("BENCH_JOBS", 200);
     let events: u32 = env_or("BENCH_EVENTS", 200);
     let rounds: usize = env_or("BENCH_ROUNDS", 3);
-    println!("store_throughput: {jobs} concurrent jobs x {events} events, best of {rounds}");
-
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut best: Vec<(&str, Measure)> = Vec::new();
     let postgres = postgres_store().await;
-    for round in 0..rounds {
-        let mut contenders: Vec<(&str, Arc<dyn JobStore>)> = vec![
-            ("memory", Arc::new(MemoryStore::new())),
-            (
-                "sqlite",
-                Arc::new(
-                    SqlStore::open_sqlite(&dir.path().join(format!("bench-{round}.db")))
+    let dir = tempfile::tempdir().expect("temp dir");
+    let only = std::env::var("BENCH_STORES").unwrap_or_default();
+    for workload in [Workload::Flood { events }, Workload::Service] {
+        match workload {
+            Workload::Flood { events } => println!(
+                "store_throughput [flood]: {jobs} concurrent jobs x {events} events, best of {rounds}"
+            ),
+            Workload::Service => println!(
+                "store_throughput [service]: {jobs} concurrent default-mode jobs (offline \
+                 provider), best of {rounds}"
+            ),
+        }
+        let mut best: Vec<(&str, Measure)> = Vec::new();
+        for round in 0..rounds {
+            let mut contenders: Vec<(&str, Arc<dyn JobStore>)> = vec![
+                ("memory", Arc::new(MemoryStore::new())),
+                (
+                    "sqlite",
+                    Arc::new(
+                        SqlStore::open_sqlite(
+                            &dir.path()
+                                .join(format!("bench-{}-{round}.db", workload.name())),
+                        )
                         .await
                         .expect("sqlite store"),
+                    ),
                 ),
-            ),
-        ];
-        if let Some((store, _, _)) = &postgres {
-            contenders.push(("postgres", store.clone()));
-        }
-        for (name, store) in contenders {
-            let measure = run_once(store, jobs, events).await;
-            println!(
-                "  round {round} {name:>8}: {:>8.0} jobs/s {:>10.0} events/s ({:.3} s)",
-                measure.jobs_per_s(),
-                measure.events_per_s(),
-                measure.elapsed.as_secs_f64()
-            );
-            match best.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, b)) if b.elapsed <= measure.elapsed => {}
-                Some((_, b)) => *b = measure,
-                None => best.push((name, measure)),
+            ];
+            if let Some((store, _, _)) = &postgres {
+                contenders.push(("postgres", store.clone()));
+            }
+            contenders.retain(|(name, _)| only.is_empty() || only.split(',').any(|n| n == *name));
+            for (name, store) in contenders {
+                let measure = run_once(store, jobs, workload).await;
+                println!(
+                    "  round {round} {name:>8}: {:>8.0} jobs/s {:>10.0} events/s ({:.3} s)",
+                    measure.jobs_per_s(),
+                    measure.events_per_s(),
+                    measure.elapsed.as_secs_f64()
+                );
+                match best.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, b)) if b.elapsed <= measure.elapsed => {}
+                    Some((_, b)) => *b = measure,
+                    None => best.push((name, measure)),
+                }
             }
         }
-    }
-    println!("best:");
-    for (name, measure) in &best {
+        println!("best [{}]:", workload.name());
+        for (name, measure) in &best {
+            println!(
+                "  {name:>8}: {:>8.0} jobs/s {:>10.0} events/s",
+                measure.jobs_per_s(),
+                measure.events_per_s()
+            );
+        }
+        let rate = |name: &str| {
+            best.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, m)| m.events_per_s())
+                .unwrap_or(f64::NAN)
+        };
         println!(
-            "  {name:>8}: {:>8.0} jobs/s {:>10.0} events/s",
-            measure.jobs_per_s(),
-            measure.events_per_s()
+            "[{}] sqlite/memory events/s ratio: {:.2} (target >= 0.60)",
+            workload.name(),
+            rate("sqlite") / rate("memory")
         );
-    }
-    let rate = |name: &str| {
-        best.iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, m)| m.events_per_s())
-            .unwrap_or(f64::NAN)
-    };
-    println!(
-        "sqlite/memory events/s ratio: {:.2} (target >= 0.60)",
-        rate("sqlite") / rate("memory")
-    );
-    if postgres.is_some() {
-        println!(
-            "postgres/memory events/s ratio: {:.2}",
-            rate("postgres") / rate("memory")
-        );
+        if postgres.is_some() {
+            println!(
+                "[{}] postgres/memory events/s ratio: {:.2}",
+                workload.name(),
+                rate("postgres") / rate("memory")
+            );
+        }
     }
     if let Some((_, admin, schema)) = postgres {
         use sqlx::Connection;

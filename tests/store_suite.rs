@@ -12,7 +12,10 @@ use innerloop::domain::job::DefaultResult;
 use innerloop::domain::{
     Event, EventPayload, Example, JobRecord, JobResult, JobSpec, JobStatus, ObjectiveScores,
 };
-use innerloop::store::{IdempotencyClaim, JobStore, ListJobsQuery, MemoryStore, SqlStore};
+use innerloop::store::{
+    IdempotencyClaim, JobStore, JobUpdate, ListJobsQuery, MemoryStore, PendingEvent, SqlStore,
+    WriteBatch,
+};
 use sqlx::Connection;
 
 /// A store under test and whatever keeps its data alive. Fields drop in declaration order: the
@@ -340,23 +343,115 @@ async fn batched_events_of_many_jobs_page_back_in_id_order(store: Arc<dyn JobSto
 /// Enough lock-step batches (one event per job each, as the runtime's writer sees them) that the
 /// SQLite store compacts its staging table midway (80 × 60 rows > its 4096-row threshold): reads
 /// must merge both halves in id order.
-async fn many_jobs_logs_stay_ordered_across_compaction(store: Arc<dyn JobStore>) {
+/// Logs written in batches of several events per job (one chunk per job per batch on SQL
+/// stores) read back whole, from inside a chunk, and in pages that cross chunk boundaries.
+async fn many_jobs_logs_stay_ordered_across_many_chunks(store: Arc<dyn JobStore>) {
     let jobs: Vec<String> = (0..80).map(|j| format!("job-{j:02}")).collect();
-    for id in 1..=60 {
-        let batch: Vec<Event> = jobs.iter().map(|job| event(job, id, payload(id))).collect();
+    // Batch sizes per job 1, 2, 3, 1, 2, 3, … up to id 60, jobs interleaved within a batch.
+    let mut next = 1;
+    let mut width = 1;
+    while next <= 60 {
+        let last = (next + width - 1).min(60);
+        let mut batch = Vec::new();
+        for id in next..=last {
+            batch.extend(jobs.iter().map(|job| event(job, id, payload(id))));
+        }
         store.append_events(&batch).await.unwrap();
+        next = last + 1;
+        width = width % 3 + 1;
     }
     for job in &jobs {
         let events = all_events(&store, job).await;
         let expected: Vec<Event> = (1..=60).map(|id| event(job, id, payload(id))).collect();
         assert_eq!(events, expected, "{job}");
-        let page = store.events_after(job, 50, 5).await.unwrap();
-        assert_eq!(page, expected[50..55], "{job}");
+        for after in [0, 1, 2, 50, 58] {
+            let page = store.events_after(job, after, 5).await.unwrap();
+            let end = (after as usize + 5).min(60);
+            assert_eq!(page, expected[after as usize..end], "{job} after {after}");
+        }
     }
-    // No job row: deleting still removes its events (from both tables on SQLite).
+    // No job row: deleting still removes its events.
     assert!(!store.delete_job("job-07").await.unwrap());
     assert!(all_events(&store, "job-07").await.is_empty());
     assert_eq!(all_events(&store, "job-08").await.len(), 60);
+}
+
+/// One group commit with more rows of each kind than one statement binds: new jobs, their
+/// events and updates (a job updated twice keeps the later one) all land.
+async fn one_write_batch_commits_jobs_events_and_updates_together(store: Arc<dyn JobStore>) {
+    let jobs: Vec<JobRecord> = (0..300)
+        .map(|j| job(&format!("batch-{j:03}"), JobStatus::Pending, j as f64))
+        .collect();
+    let mut batch = WriteBatch {
+        inserts: jobs.clone(),
+        ..WriteBatch::default()
+    };
+    for record in &jobs {
+        for id in 1..=2 {
+            batch.events.push(PendingEvent::rendered(Arc::new(event(
+                &record.id,
+                id,
+                payload(id),
+            ))));
+        }
+        let mut running = record.clone();
+        running.status = JobStatus::Running;
+        running.last_event_id = 1;
+        batch.updates.push(JobUpdate::of(&running));
+    }
+    let mut finished = jobs[7].clone();
+    finished.status = JobStatus::Finished;
+    finished.last_event_id = 2;
+    finished.updated_at = 99.0;
+    finished.result = Some(JobResult::Default(DefaultResult {
+        proposal: "done".into(),
+        lessons: vec!["l".into()],
+        scores: ObjectiveScores::default(),
+        target_model: "m".into(),
+        rubric: None,
+    }));
+    batch.updates.push(JobUpdate::of(&finished));
+    store.write(&batch).await.unwrap();
+
+    for (j, record) in jobs.iter().enumerate() {
+        let stored = store.get_job(&record.id).await.unwrap().unwrap();
+        if j == 7 {
+            assert_eq!(stored, finished);
+        } else {
+            assert_eq!(stored.status, JobStatus::Running, "{}", record.id);
+            assert_eq!(stored.last_event_id, 1);
+            assert_eq!(stored.spec, record.spec);
+        }
+        assert_eq!(all_events(&store, &record.id).await.len(), 2);
+    }
+}
+
+/// SQL stores only: a batch that fails (here a duplicate job id) leaves nothing behind.
+async fn a_failed_write_batch_leaves_nothing(fixture: &Fixture) {
+    let store = &fixture.store;
+    store
+        .insert_job(&job("taken", JobStatus::Pending, 1.0))
+        .await
+        .unwrap();
+    let batch = WriteBatch {
+        inserts: vec![
+            job("fresh", JobStatus::Pending, 2.0),
+            job("taken", JobStatus::Pending, 3.0),
+        ],
+        events: vec![PendingEvent::rendered(Arc::new(event(
+            "fresh",
+            1,
+            EventPayload::Started {},
+        )))],
+        updates: Vec::new(),
+    };
+    assert!(store.write(&batch).await.is_err());
+    assert_eq!(store.get_job("fresh").await.unwrap(), None);
+    assert!(all_events(store, "fresh").await.is_empty());
+    assert_eq!(
+        store.get_job("taken").await.unwrap().unwrap().created_at,
+        1.0
+    );
 }
 
 async fn concurrent_idempotency_claims_have_exactly_one_winner(store: Arc<dyn JobStore>) {
@@ -606,7 +701,8 @@ macro_rules! suite {
             suite!(@test $backend jobs_round_trip_and_updates_keep_the_spec);
             suite!(@test $backend list_jobs_is_newest_first_filtered_and_paged);
             suite!(@test $backend batched_events_of_many_jobs_page_back_in_id_order);
-            suite!(@test $backend many_jobs_logs_stay_ordered_across_compaction);
+            suite!(@test $backend many_jobs_logs_stay_ordered_across_many_chunks);
+            suite!(@test $backend one_write_batch_commits_jobs_events_and_updates_together);
             suite!(@test $backend concurrent_idempotency_claims_have_exactly_one_winner);
             suite!(@test $backend reap_deletes_expired_terminal_jobs_with_their_events);
             suite!(@test $backend delete_job_removes_its_events_checkpoint_and_keys);
@@ -633,9 +729,11 @@ macro_rules! suite {
 suite!(memory);
 suite!(
     sqlite,
-    reopened_store_keeps_jobs_events_keys_examples_and_checkpoints
+    reopened_store_keeps_jobs_events_keys_examples_and_checkpoints,
+    a_failed_write_batch_leaves_nothing
 );
 suite!(
     postgres,
-    reopened_store_keeps_jobs_events_keys_examples_and_checkpoints
+    reopened_store_keeps_jobs_events_keys_examples_and_checkpoints,
+    a_failed_write_batch_leaves_nothing
 );

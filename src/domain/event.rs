@@ -23,6 +23,25 @@ impl Event {
         self.payload.terminal_status().is_some()
     }
 
+    /// The whole event as one compact JSON object, `{"id":…,"ts":…,"type":"…","data":{…}}`
+    /// (the stores' record of it).
+    pub fn json_text(&self) -> String {
+        Event::json_text_with(self.id, self.ts, &self.payload.tagged_json_text())
+    }
+
+    /// [`Event::json_text`] from a payload already rendered by
+    /// [`EventPayload::tagged_json_text`]: the payload is rendered once, outside any lock, and
+    /// id and time are spliced in when they are assigned.
+    pub fn json_text_with(id: u64, ts: f64, tagged: &str) -> String {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(tagged.len() + 48);
+        // `{}` prints an f64 as the shortest text that parses back to it (valid JSON when finite).
+        let ts = if ts.is_finite() { ts } else { 0.0 };
+        let _ = write!(text, r#"{{"id":{id},"ts":{ts},"#);
+        text.push_str(tagged.strip_prefix('{').unwrap_or(tagged));
+        text
+    }
+
     /// The SSE `data:` line: compact JSON with the envelope keys in the contract's order
     /// (`type, schema_version, job_id, ts, id, data`).
     pub fn envelope_json(&self) -> String {
@@ -182,6 +201,18 @@ impl EventPayload {
         }
     }
 
+    /// The payload as its tagged JSON object, `{"type":"<name>","data":{…}}`.
+    pub fn tagged_json_text(&self) -> String {
+        // Sized for a typical event up front: growing from serde_json's default reallocates
+        // two or three times per event.
+        let mut buf = Vec::with_capacity(512);
+        match serde_json::to_writer(&mut buf, self) {
+            Ok(()) => String::from_utf8(buf).unwrap_or_default(),
+            Err(_) => serde_json::json!({ "type": self.type_name(), "data": self.data_json() })
+                .to_string(),
+        }
+    }
+
     /// The `data` object as compact JSON text, equal to `data_json().to_string()` but rendered
     /// in one pass (no intermediate `Value` tree): stores and the SSE edge write this text.
     pub fn data_json_text(&self) -> String {
@@ -209,6 +240,25 @@ impl EventPayload {
 mod tests {
     use super::*;
     use crate::domain::job::DefaultResult;
+
+    #[test]
+    fn json_text_is_the_whole_event_and_parses_back() {
+        let event = Event {
+            id: 42,
+            job_id: "j".into(),
+            ts: 1_795_626_351.651_278_4,
+            payload: EventPayload::Failed {
+                error: "boom".into(),
+                message: "say \"no\"".into(),
+            },
+        };
+        let text = event.json_text();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["id"], 42);
+        assert_eq!(value["ts"].as_f64(), Some(event.ts));
+        assert_eq!(value["type"], "failed");
+        assert_eq!(value["data"], event.payload.data_json());
+    }
 
     #[test]
     fn data_json_text_equals_the_rendered_data_object_for_every_kind() {

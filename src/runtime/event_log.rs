@@ -1,4 +1,4 @@
-//! The live half of a job's event log and the group-committing writer.
+//! The live half of a job's event log and the group-committing writer of job state.
 //!
 //! Where the durability line is: an event is handed to watchers (ring + broadcast) only after the
 //! store has committed the batch that contains it. So every id a client has ever seen survives a
@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Event, JobRecord};
-use crate::store::JobStore;
+use crate::store::{JobStore, JobUpdate, PendingEvent, WriteBatch};
 
 /// Mutable state of a running job, guarded by one async mutex so ids are assigned, terminal
 /// transitions decided and events queued for the writer in a single order.
@@ -105,88 +105,326 @@ impl LiveJob {
     }
 }
 
-struct AppendRequest {
-    event: Arc<Event>,
-    /// `event.payload.data_json_text()`, rendered by the emitter.
-    data: String,
-    job: Arc<LiveJob>,
-    ack: oneshot::Sender<Result<(), String>>,
+/// What the writer commits: an event (with the row update that must commit with it: a terminal
+/// event's final job state), a new job row, or a row update.
+enum Request {
+    Event {
+        pending: PendingEvent,
+        job: Arc<LiveJob>,
+        update: Option<JobUpdate>,
+        ack: oneshot::Sender<Result<(), String>>,
+    },
+    Insert {
+        record: Box<JobRecord>,
+        ack: oneshot::Sender<Result<(), String>>,
+    },
+    Update {
+        update: JobUpdate,
+        ack: oneshot::Sender<Result<(), String>>,
+    },
 }
 
-/// Sends events to the single writer task, which commits them in batches (many jobs' events per
-/// transaction) and then publishes them.
+impl Request {
+    fn ack(self) -> oneshot::Sender<Result<(), String>> {
+        match self {
+            Request::Event { ack, .. }
+            | Request::Insert { ack, .. }
+            | Request::Update { ack, .. } => ack,
+        }
+    }
+}
+
+/// Where a request landed in the batch.
+enum Part {
+    Event {
+        event: usize,
+        update: Option<usize>,
+        job: Arc<LiveJob>,
+    },
+    Insert(usize),
+    Update(usize),
+}
+
+impl Part {
+    /// Makes a committed event visible to its job's watchers.
+    fn publish(&self, batch: &WriteBatch) {
+        if let Part::Event { event, job, .. } = self {
+            job.publish(batch.events[*event].event.clone());
+        }
+    }
+
+    /// This request as a batch of its own.
+    fn alone(&self, batch: &WriteBatch) -> WriteBatch {
+        let mut single = WriteBatch::default();
+        match self {
+            Part::Event { event, update, .. } => {
+                single.events.push(batch.events[*event].clone());
+                single
+                    .updates
+                    .extend(update.map(|u| batch.updates[u].clone()));
+            }
+            Part::Insert(i) => single.inserts.push(batch.inserts[*i].clone()),
+            Part::Update(u) => single.updates.push(batch.updates[*u].clone()),
+        }
+        single
+    }
+}
+
+/// The single writer: everything that changes a job's durable state goes through it, in the
+/// order it was queued, and commits in batches (many jobs' rows and events per transaction).
+/// Events are published to watchers only after their batch committed.
 #[derive(Clone)]
 pub(crate) struct EventWriter {
-    tx: mpsc::Sender<AppendRequest>,
+    tx: mpsc::Sender<Request>,
 }
 
 /// Largest batch one commit takes.
-const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 4096;
+/// Requests queued for the writer before submitters wait (the backpressure on emitters).
+pub(crate) const WRITER_QUEUE: usize = 4096;
 
 impl EventWriter {
     /// Starts the writer task; it ends when every `EventWriter` clone is dropped.
     pub fn spawn(store: Arc<dyn JobStore>, queue: usize) -> Self {
-        let (tx, mut rx) = mpsc::channel::<AppendRequest>(queue.max(16));
+        let (tx, mut rx) = mpsc::channel::<Request>(queue.max(16));
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(MAX_BATCH);
-            let mut events = Vec::with_capacity(MAX_BATCH);
-            let mut data = Vec::with_capacity(MAX_BATCH);
-            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                events.clear();
-                events.extend(batch.iter().map(|r| (*r.event).clone()));
-                data.clear();
-                data.extend(batch.iter_mut().map(|r| std::mem::take(&mut r.data)));
-                let started = std::time::Instant::now();
-                let mut outcome = store.append_rendered(&events, &data).await;
-                crate::metrics::observe_store("append_events", started.elapsed());
-                let mut attempt = 0;
-                while let Err(err) = &outcome {
-                    attempt += 1;
-                    if attempt > 3 {
-                        break;
-                    }
-                    tracing::warn!(error = %err, attempt, "event append failed, retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
-                    outcome = store.append_rendered(&events, &data).await;
+            let mut requests = Vec::with_capacity(MAX_BATCH);
+            let mut batch = WriteBatch::default();
+            let mut parts = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut requests, MAX_BATCH).await > 0 {
+                batch.clear();
+                parts.clear();
+                for request in requests.drain(..) {
+                    parts.push(match request {
+                        Request::Event {
+                            pending,
+                            job,
+                            update,
+                            ack,
+                        } => {
+                            let part = Part::Event {
+                                event: batch.events.len(),
+                                update: update.is_some().then_some(batch.updates.len()),
+                                job,
+                            };
+                            batch.events.push(pending);
+                            batch.updates.extend(update);
+                            (part, ack)
+                        }
+                        Request::Insert { record, ack } => {
+                            batch.inserts.push(*record);
+                            (Part::Insert(batch.inserts.len() - 1), ack)
+                        }
+                        Request::Update { update, ack } => {
+                            batch.updates.push(update);
+                            (Part::Update(batch.updates.len() - 1), ack)
+                        }
+                    });
                 }
-                let outcome = outcome.map_err(|e| e.to_string());
-                if let Err(err) = &outcome {
-                    tracing::error!(error = %err, events = events.len(), "event append failed");
-                }
-                for request in batch.drain(..) {
-                    if outcome.is_ok() {
-                        request.job.publish(request.event);
+                match commit(store.as_ref(), &batch).await {
+                    Ok(()) => {
+                        for (part, ack) in parts.drain(..) {
+                            part.publish(&batch);
+                            let _ = ack.send(Ok(()));
+                        }
                     }
-                    let _ = request.ack.send(outcome.clone());
+                    // One bad request must not fail its neighbours: commit each on its own.
+                    Err(_) if parts.len() > 1 => {
+                        for (part, ack) in parts.drain(..) {
+                            let outcome = store
+                                .write(&part.alone(&batch))
+                                .await
+                                .map_err(|e| e.to_string());
+                            if outcome.is_ok() {
+                                part.publish(&batch);
+                            }
+                            let _ = ack.send(outcome);
+                        }
+                    }
+                    Err(err) => {
+                        for (_, ack) in parts.drain(..) {
+                            let _ = ack.send(Err(err.clone()));
+                        }
+                    }
                 }
             }
         });
         EventWriter { tx }
     }
 
-    /// Queues an event with its rendered `data` (`payload.data_json_text()`, rendered by the
-    /// caller so the single writer does not); the returned receiver resolves once it is durable
-    /// and published. Callers hold the job's state lock while calling this, so per-job order is
-    /// id order.
+    /// Queues an event with its rendered `data` (see [`PendingEvent`]) and, for a terminal
+    /// event, the job's final row, which commits in the same transaction. The returned receiver
+    /// resolves once both are durable and the event is published. Callers hold the job's state
+    /// lock while calling this, so per-job order is id order.
     pub async fn submit(
         &self,
-        event: Arc<Event>,
-        data: String,
+        pending: PendingEvent,
         job: Arc<LiveJob>,
-    ) -> oneshot::Receiver<Result<(), String>> {
+        update: Option<JobUpdate>,
+    ) -> Ack {
         let (ack, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(request)) = self
-            .tx
-            .send(AppendRequest {
-                event,
-                data,
-                job,
-                ack,
-            })
-            .await
-        {
-            let _ = request.ack.send(Err("event writer stopped".into()));
-        }
+        self.send(Request::Event {
+            pending,
+            job,
+            update,
+            ack,
+        })
+        .await;
         rx
+    }
+
+    /// Queues a new job row; the receiver resolves once it is durable.
+    pub async fn insert(&self, record: JobRecord) -> Ack {
+        let (ack, rx) = oneshot::channel();
+        self.send(Request::Insert {
+            record: Box::new(record),
+            ack,
+        })
+        .await;
+        rx
+    }
+
+    /// Queues a job row update, ordered after everything already queued.
+    pub async fn update(&self, update: JobUpdate) -> Ack {
+        let (ack, rx) = oneshot::channel();
+        self.send(Request::Update { update, ack }).await;
+        rx
+    }
+
+    async fn send(&self, request: Request) {
+        if let Err(mpsc::error::SendError(request)) = self.tx.send(request).await {
+            let _ = request.ack().send(Err("event writer stopped".into()));
+        }
+    }
+}
+
+/// Writes one batch, retrying a failed commit three times. A batch that still fails is not
+/// published as a whole; the writer then commits its requests one by one, so only the ones
+/// that fail on their own are lost (their events never reach a watcher, and their submitters
+/// see the error).
+async fn commit(store: &dyn JobStore, batch: &WriteBatch) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut outcome = store.write(batch).await;
+    crate::metrics::observe_store("append_events", started.elapsed());
+    let mut attempt = 0;
+    while let Err(err) = &outcome {
+        attempt += 1;
+        if attempt > 3 {
+            break;
+        }
+        tracing::warn!(error = %err, attempt, "batch commit failed, retrying");
+        tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+        outcome = store.write(batch).await;
+    }
+    outcome.map_err(|err| {
+        tracing::error!(
+            error = %err,
+            events = batch.events.len(),
+            jobs = batch.inserts.len() + batch.updates.len(),
+            "batch commit failed"
+        );
+        err.to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::domain::{Example, JobId, JobSpec, JobStatus};
+    use crate::error::{Error, Result};
+    use crate::store::{IdempotencyClaim, ListJobsQuery, MemoryStore};
+
+    /// A memory store that refuses any batch inserting the job `bad`.
+    struct Picky(MemoryStore);
+
+    #[async_trait]
+    impl JobStore for Picky {
+        fn kind(&self) -> &'static str {
+            "picky"
+        }
+        async fn write(&self, batch: &WriteBatch) -> Result<()> {
+            if batch.inserts.iter().any(|j| j.id == "bad") {
+                return Err(Error::Store("refused".into()));
+            }
+            self.0.write(batch).await
+        }
+        async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
+            self.0.get_job(id).await
+        }
+        async fn list_jobs(&self, q: &ListJobsQuery) -> Result<Vec<JobRecord>> {
+            self.0.list_jobs(q).await
+        }
+        async fn jobs_with_status(&self, s: &[JobStatus]) -> Result<Vec<JobRecord>> {
+            self.0.jobs_with_status(s).await
+        }
+        async fn delete_job(&self, id: &str) -> Result<bool> {
+            self.0.delete_job(id).await
+        }
+        async fn events_after(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>> {
+            self.0.events_after(id, after, limit).await
+        }
+        async fn claim_idempotency_key(
+            &self,
+            key: &str,
+            job_id: &str,
+            now: f64,
+            expires_at: f64,
+        ) -> Result<IdempotencyClaim> {
+            self.0
+                .claim_idempotency_key(key, job_id, now, expires_at)
+                .await
+        }
+        async fn reap(
+            &self,
+            now: f64,
+            ttl_for: &(dyn Fn(JobStatus) -> Option<f64> + Sync),
+        ) -> Result<Vec<JobId>> {
+            self.0.reap(now, ttl_for).await
+        }
+        async fn upsert_examples(&self, examples: &[Example]) -> Result<usize> {
+            self.0.upsert_examples(examples).await
+        }
+        async fn list_examples(&self, limit: usize, offset: usize) -> Result<Vec<Example>> {
+            self.0.list_examples(limit, offset).await
+        }
+        async fn delete_example(&self, id: &str) -> Result<bool> {
+            self.0.delete_example(id).await
+        }
+        async fn put_checkpoint(&self, id: &str, c: &serde_json::Value) -> Result<()> {
+            self.0.put_checkpoint(id, c).await
+        }
+        async fn get_checkpoint(&self, id: &str) -> Result<Option<serde_json::Value>> {
+            self.0.get_checkpoint(id).await
+        }
+    }
+
+    fn record(id: &str) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            status: JobStatus::Pending,
+            created_at: 1.0,
+            updated_at: 1.0,
+            spec: JobSpec::from_prompt("p"),
+            result: None,
+            last_event_id: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_that_fails_on_its_own_does_not_fail_its_batch_neighbours() {
+        let store = Arc::new(Picky(MemoryStore::new()));
+        let writer = EventWriter::spawn(store.clone(), 16);
+        // Queued back to back (the writer has not run yet): one batch.
+        let good = writer.insert(record("good")).await;
+        let bad = writer.insert(record("bad")).await;
+        let also_good = writer.insert(record("also-good")).await;
+        assert_eq!(good.await.unwrap(), Ok(()));
+        assert!(bad.await.unwrap().is_err());
+        assert_eq!(also_good.await.unwrap(), Ok(()));
+        assert!(store.get_job("good").await.unwrap().is_some());
+        assert!(store.get_job("also-good").await.unwrap().is_some());
+        assert!(store.get_job("bad").await.unwrap().is_none());
     }
 }

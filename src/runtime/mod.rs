@@ -21,7 +21,9 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::optimizer::{EventSink, JobContext, OptimizeError, Optimizer, Stopped};
-use crate::store::{IdempotencyClaim, JobStore, ListJobsQuery};
+use crate::store::{
+    IdempotencyClaim, JobStore, JobUpdate, ListJobsQuery, PendingEvent, WriteBatch,
+};
 
 use event_log::{EventWriter, LiveJob};
 pub use watch::WatchStream;
@@ -75,7 +77,7 @@ impl JobRuntime {
         store: Arc<dyn JobStore>,
         optimizers: HashMap<Mode, Arc<dyn Optimizer>>,
     ) -> Result<JobRuntime> {
-        let writer = EventWriter::spawn(store.clone(), settings.sse_buffer_size.max(256));
+        let writer = EventWriter::spawn(store.clone(), event_log::WRITER_QUEUE);
         let runtime = JobRuntime {
             inner: Arc::new(Inner {
                 settings,
@@ -146,7 +148,12 @@ impl JobRuntime {
             result: None,
             last_event_id: 0,
         };
-        self.inner.store.insert_job(&record).await?;
+        // Through the writer: concurrent creations share a commit with each other and with events.
+        match self.inner.writer.insert(record.clone()).await.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(Error::Store(err)),
+            Err(_) => return Err(Error::Unavailable("server is shutting down".into())),
+        }
         let spec = Arc::new(record.spec.clone());
         let job = Arc::new(LiveJob::new(record, self.inner.settings.sse_buffer_size));
         self.inner.live_map().insert(job_id.clone(), job.clone());
@@ -307,6 +314,8 @@ impl JobRuntime {
                     .spawn(async move { inner.run_job(job, spec, true).await });
                 continue;
             }
+            // The terminal event and the final row commit together.
+            let mut batch = WriteBatch::default();
             let payload = match terminal {
                 Some(payload) => payload,
                 None => {
@@ -314,18 +323,18 @@ impl JobRuntime {
                         reason: "interrupted".into(),
                     };
                     last_id += 1;
-                    let event = Event {
+                    batch.events.push(PendingEvent::rendered(Arc::new(Event {
                         id: last_id,
                         job_id: record.id.clone(),
                         ts: now_epoch_s(),
                         payload: payload.clone(),
-                    };
-                    store.append_events(std::slice::from_ref(&event)).await?;
+                    })));
                     payload
                 }
             };
             apply_terminal(&mut record, &payload, last_id);
-            store.update_job(&record).await?;
+            batch.updates.push(JobUpdate::of(&record));
+            store.write(&batch).await?;
             tracing::info!(job_id = %record.id, status = %record.status, "recovered interrupted job");
         }
         Ok(())
@@ -421,7 +430,10 @@ impl Inner {
         payload: EventPayload,
     ) -> Result<(u64, event_log::Ack), Stopped> {
         // Rendered here, on the job's own task and outside its lock, not on the single writer.
-        let data = payload.data_json_text();
+        let tagged = self
+            .store
+            .keeps_rendered_data()
+            .then(|| payload.tagged_json_text());
         let (id, ack) = {
             let mut state = job.state.lock().await;
             if state.record.status.is_terminal() {
@@ -429,24 +441,32 @@ impl Inner {
             }
             let id = state.next_id;
             state.next_id += 1;
-            if payload.terminal_status().is_some() {
+            // A terminal event commits together with the job's final row.
+            let update = if payload.terminal_status().is_some() {
                 apply_terminal(&mut state.record, &payload, id);
+                Some(JobUpdate::of(&state.record))
             } else {
                 state.record.last_event_id = id;
-            }
+                None
+            };
+            let ts = now_epoch_s();
+            let json = tagged
+                .map(|tagged| Event::json_text_with(id, ts, &tagged))
+                .unwrap_or_default();
             let event = Arc::new(Event {
                 id,
                 job_id: job.id.clone(),
-                ts: now_epoch_s(),
+                ts,
                 payload,
             });
-            (id, self.writer.submit(event, data, job.clone()).await)
+            let pending = PendingEvent { event, json };
+            (id, self.writer.submit(pending, job.clone(), update).await)
         };
         Ok((id, ack))
     }
 
-    /// Ends a live job with a terminal event (first caller wins), persists its final record and
-    /// releases it. `Err(Stopped)` when it was already terminal.
+    /// Ends a live job with a terminal event (first caller wins; the event and the final record
+    /// commit together) and releases it. `Err(Stopped)` when it was already terminal.
     async fn terminate(
         &self,
         job: &Arc<LiveJob>,
@@ -455,18 +475,16 @@ impl Inner {
         self.emit(job, payload).await?;
         job.cancel.cancel();
         let record = job.state.lock().await.record.clone();
-        if let Err(err) = self.store.update_job(&record).await {
-            tracing::error!(job_id = %job.id, error = %err, "final job state not persisted");
-        }
         self.live_map().remove(&job.id);
         crate::metrics::job_ended(record.status);
         tracing::info!(job_id = %job.id, status = %record.status, "job ended");
         Ok(record)
     }
 
-    /// Marks a job running, in memory and in the store. The store write happens under the state
-    /// lock: a concurrent `terminate` (cancel, shutdown) waits for it, so its terminal record is
-    /// always the last write and the store never shows a finished job as `running`.
+    /// Marks a job running, in memory and in the store. The row update is queued on the writer
+    /// under the state lock (not awaited: the writer commits in queue order, and a failure is
+    /// logged there): a concurrent `terminate` (cancel, shutdown) queues its terminal record
+    /// after it, so the store never shows a finished job as `running`.
     async fn set_running(&self, job: &Arc<LiveJob>) -> bool {
         let mut state = job.state.lock().await;
         if state.record.status.is_terminal() {
@@ -474,9 +492,7 @@ impl Inner {
         }
         state.record.status = JobStatus::Running;
         state.record.updated_at = now_epoch_s();
-        if let Err(err) = self.store.update_job(&state.record).await {
-            tracing::warn!(job_id = %job.id, error = %err, "running state not persisted");
-        }
+        drop(self.writer.update(JobUpdate::of(&state.record)).await);
         true
     }
 

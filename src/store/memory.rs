@@ -1,18 +1,19 @@
 //! The in-memory store: everything in maps behind one mutex. For tests and throw-away runs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{IdempotencyClaim, JobStore, ListJobsQuery};
+use super::{IdempotencyClaim, JobStore, ListJobsQuery, WriteBatch};
 use crate::domain::{Event, Example, JobId, JobRecord, JobStatus};
 use crate::error::Result;
 
 #[derive(Default)]
 struct State {
     jobs: HashMap<JobId, JobRecord>,
-    events: HashMap<JobId, Vec<Event>>,
+    /// Shared with the runtime's writer and watchers: appending is a reference count, not a copy.
+    events: HashMap<JobId, Vec<Arc<Event>>>,
     idempotency: HashMap<String, (JobId, f64)>,
     examples: BTreeMap<String, Example>,
     checkpoints: HashMap<JobId, serde_json::Value>,
@@ -50,20 +51,36 @@ impl JobStore for MemoryStore {
         "memory"
     }
 
-    async fn insert_job(&self, job: &JobRecord) -> Result<()> {
-        self.lock().jobs.insert(job.id.clone(), job.clone());
+    async fn write(&self, batch: &WriteBatch) -> Result<()> {
+        let mut state = self.lock();
+        for job in &batch.inserts {
+            state.jobs.insert(job.id.clone(), job.clone());
+        }
+        for pending in &batch.events {
+            let event = &pending.event;
+            match state.events.get_mut(&event.job_id) {
+                Some(log) => log.push(event.clone()),
+                None => {
+                    state
+                        .events
+                        .insert(event.job_id.clone(), vec![event.clone()]);
+                }
+            }
+        }
+        for update in &batch.updates {
+            if let Some(existing) = state.jobs.get_mut(&update.id) {
+                existing.status = update.status;
+                existing.updated_at = update.updated_at;
+                existing.result = update.result.clone();
+                existing.last_event_id = update.last_event_id;
+            }
+        }
         Ok(())
     }
 
-    async fn update_job(&self, job: &JobRecord) -> Result<()> {
-        let mut state = self.lock();
-        if let Some(existing) = state.jobs.get_mut(&job.id) {
-            existing.status = job.status;
-            existing.updated_at = job.updated_at;
-            existing.result = job.result.clone();
-            existing.last_event_id = job.last_event_id;
-        }
-        Ok(())
+    /// Keeps the events themselves; rendered text would only be dropped.
+    fn keeps_rendered_data(&self) -> bool {
+        false
     }
 
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
@@ -107,18 +124,6 @@ impl JobStore for MemoryStore {
         Ok(state.jobs.remove(id).is_some())
     }
 
-    async fn append_events(&self, events: &[Event]) -> Result<()> {
-        let mut state = self.lock();
-        for event in events {
-            state
-                .events
-                .entry(event.job_id.clone())
-                .or_default()
-                .push(event.clone());
-        }
-        Ok(())
-    }
-
     async fn events_after(&self, job_id: &str, after_id: u64, limit: usize) -> Result<Vec<Event>> {
         let state = self.lock();
         let Some(log) = state.events.get(job_id) else {
@@ -127,7 +132,11 @@ impl JobStore for MemoryStore {
         // Ids are dense from 1, so the position of id `n` is `n - 1`; search anyway in case a
         // log was written with gaps.
         let start = log.partition_point(|e| e.id <= after_id);
-        Ok(log[start..].iter().take(limit).cloned().collect())
+        Ok(log[start..]
+            .iter()
+            .take(limit)
+            .map(|e| Event::clone(e))
+            .collect())
     }
 
     async fn claim_idempotency_key(

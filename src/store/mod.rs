@@ -3,17 +3,21 @@
 //! never interpret payloads beyond serde.
 //!
 //! Hidden contracts every implementation keeps:
-//! - `append_events` receives events of many jobs in one batch, each job's in increasing id
-//!   order; it is atomic (all or nothing) and durable when it returns.
+//! - [`JobStore::write`] receives one group commit ([`WriteBatch`]): new job rows, events of many
+//!   jobs (each job's in increasing id order) and job-row updates. It is atomic (all or nothing)
+//!   and durable when it returns. `insert_job`, `update_job` and `append_events` are one-part
+//!   batches.
 //! - `events_after` returns events in id order.
 //! - `claim_idempotency_key` is atomic: of two concurrent claims of one key, one wins.
 
 pub mod memory;
 pub mod sql;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
-use crate::domain::{Event, Example, JobId, JobRecord, JobStatus};
+use crate::domain::{Event, Example, JobId, JobRecord, JobResult, JobStatus};
 use crate::error::Result;
 
 pub use memory::MemoryStore;
@@ -37,15 +41,98 @@ pub enum IdempotencyClaim {
     Existing(JobId),
 }
 
+/// The mutable part of a job row, as [`JobStore::update_job`] writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobUpdate {
+    pub id: JobId,
+    pub status: JobStatus,
+    pub updated_at: f64,
+    pub result: Option<JobResult>,
+    pub last_event_id: u64,
+}
+
+impl JobUpdate {
+    pub fn of(job: &JobRecord) -> JobUpdate {
+        JobUpdate {
+            id: job.id.clone(),
+            status: job.status,
+            updated_at: job.updated_at,
+            result: job.result.clone(),
+            last_event_id: job.last_event_id,
+        }
+    }
+}
+
+/// An event on its way to the store, with its JSON text ([`Event::json_text`]) already
+/// rendered by the emitting job's task when the store keeps text
+/// ([`JobStore::keeps_rendered_data`]); empty otherwise.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub event: Arc<Event>,
+    pub json: String,
+}
+
+impl PendingEvent {
+    /// Renders `json` from the event.
+    pub fn rendered(event: Arc<Event>) -> PendingEvent {
+        let json = event.json_text();
+        PendingEvent { event, json }
+    }
+}
+
+/// One group commit: everything in it becomes durable together, in this order: new job rows,
+/// events, then row updates (a later update of the same job wins).
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    pub inserts: Vec<JobRecord>,
+    pub events: Vec<PendingEvent>,
+    pub updates: Vec<JobUpdate>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.inserts.is_empty() && self.events.is_empty() && self.updates.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.inserts.clear();
+        self.events.clear();
+        self.updates.clear();
+    }
+}
+
 /// Jobs, events, idempotency keys, examples and checkpoints.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     /// A short name for logs and `innerloop config` (`memory`, `sqlite`, `postgres`).
     fn kind(&self) -> &'static str;
 
-    async fn insert_job(&self, job: &JobRecord) -> Result<()>;
+    /// Commits a batch atomically; durable when it returns. The runtime's single event writer
+    /// is the only caller on the hot path (see `docs/durability.md`).
+    async fn write(&self, batch: &WriteBatch) -> Result<()>;
+
+    /// Whether [`PendingEvent::json`] is used (stores that keep JSON text). When false the
+    /// runtime does not render it.
+    fn keeps_rendered_data(&self) -> bool {
+        true
+    }
+
+    async fn insert_job(&self, job: &JobRecord) -> Result<()> {
+        self.write(&WriteBatch {
+            inserts: vec![job.clone()],
+            ..WriteBatch::default()
+        })
+        .await
+    }
+
     /// Writes status, updated_at, result and last_event_id of an existing job.
-    async fn update_job(&self, job: &JobRecord) -> Result<()>;
+    async fn update_job(&self, job: &JobRecord) -> Result<()> {
+        self.write(&WriteBatch {
+            updates: vec![JobUpdate::of(job)],
+            ..WriteBatch::default()
+        })
+        .await
+    }
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>>;
     /// Newest first.
     async fn list_jobs(&self, query: &ListJobsQuery) -> Result<Vec<JobRecord>>;
@@ -54,14 +141,28 @@ pub trait JobStore: Send + Sync + 'static {
     /// Deletes a job, its events, checkpoint and idempotency keys. Returns whether it existed.
     async fn delete_job(&self, id: &str) -> Result<bool>;
 
-    async fn append_events(&self, events: &[Event]) -> Result<()>;
-    /// [`JobStore::append_events`] with each event's `data` object already rendered:
-    /// `data[i]` is `events[i].payload.data_json_text()`. The runtime renders it on the emitting
-    /// job's task, so stores that keep JSON text do not render it on the single writer. The
-    /// default ignores the text.
-    async fn append_rendered(&self, events: &[Event], data: &[String]) -> Result<()> {
-        let _ = data;
-        self.append_events(events).await
+    /// Appends events of one or many jobs (each job's in increasing id order) in one commit.
+    async fn append_events(&self, events: &[Event]) -> Result<()> {
+        let keeps = self.keeps_rendered_data();
+        let events = events
+            .iter()
+            .map(|e| {
+                let event = Arc::new(e.clone());
+                if keeps {
+                    PendingEvent::rendered(event)
+                } else {
+                    PendingEvent {
+                        event,
+                        json: String::new(),
+                    }
+                }
+            })
+            .collect();
+        self.write(&WriteBatch {
+            events,
+            ..WriteBatch::default()
+        })
+        .await
     }
     /// Events of `job_id` with id > `after_id`, in order, at most `limit`.
     async fn events_after(&self, job_id: &str, after_id: u64, limit: usize) -> Result<Vec<Event>>;

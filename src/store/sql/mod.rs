@@ -2,33 +2,37 @@
 //!
 //! One set of runtime queries (`$n` placeholders, `ON CONFLICT`, `RETURNING`: portable between
 //! the two) serves both backends: `with_pool!` compiles each method body once per backend. The
-//! only backend-specific code is connection set-up and the batched event insert.
+//! only backend-specific code is connection set-up and the group commit's set-based statements
+//! ([`batch`]). Event logs are stored packed, one row per job per group commit ([`chunks`]).
 //!
 //! SQLite is tuned for a server: WAL (readers never block the writer), `synchronous=NORMAL`
 //! (a commit survives a process crash; see docs/durability.md for power loss), a busy timeout, and
 //! two pools: ONE writer connection, so writes queue in the pool instead of fighting over the
 //! database lock, and a few reader connections.
 
+mod batch;
+mod chunks;
 mod migrations;
 mod open;
 mod rows;
-mod sqlite_log;
+mod wal;
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
-use super::{IdempotencyClaim, JobStore, ListJobsQuery};
+use super::{IdempotencyClaim, JobStore, ListJobsQuery, WriteBatch};
 use crate::domain::{Event, Example, JobId, JobRecord, JobStatus, now_epoch_s};
 use crate::error::{Error, Result};
-use rows::{EventRow, ExampleRow, JobRow, JobValues, job_columns, to_i64, to_json};
+use rows::{ExampleRow, JobRow, job_columns, to_i64, to_json};
 
 enum Pools {
     Sqlite {
         write: SqlitePool,
         read: SqlitePool,
-        /// Staged rows and the background checkpoint (see [`sqlite_log`]).
-        log: sqlite_log::LogState,
+        /// Background WAL checkpoints (see [`wal`]).
+        checkpoints: wal::Checkpoints,
     },
     Postgres(PgPool),
 }
@@ -96,41 +100,6 @@ impl SqlStore {
         };
         rows.into_iter().map(JobRecord::try_from).collect()
     }
-
-    /// Appends a batch in one transaction. SQLite: see [`sqlite_log`]; Postgres: one `UNNEST`
-    /// insert for the whole batch (one round trip, one implicit transaction).
-    async fn insert_events(&self, events: &[Event], data: &[String]) -> Result<()> {
-        match &self.pools {
-            Pools::Sqlite { write, read, log } => {
-                sqlite_log::append(write, read, log, events, data).await?
-            }
-            Pools::Postgres(pool) => {
-                let mut job_ids = Vec::with_capacity(events.len());
-                let mut ids = Vec::with_capacity(events.len());
-                let mut stamps = Vec::with_capacity(events.len());
-                let mut kinds = Vec::with_capacity(events.len());
-                for event in events {
-                    job_ids.push(event.job_id.clone());
-                    ids.push(to_i64(event.id));
-                    stamps.push(event.ts);
-                    kinds.push(event.payload.type_name().to_string());
-                }
-                // A single statement is its own transaction.
-                sqlx::query(
-                    "INSERT INTO events (job_id, id, ts, type, data) \
-                     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::float8[], $4::text[], $5::text[])",
-                )
-                .bind(job_ids)
-                .bind(ids)
-                .bind(stamps)
-                .bind(kinds)
-                .bind(data)
-                .execute(pool)
-                .await?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -142,39 +111,33 @@ impl JobStore for SqlStore {
         }
     }
 
-    async fn insert_job(&self, job: &JobRecord) -> Result<()> {
-        let values = JobValues::of(job)?;
-        with_pool!(self, write, |pool| sqlx::query(
-            "INSERT INTO jobs (id, status, created_at, updated_at, spec, result, last_event_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        )
-        .bind(&job.id)
-        .bind(values.status)
-        .bind(job.created_at)
-        .bind(job.updated_at)
-        .bind(&values.spec)
-        .bind(&values.result)
-        .bind(values.last_event_id)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(())
-    }
-
-    async fn update_job(&self, job: &JobRecord) -> Result<()> {
-        let values = JobValues::of(job)?;
-        with_pool!(self, write, |pool| sqlx::query(
-            "UPDATE jobs SET status = $2, updated_at = $3, result = $4, last_event_id = $5 \
-             WHERE id = $1"
-        )
-        .bind(&job.id)
-        .bind(values.status)
-        .bind(job.updated_at)
-        .bind(&values.result)
-        .bind(values.last_event_id)
-        .execute(pool)
-        .await?
-        .rows_affected());
+    async fn write(&self, batch: &WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let rows = batch::Rows::of(batch)?;
+        match &self.pools {
+            Pools::Sqlite {
+                write,
+                read,
+                checkpoints,
+            } => {
+                // A single statement is its own transaction: many batches are one chunk insert.
+                if rows.sqlite_statements() > 1 {
+                    let mut tx = write.begin().await?;
+                    batch::sqlite(&mut tx, &rows).await?;
+                    tx.commit().await?;
+                } else {
+                    batch::sqlite(&mut *write.acquire().await?, &rows).await?;
+                }
+                checkpoints.appended(rows.event_bytes(), read);
+            }
+            Pools::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                batch::postgres(&mut tx, &rows).await?;
+                tx.commit().await?;
+            }
+        }
         Ok(())
     }
 
@@ -202,12 +165,10 @@ impl JobStore for SqlStore {
     async fn delete_job(&self, id: &str) -> Result<bool> {
         let deleted = with_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
-            for sql in [
-                "DELETE FROM events WHERE job_id = $1",
-                "DELETE FROM event_staging WHERE job_id = $1",
-            ] {
-                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
-            }
+            sqlx::query("DELETE FROM event_chunks WHERE job_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM checkpoints WHERE job_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -226,38 +187,29 @@ impl JobStore for SqlStore {
         Ok(deleted)
     }
 
-    async fn append_events(&self, events: &[Event]) -> Result<()> {
-        let data: Vec<String> = events.iter().map(|e| e.payload.data_json_text()).collect();
-        self.append_rendered(events, &data).await
-    }
-
-    async fn append_rendered(&self, events: &[Event], data: &[String]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        if data.len() != events.len() {
-            return Err(Error::Store(format!(
-                "{} events but {} rendered data objects",
-                events.len(),
-                data.len()
-            )));
-        }
-        self.insert_events(events, data).await
-    }
-
     async fn events_after(&self, job_id: &str, after_id: u64, limit: usize) -> Result<Vec<Event>> {
-        const SQL: &str = "SELECT id, ts, type AS kind, data FROM ( \
-                 SELECT id, ts, type, data FROM events WHERE job_id = $1 AND id > $2 \
-                 UNION ALL \
-                 SELECT id, ts, type, data FROM event_staging WHERE job_id = $1 AND id > $2 \
-             ) AS log ORDER BY id LIMIT $3";
-        let rows: Vec<EventRow> = with_pool!(self, read, |pool| sqlx::query_as(SQL)
-            .bind(job_id)
-            .bind(to_i64(after_id))
-            .bind(to_i64(limit))
-            .fetch_all(pool)
-            .await?);
-        rows.into_iter().map(|row| row.into_event(job_id)).collect()
+        // Each chunk holds at least one event, so `limit` chunks always suffice; the stream stops
+        // as soon as `limit` events are unpacked.
+        const SQL: &str = "SELECT events FROM event_chunks WHERE job_id = $1 AND last_id > $2 \
+                           ORDER BY last_id LIMIT $3";
+        let mut events = Vec::new();
+        if limit == 0 {
+            return Ok(events);
+        }
+        with_pool!(self, read, |pool| {
+            let mut rows = sqlx::query_scalar::<_, String>(SQL)
+                .bind(job_id)
+                .bind(to_i64(after_id))
+                .bind(to_i64(limit))
+                .fetch(pool);
+            while let Some(text) = rows.try_next().await? {
+                chunks::unpack(job_id, &text, after_id, limit, &mut events)?;
+                if events.len() >= limit {
+                    break;
+                }
+            }
+        });
+        Ok(events)
     }
 
     async fn claim_idempotency_key(
@@ -316,9 +268,7 @@ impl JobStore for SqlStore {
             let mut deleted: Vec<JobId> = Vec::new();
             for (status, ttl) in &expiring {
                 for sql in [
-                    "DELETE FROM events WHERE job_id IN \
-                     (SELECT id FROM jobs WHERE status = $1 AND updated_at + $2 <= $3)",
-                    "DELETE FROM event_staging WHERE job_id IN \
+                    "DELETE FROM event_chunks WHERE job_id IN \
                      (SELECT id FROM jobs WHERE status = $1 AND updated_at + $2 <= $3)",
                     "DELETE FROM checkpoints WHERE job_id IN \
                      (SELECT id FROM jobs WHERE status = $1 AND updated_at + $2 <= $3)",

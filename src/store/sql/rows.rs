@@ -3,7 +3,7 @@
 
 use sqlx::{ColumnIndex, Decode, FromRow, Row, Type};
 
-use crate::domain::{Event, EventPayload, Example, JobRecord, JobStatus};
+use crate::domain::{Example, JobRecord, JobStatus};
 use crate::error::{Error, Result};
 
 /// Implements `FromRow` for any backend whose rows decode every field's type, reading each field
@@ -83,35 +83,6 @@ impl JobValues {
             spec: to_json(&job.spec)?,
             result: job.result.as_ref().map(to_json).transpose()?,
             last_event_id: to_i64(job.last_event_id),
-        })
-    }
-}
-
-/// Columns of `events` (without `job_id`).
-pub(super) struct EventRow {
-    id: i64,
-    ts: f64,
-    kind: String,
-    data: String,
-}
-from_row!(EventRow {
-    id: i64,
-    ts: f64,
-    kind: String,
-    data: String
-});
-
-impl EventRow {
-    pub fn into_event(self, job_id: &str) -> Result<Event> {
-        let data =
-            serde_json::from_str(&self.data).map_err(|e| corrupt("events.data", job_id, e))?;
-        let payload = EventPayload::from_parts(&self.kind, data)
-            .map_err(|e| corrupt("events.type", job_id, e))?;
-        Ok(Event {
-            id: u64::try_from(self.id).unwrap_or(0),
-            job_id: job_id.to_string(),
-            ts: self.ts,
-            payload,
         })
     }
 }
