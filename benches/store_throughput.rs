@@ -1,9 +1,11 @@
-//! Throughput of the durable store against memory, through the real `JobRuntime`: N jobs run
-//! at once, each emitting E events through the group-committing event writer, each watched to its
-//! terminal event. Prints jobs/s and events/s per store and the SQLite/memory ratio (target
+//! Throughput of the durable store against memory, through the real `JobRuntime`, in two
+//! workloads: **flood** (N jobs at once, each emitting E events as fast as the runtime takes them)
+//! and **service** (M real default-mode jobs at once, offline provider). Every job is watched to
+//! its terminal event. Prints jobs/s and events/s per store and the SQLite/memory ratio (target
 //! ≥ 0.6). Run with `cargo bench --bench store_throughput` (release).
 //!
-//! Knobs: `BENCH_JOBS` (default 200), `BENCH_EVENTS` (per job, default 200), `BENCH_ROUNDS`
+//! Knobs: `BENCH_JOBS` (flood, default 200), `BENCH_EVENTS` (per flood job, default 1000),
+//! `BENCH_SERVICE_JOBS` (default 2000), `BENCH_ROUNDS`
 //! (default 3; the best round of each store counts), `BENCH_STORES` (comma-separated subset of
 //! `memory,sqlite`, for profiling one store). With `BENCH_POSTGRES=1`, Postgres at
 //! `DATABASE_URL` is measured too, in a throw-away schema.
@@ -190,7 +192,8 @@ async fn postgres_store() -> Option<(Arc<dyn JobStore>, String, String)> {
 #[tokio::main]
 async fn main() {
     let jobs: usize = env_or("BENCH_JOBS", 200);
-    let events: u32 = env_or("BENCH_EVENTS", 200);
+    let events: u32 = env_or("BENCH_EVENTS", 1000);
+    let service_jobs: usize = env_or("BENCH_SERVICE_JOBS", 2000);
     let rounds: usize = env_or("BENCH_ROUNDS", 3);
     let postgres = postgres_store().await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -201,10 +204,14 @@ async fn main() {
                 "store_throughput [flood]: {jobs} concurrent jobs x {events} events, best of {rounds}"
             ),
             Workload::Service => println!(
-                "store_throughput [service]: {jobs} concurrent default-mode jobs (offline \
-                 provider), best of {rounds}"
+                "store_throughput [service]: {service_jobs} concurrent default-mode jobs \
+                 (offline provider), best of {rounds}"
             ),
         }
+        let jobs = match workload {
+            Workload::Flood { .. } => jobs,
+            Workload::Service => service_jobs,
+        };
         let mut best: Vec<(&str, Measure)> = Vec::new();
         for round in 0..rounds {
             let mut contenders: Vec<(&str, Arc<dyn JobStore>)> = vec![

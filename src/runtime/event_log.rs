@@ -29,6 +29,9 @@ pub(crate) struct LiveJob {
     /// from here without touching the store.
     recent: Mutex<VecDeque<Arc<Event>>>,
     capacity: usize,
+    /// The first id this process publishes for the job (1 for a new job, more for one resumed
+    /// after a restart): the ring can only answer for ids from here on.
+    first_live_id: u64,
     /// Live fan-out. Bounded: a receiver that falls behind by more than `capacity` observes
     /// `Lagged` and catches up from the store; the sender never waits.
     pub tx: broadcast::Sender<Arc<Event>>,
@@ -44,7 +47,9 @@ pub(crate) type Ack = oneshot::Receiver<Result<(), String>>;
 impl LiveJob {
     pub fn new(record: JobRecord, capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
+        let first_live_id = record.last_event_id + 1;
         LiveJob {
+            first_live_id,
             id: record.id.clone(),
             state: tokio::sync::Mutex::new(LiveState {
                 next_id: record.last_event_id + 1,
@@ -87,10 +92,13 @@ impl LiveJob {
     }
 
     /// Events with id > `after_id` when the ring still holds all of them; `None` when the store
-    /// must be asked.
+    /// must be asked. An empty ring answers for a job that has published nothing yet (a watcher
+    /// that arrives right after `create`), so that common case costs no store read.
     pub fn recent_after(&self, after_id: u64, limit: usize) -> Option<Vec<Arc<Event>>> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let first = recent.front()?.id;
+        let Some(first) = recent.front().map(|e| e.id) else {
+            return (after_id + 1 >= self.first_live_id).then(Vec::new);
+        };
         if first > after_id + 1 {
             return None;
         }
@@ -410,6 +418,19 @@ mod tests {
             result: None,
             last_event_id: 0,
         }
+    }
+
+    #[test]
+    fn an_empty_ring_answers_only_for_ids_this_process_will_publish() {
+        let fresh = LiveJob::new(record("fresh"), 8);
+        assert_eq!(fresh.recent_after(0, 10).map(|v| v.len()), Some(0));
+        let mut resumed = record("resumed");
+        resumed.last_event_id = 5;
+        let resumed = LiveJob::new(resumed, 8);
+        // Ids 1..=5 are only in the store.
+        assert!(resumed.recent_after(0, 10).is_none());
+        assert!(resumed.recent_after(4, 10).is_none());
+        assert_eq!(resumed.recent_after(5, 10).map(|v| v.len()), Some(0));
     }
 
     #[tokio::test]

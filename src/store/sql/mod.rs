@@ -5,6 +5,10 @@
 //! only backend-specific code is connection set-up and the group commit's set-based statements
 //! ([`batch`]). Event logs are stored packed, one row per job per group commit ([`chunks`]).
 //!
+//! Every bound `LIMIT` is written `LIMIT $n + 0`: SQLite (3.51, STAT4) treats a bare `LIMIT ?`
+//! as a plan-time constant and recompiles the statement each time it is rebound (measured: ~10 %
+//! of the CPU of a run of short jobs went to `sqlite3Reprepare`). Postgres reads it the same.
+//!
 //! SQLite is tuned for a server: WAL (readers never block the writer), `synchronous=NORMAL`
 //! (a commit survives a process crash; see docs/durability.md for power loss), a busy timeout, and
 //! two pools: ONE writer connection, so writes queue in the pool instead of fighting over the
@@ -70,7 +74,7 @@ impl SqlStore {
             const SQL: &str = concat!(
                 "SELECT ",
                 job_columns!(),
-                " FROM jobs ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+                " FROM jobs ORDER BY created_at DESC, id DESC LIMIT $1 + 0 OFFSET $2"
             );
             with_pool!(self, read, |pool| sqlx::query_as(SQL)
                 .bind(to_i64(limit))
@@ -83,7 +87,7 @@ impl SqlStore {
                 "SELECT ",
                 job_columns!(),
                 " FROM jobs WHERE status IN ($3, $4, $5, $6, $7, $8)",
-                " ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+                " ORDER BY created_at DESC, id DESC LIMIT $1 + 0 OFFSET $2"
             );
             let slot = |i: usize| statuses.get(i).unwrap_or(&statuses[0]).as_str();
             with_pool!(self, read, |pool| sqlx::query_as(SQL)
@@ -191,7 +195,7 @@ impl JobStore for SqlStore {
         // Each chunk holds at least one event, so `limit` chunks always suffice; the stream stops
         // as soon as `limit` events are unpacked.
         const SQL: &str = "SELECT events FROM event_chunks WHERE job_id = $1 AND last_id > $2 \
-                           ORDER BY last_id LIMIT $3";
+                           ORDER BY last_id LIMIT $3 + 0";
         let mut events = Vec::new();
         if limit == 0 {
             return Ok(events);
@@ -327,7 +331,7 @@ impl JobStore for SqlStore {
 
     async fn list_examples(&self, limit: usize, offset: usize) -> Result<Vec<Example>> {
         let rows: Vec<ExampleRow> = with_pool!(self, read, |pool| sqlx::query_as(
-            "SELECT id, input, expected, meta FROM examples ORDER BY id LIMIT $1 OFFSET $2"
+            "SELECT id, input, expected, meta FROM examples ORDER BY id LIMIT $1 + 0 OFFSET $2"
         )
         .bind(to_i64(limit))
         .bind(to_i64(offset))
