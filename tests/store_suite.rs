@@ -559,6 +559,45 @@ async fn reap_deletes_expired_terminal_jobs_with_their_events(store: Arc<dyn Job
     assert!(store.reap(200.0, &ttl).await.unwrap().is_empty());
 }
 
+/// Keys left by a crash between claim and insert are forgotten once old enough; keys of existing
+/// jobs and recent claims are kept.
+async fn dangling_idempotency_keys_are_forgotten_once_old(store: Arc<dyn JobStore>) {
+    store
+        .insert_job(&job("exists", JobStatus::Running, 1.0))
+        .await
+        .unwrap();
+    for (key, job_id, expires_at) in [
+        ("kept-job", "exists", 100.0),
+        ("dangling-old", "never-written", 100.0),
+        ("dangling-recent", "in-flight", 500.0),
+    ] {
+        let claim = store
+            .claim_idempotency_key(key, job_id, 0.0, expires_at)
+            .await
+            .unwrap();
+        assert_eq!(claim, IdempotencyClaim::Claimed);
+    }
+    assert_eq!(store.forget_dangling_keys(200.0).await.unwrap(), 1);
+    let holder = |key: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_idempotency_key(key, "retry", 1.0, 1e12)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        holder("kept-job").await,
+        IdempotencyClaim::Existing("exists".into())
+    );
+    assert_eq!(holder("dangling-old").await, IdempotencyClaim::Claimed);
+    assert_eq!(
+        holder("dangling-recent").await,
+        IdempotencyClaim::Existing("in-flight".into())
+    );
+}
+
 async fn delete_job_removes_its_events_checkpoint_and_keys(store: Arc<dyn JobStore>) {
     for id in ["gone", "kept"] {
         store
@@ -706,6 +745,7 @@ macro_rules! suite {
             suite!(@test $backend concurrent_idempotency_claims_have_exactly_one_winner);
             suite!(@test $backend reap_deletes_expired_terminal_jobs_with_their_events);
             suite!(@test $backend delete_job_removes_its_events_checkpoint_and_keys);
+            suite!(@test $backend dangling_idempotency_keys_are_forgotten_once_old);
             suite!(@test $backend examples_upsert_by_id_and_list_in_id_order);
             suite!(@test $backend checkpoints_are_replaced_per_job);
             $(

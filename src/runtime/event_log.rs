@@ -384,6 +384,9 @@ mod tests {
                 .claim_idempotency_key(key, job_id, now, expires_at)
                 .await
         }
+        async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize> {
+            self.0.forget_dangling_keys(expiring_by).await
+        }
         async fn reap(
             &self,
             now: f64,

@@ -372,10 +372,24 @@ impl JobRuntime {
                     Ok(_) => {}
                     Err(err) => tracing::warn!(error = %err, "reaper failed"),
                 }
+                // Keys claimed at least DANGLING_KEY_GRACE_S ago whose job does not exist.
+                let expiring_by =
+                    now_epoch_s() + inner.settings.idempotency_ttl_s - DANGLING_KEY_GRACE_S;
+                match inner.store.forget_dangling_keys(expiring_by).await {
+                    Ok(0) => {}
+                    Ok(count) => tracing::info!(count, "forgot idempotency keys naming no job"),
+                    Err(err) => tracing::warn!(error = %err, "dangling key sweep failed"),
+                }
             }
         });
     }
 }
+
+/// How long after its claim an idempotency key must still name a job. A creation claims its key
+/// and then writes the job through the event writer, normally within milliseconds; a key older
+/// than this whose job does not exist was left by a crash or a failed insert (or names a job
+/// already reaped), and is forgotten so a retry creates the job instead of naming a missing one.
+const DANGLING_KEY_GRACE_S: f64 = 120.0;
 
 /// Puts a record in the terminal state a terminal payload implies.
 fn apply_terminal(record: &mut JobRecord, payload: &EventPayload, last_event_id: u64) {
@@ -568,5 +582,52 @@ impl EventSink for JobEvents {
             Some((id, ack)) => Inner::await_ack(&self.job, id, ack).await,
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn a_key_left_dangling_by_a_crash_creates_the_job_on_retry() {
+        let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new());
+        let settings = Arc::new(Settings {
+            job_reaper_interval_s: 0.05,
+            ..Settings::default()
+        });
+        // Claimed 200 s ago by a process that died before writing the job: still unexpired.
+        let now = now_epoch_s();
+        let claimed_at = now - 200.0;
+        store
+            .claim_idempotency_key(
+                "k",
+                "lost",
+                claimed_at,
+                claimed_at + settings.idempotency_ttl_s,
+            )
+            .await
+            .unwrap();
+        let optimizers = crate::optimizer::registry(&settings);
+        let runtime = JobRuntime::start(settings, store, optimizers)
+            .await
+            .unwrap();
+        // The reaper sweeps on its first tick.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let created = runtime
+            .create(JobSpec::from_prompt("p"), Some("k"))
+            .await
+            .unwrap();
+        assert!(!created.replayed);
+        assert_ne!(created.job_id, "lost");
+        assert!(runtime.get(&created.job_id).await.is_ok());
+        let again = runtime
+            .create(JobSpec::from_prompt("p"), Some("k"))
+            .await
+            .unwrap();
+        assert_eq!(again.job_id, created.job_id);
+        assert!(again.replayed);
+        runtime.shutdown().await;
     }
 }

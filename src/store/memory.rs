@@ -158,6 +158,16 @@ impl JobStore for MemoryStore {
         Ok(IdempotencyClaim::Claimed)
     }
 
+    async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize> {
+        let mut state = self.lock();
+        let State {
+            jobs, idempotency, ..
+        } = &mut *state;
+        let before = idempotency.len();
+        idempotency.retain(|_, (job, expiry)| *expiry > expiring_by || jobs.contains_key(job));
+        Ok(before - idempotency.len())
+    }
+
     async fn reap(
         &self,
         now: f64,

@@ -176,6 +176,13 @@ pub trait JobStore: Send + Sync + 'static {
         expires_at: f64,
     ) -> Result<IdempotencyClaim>;
 
+    /// Deletes idempotency keys that name a job which does not exist, among keys expiring at or
+    /// before `expiring_by` (claimed long enough ago that their creation has either finished or
+    /// died). A crash, or a failed insert, between claiming a key and writing its job leaves such
+    /// a key; without this it would send retries to a job id that does not exist until it
+    /// expired. Returns how many were deleted.
+    async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize>;
+
     /// Deletes terminal jobs whose `updated_at` is older than the TTL of their status
     /// (`ttl_for` returns `None` to keep that status forever) and expired idempotency keys.
     /// Returns the ids of deleted jobs.

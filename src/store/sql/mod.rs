@@ -257,6 +257,18 @@ impl JobStore for SqlStore {
         )))
     }
 
+    async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize> {
+        let deleted = with_pool!(self, write, |pool| sqlx::query(
+            "DELETE FROM idempotency_keys WHERE expires_at <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = idempotency_keys.job_id)"
+        )
+        .bind(expiring_by)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+
     async fn reap(
         &self,
         now: f64,
