@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Event, JobRecord};
@@ -196,64 +197,47 @@ impl EventWriter {
     pub fn spawn(store: Arc<dyn JobStore>, queue: usize) -> Self {
         let (tx, mut rx) = mpsc::channel::<Request>(queue.max(16));
         tokio::spawn(async move {
-            let mut requests = Vec::with_capacity(MAX_BATCH);
-            let mut batch = WriteBatch::default();
-            let mut parts = Vec::with_capacity(MAX_BATCH);
-            while rx.recv_many(&mut requests, MAX_BATCH).await > 0 {
-                batch.clear();
-                parts.clear();
-                for request in requests.drain(..) {
-                    parts.push(match request {
-                        Request::Event {
-                            pending,
-                            job,
-                            update,
-                            ack,
-                        } => {
-                            let part = Part::Event {
-                                event: batch.events.len(),
-                                update: update.is_some().then_some(batch.updates.len()),
-                                job,
-                            };
-                            batch.events.push(pending);
-                            batch.updates.extend(update);
-                            (part, ack)
+            // Two batches overlap: while batch N commits, batch N+1 is collected and prepared
+            // (the store renders its rows before it needs the connection). Batches still finish
+            // — publish, acknowledge — strictly in order.
+            let mut inflight: Option<JoinHandle<Committed>> = None;
+            loop {
+                let mut requests = Vec::with_capacity(MAX_BATCH);
+                // Wait for new requests, or for the batch in flight (its submitters may be
+                // waiting for it before they queue anything else). `recv_many` is cancel-safe.
+                let received = match inflight.as_mut() {
+                    Some(running) => tokio::select! {
+                        received = rx.recv_many(&mut requests, MAX_BATCH) => Some(received),
+                        done = running => {
+                            inflight = None;
+                            finish(store.as_ref(), done).await;
+                            None
                         }
-                        Request::Insert { record, ack } => {
-                            batch.inserts.push(*record);
-                            (Part::Insert(batch.inserts.len() - 1), ack)
+                    },
+                    None => Some(rx.recv_many(&mut requests, MAX_BATCH).await),
+                };
+                match received {
+                    None => continue,
+                    Some(0) => {
+                        if let Some(running) = inflight.take() {
+                            finish(store.as_ref(), running.await).await;
                         }
-                        Request::Update { update, ack } => {
-                            batch.updates.push(update);
-                            (Part::Update(batch.updates.len() - 1), ack)
-                        }
-                    });
+                        break;
+                    }
+                    Some(_) => {}
                 }
-                match commit(store.as_ref(), &batch).await {
-                    Ok(()) => {
-                        for (part, ack) in parts.drain(..) {
-                            part.publish(&batch);
-                            let _ = ack.send(Ok(()));
-                        }
+                let (batch, parts) = assemble(requests);
+                let writer = store.clone();
+                let next = tokio::spawn(async move {
+                    let outcome = commit(writer.as_ref(), &batch).await;
+                    Committed {
+                        batch,
+                        parts,
+                        outcome,
                     }
-                    // One bad request must not fail its neighbours: commit each on its own.
-                    Err(_) if parts.len() > 1 => {
-                        for (part, ack) in parts.drain(..) {
-                            let outcome = store
-                                .write(&part.alone(&batch))
-                                .await
-                                .map_err(|e| e.to_string());
-                            if outcome.is_ok() {
-                                part.publish(&batch);
-                            }
-                            let _ = ack.send(outcome);
-                        }
-                    }
-                    Err(err) => {
-                        for (_, ack) in parts.drain(..) {
-                            let _ = ack.send(Err(err.clone()));
-                        }
-                    }
+                });
+                if let Some(previous) = inflight.replace(next) {
+                    finish(store.as_ref(), previous.await).await;
                 }
             }
         });
@@ -302,6 +286,91 @@ impl EventWriter {
     async fn send(&self, request: Request) {
         if let Err(mpsc::error::SendError(request)) = self.tx.send(request).await {
             let _ = request.ack().send(Err("event writer stopped".into()));
+        }
+    }
+}
+
+/// Each request of a batch: where it landed, and its acknowledgement.
+type Parts = Vec<(Part, oneshot::Sender<Result<(), String>>)>;
+
+/// A batch after its commit, waiting to be published and acknowledged.
+struct Committed {
+    batch: WriteBatch,
+    parts: Parts,
+    outcome: Result<(), String>,
+}
+
+/// Turns queued requests into one batch and, per request, where it landed.
+fn assemble(requests: Vec<Request>) -> (WriteBatch, Parts) {
+    let mut batch = WriteBatch::default();
+    let mut parts = Vec::with_capacity(requests.len());
+    for request in requests {
+        parts.push(match request {
+            Request::Event {
+                pending,
+                job,
+                update,
+                ack,
+            } => {
+                let part = Part::Event {
+                    event: batch.events.len(),
+                    update: update.is_some().then_some(batch.updates.len()),
+                    job,
+                };
+                batch.events.push(pending);
+                batch.updates.extend(update);
+                (part, ack)
+            }
+            Request::Insert { record, ack } => {
+                batch.inserts.push(*record);
+                (Part::Insert(batch.inserts.len() - 1), ack)
+            }
+            Request::Update { update, ack } => {
+                batch.updates.push(update);
+                (Part::Update(batch.updates.len() - 1), ack)
+            }
+        });
+    }
+    (batch, parts)
+}
+
+/// Publishes and acknowledges a committed batch. A batch that failed as a whole is committed
+/// request by request: one bad request must not fail its neighbours.
+async fn finish(store: &dyn JobStore, joined: Result<Committed, tokio::task::JoinError>) {
+    let Ok(Committed {
+        batch,
+        parts,
+        outcome,
+    }) = joined
+    else {
+        // The commit task panicked: its acknowledgements are dropped, and submitters see the
+        // writer as stopped.
+        tracing::error!("batch commit task panicked");
+        return;
+    };
+    match outcome {
+        Ok(()) => {
+            for (part, ack) in parts {
+                part.publish(&batch);
+                let _ = ack.send(Ok(()));
+            }
+        }
+        Err(_) if parts.len() > 1 => {
+            for (part, ack) in parts {
+                let outcome = store
+                    .write(&part.alone(&batch))
+                    .await
+                    .map_err(|e| e.to_string());
+                if outcome.is_ok() {
+                    part.publish(&batch);
+                }
+                let _ = ack.send(outcome);
+            }
+        }
+        Err(err) => {
+            for (_, ack) in parts {
+                let _ = ack.send(Err(err.clone()));
+            }
         }
     }
 }
