@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Event, JobRecord};
-use crate::store::{JobStore, JobUpdate, PendingEvent, WriteBatch};
+use crate::store::{JobStore, JobUpdate, PendingEvent, Turn, WriteBatch};
 
 /// Mutable state of a running job, guarded by one async mutex so ids are assigned, terminal
 /// transitions decided and events queued for the writer in a single order.
@@ -198,9 +198,12 @@ impl EventWriter {
         let (tx, mut rx) = mpsc::channel::<Request>(queue.max(16));
         tokio::spawn(async move {
             // Two batches overlap: while batch N commits, batch N+1 is collected and prepared
-            // (the store renders its rows before it needs the connection). Batches still finish
-            // — publish, acknowledge — strictly in order.
+            // (the store renders its rows before it needs the connection). Commits still land
+            // in queue order (N+1 takes its turn when N is done), and batches finish — publish,
+            // acknowledge — strictly in order.
             let mut inflight: Option<JoinHandle<Committed>> = None;
+            // Resolves when the newest spawned commit is done.
+            let mut turn: Option<oneshot::Receiver<()>> = None;
             loop {
                 let mut requests = Vec::with_capacity(MAX_BATCH);
                 // Wait for new requests, or for the batch in flight (its submitters may be
@@ -210,7 +213,7 @@ impl EventWriter {
                         received = rx.recv_many(&mut requests, MAX_BATCH) => Some(received),
                         done = running => {
                             inflight = None;
-                            finish(store.as_ref(), done).await;
+                            finish(done);
                             None
                         }
                     },
@@ -220,16 +223,25 @@ impl EventWriter {
                     None => continue,
                     Some(0) => {
                         if let Some(running) = inflight.take() {
-                            finish(store.as_ref(), running.await).await;
+                            finish(running.await);
                         }
                         break;
                     }
                     Some(_) => {}
                 }
                 let (batch, parts) = assemble(requests);
+                let (done, next_turn) = oneshot::channel::<()>();
+                let previous: Turn = match turn.replace(next_turn) {
+                    // A panicked commit drops its sender, which ends its turn too.
+                    Some(previous) => Box::pin(async move {
+                        let _ = previous.await;
+                    }),
+                    None => Box::pin(std::future::ready(())),
+                };
                 let writer = store.clone();
                 let next = tokio::spawn(async move {
-                    let outcome = commit(writer.as_ref(), &batch).await;
+                    let outcome = commit(writer.as_ref(), &batch, &parts, previous).await;
+                    let _ = done.send(());
                     Committed {
                         batch,
                         parts,
@@ -237,7 +249,7 @@ impl EventWriter {
                     }
                 });
                 if let Some(previous) = inflight.replace(next) {
-                    finish(store.as_ref(), previous.await).await;
+                    finish(previous.await);
                 }
             }
         });
@@ -293,11 +305,20 @@ impl EventWriter {
 /// Each request of a batch: where it landed, and its acknowledgement.
 type Parts = Vec<(Part, oneshot::Sender<Result<(), String>>)>;
 
+/// How a batch's commit went.
+enum Outcome {
+    /// The batch committed, or failed, as a whole.
+    Batch(Result<(), String>),
+    /// The batch failed as a whole and its requests were committed one by one: one outcome
+    /// per part.
+    Each(Vec<Result<(), String>>),
+}
+
 /// A batch after its commit, waiting to be published and acknowledged.
 struct Committed {
     batch: WriteBatch,
     parts: Parts,
-    outcome: Result<(), String>,
+    outcome: Outcome,
 }
 
 /// Turns queued requests into one batch and, per request, where it landed.
@@ -334,9 +355,8 @@ fn assemble(requests: Vec<Request>) -> (WriteBatch, Parts) {
     (batch, parts)
 }
 
-/// Publishes and acknowledges a committed batch. A batch that failed as a whole is committed
-/// request by request: one bad request must not fail its neighbours.
-async fn finish(store: &dyn JobStore, joined: Result<Committed, tokio::task::JoinError>) {
+/// Publishes and acknowledges a committed batch, in request order.
+fn finish(joined: Result<Committed, tokio::task::JoinError>) {
     let Ok(Committed {
         batch,
         parts,
@@ -349,40 +369,48 @@ async fn finish(store: &dyn JobStore, joined: Result<Committed, tokio::task::Joi
         return;
     };
     match outcome {
-        Ok(()) => {
+        Outcome::Batch(outcome) => {
             for (part, ack) in parts {
-                part.publish(&batch);
-                let _ = ack.send(Ok(()));
+                if outcome.is_ok() {
+                    part.publish(&batch);
+                }
+                let _ = ack.send(outcome.clone());
             }
         }
-        Err(_) if parts.len() > 1 => {
-            for (part, ack) in parts {
-                let outcome = store
-                    .write(&part.alone(&batch))
-                    .await
-                    .map_err(|e| e.to_string());
+        Outcome::Each(outcomes) => {
+            for ((part, ack), outcome) in parts.into_iter().zip(outcomes) {
                 if outcome.is_ok() {
                     part.publish(&batch);
                 }
                 let _ = ack.send(outcome);
             }
         }
-        Err(err) => {
-            for (_, ack) in parts {
-                let _ = ack.send(Err(err.clone()));
-            }
-        }
     }
 }
 
-/// Writes one batch, retrying a failed commit three times. A batch that still fails is not
-/// published as a whole; the writer then commits its requests one by one, so only the ones
-/// that fail on their own are lost (their events never reach a watcher, and their submitters
-/// see the error).
-async fn commit(store: &dyn JobStore, batch: &WriteBatch) -> Result<(), String> {
-    let started = std::time::Instant::now();
-    let mut outcome = store.write(batch).await;
-    crate::metrics::observe_store("append_events", started.elapsed());
+/// Writes one batch once `previous` is done, retrying a failed commit three times. A batch
+/// that still fails is not published as a whole: its requests are then committed one by one
+/// (still before the next batch's turn), so only the ones that fail on their own are lost
+/// (their events never reach a watcher, and their submitters see the error).
+async fn commit(
+    store: &dyn JobStore,
+    batch: &WriteBatch,
+    parts: &Parts,
+    previous: Turn,
+) -> Outcome {
+    // Timed from the turn, not from the spawn: the metric is the commit's own latency.
+    let turn_at = Arc::new(std::sync::OnceLock::new());
+    let previous: Turn = {
+        let turn_at = turn_at.clone();
+        Box::pin(async move {
+            previous.await;
+            let _ = turn_at.set(std::time::Instant::now());
+        })
+    };
+    let mut outcome = store.write_after(batch, previous).await;
+    if let Some(started) = turn_at.get() {
+        crate::metrics::observe_store("append_events", started.elapsed());
+    }
     let mut attempt = 0;
     while let Err(err) = &outcome {
         attempt += 1;
@@ -393,15 +421,28 @@ async fn commit(store: &dyn JobStore, batch: &WriteBatch) -> Result<(), String> 
         tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
         outcome = store.write(batch).await;
     }
-    outcome.map_err(|err| {
-        tracing::error!(
-            error = %err,
-            events = batch.events.len(),
-            jobs = batch.inserts.len() + batch.updates.len(),
-            "batch commit failed"
+    let Err(err) = outcome else {
+        return Outcome::Batch(Ok(()));
+    };
+    tracing::error!(
+        error = %err,
+        events = batch.events.len(),
+        jobs = batch.inserts.len() + batch.updates.len(),
+        "batch commit failed"
+    );
+    if parts.len() <= 1 {
+        return Outcome::Batch(Err(err.to_string()));
+    }
+    let mut outcomes = Vec::with_capacity(parts.len());
+    for (part, _) in parts {
+        outcomes.push(
+            store
+                .write(&part.alone(batch))
+                .await
+                .map_err(|e| e.to_string()),
         );
-        err.to_string()
-    })
+    }
+    Outcome::Each(outcomes)
 }
 
 #[cfg(test)]
@@ -413,7 +454,8 @@ mod tests {
     use crate::error::{Error, Result};
     use crate::store::{IdempotencyClaim, ListJobsQuery, MemoryStore};
 
-    /// A memory store that refuses any batch inserting the job `bad`.
+    /// A memory store that refuses any batch inserting the job `bad`, and takes 100 ms over any
+    /// batch holding event 1.
     struct Picky(MemoryStore);
 
     #[async_trait]
@@ -424,6 +466,9 @@ mod tests {
         async fn write(&self, batch: &WriteBatch) -> Result<()> {
             if batch.inserts.iter().any(|j| j.id == "bad") {
                 return Err(Error::Store("refused".into()));
+            }
+            if batch.events.iter().any(|e| e.event.id == 1) {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             self.0.write(batch).await
         }
@@ -503,6 +548,45 @@ mod tests {
         assert!(resumed.recent_after(0, 10).is_none());
         assert!(resumed.recent_after(4, 10).is_none());
         assert_eq!(resumed.recent_after(5, 10).map(|v| v.len()), Some(0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_commit_is_not_overtaken_by_the_next_batch() {
+        let store = Arc::new(Picky(MemoryStore::new()));
+        let writer = EventWriter::spawn(store.clone(), 16);
+        let job = Arc::new(LiveJob::new(record("job"), 8));
+        let event = |id: u64| PendingEvent {
+            event: Arc::new(Event {
+                id,
+                job_id: "job".into(),
+                ts: id as f64,
+                payload: crate::domain::EventPayload::Started {},
+            }),
+            json: String::new(),
+        };
+        let first = writer.submit(event(1), job.clone(), None).await;
+        // Let the writer take event 1 alone, so 2 and 3 form the next batch while 1 commits.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let second = writer.submit(event(2), job.clone(), None).await;
+        let third = writer.submit(event(3), job.clone(), None).await;
+        for ack in [first, second, third] {
+            assert_eq!(ack.await.unwrap(), Ok(()));
+        }
+        let ids: Vec<u64> = store
+            .events_after("job", 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, [1, 2, 3], "commits land in queue order");
+        let published: Vec<u64> = job
+            .recent_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(published, [1, 2, 3]);
     }
 
     #[tokio::test]

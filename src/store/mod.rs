@@ -6,13 +6,16 @@
 //! - [`JobStore::write`] receives one group commit ([`WriteBatch`]): new job rows, events of many
 //!   jobs (each job's in increasing id order) and job-row updates. It is atomic (all or nothing)
 //!   and durable when it returns. `insert_job`, `update_job` and `append_events` are one-part
-//!   batches.
+//!   batches. [`JobStore::write_after`] is the same commit ordered after the previous one: the
+//!   writer overlaps preparing batch N+1 with committing batch N, but commits land in queue order.
 //! - `events_after` returns events in id order.
 //! - `claim_idempotency_key` is atomic: of two concurrent claims of one key, one wins.
 
 pub mod memory;
 pub mod sql;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -80,6 +83,9 @@ impl PendingEvent {
     }
 }
 
+/// Completes when the commit before this one has completed (see [`JobStore::write_after`]).
+pub type Turn = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// One group commit: everything in it becomes durable together, in this order: new job rows,
 /// events, then row updates (a later update of the same job wins).
 #[derive(Debug, Clone, Default)]
@@ -110,6 +116,15 @@ pub trait JobStore: Send + Sync + 'static {
     /// Commits a batch atomically; durable when it returns. The runtime's single event writer
     /// is the only caller on the hot path (see `docs/durability.md`).
     async fn write(&self, batch: &WriteBatch) -> Result<()>;
+
+    /// [`JobStore::write`], started only once `previous` (the commit queued before this one)
+    /// has completed, so commits land in queue order and a reader never sees a later batch
+    /// without an earlier one. A store may prepare the batch (render its rows) before waiting;
+    /// the default only waits.
+    async fn write_after(&self, batch: &WriteBatch, previous: Turn) -> Result<()> {
+        previous.await;
+        self.write(batch).await
+    }
 
     /// Whether [`PendingEvent::json`] is used (stores that keep JSON text). When false the
     /// runtime does not render it.

@@ -26,7 +26,7 @@ use futures_util::TryStreamExt;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
-use super::{IdempotencyClaim, JobStore, ListJobsQuery, WriteBatch};
+use super::{IdempotencyClaim, JobStore, ListJobsQuery, Turn, WriteBatch};
 use crate::domain::{Event, Example, JobId, JobRecord, JobStatus, now_epoch_s};
 use crate::error::{Error, Result};
 use rows::{ExampleRow, JobRow, job_columns, to_i64, to_json};
@@ -104,6 +104,33 @@ impl SqlStore {
         };
         rows.into_iter().map(JobRecord::try_from).collect()
     }
+
+    /// Commits rendered rows: one transaction (or one statement).
+    async fn write_rows(&self, rows: &batch::Rows<'_>) -> Result<()> {
+        match &self.pools {
+            Pools::Sqlite {
+                write,
+                read,
+                checkpoints,
+            } => {
+                // A single statement is its own transaction: many batches are one chunk insert.
+                if rows.sqlite_statements() > 1 {
+                    let mut tx = write.begin().await?;
+                    batch::sqlite(&mut tx, rows).await?;
+                    tx.commit().await?;
+                } else {
+                    batch::sqlite(&mut *write.acquire().await?, rows).await?;
+                }
+                checkpoints.appended(rows.event_bytes(), read);
+            }
+            Pools::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                batch::postgres(&mut tx, rows).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -119,30 +146,17 @@ impl JobStore for SqlStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let rows = batch::Rows::of(batch)?;
-        match &self.pools {
-            Pools::Sqlite {
-                write,
-                read,
-                checkpoints,
-            } => {
-                // A single statement is its own transaction: many batches are one chunk insert.
-                if rows.sqlite_statements() > 1 {
-                    let mut tx = write.begin().await?;
-                    batch::sqlite(&mut tx, &rows).await?;
-                    tx.commit().await?;
-                } else {
-                    batch::sqlite(&mut *write.acquire().await?, &rows).await?;
-                }
-                checkpoints.appended(rows.event_bytes(), read);
-            }
-            Pools::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                batch::postgres(&mut tx, &rows).await?;
-                tx.commit().await?;
-            }
+        self.write_rows(&batch::Rows::of(batch)?).await
+    }
+
+    /// Renders the rows while the previous batch commits, then takes its turn.
+    async fn write_after(&self, batch: &WriteBatch, previous: Turn) -> Result<()> {
+        let rows = batch::Rows::of(batch);
+        previous.await;
+        if batch.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.write_rows(&rows?).await
     }
 
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
