@@ -656,6 +656,8 @@ async fn examples_upsert_by_id_and_list_in_id_order(store: Arc<dyn JobStore>) {
         .await
         .unwrap();
     assert_eq!(written, 3);
+    // Read before changing it: a store that keeps the corpus in memory must see later writes.
+    assert_eq!(store.list_examples(10, 0).await.unwrap().len(), 3);
     let replaced = example("a", "one");
     assert_eq!(
         store

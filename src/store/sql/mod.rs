@@ -10,21 +10,27 @@
 //! of the CPU of a run of short jobs went to `sqlite3Reprepare`). Postgres reads it the same.
 //!
 //! SQLite is tuned for a server: WAL (readers never block the writer), `synchronous=NORMAL`
-//! (a commit survives a process crash; see docs/durability.md for power loss), a busy timeout, and
-//! two pools: ONE writer connection, so writes queue in the pool instead of fighting over the
-//! database lock, and a few reader connections.
+//! (a commit survives a process crash; see docs/durability.md for power loss), a busy timeout,
+//! ONE writer connection, owned by the store rather than pooled (writes queue on its lock
+//! instead of fighting over the database lock, and no pool hand-back sits between two group
+//! commits), and a pool of reader connections. The example corpus is cached in process
+//! ([`corpus`]).
 
 mod batch;
 mod chunks;
+mod corpus;
 mod migrations;
 mod open;
 mod rows;
 mod wal;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
+use sqlx::Connection;
 use sqlx::postgres::PgPool;
-use sqlx::sqlite::SqlitePool;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use super::{IdempotencyClaim, JobStore, ListJobsQuery, Turn, WriteBatch};
 use crate::domain::{Event, Example, JobId, JobRecord, JobStatus, now_epoch_s};
@@ -33,10 +39,15 @@ use rows::{ExampleRow, JobRow, job_columns, to_i64, to_json};
 
 enum Pools {
     Sqlite {
-        write: SqlitePool,
+        /// The one writer connection, owned rather than pooled: a pooled connection goes back
+        /// through a spawned task that pings it before the next `acquire` sees it, which queued
+        /// every group commit behind the job tasks (milliseconds per batch). `None` once closed.
+        write: tokio::sync::Mutex<Option<SqliteConnection>>,
         read: SqlitePool,
         /// Background WAL checkpoints (see [`wal`]).
         checkpoints: wal::Checkpoints,
+        /// The example corpus, read once (see [`corpus`]).
+        corpus: corpus::Corpus,
     },
     Postgres(PgPool),
 }
@@ -57,10 +68,18 @@ macro_rules! with_pool {
     };
     ($store:expr, write, |$pool:ident| $body:expr) => {
         match &$store.pools {
-            Pools::Sqlite { write: $pool, .. } => $body,
+            Pools::Sqlite { write, .. } => {
+                let mut writer = write.lock().await;
+                let $pool: &mut SqliteConnection = writer.as_mut().ok_or_else(closed)?;
+                $body
+            }
             Pools::Postgres($pool) => $body,
         }
     };
+}
+
+fn closed() -> Error {
+    Error::Store("the store is closed".into())
 }
 
 impl SqlStore {
@@ -105,6 +124,25 @@ impl SqlStore {
         rows.into_iter().map(JobRecord::try_from).collect()
     }
 
+    /// A page of `examples` in id order, from the table.
+    async fn examples_page(&self, limit: usize, offset: usize) -> Result<Vec<Example>> {
+        let rows: Vec<ExampleRow> = with_pool!(self, read, |pool| sqlx::query_as(
+            "SELECT id, input, expected, meta FROM examples ORDER BY id LIMIT $1 + 0 OFFSET $2"
+        )
+        .bind(to_i64(limit))
+        .bind(to_i64(offset))
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter().map(Example::try_from).collect()
+    }
+
+    /// After a committed write to `examples`.
+    fn examples_changed(&self) {
+        if let Pools::Sqlite { corpus, .. } = &self.pools {
+            corpus.invalidate();
+        }
+    }
+
     /// Commits rendered rows: one transaction (or one statement).
     async fn write_rows(&self, rows: &batch::Rows<'_>) -> Result<()> {
         match &self.pools {
@@ -112,15 +150,19 @@ impl SqlStore {
                 write,
                 read,
                 checkpoints,
+                ..
             } => {
+                let mut writer = write.lock().await;
+                let conn = writer.as_mut().ok_or_else(closed)?;
                 // A single statement is its own transaction: many batches are one chunk insert.
                 if rows.sqlite_statements() > 1 {
-                    let mut tx = write.begin().await?;
+                    let mut tx = conn.begin().await?;
                     batch::sqlite(&mut tx, rows).await?;
                     tx.commit().await?;
                 } else {
-                    batch::sqlite(&mut *write.acquire().await?, rows).await?;
+                    batch::sqlite(conn, rows).await?;
                 }
+                drop(writer);
                 checkpoints.appended(rows.event_bytes(), read);
             }
             Pools::Postgres(pool) => {
@@ -352,18 +394,28 @@ impl JobStore for SqlStore {
             }
             tx.commit().await?;
         });
+        self.examples_changed();
         Ok(examples.len())
     }
 
     async fn list_examples(&self, limit: usize, offset: usize) -> Result<Vec<Example>> {
-        let rows: Vec<ExampleRow> = with_pool!(self, read, |pool| sqlx::query_as(
-            "SELECT id, input, expected, meta FROM examples ORDER BY id LIMIT $1 + 0 OFFSET $2"
-        )
-        .bind(to_i64(limit))
-        .bind(to_i64(offset))
-        .fetch_all(pool)
-        .await?);
-        rows.into_iter().map(Example::try_from).collect()
+        if let Pools::Sqlite { corpus, .. } = &self.pools {
+            let all = match corpus.get() {
+                Ok(all) => Some(all),
+                Err(generation) => {
+                    let all = self.examples_page(corpus::MAX_CACHED + 1, 0).await?;
+                    (all.len() <= corpus::MAX_CACHED).then(|| {
+                        let all = Arc::new(all);
+                        corpus.fill(generation, all.clone());
+                        all
+                    })
+                }
+            };
+            if let Some(all) = all {
+                return Ok(all.iter().skip(offset).take(limit).cloned().collect());
+            }
+        }
+        self.examples_page(limit, offset).await
     }
 
     async fn delete_example(&self, id: &str) -> Result<bool> {
@@ -374,6 +426,7 @@ impl JobStore for SqlStore {
         .execute(pool)
         .await?
         .rows_affected());
+        self.examples_changed();
         Ok(done > 0)
     }
 

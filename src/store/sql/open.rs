@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
 
 use super::{Pools, SqlStore, migrations, wal};
 use crate::error::{Error, Result};
@@ -24,44 +25,42 @@ impl SqlStore {
             .filename(path)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(false);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(
-                base.clone()
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    // 16 KiB pages (new databases only; an existing file keeps its size): a
-                    // batch's chunks are several KiB each, and bigger pages mean fewer WAL frames
-                    // and overflow pages per commit (measured ≈ 20 % more events/s than 4 KiB).
-                    // Chunks append at the end of their table, so a 16 MiB page cache is plenty
-                    // (64 MiB measured no faster). Checkpoints normally run in the background
-                    // (`wal`); the automatic one, which would stall a commit, is only a backstop
-                    // (25000 pages: 400 MiB of WAL), and the WAL file is truncated back to 64 MiB
-                    // after it resets.
-                    .page_size(16384)
-                    .pragma("cache_size", "-16384")
-                    .pragma("wal_autocheckpoint", "25000")
-                    .pragma("journal_size_limit", "67108864"),
-            )
+        let mut write = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            // 16 KiB pages (new databases only; an existing file keeps its size): a
+            // batch's chunks are several KiB each, and bigger pages mean fewer WAL frames
+            // and overflow pages per commit (measured ≈ 20 % more events/s than 4 KiB).
+            // Chunks append at the end of their table, so a 16 MiB page cache is plenty
+            // (64 MiB measured no faster). Checkpoints normally run in the background
+            // (`wal`); the automatic one, which would stall a commit, is only a backstop
+            // (25000 pages: 400 MiB of WAL), and the WAL file is truncated back to 64 MiB
+            // after it resets.
+            .page_size(16384)
+            .pragma("cache_size", "-16384")
+            .pragma("wal_autocheckpoint", "25000")
+            .pragma("journal_size_limit", "67108864")
+            .connect()
             .await
             .map_err(|e| open_error("sqlite", &path.display(), e))?;
         migrations::sqlite()
-            .run(&write)
+            .run_direct(None, &mut write, false)
             .await
             .map_err(|e| Error::Store(format!("sqlite migrations failed: {e}")))?;
         let read = SqlitePoolOptions::new()
             .max_connections(SQLITE_READERS)
+            // No ping per acquire: a reader is only ever used by queries of this store.
+            .test_before_acquire(false)
             .connect_with(base.pragma("query_only", "ON"))
             .await
             .map_err(|e| open_error("sqlite", &path.display(), e))?;
         Ok(SqlStore {
             pools: Pools::Sqlite {
                 checkpoints: wal::Checkpoints::default(),
-                write,
+                corpus: Default::default(),
+                write: tokio::sync::Mutex::new(Some(write)),
                 read,
             },
         })
@@ -94,10 +93,13 @@ impl SqlStore {
                 write,
                 read,
                 checkpoints,
+                ..
             } => {
                 checkpoints.finish().await;
                 read.close().await;
-                write.close().await;
+                if let Some(write) = write.lock().await.take() {
+                    let _ = write.close().await;
+                }
             }
             Pools::Postgres(pool) => pool.close().await,
         }
