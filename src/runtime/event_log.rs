@@ -5,10 +5,13 @@
 //! crash, and a watcher that replays from the store can never see an event "un-happen".
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Event, JobRecord};
@@ -193,66 +196,22 @@ const MAX_BATCH: usize = 4096;
 pub(crate) const WRITER_QUEUE: usize = 4096;
 
 impl EventWriter {
-    /// Starts the writer task; it ends when every `EventWriter` clone is dropped.
+    /// Starts the writer on its own thread; it ends when every `EventWriter` clone is dropped
+    /// and its last batch is finished.
+    ///
+    /// Why a thread: the writer is the one serial stage every event passes through, and a
+    /// commit is a chain of round trips to the database (or SQLite's worker thread). As a task
+    /// among the job tasks, each step of that chain waited in the runtime's queue behind every
+    /// runnable job; on its own thread it is woken directly. It still runs on the caller's
+    /// runtime (`Handle::block_on`), so database connections opened by a commit belong to the
+    /// runtime's I/O driver like every other connection of the store.
     pub fn spawn(store: Arc<dyn JobStore>, queue: usize) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Request>(queue.max(16));
-        tokio::spawn(async move {
-            // Two batches overlap: while batch N commits, batch N+1 is collected and prepared
-            // (the store renders its rows before it needs the connection). Commits still land
-            // in queue order (N+1 takes its turn when N is done), and batches finish — publish,
-            // acknowledge — strictly in order.
-            let mut inflight: Option<JoinHandle<Committed>> = None;
-            // Resolves when the newest spawned commit is done.
-            let mut turn: Option<oneshot::Receiver<()>> = None;
-            loop {
-                let mut requests = Vec::with_capacity(MAX_BATCH);
-                // Wait for new requests, or for the batch in flight (its submitters may be
-                // waiting for it before they queue anything else). `recv_many` is cancel-safe.
-                let received = match inflight.as_mut() {
-                    Some(running) => tokio::select! {
-                        received = rx.recv_many(&mut requests, MAX_BATCH) => Some(received),
-                        done = running => {
-                            inflight = None;
-                            finish(done);
-                            None
-                        }
-                    },
-                    None => Some(rx.recv_many(&mut requests, MAX_BATCH).await),
-                };
-                match received {
-                    None => continue,
-                    Some(0) => {
-                        if let Some(running) = inflight.take() {
-                            finish(running.await);
-                        }
-                        break;
-                    }
-                    Some(_) => {}
-                }
-                let (batch, parts) = assemble(requests);
-                let (done, next_turn) = oneshot::channel::<()>();
-                let previous: Turn = match turn.replace(next_turn) {
-                    // A panicked commit drops its sender, which ends its turn too.
-                    Some(previous) => Box::pin(async move {
-                        let _ = previous.await;
-                    }),
-                    None => Box::pin(std::future::ready(())),
-                };
-                let writer = store.clone();
-                let next = tokio::spawn(async move {
-                    let outcome = commit(writer.as_ref(), &batch, &parts, previous).await;
-                    let _ = done.send(());
-                    Committed {
-                        batch,
-                        parts,
-                        outcome,
-                    }
-                });
-                if let Some(previous) = inflight.replace(next) {
-                    finish(previous.await);
-                }
-            }
-        });
+        let (tx, rx) = mpsc::channel::<Request>(queue.max(16));
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("innerloop-writer".into())
+            .spawn(move || runtime.block_on(run_writer(store, rx)))
+            .expect("start the event writer thread");
         EventWriter { tx }
     }
 
@@ -299,6 +258,67 @@ impl EventWriter {
         if let Err(mpsc::error::SendError(request)) = self.tx.send(request).await {
             let _ = request.ack().send(Err("event writer stopped".into()));
         }
+    }
+}
+
+/// A batch's commit, polled by the writer loop itself.
+type InFlight = futures_util::future::BoxFuture<'static, std::thread::Result<Committed>>;
+
+/// The writer loop. Two batches overlap: while batch N commits, batch N+1 is collected and
+/// prepared (the store renders its rows before it needs the connection). Commits still land in
+/// queue order (N+1 takes its turn when N is done), and batches finish — publish, acknowledge —
+/// strictly in order.
+async fn run_writer(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<Request>) {
+    let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+    // Resolves when the newest commit is done.
+    let mut turn: Option<oneshot::Receiver<()>> = None;
+    let mut open = true;
+    loop {
+        if inflight.len() >= 2 || (!open && !inflight.is_empty()) {
+            // N+1 is prepared: finish N before taking more.
+            if let Some(done) = inflight.next().await {
+                finish(done);
+            }
+            continue;
+        }
+        if !open {
+            break;
+        }
+        let mut requests = Vec::with_capacity(MAX_BATCH);
+        // Wait for new requests, or for the batch in flight (its submitters may be waiting for
+        // it before they queue anything else). Both are cancel-safe.
+        tokio::select! {
+            received = rx.recv_many(&mut requests, MAX_BATCH) => {
+                if received == 0 {
+                    open = false;
+                    continue;
+                }
+            }
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                finish(done);
+                continue;
+            }
+        }
+        let (batch, parts) = assemble(requests);
+        let (done, next_turn) = oneshot::channel::<()>();
+        let previous: Turn = match turn.replace(next_turn) {
+            // A panicked commit drops its sender, which ends its turn too.
+            Some(previous) => Box::pin(async move {
+                let _ = previous.await;
+            }),
+            None => Box::pin(std::future::ready(())),
+        };
+        let store = store.clone();
+        let commit = async move {
+            let outcome = commit(store.as_ref(), &batch, &parts, previous).await;
+            let _ = done.send(());
+            Committed {
+                batch,
+                parts,
+                outcome,
+            }
+        };
+        inflight.push_back(AssertUnwindSafe(commit).catch_unwind().boxed());
     }
 }
 
@@ -356,15 +376,15 @@ fn assemble(requests: Vec<Request>) -> (WriteBatch, Parts) {
 }
 
 /// Publishes and acknowledges a committed batch, in request order.
-fn finish(joined: Result<Committed, tokio::task::JoinError>) {
+fn finish(joined: std::thread::Result<Committed>) {
     let Ok(Committed {
         batch,
         parts,
         outcome,
     }) = joined
     else {
-        // The commit task panicked: its acknowledgements are dropped, and submitters see the
-        // writer as stopped.
+        // The commit panicked: its acknowledgements are dropped, and submitters see the writer
+        // as stopped.
         tracing::error!("batch commit task panicked");
         return;
     };
@@ -407,7 +427,18 @@ async fn commit(
             let _ = turn_at.set(std::time::Instant::now());
         })
     };
+    let t0 = std::time::Instant::now();
     let mut outcome = store.write_after(batch, previous).await;
+    if std::env::var("WSTATS").is_ok() {
+        let t1 = std::time::Instant::now();
+        let turn = turn_at.get().copied().unwrap_or(t1);
+        eprintln!(
+            "WSTATS n={} wait_turn_us={} write_us={}",
+            batch.events.len(),
+            (turn - t0).as_micros(),
+            (t1 - turn).as_micros()
+        );
+    }
     if let Some(started) = turn_at.get() {
         crate::metrics::observe_store("append_events", started.elapsed());
     }
