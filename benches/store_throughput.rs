@@ -1,14 +1,16 @@
-//! Throughput of the durable store against memory, through the real `JobRuntime`, in two
-//! workloads: **flood** (N jobs at once, each emitting E events as fast as the runtime takes them)
-//! and **service** (M real default-mode jobs at once, offline provider). Every job is watched to
-//! its terminal event. Prints jobs/s and events/s per store and the SQLite/memory ratio (target
-//! ≥ 0.6). Run with `cargo bench --bench store_throughput` (release).
+//! Throughput of the durable store against memory, in three workloads: **flood** (N jobs at
+//! once through the real `JobRuntime`, each emitting E events as fast as the runtime takes
+//! them), **service** (M real default-mode jobs at once through the runtime, offline provider)
+//! and **api** (the same M jobs submitted by M clients through the `Optimize` streaming RPC of
+//! the real gRPC server). Every job is watched to its terminal event. Prints jobs/s and
+//! events/s per store and the SQLite/memory ratio (target ≥ 0.6). Run with
+//! `cargo bench --bench store_throughput` (release).
 //!
 //! Knobs: `BENCH_JOBS` (flood, default 200), `BENCH_EVENTS` (per flood job, default 1000),
-//! `BENCH_SERVICE_JOBS` (default 2000), `BENCH_ROUNDS`
-//! (default 3; the best round of each store counts), `BENCH_STORES` (comma-separated subset of
-//! `memory,sqlite`, for profiling one store). With `BENCH_POSTGRES=1`, Postgres at
-//! `DATABASE_URL` is measured too, in a throw-away schema.
+//! `BENCH_SERVICE_JOBS` (service and api, default 4000), `BENCH_ROUNDS` (default 5; the best
+//! round of each store counts), `BENCH_WORKLOADS` and `BENCH_STORES` (comma-separated subsets
+//! of `flood,service,api` and `memory,sqlite`, for profiling one). With `BENCH_POSTGRES=1`,
+//! Postgres at `DATABASE_URL` is measured too, in a throw-away schema.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +24,10 @@ use innerloop::domain::{EventPayload, JobResult, JobSpec, Mode, ObjectiveScores}
 use innerloop::optimizer::{JobContext, OptimizeError, Optimizer};
 use innerloop::runtime::JobRuntime;
 use innerloop::store::{JobStore, MemoryStore, SqlStore};
+
+/// The service's allocator (see `src/main.rs`), so the bench measures what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Emits `events` progress events as fast as the runtime accepts them, then finishes.
 struct Burst {
@@ -86,6 +92,10 @@ enum Workload {
     /// The service's own default-mode optimizer with the offline provider (`MODEL_PROVIDER`
     /// default): real jobs, each doing its work between events.
     Service,
+    /// The same jobs as [`Workload::Service`], submitted the way clients do: the `Optimize`
+    /// server-streaming RPC of the real gRPC server on 127.0.0.1:0, every event read by its
+    /// client. What a user of the service sees.
+    Api,
 }
 
 impl Workload {
@@ -93,6 +103,7 @@ impl Workload {
         match self {
             Workload::Flood { .. } => "flood",
             Workload::Service => "service",
+            Workload::Api => "api",
         }
     }
 }
@@ -101,10 +112,17 @@ async fn run_once(store: Arc<dyn JobStore>, jobs: usize, workload: Workload) -> 
     let settings = Arc::new(Settings {
         max_iterations: match workload {
             Workload::Flood { .. } => 1,
-            Workload::Service => Settings::default().max_iterations,
+            Workload::Service | Workload::Api => Settings::default().max_iterations,
         },
         max_wall_time_s: 3600.0,
         job_reaper_interval_s: 3600.0,
+        // Limits out of the way: the clients all come from 127.0.0.1.
+        log_level: "error".into(),
+        require_auth: false,
+        rate_limit_per_min: 60_000_000,
+        rate_limit_burst: 1_000_000,
+        max_concurrent_requests: 100_000,
+        max_streams_per_principal: 100_000,
         ..Settings::default()
     });
     let optimizers: HashMap<Mode, Arc<dyn Optimizer>> = match workload {
@@ -113,11 +131,14 @@ async fn run_once(store: Arc<dyn JobStore>, jobs: usize, workload: Workload) -> 
             optimizers.insert(Mode::Default, Arc::new(Burst { events }));
             optimizers
         }
-        Workload::Service => innerloop::optimizer::registry(&settings),
+        Workload::Service | Workload::Api => innerloop::optimizer::registry(&settings),
     };
     let runtime = JobRuntime::start(settings, store, optimizers)
         .await
         .expect("runtime starts");
+    if workload == Workload::Api {
+        return run_api(runtime, jobs).await;
+    }
 
     // N clients at once, each creating its job and watching it to the end.
     let started = Instant::now();
@@ -163,6 +184,76 @@ async fn run_once(store: Arc<dyn JobStore>, jobs: usize, workload: Workload) -> 
     }
 }
 
+/// [`Workload::Api`]: `jobs` clients over a few HTTP/2 connections, each calling `Optimize` and
+/// reading its stream to the end.
+async fn run_api(runtime: JobRuntime, jobs: usize) -> Measure {
+    use innerloop::grpc::pb;
+    use innerloop::grpc::pb::optimizer_service_client::OptimizerServiceClient;
+
+    let listeners = innerloop::server::Listeners::ephemeral()
+        .await
+        .expect("listeners");
+    let url = format!("http://{}", listeners.grpc.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(innerloop::server::run_with_runtime(
+        runtime,
+        listeners,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut channels = Vec::new();
+    for _ in 0..API_CONNECTIONS {
+        channels.push(
+            tonic::transport::Channel::from_shared(url.clone())
+                .expect("url")
+                .connect()
+                .await
+                .expect("connect"),
+        );
+    }
+    let started = Instant::now();
+    let clients: Vec<_> = (0..jobs)
+        .map(|i| {
+            let mut client = OptimizerServiceClient::new(channels[i % channels.len()].clone());
+            tokio::spawn(async move {
+                let request = pb::OptimizeRequest {
+                    prompt: format!("Summarise support ticket {i} for the on-call engineer."),
+                    ..Default::default()
+                };
+                let mut stream = client
+                    .optimize(request)
+                    .await
+                    .expect("optimize")
+                    .into_inner();
+                let mut last = String::new();
+                let mut seen = 0;
+                while let Some(event) = stream.message().await.expect("stream") {
+                    seen += 1;
+                    last = event.r#type;
+                }
+                assert_eq!(last, "finished", "job {i} finished");
+                seen
+            })
+        })
+        .collect();
+    let mut seen = 0;
+    for client in clients {
+        seen += client.await.expect("client");
+    }
+    let elapsed = started.elapsed();
+    let _ = stop.send(());
+    server.await.expect("server").expect("server stops");
+    Measure {
+        elapsed,
+        jobs,
+        events: seen,
+    }
+}
+
+/// HTTP/2 connections the API clients share.
+const API_CONNECTIONS: usize = 4;
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -193,12 +284,16 @@ async fn postgres_store() -> Option<(Arc<dyn JobStore>, String, String)> {
 async fn main() {
     let jobs: usize = env_or("BENCH_JOBS", 200);
     let events: u32 = env_or("BENCH_EVENTS", 1000);
-    let service_jobs: usize = env_or("BENCH_SERVICE_JOBS", 2000);
-    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let service_jobs: usize = env_or("BENCH_SERVICE_JOBS", 4000);
+    let rounds: usize = env_or("BENCH_ROUNDS", 5);
+    let workloads = std::env::var("BENCH_WORKLOADS").unwrap_or_default();
     let postgres = postgres_store().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let only = std::env::var("BENCH_STORES").unwrap_or_default();
-    for workload in [Workload::Flood { events }, Workload::Service] {
+    for workload in [Workload::Flood { events }, Workload::Service, Workload::Api] {
+        if !workloads.is_empty() && !workloads.split(',').any(|w| w == workload.name()) {
+            continue;
+        }
         match workload {
             Workload::Flood { events } => println!(
                 "store_throughput [flood]: {jobs} concurrent jobs x {events} events, best of {rounds}"
@@ -207,10 +302,14 @@ async fn main() {
                 "store_throughput [service]: {service_jobs} concurrent default-mode jobs \
                  (offline provider), best of {rounds}"
             ),
+            Workload::Api => println!(
+                "store_throughput [api]: {service_jobs} concurrent Optimize streams over gRPC \
+                 (default mode, offline provider), best of {rounds}"
+            ),
         }
         let jobs = match workload {
             Workload::Flood { .. } => jobs,
-            Workload::Service => service_jobs,
+            Workload::Service | Workload::Api => service_jobs,
         };
         let mut best: Vec<(&str, Measure)> = Vec::new();
         for round in 0..rounds {
