@@ -37,11 +37,6 @@ impl<'a> Rows<'a> {
         })
     }
 
-    /// Bytes of event text in the batch.
-    pub fn event_bytes(&self) -> usize {
-        self.chunks.iter().map(|c| c.events.len()).sum()
-    }
-
     /// Statements [`sqlite`] will run.
     pub fn sqlite_statements(&self) -> usize {
         buckets(self.inserts.len()) + buckets(self.chunks.len()) + buckets(self.updates.len())

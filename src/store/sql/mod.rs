@@ -22,7 +22,6 @@ mod corpus;
 mod migrations;
 mod open;
 mod rows;
-mod wal;
 
 use std::sync::Arc;
 
@@ -44,8 +43,6 @@ enum Pools {
         /// every group commit behind the job tasks (milliseconds per batch). `None` once closed.
         write: tokio::sync::Mutex<Option<SqliteConnection>>,
         read: SqlitePool,
-        /// Background WAL checkpoints (see [`wal`]).
-        checkpoints: wal::Checkpoints,
         /// The example corpus, read once (see [`corpus`]).
         corpus: corpus::Corpus,
     },
@@ -146,12 +143,7 @@ impl SqlStore {
     /// Commits rendered rows: one transaction (or one statement).
     async fn write_rows(&self, rows: &batch::Rows<'_>) -> Result<()> {
         match &self.pools {
-            Pools::Sqlite {
-                write,
-                read,
-                checkpoints,
-                ..
-            } => {
+            Pools::Sqlite { write, .. } => {
                 let mut writer = write.lock().await;
                 let conn = writer.as_mut().ok_or_else(closed)?;
                 // A single statement is its own transaction: many batches are one chunk insert.
@@ -162,8 +154,6 @@ impl SqlStore {
                 } else {
                     batch::sqlite(conn, rows).await?;
                 }
-                drop(writer);
-                checkpoints.appended(rows.event_bytes(), read);
             }
             Pools::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
