@@ -385,7 +385,7 @@ fn finish(joined: std::thread::Result<Committed>) {
     else {
         // The commit panicked: its acknowledgements are dropped, and submitters see the writer
         // as stopped.
-        tracing::error!("batch commit task panicked");
+        tracing::error!("batch commit panicked");
         return;
     };
     match outcome {
@@ -427,18 +427,7 @@ async fn commit(
             let _ = turn_at.set(std::time::Instant::now());
         })
     };
-    let t0 = std::time::Instant::now();
     let mut outcome = store.write_after(batch, previous).await;
-    if std::env::var("WSTATS").is_ok() {
-        let t1 = std::time::Instant::now();
-        let turn = turn_at.get().copied().unwrap_or(t1);
-        eprintln!(
-            "WSTATS n={} wait_turn_us={} write_us={}",
-            batch.events.len(),
-            (turn - t0).as_micros(),
-            (t1 - turn).as_micros()
-        );
-    }
     if let Some(started) = turn_at.get() {
         crate::metrics::observe_store("append_events", started.elapsed());
     }
