@@ -391,14 +391,18 @@ impl JobStore for SqlStore {
     async fn list_examples(&self, limit: usize, offset: usize) -> Result<Vec<Example>> {
         if let Pools::Sqlite { corpus, .. } = &self.pools {
             let all = match corpus.get() {
-                Ok(all) => Some(all),
-                Err(generation) => {
+                (corpus::Snapshot::Cached(all), _) => Some(all),
+                (corpus::Snapshot::TooBig, _) => None,
+                (corpus::Snapshot::Unread, generation) => {
                     let all = self.examples_page(corpus::MAX_CACHED + 1, 0).await?;
-                    (all.len() <= corpus::MAX_CACHED).then(|| {
+                    if all.len() > corpus::MAX_CACHED {
+                        corpus.fill(generation, corpus::Snapshot::TooBig);
+                        None
+                    } else {
                         let all = Arc::new(all);
-                        corpus.fill(generation, all.clone());
-                        all
-                    })
+                        corpus.fill(generation, corpus::Snapshot::Cached(all.clone()));
+                        Some(all)
+                    }
                 }
             };
             if let Some(all) = all {
