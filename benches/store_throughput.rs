@@ -30,9 +30,97 @@ use innerloop::store::{JobStore, MemoryStore, SqlStore};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Emits `events` progress events as fast as the runtime accepts them, then finishes.
+/// Emits `events` progress events as fast as the runtime accepts them, then finishes. Each
+/// event carries a different proposal (words drawn per job and iteration), as an optimizer's
+/// would: identical texts would flatter a store that compresses.
 struct Burst {
     events: u32,
+}
+
+/// Words the flood's proposals are made of.
+const WORDS: [&str; 64] = [
+    "rewrite",
+    "prompt",
+    "assistant",
+    "answers",
+    "three",
+    "short",
+    "bullet",
+    "points",
+    "citing",
+    "ticket",
+    "customer",
+    "plan",
+    "never",
+    "apologising",
+    "summarise",
+    "issue",
+    "engineer",
+    "on-call",
+    "include",
+    "severity",
+    "steps",
+    "reproduce",
+    "concise",
+    "avoid",
+    "jargon",
+    "mention",
+    "account",
+    "region",
+    "escalate",
+    "when",
+    "billing",
+    "refund",
+    "policy",
+    "quote",
+    "exact",
+    "error",
+    "message",
+    "first",
+    "then",
+    "suggest",
+    "workaround",
+    "link",
+    "runbook",
+    "keep",
+    "under",
+    "words",
+    "tone",
+    "neutral",
+    "friendly",
+    "list",
+    "affected",
+    "services",
+    "timeline",
+    "owner",
+    "next",
+    "update",
+    "due",
+    "confirm",
+    "impact",
+    "users",
+    "latency",
+    "outage",
+    "status",
+    "page",
+];
+
+/// A proposal of about 160 characters, different for every `(seed, iteration)`.
+fn proposal(seed: u64, iteration: u32) -> String {
+    let mut state = seed ^ (u64::from(iteration) << 32 | u64::from(iteration)) | 1;
+    let mut text = String::with_capacity(200);
+    while text.len() < 160 {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(WORDS[(state % WORDS.len() as u64) as usize]);
+    }
+    text.push('.');
+    text
 }
 
 #[async_trait]
@@ -44,14 +132,14 @@ impl Optimizer for Burst {
             coverage: Some(0.7),
             judge: Default::default(),
         };
-        let proposal = "Rewrite the prompt so the assistant answers in three short bullet points, \
-                        citing the ticket id and the customer's plan, and never apologising."
-            .to_string();
+        let seed = ctx.job_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         for iteration in 1..=self.events {
             ctx.events
                 .emit(EventPayload::Progress {
                     iteration,
-                    proposal: proposal.clone(),
+                    proposal: proposal(seed, iteration),
                     target_model: "openai/gpt-4o-mini".into(),
                     rubric: None,
                     scores: scores.clone(),
@@ -59,7 +147,7 @@ impl Optimizer for Burst {
                 .await?;
         }
         Ok(JobResult::Default(DefaultResult {
-            proposal,
+            proposal: proposal(seed, 0),
             lessons: Vec::new(),
             scores,
             target_model: "openai/gpt-4o-mini".into(),
