@@ -282,7 +282,8 @@ async fn list_jobs_is_newest_first_filtered_and_paged(store: Arc<dyn JobStore>) 
 }
 
 async fn batched_events_of_many_jobs_page_back_in_id_order(store: Arc<dyn JobStore>) {
-    // Two batches, each interleaving two jobs, as the group-committing writer sends them.
+    // Two batches, each interleaving two jobs, as the group-committing writer sends them. On
+    // SQLite job-a's chunks are big enough to be stored compressed, job-b's first one is not.
     let mut first = Vec::new();
     let mut second = Vec::new();
     for id in 1..=300 {
@@ -340,9 +341,6 @@ async fn batched_events_of_many_jobs_page_back_in_id_order(store: Arc<dyn JobSto
     );
 }
 
-/// Enough lock-step batches (one event per job each, as the runtime's writer sees them) that the
-/// SQLite store compacts its staging table midway (80 × 60 rows > its 4096-row threshold): reads
-/// must merge both halves in id order.
 /// Logs written in batches of several events per job (one chunk per job per batch on SQL
 /// stores) read back whole, from inside a chunk, and in pages that cross chunk boundaries.
 async fn many_jobs_logs_stay_ordered_across_many_chunks(store: Arc<dyn JobStore>) {

@@ -11,10 +11,10 @@ use std::collections::HashSet;
 
 use sqlx::{PgConnection, SqliteConnection};
 
-use super::chunks::Chunk;
+use super::chunks::{Body, Chunk, Codec};
 use super::rows::{JobValues, to_i64, to_json};
 use crate::domain::JobRecord;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::{JobUpdate, WriteBatch};
 
 /// A batch rendered into bindable rows.
@@ -25,14 +25,14 @@ pub(super) struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
-    pub fn of(batch: &'a WriteBatch) -> Result<Rows<'a>> {
+    pub fn of(batch: &'a WriteBatch, codec: Codec) -> Result<Rows<'a>> {
         Ok(Rows {
             inserts: batch
                 .inserts
                 .iter()
                 .map(|job| Ok((job, JobValues::of(job)?)))
                 .collect::<Result<_>>()?,
-            chunks: super::chunks::pack(&batch.events)?,
+            chunks: super::chunks::pack(&batch.events, codec)?,
             updates: latest_updates(&batch.updates)?,
         })
     }
@@ -137,11 +137,16 @@ pub(super) async fn sqlite(conn: &mut SqliteConnection, rows: &Rows<'_>) -> Resu
         "INSERT INTO event_chunks (job_id, first_id, last_id, events) VALUES ",
         4,
         "",
-        |query, chunk| query
-            .bind(chunk.job_id)
-            .bind(chunk.first_id)
-            .bind(chunk.last_id)
-            .bind(chunk.events.as_str())
+        |query, chunk| {
+            let query = query
+                .bind(chunk.job_id)
+                .bind(chunk.first_id)
+                .bind(chunk.last_id);
+            match &chunk.events {
+                Body::Text(text) => query.bind(text.as_str()),
+                Body::Lz4(packed) => query.bind(packed.as_slice()),
+            }
+        }
     );
     sqlite_values!(
         conn,
@@ -206,7 +211,14 @@ pub(super) async fn postgres(conn: &mut PgConnection, rows: &Rows<'_>) -> Result
             job_ids.push(chunk.job_id);
             firsts.push(chunk.first_id);
             lasts.push(chunk.last_id);
-            texts.push(chunk.events.as_str());
+            match &chunk.events {
+                Body::Text(text) => texts.push(text.as_str()),
+                Body::Lz4(_) => {
+                    return Err(Error::Store(
+                        "compressed event chunk on postgres (packed with the wrong codec)".into(),
+                    ));
+                }
+            }
         }
         sqlx::query(
             "INSERT INTO event_chunks (job_id, first_id, last_id, events) \

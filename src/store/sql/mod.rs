@@ -140,6 +140,14 @@ impl SqlStore {
         }
     }
 
+    /// How event chunks are stored: compressed on SQLite ([`chunks`]).
+    fn codec(&self) -> chunks::Codec {
+        match self.pools {
+            Pools::Sqlite { .. } => chunks::Codec::Lz4,
+            Pools::Postgres(_) => chunks::Codec::Text,
+        }
+    }
+
     /// Commits rendered rows: one transaction (or one statement).
     async fn write_rows(&self, rows: &batch::Rows<'_>) -> Result<()> {
         match &self.pools {
@@ -178,12 +186,13 @@ impl JobStore for SqlStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.write_rows(&batch::Rows::of(batch)?).await
+        self.write_rows(&batch::Rows::of(batch, self.codec())?)
+            .await
     }
 
     /// Renders the rows while the previous batch commits, then takes its turn.
     async fn write_after(&self, batch: &WriteBatch, previous: Turn) -> Result<()> {
-        let rows = batch::Rows::of(batch);
+        let rows = batch::Rows::of(batch, self.codec());
         previous.await;
         if batch.is_empty() {
             return Ok(());
@@ -247,13 +256,14 @@ impl JobStore for SqlStore {
             return Ok(events);
         }
         with_pool!(self, read, |pool| {
-            let mut rows = sqlx::query_scalar::<_, String>(SQL)
+            let mut scratch = Vec::new();
+            let mut rows = sqlx::query_scalar::<_, chunks::Body>(SQL)
                 .bind(job_id)
                 .bind(to_i64(after_id))
                 .bind(to_i64(limit))
                 .fetch(pool);
             while let Some(text) = rows.try_next().await? {
-                chunks::unpack(job_id, &text, after_id, limit, &mut events)?;
+                chunks::unpack(job_id, &text, after_id, limit, &mut events, &mut scratch)?;
                 if events.len() >= limit {
                     break;
                 }
