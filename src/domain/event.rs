@@ -26,20 +26,35 @@ impl Event {
     /// The whole event as one compact JSON object, `{"id":…,"ts":…,"type":"…","data":{…}}`
     /// (the stores' record of it).
     pub fn json_text(&self) -> String {
-        Event::json_text_with(self.id, self.ts, &self.payload.tagged_json_text())
+        Event::render_json(self.id, self.ts, &self.payload)
     }
 
-    /// [`Event::json_text`] from a payload already rendered by
-    /// [`EventPayload::tagged_json_text`]: the payload is rendered once, outside any lock, and
-    /// id and time are spliced in when they are assigned.
-    pub fn json_text_with(id: u64, ts: f64, tagged: &str) -> String {
-        use std::fmt::Write as _;
-        let mut text = String::with_capacity(tagged.len() + 48);
-        // `{}` prints an f64 as the shortest text that parses back to it (valid JSON when finite).
+    /// [`Event::json_text`] of an event not built yet: rendered in one buffer, in one pass
+    /// (the payload's tagged object is written after the id and time, minus its `{`).
+    pub fn render_json(id: u64, ts: f64, payload: &EventPayload) -> String {
+        use std::io::Write as _;
+        // Sized for a typical event up front: growing from a small buffer reallocates two or
+        // three times per event.
+        let mut buf = Vec::with_capacity(512);
         let ts = if ts.is_finite() { ts } else { 0.0 };
-        let _ = write!(text, r#"{{"id":{id},"ts":{ts},"#);
-        text.push_str(tagged.strip_prefix('{').unwrap_or(tagged));
-        text
+        let _ = write!(buf, r#"{{"id":{id},"ts":"#);
+        // serde_json prints the shortest text that parses back to the same f64.
+        let _ = serde_json::to_writer(&mut buf, &ts);
+        buf.push(b',');
+        let rendered = serde_json::to_writer(SkipFirstByte::new(&mut buf), payload);
+        match (rendered, String::from_utf8(buf)) {
+            (Ok(()), Ok(text)) => text,
+            // Serializing a payload cannot fail (no maps with non-string keys); keep the shape
+            // anyway.
+            _ => {
+                let data =
+                    serde_json::json!({ "type": payload.type_name(), "data": payload.data_json() });
+                let mut text = format!(r#"{{"id":{id},"ts":{ts},"#);
+                let data = data.to_string();
+                text.push_str(data.strip_prefix('{').unwrap_or(&data));
+                text
+            }
+        }
     }
 
     /// The SSE `data:` line: compact JSON with the envelope keys in the contract's order
@@ -201,18 +216,6 @@ impl EventPayload {
         }
     }
 
-    /// The payload as its tagged JSON object, `{"type":"<name>","data":{…}}`.
-    pub fn tagged_json_text(&self) -> String {
-        // Sized for a typical event up front: growing from serde_json's default reallocates
-        // two or three times per event.
-        let mut buf = Vec::with_capacity(512);
-        match serde_json::to_writer(&mut buf, self) {
-            Ok(()) => String::from_utf8(buf).unwrap_or_default(),
-            Err(_) => serde_json::json!({ "type": self.type_name(), "data": self.data_json() })
-                .to_string(),
-        }
-    }
-
     /// The `data` object as compact JSON text, equal to `data_json().to_string()` but rendered
     /// in one pass (no intermediate `Value` tree): stores and the SSE edge write this text.
     pub fn data_json_text(&self) -> String {
@@ -233,6 +236,38 @@ impl EventPayload {
     /// Rebuilds a payload from its type name and `data` object (stores and the edge use this).
     pub fn from_parts(type_name: &str, data: serde_json::Value) -> serde_json::Result<Self> {
         serde_json::from_value(serde_json::json!({ "type": type_name, "data": data }))
+    }
+}
+
+/// A writer that drops the first byte written to it (the `{` of a payload's tagged object,
+/// which [`Event::render_json`] has already opened).
+struct SkipFirstByte<'a> {
+    out: &'a mut Vec<u8>,
+    skipped: bool,
+}
+
+impl<'a> SkipFirstByte<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        SkipFirstByte {
+            out,
+            skipped: false,
+        }
+    }
+}
+
+impl std::io::Write for SkipFirstByte<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut rest = bytes;
+        if !self.skipped && !rest.is_empty() {
+            self.skipped = true;
+            rest = &rest[1..];
+        }
+        self.out.extend_from_slice(rest);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

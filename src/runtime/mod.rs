@@ -443,11 +443,7 @@ impl Inner {
         job: &Arc<LiveJob>,
         payload: EventPayload,
     ) -> Result<(u64, event_log::Ack), Stopped> {
-        // Rendered here, on the job's own task and outside its lock, not on the single writer.
-        let tagged = self
-            .store
-            .keeps_rendered_data()
-            .then(|| payload.tagged_json_text());
+        let render = self.store.keeps_rendered_data();
         let (id, ack) = {
             let mut state = job.state.lock().await;
             if state.record.status.is_terminal() {
@@ -464,9 +460,13 @@ impl Inner {
                 None
             };
             let ts = now_epoch_s();
-            let json = tagged
-                .map(|tagged| Event::json_text_with(id, ts, &tagged))
-                .unwrap_or_default();
+            // Rendered here, on the job's own task, not on the single writer: in one pass, so
+            // under the job's lock (it only orders this job's own events).
+            let json = if render {
+                Event::render_json(id, ts, &payload)
+            } else {
+                String::new()
+            };
             let event = Arc::new(Event {
                 id,
                 job_id: job.id.clone(),
