@@ -273,6 +273,9 @@ async fn run_writer(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<Request>) {
     // Resolves when the newest commit is done.
     let mut turn: Option<oneshot::Receiver<()>> = None;
     let mut open = true;
+    // Reused: room for MAX_BATCH requests is most of a MiB, which the allocator would hand back
+    // to the OS and fault in again page by page for every batch.
+    let mut requests = Vec::with_capacity(MAX_BATCH);
     loop {
         if inflight.len() >= 2 || (!open && !inflight.is_empty()) {
             // N+1 is prepared: finish N before taking more.
@@ -284,7 +287,6 @@ async fn run_writer(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<Request>) {
         if !open {
             break;
         }
-        let mut requests = Vec::with_capacity(MAX_BATCH);
         // Wait for new requests, or for the batch in flight (its submitters may be waiting for
         // it before they queue anything else). Both are cancel-safe.
         tokio::select! {
@@ -299,7 +301,7 @@ async fn run_writer(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<Request>) {
                 continue;
             }
         }
-        let (batch, parts) = assemble(requests);
+        let (batch, parts) = assemble(&mut requests);
         let (done, next_turn) = oneshot::channel::<()>();
         let previous: Turn = match turn.replace(next_turn) {
             // A panicked commit drops its sender, which ends its turn too.
@@ -341,11 +343,19 @@ struct Committed {
     outcome: Outcome,
 }
 
-/// Turns queued requests into one batch and, per request, where it landed.
-fn assemble(requests: Vec<Request>) -> (WriteBatch, Parts) {
-    let mut batch = WriteBatch::default();
+/// Turns queued requests (leaving `requests` empty) into one batch and, per request, where it
+/// landed.
+fn assemble(requests: &mut Vec<Request>) -> (WriteBatch, Parts) {
+    let events = requests
+        .iter()
+        .filter(|r| matches!(r, Request::Event { .. }))
+        .count();
+    let mut batch = WriteBatch {
+        events: Vec::with_capacity(events),
+        ..WriteBatch::default()
+    };
     let mut parts = Vec::with_capacity(requests.len());
-    for request in requests {
+    for request in requests.drain(..) {
         parts.push(match request {
             Request::Event {
                 pending,
