@@ -113,11 +113,37 @@ pub(super) fn pack(events: &[PendingEvent], codec: Codec) -> Result<Vec<Chunk<'_
         order[starts[slot]] = i;
         starts[slot] += 1;
     }
-    // Pass 3: each chunk's array, built in one reused buffer and compressed from there.
-    let mut lz4 = Lz4::default();
-    let mut text = String::new();
-    let mut members = order.as_slice();
-    for ((chunk, size), count) in chunks.iter_mut().zip(&sizes).zip(&counts) {
+    // Pass 3: each chunk's array, built in one reused buffer and compressed from there. The
+    // buffers live as long as the (writer's) thread, so big batches do not fault in fresh pages.
+    SCRATCH.with_borrow_mut(|scratch| {
+        build(events, &order, &mut chunks, &sizes, &counts, codec, scratch)
+    });
+    Ok(chunks)
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = Default::default();
+}
+
+/// Buffers [`pack`] reuses.
+#[derive(Default)]
+struct Scratch {
+    text: String,
+    lz4: Lz4,
+}
+
+/// Fills in each chunk's body: its events (`order`, grouped by chunk) as one array.
+fn build(
+    events: &[PendingEvent],
+    order: &[usize],
+    chunks: &mut [Chunk<'_>],
+    sizes: &[usize],
+    counts: &[usize],
+    codec: Codec,
+    Scratch { text, lz4 }: &mut Scratch,
+) {
+    let mut members = order;
+    for ((chunk, size), count) in chunks.iter_mut().zip(sizes).zip(counts) {
         let (mine, rest) = members.split_at(*count);
         members = rest;
         text.clear();
@@ -133,12 +159,19 @@ pub(super) fn pack(events: &[PendingEvent], codec: Codec) -> Result<Vec<Chunk<'_
         }
         text.push(']');
         chunk.events = match codec {
-            Codec::Lz4 => lz4.compress(&text),
+            Codec::Lz4 => lz4.compress(text),
             Codec::Text => Body::Text(text.clone()),
         };
     }
-    Ok(chunks)
+    // A huge batch's buffers are not kept.
+    if text.capacity() > SCRATCH_KEPT {
+        *text = String::new();
+        lz4.out = Vec::new();
+    }
 }
+
+/// Largest buffer [`Scratch`] keeps between batches.
+const SCRATCH_KEPT: usize = 4 << 20;
 
 /// LZ4 state reused across the chunks of a batch.
 #[derive(Default)]
