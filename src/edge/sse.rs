@@ -68,7 +68,13 @@ struct EventsBody {
     ping: Duration,
     upstream: tonic::Streaming<pb::JobEvent>,
     stop: CancellationToken,
+    /// Set once `stop` fires: until then the stream keeps relaying what is already on its way
+    /// (the core's `shutdown` events, published just before the edge is told to stop).
+    drain_until: Option<tokio::time::Instant>,
 }
+
+/// How long a stopping stream keeps relaying upstream events before it ends anyway.
+const STOP_DRAIN: Duration = Duration::from_millis(500);
 
 /// The byte stream of one SSE response.
 fn frames(body: EventsBody) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
@@ -83,9 +89,16 @@ fn frames(body: EventsBody) -> impl Stream<Item = Result<Bytes, Infallible>> + S
             Stage::Events => {}
         }
         loop {
+            let draining = body.drain_until;
             let next = tokio::select! {
-                _ = body.stop.cancelled() => return None,
+                biased;
                 next = body.upstream.message() => next,
+                _ = body.stop.cancelled(), if draining.is_none() => {
+                    body.drain_until = Some(tokio::time::Instant::now() + STOP_DRAIN);
+                    continue;
+                }
+                _ = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)),
+                    if draining.is_some() => return None,
                 _ = tokio::time::sleep(body.ping) => {
                     return Some((Ok(Bytes::from_static(PING)), body));
                 }
@@ -133,6 +146,7 @@ pub fn response(
         ping: config.ping,
         upstream,
         stop,
+        drain_until: None,
     }));
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
