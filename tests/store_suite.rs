@@ -450,6 +450,32 @@ async fn a_failed_write_batch_leaves_nothing(fixture: &Fixture) {
         store.get_job("taken").await.unwrap().unwrap().created_at,
         1.0
     );
+    // One statement (a batch of inserts only) fails as a whole too: the row before the
+    // duplicate is not kept.
+    let lone = WriteBatch {
+        inserts: vec![
+            job("fresh", JobStatus::Pending, 2.0),
+            job("taken", JobStatus::Pending, 3.0),
+        ],
+        ..WriteBatch::default()
+    };
+    assert!(store.write(&lone).await.is_err());
+    assert_eq!(store.get_job("fresh").await.unwrap(), None);
+    // And the store is not left inside a transaction: the next batch commits and is read back.
+    let mut retry = batch.clone();
+    retry.inserts.retain(|job| job.id == "fresh");
+    store.write(&retry).await.unwrap();
+    assert_eq!(
+        fixture
+            .reopen()
+            .await
+            .get_job("fresh")
+            .await
+            .unwrap()
+            .map(|j| j.created_at),
+        Some(2.0)
+    );
+    assert_eq!(all_events(store, "fresh").await.len(), 1);
 }
 
 async fn concurrent_idempotency_claims_have_exactly_one_winner(store: Arc<dyn JobStore>) {

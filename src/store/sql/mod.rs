@@ -157,10 +157,10 @@ impl SqlStore {
                 // A single statement is its own transaction: many batches are one chunk insert.
                 if rows.sqlite_statements() > 1 {
                     let mut tx = conn.begin().await?;
-                    batch::sqlite(&mut tx, rows).await?;
+                    batch::sqlite(&mut tx, rows, true).await?;
                     tx.commit().await?;
                 } else {
-                    batch::sqlite(conn, rows).await?;
+                    batch::sqlite(conn, rows, false).await?;
                 }
             }
             Pools::Postgres(pool) => {

@@ -24,7 +24,11 @@ impl SqlStore {
         let base = SqliteConnectOptions::new()
             .filename(path)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
-            .foreign_keys(false);
+            .foreign_keys(false)
+            // Temporary tables, sorts and any statement journal in memory rather than in files
+            // under /var/tmp: they only ever hold one statement's worth (the batch statements
+            // avoid the journal, `batch::sqlite`).
+            .pragma("temp_store", "MEMORY");
         let mut write = base
             .clone()
             .create_if_missing(true)
