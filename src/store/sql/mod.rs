@@ -13,8 +13,9 @@
 //! (a commit survives a process crash; see docs/durability.md for power loss), a busy timeout,
 //! ONE writer connection, owned by the store rather than pooled (writes queue on its lock
 //! instead of fighting over the database lock, and no pool hand-back sits between two group
-//! commits), and a pool of reader connections. The example corpus is cached in process
-//! ([`corpus`]).
+//! commits), and a pool of reader connections. Temporary storage is in memory, and the group
+//! commit's statements keep no statement journal ([`batch`]). The example corpus is cached in
+//! process ([`corpus`]).
 
 mod batch;
 mod chunks;
