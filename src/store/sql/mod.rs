@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use sqlx::Connection;
 use sqlx::postgres::PgPool;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
 
 use super::{IdempotencyClaim, JobStore, ListJobsQuery, Turn, WriteBatch};
 use crate::domain::{Event, Example, JobId, JobRecord, JobStatus, now_epoch_s};
@@ -43,6 +43,8 @@ enum Pools {
         /// through a spawned task that pings it before the next `acquire` sees it, which queued
         /// every group commit behind the job tasks (milliseconds per batch). `None` once closed.
         write: tokio::sync::Mutex<Option<SqliteConnection>>,
+        /// How to open the writer connection again (after a failed group commit).
+        writer: Box<SqliteConnectOptions>,
         read: SqlitePool,
         /// The example corpus, read once (see [`corpus`]).
         corpus: corpus::Corpus,
@@ -152,17 +154,28 @@ impl SqlStore {
     /// Commits rendered rows: one transaction (or one statement).
     async fn write_rows(&self, rows: &batch::Rows<'_>) -> Result<()> {
         match &self.pools {
-            Pools::Sqlite { write, .. } => {
-                let mut writer = write.lock().await;
-                let conn = writer.as_mut().ok_or_else(closed)?;
-                // A single statement is its own transaction: many batches are one chunk insert.
-                if rows.sqlite_statements() > 1 {
-                    let mut tx = conn.begin().await?;
-                    batch::sqlite(&mut tx, rows, true).await?;
-                    tx.commit().await?;
-                } else {
-                    batch::sqlite(conn, rows, false).await?;
+            Pools::Sqlite { write, writer, .. } => {
+                let mut connection = write.lock().await;
+                let conn = connection.as_mut().ok_or_else(closed)?;
+                let written = sqlite_rows(conn, rows).await;
+                if written.is_err() {
+                    // On some errors (disk full, I/O) SQLite rolls the transaction back by
+                    // itself, which sqlx does not see: its next BEGIN would then be a SAVEPOINT
+                    // of a transaction that no longer exists. A failed batch is rare, so the
+                    // writer starts over on a fresh connection rather than guess at its state.
+                    match SqliteConnection::connect_with(writer).await {
+                        Ok(fresh) => {
+                            if let Some(old) = connection.replace(fresh) {
+                                let _ = old.close().await;
+                            }
+                        }
+                        Err(err) => tracing::warn!(
+                            error = %err,
+                            "cannot reopen the SQLite writer connection; keeping the old one"
+                        ),
+                    }
                 }
+                written?;
             }
             Pools::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
@@ -172,6 +185,19 @@ impl SqlStore {
         }
         Ok(())
     }
+}
+
+/// One group commit on the SQLite writer: a single statement is its own transaction (many
+/// batches are one chunk insert).
+async fn sqlite_rows(conn: &mut SqliteConnection, rows: &batch::Rows<'_>) -> Result<()> {
+    if rows.sqlite_statements() > 1 {
+        let mut tx = conn.begin().await?;
+        batch::sqlite(&mut tx, rows, true).await?;
+        tx.commit().await?;
+    } else {
+        batch::sqlite(conn, rows, false).await?;
+    }
+    Ok(())
 }
 
 #[async_trait]

@@ -29,7 +29,7 @@ impl SqlStore {
             // under /var/tmp: they only ever hold one statement's worth (the batch statements
             // avoid the journal, `batch::sqlite`).
             .pragma("temp_store", "MEMORY");
-        let mut write = base
+        let writer = base
             .clone()
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -47,7 +47,8 @@ impl SqlStore {
             .page_size(16384)
             .pragma("cache_size", "-16384")
             .pragma("wal_autocheckpoint", "4000")
-            .pragma("journal_size_limit", "67108864")
+            .pragma("journal_size_limit", "67108864");
+        let mut write = writer
             .connect()
             .await
             .map_err(|e| open_error("sqlite", &path.display(), e))?;
@@ -66,6 +67,7 @@ impl SqlStore {
             pools: Pools::Sqlite {
                 corpus: Default::default(),
                 write: tokio::sync::Mutex::new(Some(write)),
+                writer: Box::new(writer),
                 read,
             },
         })
