@@ -44,7 +44,7 @@ enum Pools {
         /// every group commit behind the job tasks (milliseconds per batch). `None` once closed.
         write: tokio::sync::Mutex<Option<SqliteConnection>>,
         /// How to open the writer connection again (after a failed group commit).
-        writer: Box<SqliteConnectOptions>,
+        writer_options: Box<SqliteConnectOptions>,
         read: SqlitePool,
         /// The example corpus, read once (see [`corpus`]).
         corpus: corpus::Corpus,
@@ -154,7 +154,11 @@ impl SqlStore {
     /// Commits rendered rows: one transaction (or one statement).
     async fn write_rows(&self, rows: &batch::Rows<'_>) -> Result<()> {
         match &self.pools {
-            Pools::Sqlite { write, writer, .. } => {
+            Pools::Sqlite {
+                write,
+                writer_options,
+                ..
+            } => {
                 let mut connection = write.lock().await;
                 let conn = connection.as_mut().ok_or_else(closed)?;
                 let written = sqlite_rows(conn, rows).await;
@@ -163,7 +167,7 @@ impl SqlStore {
                     // itself, which sqlx does not see: its next BEGIN would then be a SAVEPOINT
                     // of a transaction that no longer exists. A failed batch is rare, so the
                     // writer starts over on a fresh connection rather than guess at its state.
-                    match SqliteConnection::connect_with(writer).await {
+                    match SqliteConnection::connect_with(writer_options).await {
                         Ok(fresh) => {
                             if let Some(old) = connection.replace(fresh) {
                                 let _ = old.close().await;

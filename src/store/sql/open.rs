@@ -67,7 +67,7 @@ impl SqlStore {
             pools: Pools::Sqlite {
                 corpus: Default::default(),
                 write: tokio::sync::Mutex::new(Some(write)),
-                writer: Box::new(writer),
+                writer_options: Box::new(writer),
                 read,
             },
         })
