@@ -461,19 +461,34 @@ async fn a_failed_write_batch_leaves_nothing(fixture: &Fixture) {
     };
     assert!(store.write(&lone).await.is_err());
     assert_eq!(store.get_job("fresh").await.unwrap(), None);
-    // And the store is not left inside a transaction: the next batch commits and is read back.
+    // And the store is not left inside a transaction: the next batch commits and is read back,
+    // and so does a write on the same connection outside the group commit (on SQLite the group
+    // commit runs on the raw handle, the claim through sqlx).
     let mut retry = batch.clone();
     retry.inserts.retain(|job| job.id == "fresh");
     store.write(&retry).await.unwrap();
     assert_eq!(
-        fixture
-            .reopen()
+        store
+            .claim_idempotency_key("after-failure", "fresh", 10.0, 1e12)
             .await
+            .unwrap(),
+        IdempotencyClaim::Claimed
+    );
+    let reopened = fixture.reopen().await;
+    assert_eq!(
+        reopened
             .get_job("fresh")
             .await
             .unwrap()
             .map(|j| j.created_at),
         Some(2.0)
+    );
+    assert_eq!(
+        reopened
+            .claim_idempotency_key("after-failure", "other", 11.0, 1e12)
+            .await
+            .unwrap(),
+        IdempotencyClaim::Existing("fresh".into())
     );
     assert_eq!(all_events(store, "fresh").await.len(), 1);
 }
