@@ -29,8 +29,9 @@ impl Event {
         Event::render_json(self.id, self.ts, &self.payload)
     }
 
-    /// [`Event::json_text`] of an event not built yet: rendered in one buffer, in one pass
-    /// (the payload's tagged object is written after the id and time, minus its `{`).
+    /// [`Event::json_text`] of an event not built yet: rendered in one buffer, in one pass. The
+    /// payload's tagged object is written straight after the id and time, and its opening `{`
+    /// then becomes the `,` between them.
     pub fn render_json(id: u64, ts: f64, payload: &EventPayload) -> String {
         use std::io::Write as _;
         // Sized for a typical event up front: growing from a small buffer reallocates two or
@@ -40,21 +41,22 @@ impl Event {
         let _ = write!(buf, r#"{{"id":{id},"ts":"#);
         // serde_json prints the shortest text that parses back to the same f64.
         let _ = serde_json::to_writer(&mut buf, &ts);
-        buf.push(b',');
-        let rendered = serde_json::to_writer(SkipFirstByte::new(&mut buf), payload);
-        match (rendered, String::from_utf8(buf)) {
-            (Ok(()), Ok(text)) => text,
-            // Serializing a payload cannot fail (no maps with non-string keys); keep the shape
-            // anyway.
-            _ => {
-                let data =
-                    serde_json::json!({ "type": payload.type_name(), "data": payload.data_json() });
-                let mut text = format!(r#"{{"id":{id},"ts":{ts},"#);
-                let data = data.to_string();
-                text.push_str(data.strip_prefix('{').unwrap_or(&data));
-                text
+        let opening = buf.len();
+        if serde_json::to_writer(&mut buf, payload).is_ok()
+            && let Some(brace @ b'{') = buf.get_mut(opening)
+        {
+            *brace = b',';
+            if let Ok(text) = String::from_utf8(buf) {
+                return text;
             }
         }
+        // Serializing a payload cannot fail (no maps with non-string keys), and a tagged payload
+        // is an object; keep the shape anyway.
+        let data = serde_json::json!({ "type": payload.type_name(), "data": payload.data_json() });
+        let mut text = format!(r#"{{"id":{id},"ts":{ts},"#);
+        let data = data.to_string();
+        text.push_str(data.strip_prefix('{').unwrap_or(&data));
+        text
     }
 
     /// The SSE `data:` line: compact JSON with the envelope keys in the contract's order
@@ -236,38 +238,6 @@ impl EventPayload {
     /// Rebuilds a payload from its type name and `data` object (stores and the edge use this).
     pub fn from_parts(type_name: &str, data: serde_json::Value) -> serde_json::Result<Self> {
         serde_json::from_value(serde_json::json!({ "type": type_name, "data": data }))
-    }
-}
-
-/// A writer that drops the first byte written to it (the `{` of a payload's tagged object,
-/// which [`Event::render_json`] has already opened).
-struct SkipFirstByte<'a> {
-    out: &'a mut Vec<u8>,
-    skipped: bool,
-}
-
-impl<'a> SkipFirstByte<'a> {
-    fn new(out: &'a mut Vec<u8>) -> Self {
-        SkipFirstByte {
-            out,
-            skipped: false,
-        }
-    }
-}
-
-impl std::io::Write for SkipFirstByte<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut rest = bytes;
-        if !self.skipped && !rest.is_empty() {
-            self.skipped = true;
-            rest = &rest[1..];
-        }
-        self.out.extend_from_slice(rest);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
