@@ -32,8 +32,8 @@ use crate::store::PendingEvent;
 
 /// One row of `event_chunks`, ready to bind.
 #[derive(Debug)]
-pub(super) struct Chunk {
-    pub job_id: String,
+pub(super) struct Chunk<'a> {
+    pub job_id: &'a str,
     pub first_id: i64,
     pub last_id: i64,
     pub events: Body,
@@ -66,9 +66,9 @@ const LZ4_MAX_TEXT: usize = 1 << 30;
 /// must come in increasing id order, as the runtime's writer delivers them. Event texts are
 /// rendered by the emitters ([`PendingEvent::json`]), so this is sizing and copying (and, with
 /// [`Codec::Lz4`], compressing).
-pub(super) fn pack(events: &[PendingEvent], codec: Codec) -> Result<Vec<Chunk>> {
+pub(super) fn pack(events: &[PendingEvent], codec: Codec) -> Result<Vec<Chunk<'_>>> {
     // Pass 1: one chunk per job, its id range, event count and exact text length.
-    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut chunks: Vec<Chunk<'_>> = Vec::new();
     let mut sizes: Vec<usize> = Vec::new();
     let mut counts: Vec<usize> = Vec::new();
     let mut slots: Vec<usize> = Vec::with_capacity(events.len());
@@ -78,7 +78,7 @@ pub(super) fn pack(events: &[PendingEvent], codec: Codec) -> Result<Vec<Chunk>> 
         let id = super::rows::to_i64(event.id);
         let slot = *index.entry(event.job_id.as_str()).or_insert_with(|| {
             chunks.push(Chunk {
-                job_id: event.job_id.clone(),
+                job_id: &event.job_id,
                 first_id: id,
                 last_id: id - 1,
                 events: Body::Text(String::new()),
@@ -136,7 +136,7 @@ struct Scratch {
 fn build(
     events: &[PendingEvent],
     order: &[usize],
-    chunks: &mut [Chunk],
+    chunks: &mut [Chunk<'_>],
     sizes: &[usize],
     counts: &[usize],
     codec: Codec,
@@ -356,19 +356,11 @@ mod tests {
         let chunks = pack(&batch, Codec::Text).unwrap();
         assert_eq!(chunks.len(), 2);
         assert_eq!(
-            (
-                chunks[0].job_id.as_str(),
-                chunks[0].first_id,
-                chunks[0].last_id
-            ),
+            (chunks[0].job_id, chunks[0].first_id, chunks[0].last_id),
             ("a", 1, 3)
         );
         assert_eq!(
-            (
-                chunks[1].job_id.as_str(),
-                chunks[1].first_id,
-                chunks[1].last_id
-            ),
+            (chunks[1].job_id, chunks[1].first_id, chunks[1].last_id),
             ("b", 7, 7)
         );
 

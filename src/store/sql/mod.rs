@@ -2,9 +2,8 @@
 //!
 //! One set of runtime queries (`$n` placeholders, `ON CONFLICT`, `RETURNING`: portable between
 //! the two) serves both backends: `with_pool!` compiles each method body once per backend. The
-//! only backend-specific code is connection set-up and the group commit: Postgres binds one array
-//! per column ([`batch`]); SQLite runs it on the raw connection handle ([`direct`]). Event logs
-//! are stored packed, one row per job per group commit ([`chunks`]).
+//! only backend-specific code is connection set-up and the group commit's set-based statements
+//! ([`batch`]). Event logs are stored packed, one row per job per group commit ([`chunks`]).
 //!
 //! Every bound `LIMIT` is written `LIMIT $n + 0`: SQLite (3.51, STAT4) treats a bare `LIMIT ?`
 //! as a plan-time constant and recompiles the statement each time it is rebound (measured: ~10 %
@@ -15,13 +14,12 @@
 //! ONE writer connection, owned by the store rather than pooled (writes queue on its lock
 //! instead of fighting over the database lock, and no pool hand-back sits between two group
 //! commits), and a pool of reader connections. Temporary storage is in memory, and the group
-//! commit's statements keep no statement journal ([`direct`]). The example corpus is cached in
+//! commit's statements keep no statement journal ([`batch`]). The example corpus is cached in
 //! process ([`corpus`]).
 
 mod batch;
 mod chunks;
 mod corpus;
-mod direct;
 mod migrations;
 mod open;
 mod rows;
@@ -44,9 +42,9 @@ enum Pools {
         /// The one writer connection, owned rather than pooled: a pooled connection goes back
         /// through a spawned task that pings it before the next `acquire` sees it, which queued
         /// every group commit behind the job tasks (milliseconds per batch). `None` once closed.
-        write: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+        write: tokio::sync::Mutex<Option<SqliteConnection>>,
         /// How to open the writer connection again (after a failed group commit).
-        writer_options: Arc<SqliteConnectOptions>,
+        writer_options: Box<SqliteConnectOptions>,
         read: SqlitePool,
         /// The example corpus, read once (see [`corpus`]).
         corpus: corpus::Corpus,
@@ -154,28 +152,38 @@ impl SqlStore {
     }
 
     /// Commits rendered rows: one transaction (or one statement).
-    async fn write_rows(&self, rows: batch::Rows) -> Result<()> {
+    async fn write_rows(&self, rows: &batch::Rows<'_>) -> Result<()> {
         match &self.pools {
             Pools::Sqlite {
                 write,
                 writer_options,
                 ..
             } => {
-                // The commit runs on a blocking thread of its own: the SQLite work (B-tree,
-                // WAL writes, checkpoints) then overlaps the event writer's thread, which
-                // renders the next batch and publishes the previous one meanwhile.
-                let write = write.clone();
-                let writer_options = writer_options.clone();
-                let runtime = tokio::runtime::Handle::current();
-                tokio::task::spawn_blocking(move || {
-                    runtime.block_on(sqlite_commit(&write, &writer_options, &rows))
-                })
-                .await
-                .map_err(|e| Error::Store(format!("SQLite commit thread failed: {e}")))??;
+                let mut connection = write.lock().await;
+                let conn = connection.as_mut().ok_or_else(closed)?;
+                let written = sqlite_rows(conn, rows).await;
+                if written.is_err() {
+                    // On some errors (disk full, I/O) SQLite rolls the transaction back by
+                    // itself, which sqlx does not see: its next BEGIN would then be a SAVEPOINT
+                    // of a transaction that no longer exists. A failed batch is rare, so the
+                    // writer starts over on a fresh connection rather than guess at its state.
+                    match SqliteConnection::connect_with(writer_options).await {
+                        Ok(fresh) => {
+                            if let Some(old) = connection.replace(fresh) {
+                                let _ = old.close().await;
+                            }
+                        }
+                        Err(err) => tracing::warn!(
+                            error = %err,
+                            "cannot reopen the SQLite writer connection; keeping the old one"
+                        ),
+                    }
+                }
+                written?;
             }
             Pools::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                batch::postgres(&mut tx, &rows).await?;
+                batch::postgres(&mut tx, rows).await?;
                 tx.commit().await?;
             }
         }
@@ -183,31 +191,17 @@ impl SqlStore {
     }
 }
 
-/// One group commit on the SQLite writer connection ([`direct`]).
-async fn sqlite_commit(
-    write: &tokio::sync::Mutex<Option<SqliteConnection>>,
-    writer_options: &SqliteConnectOptions,
-    rows: &batch::Rows,
-) -> Result<()> {
-    let mut connection = write.lock().await;
-    let conn = connection.as_mut().ok_or_else(closed)?;
-    let written = direct::write(conn, rows).await;
-    if written.is_err() {
-        // A failed batch is rare: start over on a fresh connection rather than guess at the
-        // state of this one (an I/O error may have left it unusable).
-        match SqliteConnection::connect_with(writer_options).await {
-            Ok(fresh) => {
-                if let Some(old) = connection.replace(fresh) {
-                    let _ = old.close().await;
-                }
-            }
-            Err(err) => tracing::warn!(
-                error = %err,
-                "cannot reopen the SQLite writer connection; keeping the old one"
-            ),
-        }
+/// One group commit on the SQLite writer: a single statement is its own transaction (many
+/// batches are one chunk insert).
+async fn sqlite_rows(conn: &mut SqliteConnection, rows: &batch::Rows<'_>) -> Result<()> {
+    if rows.sqlite_statements() > 1 {
+        let mut tx = conn.begin().await?;
+        batch::sqlite(&mut tx, rows, true).await?;
+        tx.commit().await?;
+    } else {
+        batch::sqlite(conn, rows, false).await?;
     }
-    written
+    Ok(())
 }
 
 #[async_trait]
@@ -223,7 +217,8 @@ impl JobStore for SqlStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.write_rows(batch::Rows::of(batch, self.codec())?).await
+        self.write_rows(&batch::Rows::of(batch, self.codec())?)
+            .await
     }
 
     /// Renders the rows while the previous batch commits, then takes its turn.
@@ -233,7 +228,7 @@ impl JobStore for SqlStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.write_rows(rows?).await
+        self.write_rows(&rows?).await
     }
 
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {

@@ -66,8 +66,8 @@ impl SqlStore {
         Ok(SqlStore {
             pools: Pools::Sqlite {
                 corpus: Default::default(),
-                write: std::sync::Arc::new(tokio::sync::Mutex::new(Some(write))),
-                writer_options: std::sync::Arc::new(writer),
+                write: tokio::sync::Mutex::new(Some(write)),
+                writer_options: Box::new(writer),
                 read,
             },
         })
