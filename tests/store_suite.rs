@@ -462,8 +462,8 @@ async fn a_failed_write_batch_leaves_nothing(fixture: &Fixture) {
     assert!(store.write(&lone).await.is_err());
     assert_eq!(store.get_job("fresh").await.unwrap(), None);
     // And the store is not left inside a transaction: the next batch commits and is read back,
-    // and so does a write on the same connection outside the group commit (on SQLite the group
-    // commit runs on the raw handle, the claim through sqlx).
+    // and so does a write on the writer connection outside the group commit (an idempotency
+    // claim).
     let mut retry = batch.clone();
     retry.inserts.retain(|job| job.id == "fresh");
     store.write(&retry).await.unwrap();
