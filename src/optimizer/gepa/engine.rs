@@ -49,7 +49,7 @@ impl From<crate::optimizer::Stopped> for Halt {
 pub fn provider_failed(err: &ProviderError) -> OptimizeError {
     OptimizeError::Failed {
         code: "provider_error".into(),
-        message: format!("model provider failed after retries: {err}"),
+        message: format!("model provider failed: {err}"),
     }
 }
 
