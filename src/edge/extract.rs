@@ -184,7 +184,8 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 }
 
 /// A JSON body. Wrong content type → 415; unreadable or invalid JSON → 422 with
-/// `details.errors[].loc` starting at `body`; too large → 413. All in the error envelope.
+/// `details.errors[].loc` starting at `body` (also for a body nested deeper than
+/// [`crate::domain::depth::MAX_JSON_DEPTH`] levels); too large → 413. All in the error envelope.
 pub struct JsonBody<T>(pub T);
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -269,6 +270,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::invalid(&["body"], rejection.body_text())
             }
         })?;
+        // Before parsing: a body nested past the limit is refused naming where, not handed to
+        // a decoder that would fail deep inside the core.
+        use crate::domain::depth::{MAX_JSON_DEPTH, first_too_deep, message};
+        if let Some(path) = first_too_deep(&bytes, MAX_JSON_DEPTH) {
+            let loc: Vec<&str> = std::iter::once("body")
+                .chain(path.iter().map(String::as_str))
+                .collect();
+            return Err(ApiError::invalid(&loc, message()));
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
         de.end()

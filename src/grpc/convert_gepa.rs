@@ -416,6 +416,25 @@ pub fn examples_from_pb(
                     "id must be at most 200 bytes",
                 ));
             }
+            let meta = e
+                .meta
+                .as_ref()
+                .map(super::convert::json_from_struct)
+                .unwrap_or_default();
+            // Level 3, as in the REST body (a bare list of examples).
+            if let Some(path) = crate::domain::depth::too_deep_in_map(
+                &meta,
+                3,
+                crate::domain::depth::MAX_JSON_DEPTH,
+            ) {
+                let loc: Vec<String> = ["examples", &index, "meta"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(path)
+                    .collect();
+                let loc: Vec<&str> = loc.iter().map(String::as_str).collect();
+                errors.push(FieldError::new(&loc, crate::domain::depth::message()));
+            }
             crate::domain::Example {
                 id: if e.id.is_empty() {
                     uuid::Uuid::new_v4().to_string()
@@ -424,11 +443,7 @@ pub fn examples_from_pb(
                 },
                 input: e.input,
                 expected: e.expected,
-                meta: e
-                    .meta
-                    .as_ref()
-                    .map(super::convert::json_from_struct)
-                    .unwrap_or_default(),
+                meta,
             }
         })
         .collect();
