@@ -81,9 +81,16 @@ pub struct CallContext {
     /// From the shared layers: the credential (also an SSE `?access_token=`), the client IP and
     /// the current span's trace context; overrides the passed-through headers.
     forwarded: tonic::metadata::MetadataMap,
+    /// The authenticated caller's principal id (set by the auth layer), for stream tokens.
+    principal_id: Option<String>,
 }
 
 impl CallContext {
+    /// The authenticated caller's principal id, when auth is on.
+    pub fn principal_id(&self) -> Option<&str> {
+        self.principal_id.as_deref()
+    }
+
     /// A gRPC request carrying `x-request-id`, and the passed-through headers when present.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
@@ -119,6 +126,10 @@ impl<S: Send + Sync> FromRequestParts<S> for CallContext {
                 .iter()
                 .filter_map(|name| Some((*name, parts.headers.get(*name)?.clone())))
                 .collect(),
+            principal_id: parts
+                .extensions
+                .get::<crate::layers::auth::Principal>()
+                .map(|p| p.id.clone()),
             forwarded: {
                 let mut forwarded = tonic::metadata::MetadataMap::new();
                 crate::layers::forward::forward_to_core(parts, &mut forwarded);

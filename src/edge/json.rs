@@ -282,9 +282,10 @@ pub struct CreatedJob {
 }
 
 impl CreatedJob {
-    /// The answer for `job_id`, with a stream token when the edge issues them.
-    pub fn new(job_id: String, state: &crate::edge::EdgeState) -> CreatedJob {
-        let stream_token = state.stream_token(&job_id);
+    /// The answer for `job_id`, with a stream token (minted by `minter`, the caller's principal
+    /// id) when the edge issues them.
+    pub fn new(job_id: String, state: &crate::edge::EdgeState, minter: Option<&str>) -> CreatedJob {
+        let stream_token = state.stream_token(&job_id, minter);
         CreatedJob {
             job_id,
             stream_token,
