@@ -2,12 +2,14 @@
 //! (the default, so everything runs without keys).
 
 pub mod local_echo;
+pub mod offline_world;
 pub mod openai;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use local_echo::LocalEcho;
+pub use offline_world::OfflineWorld;
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -84,9 +84,8 @@ fn reflect(prompt: &str) -> String {
             .and_then(|s| s.lines().next())
             .unwrap_or("");
         let expected = record
-            .split("expected exactly \"")
-            .nth(1)
-            .and_then(|s| s.split('"').next());
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Expected answer: "));
         let (Some(expected), Some((kind, word))) = (expected, input.split_once(':')) else {
             continue;
         };
