@@ -12,6 +12,7 @@
 //!   shutdown. Domain logic only; no HTTP or gRPC types.
 //! - [`grpc`]: the tonic core — protobuf types, proto ↔ domain conversions, the services.
 //! - [`edge`]: the axum REST + SSE `/v1` API, a gRPC client of the core (in-process or remote).
+//! - [`cli`]: the client subcommands of the binary (`run`, `watch`, `ls`, …), over gRPC.
 //! - [`server`]: binds listeners and runs everything until a shutdown signal.
 //! - [`config`]: the one [`config::Settings`] type, layered and validated once.
 //! - [`error`]: the one [`error::Error`] type; each code knows its gRPC code and HTTP status.
@@ -20,6 +21,7 @@
 //!   timeouts, load shedding, access log, trace context.
 //! - [`metrics`]: process-wide Prometheus metrics and the `/v1/metrics` handlers.
 
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod edge;
