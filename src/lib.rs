@@ -19,6 +19,7 @@
 //! - [`telemetry`]: structured logging set-up, and OTLP trace export when configured.
 //! - [`layers`]: tower layers shared by both transports — auth, rate limits, size limits,
 //!   timeouts, load shedding, access log, trace context.
+//! - [`workbench`]: a job's candidates and lineage as the workbench shows them.
 //! - [`metrics`]: process-wide Prometheus metrics and the `/v1/metrics` handlers.
 
 pub mod cli;
@@ -35,3 +36,4 @@ pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod workbench;
