@@ -12,14 +12,17 @@
 //!   shutdown. Domain logic only; no HTTP or gRPC types.
 //! - [`grpc`]: the tonic core — protobuf types, proto ↔ domain conversions, the services.
 //! - [`edge`]: the axum REST + SSE `/v1` API, a gRPC client of the core (in-process or remote).
+//! - [`cli`]: the client subcommands of the binary (`run`, `watch`, `ls`, …), over gRPC.
 //! - [`server`]: binds listeners and runs everything until a shutdown signal.
 //! - [`config`]: the one [`config::Settings`] type, layered and validated once.
 //! - [`error`]: the one [`error::Error`] type; each code knows its gRPC code and HTTP status.
 //! - [`telemetry`]: structured logging set-up, and OTLP trace export when configured.
 //! - [`layers`]: tower layers shared by both transports — auth, rate limits, size limits,
 //!   timeouts, load shedding, access log, trace context.
+//! - [`workbench`]: a job's candidates and lineage as the workbench shows them.
 //! - [`metrics`]: process-wide Prometheus metrics and the `/v1/metrics` handlers.
 
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod edge;
@@ -33,3 +36,4 @@ pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod workbench;

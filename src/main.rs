@@ -103,6 +103,8 @@ enum Command {
     Edge(EdgeArgs),
     /// Print the effective configuration, secrets redacted.
     Config(Overrides),
+    #[command(flatten)]
+    Client(innerloop::cli::ClientCommand),
 }
 
 #[tokio::main]
@@ -131,6 +133,12 @@ async fn main() -> anyhow::Result<()> {
             let settings = Settings::load(cli.config.as_deref(), overrides.figment())?;
             println!("{}", serde_json::to_string_pretty(&settings.redacted())?);
             Ok(())
+        }
+        Command::Client(command) => {
+            let code = innerloop::cli::run(command).await?;
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+            std::process::exit(code)
         }
     }
 }

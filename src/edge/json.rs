@@ -195,6 +195,21 @@ pub enum ExampleId {
     Number(serde_json::Number),
 }
 
+impl ExampleBody {
+    /// The protobuf example; a missing id becomes a new UUID.
+    pub fn into_pb(self) -> pb::Example {
+        pb::Example {
+            id: self
+                .id
+                .map(ExampleId::into_string)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            input: self.input,
+            expected: self.expected,
+            meta: self.meta.as_ref().map(convert::struct_from_json),
+        }
+    }
+}
+
 impl ExampleId {
     fn into_string(self) -> String {
         match self {
@@ -242,15 +257,7 @@ impl OptimizeBody {
                 .examples
                 .unwrap_or_default()
                 .into_iter()
-                .map(|e| pb::Example {
-                    id: e
-                        .id
-                        .map(ExampleId::into_string)
-                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                    input: e.input,
-                    expected: e.expected,
-                    meta: e.meta.as_ref().map(convert::struct_from_json),
-                })
+                .map(ExampleBody::into_pb)
                 .collect(),
             objectives: self.objectives.unwrap_or_default(),
             seed: self.seed,

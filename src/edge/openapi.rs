@@ -17,7 +17,8 @@ use super::json::{
     SelectorName, Version,
 };
 use super::routes::gepa::{EvalBody, ExampleOut, ExamplePage, Upserted};
-use super::routes::{admin, gepa, optimize, probes};
+use super::routes::workbench::Candidates;
+use super::routes::{admin, gepa, optimize, probes, workbench};
 
 /// One Server-Sent Event of an events route (the stream is a sequence of these). The first
 /// frame is only `retry`; `:` ping comments carry no event.
@@ -185,6 +186,7 @@ impl Modify for SecuritySchemes {
         gepa::delete,
         gepa::start,
         gepa::events,
+        workbench::candidates,
         metrics,
         metricsz,
         openapi_json,
@@ -216,6 +218,7 @@ impl Modify for SecuritySchemes {
         ExampleOut,
         ExamplePage,
         EvalBody,
+        Candidates,
     ))
 )]
 pub struct ApiDoc;

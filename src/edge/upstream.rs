@@ -98,6 +98,14 @@ impl Upstream {
         crate::grpc::pb::eval_service_client::EvalServiceClient::new(self.transport.clone())
     }
 
+    pub fn workbench(
+        &self,
+    ) -> crate::grpc::pb::workbench_service_client::WorkbenchServiceClient<GrpcTransport> {
+        crate::grpc::pb::workbench_service_client::WorkbenchServiceClient::new(
+            self.transport.clone(),
+        )
+    }
+
     pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<GrpcTransport> {
         tonic_health::pb::health_client::HealthClient::new(self.transport.clone())
     }

@@ -5,6 +5,7 @@ pub mod convert;
 pub mod convert_gepa;
 mod services;
 mod services_gepa;
+pub mod workbench;
 
 pub use services::{JobServiceImpl, OptimizerServiceImpl, router};
 pub use services_gepa::{EvalServiceImpl, ExamplesServiceImpl};

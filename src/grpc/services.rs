@@ -191,6 +191,7 @@ pub async fn router(
         runtime: runtime.clone(),
     })
     .max_decoding_message_size(max_decode);
+    let runtime_for_workbench = runtime.clone();
     let jobs =
         JobServiceServer::new(JobServiceImpl { runtime }).max_decoding_message_size(max_decode);
     let routes = tonic::service::Routes::new(health_service)
@@ -199,6 +200,10 @@ pub async fn router(
         .add_service(optimizer)
         .add_service(jobs)
         .add_service(examples)
-        .add_service(eval);
+        .add_service(eval)
+        .add_service(
+            super::workbench::WorkbenchServiceImpl::server(runtime_for_workbench)
+                .max_decoding_message_size(max_decode),
+        );
     (routes, health)
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod gepa;
 pub mod optimize;
 pub mod probes;
+pub mod workbench;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -57,6 +58,11 @@ pub fn eval() -> Router<EdgeState> {
         .route("/eval/{job_id}/events", get(gepa::events))
 }
 
+/// The workbench's routes (never aliased).
+pub fn workbench() -> Router<EdgeState> {
+    Router::new().route("/optimize/{job_id}/candidates", get(workbench::candidates))
+}
+
 /// Everything under `/v1`.
 pub fn v1() -> Router<EdgeState> {
     Router::new()
@@ -65,6 +71,7 @@ pub fn v1() -> Router<EdgeState> {
         .merge(admin())
         .merge(examples())
         .merge(eval())
+        .merge(workbench())
         .route("/openapi.json", get(super::openapi::document))
 }
 

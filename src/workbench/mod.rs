@@ -1,0 +1,55 @@
+//! The workbench's view of a job: its candidates with lineage, scores and rejected proposals
+//! ([`lineage`]), derived from what the job already records (event log, checkpoint, result) so
+//! the optimizer needs no extra bookkeeping. Domain only: the gRPC and REST mappings live in
+//! `grpc/` and `edge/`.
+
+pub mod lineage;
+
+pub use lineage::{Lineage, RejectedProposal};
+
+use crate::domain::{JobResult, Mode};
+use crate::error::{Error, Result};
+use crate::runtime::JobRuntime;
+
+/// Events read per store call while folding a job's log.
+const PAGE: usize = 5_000;
+
+/// The candidates of `job_id` as its log, checkpoint and result tell them.
+/// A validation error for jobs that are not GEPA jobs (they have no candidates).
+pub async fn lineage(runtime: &JobRuntime, job_id: &str) -> Result<Lineage> {
+    let record = runtime.get(job_id).await?;
+    if record.spec.mode != Mode::Gepa {
+        return Err(Error::invalid(
+            &["job_id"],
+            "only gepa jobs have candidates",
+        ));
+    }
+    let store = runtime.store();
+    let mut events = Vec::new();
+    loop {
+        let after = events
+            .last()
+            .map(|e: &crate::domain::Event| e.id)
+            .unwrap_or(0);
+        let page = store.events_after(job_id, after, PAGE).await?;
+        let done = page.len() < PAGE;
+        events.extend(page);
+        if done {
+            break;
+        }
+    }
+    let result = match &record.result {
+        Some(JobResult::Gepa(result)) => Some(result.as_ref()),
+        _ => None,
+    };
+    let checkpoint = match result {
+        Some(_) => None,
+        None => store.get_checkpoint(job_id).await?,
+    };
+    Ok(lineage::fold(
+        lineage::seed_components(&record.spec),
+        &events,
+        checkpoint.as_ref(),
+        result,
+    ))
+}
