@@ -52,6 +52,7 @@ fn candidate(id: u32) -> CandidateInfo {
         score: 0.0,
         val_scores: BTreeMap::new(),
         discovered_at_metric_calls: 0,
+        validated_on: 0,
     }
 }
 
