@@ -105,6 +105,9 @@ pub struct BudgetBody {
     pub max_cost: Option<f64>,
     /// Tokens over task, reflection and judge calls.
     pub max_tokens: Option<u64>,
+    /// Wall time of a GEPA job in seconds (> 0; capped by the server's `GEPA_MAX_WALL_TIME_S`).
+    #[schema(exclusive_minimum = 0)]
+    pub max_wall_time_s: Option<f64>,
 }
 
 /// One inline example.
@@ -233,6 +236,7 @@ impl OptimizeBody {
                 max_rollouts: b.max_rollouts,
                 max_cost: b.max_cost,
                 max_tokens: b.max_tokens,
+                max_wall_time_s: b.max_wall_time_s,
             }),
             examples: self
                 .examples

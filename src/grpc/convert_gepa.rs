@@ -142,6 +142,7 @@ pub fn gepa_result_to_pb(r: &GepaResult) -> pb::GepaResult {
         generations: r.generations,
         budget: Some(budget_to_pb(&r.budget)),
         stop_reason: r.stop_reason.clone(),
+        error: r.error.clone(),
     }
 }
 
@@ -170,6 +171,7 @@ pub fn gepa_result_from_pb(r: pb::GepaResult) -> GepaResult {
         generations: r.generations,
         budget: budget_from_pb(r.budget),
         stop_reason: r.stop_reason,
+        error: r.error,
     }
 }
 
@@ -602,6 +604,7 @@ pub fn samples() -> Vec<EventPayload> {
             generations: 2,
             budget,
             stop_reason: "max_metric_calls".into(),
+            error: None,
         }))),
         EventPayload::Finished(JobResult::Eval(EvalResult {
             name: "toy_qa".into(),

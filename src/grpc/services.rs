@@ -142,6 +142,20 @@ impl JobService for JobServiceImpl {
         Ok(Response::new(pb::DeleteJobResponse { deleted }))
     }
 
+    async fn pause_job(
+        &self,
+        _request: Request<pb::PauseJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        Err(Status::unimplemented("PauseJob is not implemented yet"))
+    }
+
+    async fn resume_job(
+        &self,
+        _request: Request<pb::ResumeJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        Err(Status::unimplemented("ResumeJob is not implemented yet"))
+    }
+
     async fn watch_job(
         &self,
         request: Request<pb::WatchJobRequest>,

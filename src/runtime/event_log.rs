@@ -566,6 +566,7 @@ mod tests {
             spec: JobSpec::from_prompt("p"),
             result: None,
             last_event_id: 0,
+            progress: Default::default(),
         }
     }
 

@@ -147,6 +147,7 @@ impl JobRuntime {
             spec,
             result: None,
             last_event_id: 0,
+            progress: Default::default(),
         };
         // Through the writer: concurrent creations share a commit with each other and with events.
         match self.inner.writer.insert(record.clone()).await.await {

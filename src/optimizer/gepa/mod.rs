@@ -338,5 +338,6 @@ fn result(engine: &Engine<'_>, stop_reason: &str) -> GepaResult {
         generations: state.generation,
         budget: engine.budget.usage(state.generation),
         stop_reason: stop_reason.into(),
+        error: None,
     }
 }

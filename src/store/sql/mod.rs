@@ -101,11 +101,11 @@ impl SqlStore {
                 .fetch_all(pool)
                 .await?)
         } else {
-            // Six slots, one per status; unused ones repeat the first status.
+            // Seven slots, one per status; unused ones repeat the first status.
             const SQL: &str = concat!(
                 "SELECT ",
                 job_columns!(),
-                " FROM jobs WHERE status IN ($3, $4, $5, $6, $7, $8)",
+                " FROM jobs WHERE status IN ($3, $4, $5, $6, $7, $8, $9)",
                 " ORDER BY created_at DESC, id DESC LIMIT $1 + 0 OFFSET $2"
             );
             let slot = |i: usize| statuses.get(i).unwrap_or(&statuses[0]).as_str();
@@ -118,6 +118,7 @@ impl SqlStore {
                 .bind(slot(3))
                 .bind(slot(4))
                 .bind(slot(5))
+                .bind(slot(6))
                 .fetch_all(pool)
                 .await?)
         };
