@@ -88,6 +88,7 @@ pub fn code_for_grpc(code: Code) -> ErrorCode {
         Code::InvalidArgument | Code::OutOfRange => ErrorCode::ValidationError,
         Code::NotFound => ErrorCode::NotFound,
         Code::FailedPrecondition => ErrorCode::NotCancelable,
+        Code::AlreadyExists => ErrorCode::IdempotencyConflict,
         Code::Unauthenticated | Code::PermissionDenied => ErrorCode::Unauthorized,
         Code::ResourceExhausted => ErrorCode::RateLimited,
         Code::Unavailable => ErrorCode::Unavailable,

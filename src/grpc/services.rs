@@ -144,16 +144,24 @@ impl JobService for JobServiceImpl {
 
     async fn pause_job(
         &self,
-        _request: Request<pb::PauseJobRequest>,
+        request: Request<pb::PauseJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        Err(Status::unimplemented("PauseJob is not implemented yet"))
+        let record = self
+            .runtime
+            .pause(job_id(&request.get_ref().job_id)?)
+            .await?;
+        Ok(Response::new(convert::job_to_pb(&record, true)))
     }
 
     async fn resume_job(
         &self,
-        _request: Request<pb::ResumeJobRequest>,
+        request: Request<pb::ResumeJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        Err(Status::unimplemented("ResumeJob is not implemented yet"))
+        let record = self
+            .runtime
+            .resume(job_id(&request.get_ref().job_id)?)
+            .await?;
+        Ok(Response::new(convert::job_to_pb(&record, true)))
     }
 
     async fn watch_job(
