@@ -191,6 +191,12 @@ pub async fn run_with_runtime(
             // sets it, or small responses wait ~40 ms on Nagle + delayed ACK.
             .serve_with_incoming_shutdown(incoming, async move { grpc_stop.cancelled().await }),
     );
+    // Readiness follows the store: NOT_SERVING (readyz 503) while it cannot write.
+    let readiness = tokio::spawn(follow_store_health(
+        runtime.clone(),
+        health.clone(),
+        stop_listeners.clone(),
+    ));
     tracing::info!(%http_addr, "REST + SSE edge listening");
     let http_server = tokio::spawn(serve_protected_http(
         listeners.http,
@@ -202,6 +208,7 @@ pub async fn run_with_runtime(
     shutdown.await;
     tracing::info!("shutting down: ending running jobs");
     edge_state.begin_draining();
+    readiness.abort();
     health.set_not_serving::<grpc::pb::optimizer_service_server::OptimizerServiceServer<grpc::OptimizerServiceImpl>>().await;
     let grace = Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0));
     runtime.shutdown().await;
@@ -223,6 +230,30 @@ pub async fn run_with_runtime(
     let _ = protections_task.await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Sets the core's health to NOT_SERVING while the store reports a problem, and back to
+/// SERVING when it clears (unless the runtime is draining). Ends with `stop`.
+async fn follow_store_health(
+    runtime: JobRuntime,
+    health: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    type Core =
+        grpc::pb::optimizer_service_server::OptimizerServiceServer<grpc::OptimizerServiceImpl>;
+    let mut problems = runtime.subscribe_store_problems();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = problems.changed() => if changed.is_err() { return },
+        }
+        let bad = problems.borrow_and_update().describe();
+        if bad.is_some() {
+            health.set_not_serving::<Core>().await;
+        } else if runtime.is_accepting() {
+            health.set_serving::<Core>().await;
+        }
+    }
 }
 
 async fn wait_http(
