@@ -205,3 +205,67 @@ async fn silent_connections_are_closed_and_cannot_lock_out_health_checks() {
     }
     server.shutdown().await;
 }
+
+// ---------- the OpenAPI document and the behaviour agree (schemathesis findings) ----------
+
+#[tokio::test]
+async fn integers_written_with_a_zero_fraction_are_accepted() {
+    let server = TestServer::start().await;
+    let body = json!({
+        "prompt": "p",
+        "max_tokens": 470.0,
+        "seed": 7.0,
+        "budget": {"max_rollouts": 30.0, "max_cost": 1.0},
+    });
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // A real fraction is still refused where an integer is expected.
+    let body = json!({"prompt": "p", "max_tokens": 470.5});
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 422, "{answer}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn gepa_option_ranges_hold_in_default_mode_too() {
+    let server = TestServer::start().await;
+    let body = json!({"prompt": "p", "gepa": {"minibatch_size": 0}});
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 422, "{answer}");
+    let loc = &answer["error"]["details"]["errors"][0]["loc"];
+    assert!(
+        loc.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "minibatch_size"),
+        "{answer}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn operations_that_answer_422_for_long_ids_and_bad_page_tokens_document_it() {
+    let server = TestServer::start().await;
+    let (status, doc) = server.get_json("/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let long_id = "x".repeat(129);
+    for (method, path) in [
+        ("get", "/v1/optimize/{job_id}"),
+        ("delete", "/v1/optimize/{job_id}"),
+        ("get", "/v1/admin/jobs/{job_id}"),
+        ("post", "/v1/admin/jobs/{job_id}/cancel"),
+        ("get", "/v1/admin/jobs"),
+    ] {
+        let responses = &doc["paths"][path][method]["responses"];
+        assert!(
+            responses.get("422").is_some(),
+            "{method} {path}: {responses}"
+        );
+    }
+    // And the behaviour the document now describes.
+    let (status, _) = server.get_json(&format!("/v1/optimize/{long_id}")).await;
+    assert_eq!(status, 422);
+    let (status, _) = server.get_json("/v1/admin/jobs?page_token=bogus").await;
+    assert_eq!(status, 422);
+    server.shutdown().await;
+}
