@@ -47,6 +47,12 @@ pub struct Settings {
     pub request_timeout_s: f64,
     /// Time a client gets to send the request head (slowloris guard on HTTP/1).
     pub header_read_timeout_s: f64,
+    /// Time a new connection (HTTP or gRPC) gets to send its first byte before it is closed.
+    pub idle_connection_timeout_s: f64,
+    /// Open connections per listener; 0 = from the descriptor limit (see `layers::connections`).
+    pub max_connections: usize,
+    /// Open connections per client IP and listener; 0 = the listener's cap.
+    pub max_connections_per_ip: usize,
     /// Lifetime of the job-scoped SSE tokens (`?access_token=`).
     pub stream_token_ttl_s: u64,
     /// HMAC key of the SSE tokens; a random one per process when unset (tokens then die with it).
@@ -182,6 +188,9 @@ impl Default for Settings {
             max_streams_per_principal: 16,
             request_timeout_s: 30.0,
             header_read_timeout_s: 10.0,
+            idle_connection_timeout_s: 5.0,
+            max_connections: 0,
+            max_connections_per_ip: 0,
             stream_token_ttl_s: 300,
             stream_token_key: None,
             sse_retry_ms: 1500,
@@ -399,6 +408,9 @@ impl Settings {
             || self.header_read_timeout_s <= 0.0
         {
             return fail("REQUEST_TIMEOUT_S and HEADER_READ_TIMEOUT_S must be > 0");
+        }
+        if self.idle_connection_timeout_s.is_nan() || self.idle_connection_timeout_s <= 0.0 {
+            return fail("IDLE_CONNECTION_TIMEOUT_S must be > 0");
         }
         if self.stream_token_ttl_s == 0 {
             return fail("STREAM_TOKEN_TTL_S must be >= 1");

@@ -264,6 +264,24 @@ impl JobSpec {
                 "target_model_id is too long",
             ));
         }
+        // The documented ranges of `gepa` options hold in every mode (the default mode ignores
+        // the options, but does not accept values the schema forbids).
+        if let Some(n) = self.gepa.minibatch_size
+            && !(1..=64).contains(&n)
+        {
+            errors.push(FieldError::new(
+                &["gepa", "minibatch_size"],
+                "minibatch_size must be between 1 and 64",
+            ));
+        }
+        if let Some(n) = self.gepa.max_merge_invocations
+            && n > 100
+        {
+            errors.push(FieldError::new(
+                &["gepa", "max_merge_invocations"],
+                "max_merge_invocations must be at most 100",
+            ));
+        }
         if matches!(self.mode, Mode::Gepa | Mode::Eval) {
             self.validate_gepa(&mut errors);
         }
@@ -322,22 +340,6 @@ impl JobSpec {
                     ),
                 ));
             }
-        }
-        if let Some(n) = self.gepa.minibatch_size
-            && !(1..=64).contains(&n)
-        {
-            errors.push(FieldError::new(
-                &["gepa", "minibatch_size"],
-                "minibatch_size must be between 1 and 64",
-            ));
-        }
-        if let Some(n) = self.gepa.max_merge_invocations
-            && n > 100
-        {
-            errors.push(FieldError::new(
-                &["gepa", "max_merge_invocations"],
-                "max_merge_invocations must be at most 100",
-            ));
         }
         if self.gepa.components.len() > 16 {
             errors.push(FieldError::new(

@@ -90,7 +90,9 @@ fn metricsz() {}
 fn openapi_json() {}
 
 /// Adds what the layers answer on every operation: 401 where a token is required, 429 when
-/// rate limited, 503 when shedding load (all in the error envelope).
+/// rate limited, 503 when shedding load (all in the error envelope); and 422 on every
+/// operation with a path parameter or a `page_token` (an id over 128 bytes, an unreadable
+/// page token).
 struct LayerResponses;
 
 impl Modify for LayerResponses {
@@ -109,7 +111,8 @@ impl Modify for LayerResponses {
                     .build(),
             )
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let has_path_param = path.contains('{');
             for op in [
                 &mut item.get,
                 &mut item.post,
@@ -136,6 +139,19 @@ impl Modify for LayerResponses {
                 responses
                     .entry("503".into())
                     .or_insert_with(|| error("Overloaded or shutting down (unavailable)"));
+                let has_page_token = op
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| matches!(p, RefOr::T(p) if p.name == "page_token"));
+                if has_path_param || has_page_token {
+                    op.responses
+                        .responses
+                        .entry("422".into())
+                        .or_insert_with(|| {
+                            error("Invalid id (over 128 bytes) or page token (validation_error)")
+                        });
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ pub mod access_log;
 pub mod auth;
 pub mod body_limit;
 pub mod client_ip;
+pub mod connections;
 pub mod forward;
 pub mod http_server;
 pub mod rate_limit;
