@@ -153,14 +153,12 @@ impl Error {
         }
     }
 
-    /// Structured details for the error body (`details` of the contract's envelope).
+    /// Structured details for the error body (`details` of the contract's envelope): `{}` on
+    /// every error but validation errors, which list `errors`, as in the original. Other facts
+    /// (the size limit, the wait) are in the message and in headers (`Retry-After`).
     pub fn details(&self) -> serde_json::Value {
         match self {
             Error::Validation(errors) => serde_json::json!({ "errors": errors }),
-            Error::RateLimited { retry_after_s } => {
-                serde_json::json!({ "retry_after_s": retry_after_s })
-            }
-            Error::PayloadTooLarge { limit } => serde_json::json!({ "limit": limit }),
             _ => serde_json::json!({}),
         }
     }

@@ -19,6 +19,7 @@ async fn start() -> Edge {
     let settings = Settings {
         job_store: innerloop::config::StoreKind::Memory,
         require_auth: false,
+        dev_mode: true,
         rate_limit_per_min: 600_000,
         rate_limit_burst: 100_000,
         max_wall_time_s: 60.0,

@@ -247,6 +247,7 @@ async fn the_create_response_carries_a_stream_token_that_opens_only_that_jobs_ev
 async fn without_auth_the_create_response_is_only_the_job_id() {
     let core = start_core(innerloop::config::Settings {
         require_auth: false,
+        dev_mode: true,
         ..settings()
     })
     .await;

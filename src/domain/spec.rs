@@ -109,10 +109,11 @@ pub struct JobSpec {
     pub gepa: super::gepa::GepaOptions,
 }
 
-/// Hard caps that hold whatever the configuration says.
-pub const MAX_PROMPT_CHARS: usize = 20_000;
+/// At most this many stored examples are loaded for one job (a read cap of the store, not a
+/// request rule). Requests have no size caps of their own: `MAX_REQUEST_BYTES` bounds every
+/// field on both transports, so a body the byte limit accepts is never refused for a field's
+/// length (the original had no such caps either).
 pub const MAX_EXAMPLES: usize = 1_000;
-pub const MAX_EXAMPLE_CHARS: usize = 20_000;
 
 impl JobSpec {
     /// A spec with only a prompt, everything else default (handy for tests and examples).
@@ -161,32 +162,6 @@ impl JobSpec {
         }
         if self.prompt.trim().is_empty() {
             errors.push(FieldError::new(&["prompt"], "prompt must not be empty"));
-        } else if self.prompt.chars().count() > MAX_PROMPT_CHARS {
-            errors.push(FieldError::new(
-                &["prompt"],
-                format!("prompt must be at most {MAX_PROMPT_CHARS} characters"),
-            ));
-        }
-        if self.examples.len() > MAX_EXAMPLES {
-            errors.push(FieldError::new(
-                &["examples"],
-                format!("at most {MAX_EXAMPLES} examples"),
-            ));
-        }
-        for (i, example) in self.examples.iter().enumerate() {
-            let index = i.to_string();
-            if example.input.chars().count() > MAX_EXAMPLE_CHARS {
-                errors.push(FieldError::new(
-                    &["examples", &index, "input"],
-                    format!("input must be at most {MAX_EXAMPLE_CHARS} characters"),
-                ));
-            }
-            if example.id.len() > 200 {
-                errors.push(FieldError::new(
-                    &["examples", &index, "id"],
-                    "id must be at most 200 bytes",
-                ));
-            }
         }
         if let Some(t) = self.temperature
             && !(0.0..=2.0).contains(&t)
@@ -234,22 +209,6 @@ impl JobSpec {
             errors.push(FieldError::new(
                 &["budget", "max_cost"],
                 "max_cost must be >= 0",
-            ));
-        }
-        if let Some(rubric) = &self.evaluation_rubric
-            && rubric.chars().count() > MAX_PROMPT_CHARS
-        {
-            errors.push(FieldError::new(
-                &["evaluation_rubric"],
-                "evaluation_rubric is too long",
-            ));
-        }
-        if let Some(model) = &self.target_model_id
-            && model.len() > 200
-        {
-            errors.push(FieldError::new(
-                &["target_model_id"],
-                "target_model_id is too long",
             ));
         }
         if matches!(self.mode, Mode::Gepa | Mode::Eval) {
@@ -312,17 +271,11 @@ impl JobSpec {
                 "at most 16 components",
             ));
         }
-        for (name, text) in &self.gepa.components {
+        for name in self.gepa.components.keys() {
             if name.is_empty() || name.len() > 100 || name == DEFAULT_COMPONENT {
                 errors.push(FieldError::new(
                     &["gepa", "components", name],
                     "component names must be 1-100 bytes and not system_prompt",
-                ));
-            }
-            if text.chars().count() > MAX_PROMPT_CHARS {
-                errors.push(FieldError::new(
-                    &["gepa", "components", name],
-                    format!("component text must be at most {MAX_PROMPT_CHARS} characters"),
                 ));
             }
         }

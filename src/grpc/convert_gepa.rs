@@ -386,57 +386,28 @@ pub fn example_to_pb(e: &crate::domain::Example) -> pb::Example {
     }
 }
 
-/// Decodes examples to upsert (a missing id gets a UUID), checking the same caps as job
-/// requests.
+/// Decodes examples to upsert (a missing id gets a UUID). Sizes are bounded by
+/// `MAX_REQUEST_BYTES` alone, as for job requests (no field has a smaller cap of its own).
 pub fn examples_from_pb(
     examples: Vec<pb::Example>,
 ) -> Result<Vec<crate::domain::Example>, crate::error::Error> {
-    use crate::domain::spec::{MAX_EXAMPLE_CHARS, MAX_EXAMPLES};
-    let mut errors = Vec::new();
-    if examples.len() > MAX_EXAMPLES {
-        errors.push(FieldError::new(
-            &["examples"],
-            format!("at most {MAX_EXAMPLES} examples"),
-        ));
-    }
-    let decoded: Vec<crate::domain::Example> = examples
+    Ok(examples
         .into_iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let index = i.to_string();
-            if e.input.chars().count() > MAX_EXAMPLE_CHARS {
-                errors.push(FieldError::new(
-                    &["examples", &index, "input"],
-                    format!("input must be at most {MAX_EXAMPLE_CHARS} characters"),
-                ));
-            }
-            if e.id.len() > 200 {
-                errors.push(FieldError::new(
-                    &["examples", &index, "id"],
-                    "id must be at most 200 bytes",
-                ));
-            }
-            crate::domain::Example {
-                id: if e.id.is_empty() {
-                    uuid::Uuid::new_v4().to_string()
-                } else {
-                    e.id
-                },
-                input: e.input,
-                expected: e.expected,
-                meta: e
-                    .meta
-                    .as_ref()
-                    .map(super::convert::json_from_struct)
-                    .unwrap_or_default(),
-            }
+        .map(|e| crate::domain::Example {
+            id: if e.id.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                e.id
+            },
+            input: e.input,
+            expected: e.expected,
+            meta: e
+                .meta
+                .as_ref()
+                .map(super::convert::json_from_struct)
+                .unwrap_or_default(),
         })
-        .collect();
-    if errors.is_empty() {
-        Ok(decoded)
-    } else {
-        Err(crate::error::Error::Validation(errors))
-    }
+        .collect())
 }
 
 /// Decodes and validates a `StartEvalRequest` into an eval job spec.

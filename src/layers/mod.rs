@@ -274,10 +274,13 @@ impl Protections {
 
     /// Protects the edge's app: adds `/v1/metrics`, `/v1/metricsz` (and aliases) and
     /// `POST /v1/optimize/{id}/stream-token`, then wraps everything in [`Self::http_layers`].
+    /// The deprecation headers go outside them, so the layers' own answers on a legacy path
+    /// (401, 413, 429, 503) carry them too.
     pub fn wrap_edge(&self, app: axum::Router) -> axum::Router {
         app.merge(crate::metrics::router())
             .merge(stream_token::router(self.auth.stream_tokens.clone()))
             .layer(self.http_layers())
+            .layer(axum::middleware::from_fn(crate::edge::extract::deprecation))
     }
 
     /// For the edge's in-process upstream (no TCP hop): only the access log, so each RPC still
