@@ -34,6 +34,7 @@ const SERVED: &[(&str, &str)] = &[
     ("GET", "/v1/examples"),
     ("DELETE", "/v1/examples/{id}"),
     ("POST", "/v1/eval/start"),
+    ("GET", "/v1/eval/{job_id}"),
 ];
 
 fn body_for(method: &str, path: &str) -> Option<Value> {

@@ -107,6 +107,9 @@ pub struct JobSpec {
     /// GEPA knobs (`mode: "gepa"` only).
     #[serde(default)]
     pub gepa: super::gepa::GepaOptions,
+    /// Eval jobs: the run's label (the request's `name`); it never selects data.
+    #[serde(default)]
+    pub eval_name: Option<String>,
 }
 
 /// At most this many stored examples are loaded for one job (a read cap of the store, not a
@@ -137,6 +140,7 @@ impl JobSpec {
             evaluation_rubric: None,
             iterations: 1,
             gepa: Default::default(),
+            eval_name: None,
         }
     }
 

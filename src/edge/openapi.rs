@@ -184,6 +184,7 @@ impl Modify for SecuritySchemes {
         gepa::list,
         gepa::delete,
         gepa::start,
+        gepa::get,
         gepa::events,
         metrics,
         metricsz,

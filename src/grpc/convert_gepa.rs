@@ -283,6 +283,8 @@ pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
         EventPayload::EvalStarted(e) => P::EvalStarted(pb::EvalStarted {
             name: e.name.clone(),
             total: e.total,
+            task: e.task.clone(),
+            examples: e.examples,
         }),
         EventPayload::EvalCase(c) => P::EvalCase(case_to_pb(c)),
         EventPayload::EvalFinished(e) => P::EvalFinished(pb::EvalFinished {
@@ -359,6 +361,8 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
         P::EvalStarted(e) => EventPayload::EvalStarted(EvalStarted {
             name: e.name,
             total: e.total,
+            task: e.task,
+            examples: e.examples,
         }),
         P::EvalCase(c) => EventPayload::EvalCase(case_from_pb(c)),
         P::EvalFinished(e) => EventPayload::EvalFinished(EvalFinished {
@@ -372,7 +376,7 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
 // ---------- examples and eval requests ----------
 
 /// The system prompt of an eval request that names none.
-pub const DEFAULT_EVAL_PROMPT: &str = "You are a helpful assistant. Answer concisely.";
+pub use crate::optimizer::eval_job::DEFAULT_EVAL_PROMPT;
 
 /// Page size cap of `ListExamples`.
 pub const MAX_EXAMPLES_PAGE: u32 = 500;
@@ -422,12 +426,18 @@ pub fn eval_request(
     };
     let mut spec = JobSpec::from_prompt(prompt);
     spec.mode = Mode::Eval;
-    spec.dataset = Some(DatasetRef {
-        name: req
-            .name
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "examples".into()),
-        split: None,
+    // `name` is a label (the original evaluated the stored examples whatever it said); a pack
+    // is chosen with `dataset`. "examples" (not a pack) means the stored examples.
+    spec.eval_name = req.name.filter(|n| !n.is_empty());
+    spec.dataset = Some(match req.dataset {
+        Some(d) => DatasetRef {
+            name: d.name,
+            split: d.split,
+        },
+        None => DatasetRef {
+            name: "examples".into(),
+            split: None,
+        },
     });
     spec.metrics = req.metrics;
     spec.target_model_id = req.target_model_id.filter(|m| !m.is_empty());
@@ -435,8 +445,25 @@ pub fn eval_request(
     spec.tournament_size = req.tournament_size;
     spec.recombination_rate = req.recombination_rate;
     spec.early_stop_patience = req.early_stop_patience;
-    spec.budget.max_rollouts = req.max_examples.map(u64::from);
-    spec.validate(1, 1)?;
+    let mut errors = Vec::new();
+    if req.max_examples == Some(0) {
+        // Named as the eval request names it, not as the job budget it becomes.
+        errors.push(FieldError::new(
+            &["max_examples"],
+            "max_examples must be >= 1",
+        ));
+    } else {
+        spec.budget.max_rollouts = req.max_examples.map(u64::from);
+    }
+    match spec.validate(1, 1) {
+        Ok(()) if errors.is_empty() => {}
+        Ok(()) => return Err(crate::error::Error::Validation(errors)),
+        Err(crate::error::Error::Validation(more)) => {
+            errors.extend(more);
+            return Err(crate::error::Error::Validation(errors));
+        }
+        Err(other) => return Err(other),
+    }
     if req.idempotency_key.len() > 256 {
         return Err(crate::error::Error::invalid(
             &["idempotency_key"],
@@ -547,6 +574,8 @@ pub fn samples() -> Vec<EventPayload> {
         EventPayload::EvalStarted(EvalStarted {
             name: "toy_qa".into(),
             total: 3,
+            task: "t".into(),
+            examples: 3,
         }),
         EventPayload::EvalCase(case.clone()),
         EventPayload::EvalFinished(EvalFinished {
