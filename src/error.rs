@@ -13,12 +13,13 @@ pub enum ErrorCode {
     PayloadTooLarge,
     RateLimited,
     Unavailable,
+    DeadlineExceeded,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::ValidationError,
         ErrorCode::NotFound,
         ErrorCode::NotCancelable,
@@ -26,6 +27,7 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
+        ErrorCode::DeadlineExceeded,
         ErrorCode::Internal,
     ];
 
@@ -39,6 +41,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -57,6 +60,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => tonic::Code::Unauthenticated,
             ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => tonic::Code::ResourceExhausted,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             ErrorCode::Internal => tonic::Code::Internal,
         }
     }
@@ -73,6 +77,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => S::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => S::SERVICE_UNAVAILABLE,
+            ErrorCode::DeadlineExceeded => S::GATEWAY_TIMEOUT,
             ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -120,6 +125,9 @@ pub enum Error {
     RateLimited { retry_after_s: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// A unary request ran past `REQUEST_TIMEOUT_S`.
+    #[error("request took longer than {after_s} s")]
+    DeadlineExceeded { after_s: f64 },
     #[error("store error: {0}")]
     Store(String),
     #[error("internal error: {0}")]
@@ -149,6 +157,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::DeadlineExceeded { .. } => ErrorCode::DeadlineExceeded,
             Error::Store(_) | Error::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -33,7 +33,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorObject {
     /// `validation_error`, `not_found`, `not_cancelable`, `unauthorized`, `payload_too_large`,
-    /// `rate_limited`, `unavailable` or `internal_error`.
+    /// `rate_limited`, `unavailable`, `deadline_exceeded` or `internal_error`.
     pub code: String,
     pub message: String,
     /// `{}` on every error but `validation_error`, whose `errors[{loc, msg}]` lists the fields.

@@ -291,7 +291,17 @@ pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
             score: e.score,
             count: e.count,
         }),
-        _ => return None,
+        // The original's payloads are converted in `convert.rs`. Listed, not `_`: a payload
+        // without a wire mapping is a compile error, never a silently relabelled event.
+        EventPayload::Started {}
+        | EventPayload::Mutation { .. }
+        | EventPayload::Progress { .. }
+        | EventPayload::Selected { .. }
+        | EventPayload::EarlyStop { .. }
+        | EventPayload::Finished(_)
+        | EventPayload::Failed { .. }
+        | EventPayload::Cancelled {}
+        | EventPayload::Shutdown { .. } => return None,
     })
 }
 
@@ -369,7 +379,16 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
             score: e.score,
             count: e.count,
         }),
-        _ => return None,
+        // The original's payloads are converted in `convert.rs` (listed, not `_`, as above).
+        P::Started(_)
+        | P::Mutation(_)
+        | P::Progress(_)
+        | P::Selected(_)
+        | P::EarlyStop(_)
+        | P::Finished(_)
+        | P::Failed(_)
+        | P::Cancelled(_)
+        | P::Shutdown(_) => return None,
     })
 }
 
