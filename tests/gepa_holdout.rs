@@ -29,6 +29,7 @@ async fn start(model_url: &str) -> Edge {
     let settings = Settings {
         job_store: StoreKind::Memory,
         require_auth: false,
+        dev_mode: true,
         rate_limit_per_min: 600_000,
         rate_limit_burst: 100_000,
         max_wall_time_s: 60.0,

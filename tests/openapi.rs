@@ -35,6 +35,7 @@ const SERVED: &[(&str, &str)] = &[
     ("DELETE", "/v1/examples/{id}"),
     ("POST", "/v1/eval/start"),
     ("GET", "/v1/optimize/{job_id}/candidates"),
+    ("GET", "/v1/eval/{job_id}"),
 ];
 
 fn body_for(method: &str, path: &str) -> Option<Value> {
@@ -248,6 +249,7 @@ async fn the_create_response_carries_a_stream_token_that_opens_only_that_jobs_ev
 async fn without_auth_the_create_response_is_only_the_job_id() {
     let core = start_core(innerloop::config::Settings {
         require_auth: false,
+        dev_mode: true,
         ..settings()
     })
     .await;

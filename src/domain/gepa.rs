@@ -281,8 +281,15 @@ pub struct MergeAttempted {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalStarted {
+    /// The run's label (the request's `name`, else the dataset's).
     pub name: String,
     pub total: u32,
+    /// The original's `task`: the request's prompt, else the first example's input.
+    #[serde(default)]
+    pub task: String,
+    /// The original's `examples` (the count, as `total`).
+    #[serde(default)]
+    pub examples: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

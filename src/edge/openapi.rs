@@ -56,9 +56,10 @@ pub struct StreamToken {
 #[allow(dead_code)]
 fn stream_token() {}
 
-/// OpenMetrics text exposition of the process's metrics.
+/// OpenMetrics text exposition of the process's metrics. Public like health (as in the
+/// original) unless `METRICS_REQUIRE_AUTH=true`.
 #[utoipa::path(
-    get, path = "/v1/metrics", tag = "metrics",
+    get, path = "/v1/metrics", tag = "metrics", security(()),
     responses(
         (status = 200, content_type = "application/openmetrics-text", body = String),
         (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
@@ -67,9 +68,11 @@ fn stream_token() {}
 #[allow(dead_code)]
 fn metrics() {}
 
-/// The same metrics as one JSON object, `{"<name>{labels}": number}`.
+/// The same metrics as one JSON object, `{"<name>{labels}": number}`, plus the original's
+/// keys (`jobs_created`, `jobs_finished`, `jobs_failed`, `jobs_cancelled`, `sse_clients`,
+/// `rate_limited`, `oversize_rejected`, `ts`). Public unless `METRICS_REQUIRE_AUTH=true`.
 #[utoipa::path(
-    get, path = "/v1/metricsz", tag = "metrics",
+    get, path = "/v1/metricsz", tag = "metrics", security(()),
     responses(
         (status = 200, body = Object),
         (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
@@ -203,6 +206,7 @@ impl Modify for SecuritySchemes {
         gepa::list,
         gepa::delete,
         gepa::start,
+        gepa::get,
         gepa::events,
         workbench::candidates,
         metrics,

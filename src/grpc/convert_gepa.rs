@@ -315,13 +315,28 @@ pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
         EventPayload::EvalStarted(e) => P::EvalStarted(pb::EvalStarted {
             name: e.name.clone(),
             total: e.total,
+            task: e.task.clone(),
+            examples: e.examples,
         }),
         EventPayload::EvalCase(c) => P::EvalCase(case_to_pb(c)),
         EventPayload::EvalFinished(e) => P::EvalFinished(pb::EvalFinished {
             score: e.score,
             count: e.count,
         }),
-        _ => return None,
+        // The original's payloads are converted in `convert.rs`. Listed, not `_`: a payload
+        // without a wire mapping is a compile error, never a silently relabelled event.
+        EventPayload::Started {}
+        | EventPayload::Mutation { .. }
+        | EventPayload::Progress { .. }
+        | EventPayload::Selected { .. }
+        | EventPayload::EarlyStop { .. }
+        | EventPayload::Finished(_)
+        | EventPayload::Failed { .. }
+        | EventPayload::Cancelled {}
+        | EventPayload::Shutdown { .. }
+        | EventPayload::Paused { .. }
+        | EventPayload::Resumed { .. }
+        | EventPayload::Suspended { .. } => return None,
     })
 }
 
@@ -391,20 +406,34 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
         P::EvalStarted(e) => EventPayload::EvalStarted(EvalStarted {
             name: e.name,
             total: e.total,
+            task: e.task,
+            examples: e.examples,
         }),
         P::EvalCase(c) => EventPayload::EvalCase(case_from_pb(c)),
         P::EvalFinished(e) => EventPayload::EvalFinished(EvalFinished {
             score: e.score,
             count: e.count,
         }),
-        _ => return None,
+        // The original's payloads are converted in `convert.rs` (listed, not `_`, as above).
+        P::Started(_)
+        | P::Mutation(_)
+        | P::Progress(_)
+        | P::Selected(_)
+        | P::EarlyStop(_)
+        | P::Finished(_)
+        | P::Failed(_)
+        | P::Cancelled(_)
+        | P::Shutdown(_)
+        | P::Paused(_)
+        | P::Resumed(_)
+        | P::Suspended(_) => return None,
     })
 }
 
 // ---------- examples and eval requests ----------
 
 /// The system prompt of an eval request that names none.
-pub const DEFAULT_EVAL_PROMPT: &str = "You are a helpful assistant. Answer concisely.";
+pub use crate::optimizer::eval_job::DEFAULT_EVAL_PROMPT;
 
 /// Page size cap of `ListExamples`.
 pub const MAX_EXAMPLES_PAGE: u32 = 500;
@@ -418,36 +447,16 @@ pub fn example_to_pb(e: &crate::domain::Example) -> pb::Example {
     }
 }
 
-/// Decodes examples to upsert (a missing id gets a UUID), checking the same caps as job
-/// requests.
+/// Decodes examples to upsert (a missing id gets a UUID). Sizes are bounded by
+/// `MAX_REQUEST_BYTES` alone, as for job requests (no field has a smaller cap of its own).
 pub fn examples_from_pb(
     examples: Vec<pb::Example>,
 ) -> Result<Vec<crate::domain::Example>, crate::error::Error> {
-    use crate::domain::spec::{MAX_EXAMPLE_CHARS, MAX_EXAMPLES};
     let mut errors = Vec::new();
-    if examples.len() > MAX_EXAMPLES {
-        errors.push(FieldError::new(
-            &["examples"],
-            format!("at most {MAX_EXAMPLES} examples"),
-        ));
-    }
     let decoded: Vec<crate::domain::Example> = examples
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            let index = i.to_string();
-            if e.input.chars().count() > MAX_EXAMPLE_CHARS {
-                errors.push(FieldError::new(
-                    &["examples", &index, "input"],
-                    format!("input must be at most {MAX_EXAMPLE_CHARS} characters"),
-                ));
-            }
-            if e.id.len() > 200 {
-                errors.push(FieldError::new(
-                    &["examples", &index, "id"],
-                    "id must be at most 200 bytes",
-                ));
-            }
             let meta = e
                 .meta
                 .as_ref()
@@ -459,6 +468,7 @@ pub fn examples_from_pb(
                 3,
                 crate::domain::depth::MAX_JSON_DEPTH,
             ) {
+                let index = i.to_string();
                 let loc: Vec<String> = ["examples", &index, "meta"]
                     .iter()
                     .map(|s| s.to_string())
@@ -498,12 +508,18 @@ pub fn eval_request(
     };
     let mut spec = JobSpec::from_prompt(prompt);
     spec.mode = Mode::Eval;
-    spec.dataset = Some(DatasetRef {
-        name: req
-            .name
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "examples".into()),
-        split: None,
+    // `name` is a label (the original evaluated the stored examples whatever it said); a pack
+    // is chosen with `dataset`. "examples" (not a pack) means the stored examples.
+    spec.eval_name = req.name.filter(|n| !n.is_empty());
+    spec.dataset = Some(match req.dataset {
+        Some(d) => DatasetRef {
+            name: d.name,
+            split: d.split,
+        },
+        None => DatasetRef {
+            name: "examples".into(),
+            split: None,
+        },
     });
     spec.metrics = req.metrics;
     spec.target_model_id = req.target_model_id.filter(|m| !m.is_empty());
@@ -511,8 +527,25 @@ pub fn eval_request(
     spec.tournament_size = req.tournament_size;
     spec.recombination_rate = req.recombination_rate;
     spec.early_stop_patience = req.early_stop_patience;
-    spec.budget.max_rollouts = req.max_examples.map(u64::from);
-    spec.validate(1, 1)?;
+    let mut errors = Vec::new();
+    if req.max_examples == Some(0) {
+        // Named as the eval request names it, not as the job budget it becomes.
+        errors.push(FieldError::new(
+            &["max_examples"],
+            "max_examples must be >= 1",
+        ));
+    } else {
+        spec.budget.max_rollouts = req.max_examples.map(u64::from);
+    }
+    match spec.validate(1, 1) {
+        Ok(()) if errors.is_empty() => {}
+        Ok(()) => return Err(crate::error::Error::Validation(errors)),
+        Err(crate::error::Error::Validation(more)) => {
+            errors.extend(more);
+            return Err(crate::error::Error::Validation(errors));
+        }
+        Err(other) => return Err(other),
+    }
     if req.idempotency_key.len() > 256 {
         return Err(crate::error::Error::invalid(
             &["idempotency_key"],
@@ -623,6 +656,8 @@ pub fn samples() -> Vec<EventPayload> {
         EventPayload::EvalStarted(EvalStarted {
             name: "toy_qa".into(),
             total: 3,
+            task: "t".into(),
+            examples: 3,
         }),
         EventPayload::EvalCase(case.clone()),
         EventPayload::EvalFinished(EvalFinished {

@@ -43,9 +43,10 @@ pub struct ExamplePage {
 /// `POST /v1/eval/start` body (the original's keys, plus `prompt` and `metrics`).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct EvalBody {
-    /// The built-in dataset (or `examples`, the stored ones).
-    #[schema(value_type = Option<crate::edge::json::DatasetName>)]
+    /// A label for the run (any string, echoed in `eval_started`); it never selects data.
     pub name: Option<String>,
+    /// A built-in pack to evaluate instead of the stored examples.
+    pub dataset: Option<crate::edge::json::DatasetBody>,
     pub target_model: Option<String>,
     pub target_model_id: Option<String>,
     pub model_id: Option<String>,
@@ -215,6 +216,10 @@ pub async fn start(
         .to_string();
     let request = pb::StartEvalRequest {
         name: body.name,
+        dataset: body.dataset.map(|d| pb::DatasetRef {
+            name: d.name,
+            split: d.split,
+        }),
         target_model_id: resolve_target_model(
             body.target_model,
             body.target_model_id,
@@ -238,6 +243,25 @@ pub async fn start(
         &state,
         ctx.principal_id(),
     )))
+}
+
+/// `GET /v1/eval/{job_id}`: an eval job's state; `result` (an `EvalResult`) is null until it
+/// is terminal.
+#[utoipa::path(
+    get, path = "/v1/eval/{job_id}", tag = "eval",
+    params(("job_id" = String, Path)),
+    responses(
+        (status = 200, body = crate::edge::json::JobState),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn get(
+    state: State<EdgeState>,
+    ctx: CallContext,
+    job_id: JobIdPath,
+) -> Result<Json<crate::edge::json::JobState>, ApiError> {
+    // Eval jobs live in the same job log as optimize jobs.
+    super::optimize::get(state, ctx, job_id).await
 }
 
 /// `GET /v1/eval/{job_id}/events`: the job's SSE stream (same framing and resume rules as

@@ -57,6 +57,7 @@ pub fn examples() -> Router<EdgeState> {
 pub fn eval() -> Router<EdgeState> {
     Router::new()
         .route("/eval/start", post(gepa::start))
+        .route("/eval/{job_id}", get(gepa::get))
         .route("/eval/{job_id}/events", get(gepa::events))
 }
 
