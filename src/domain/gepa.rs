@@ -61,10 +61,11 @@ pub enum Acceptance {
 pub enum ValidationPolicy {
     /// Every validation id (the reference's default). When the budget no longer covers them all,
     /// the ids that fit are scored and the child is compared with its parent on those.
-    #[default]
     Full,
-    /// A random subsample first (a fifth of the set, at least 5); only a child at least as good
-    /// as its parent there is promoted to the rest of the set.
+    /// The default: a random subsample first (a fifth of the set, at least 5); only a child at
+    /// least as good as its parent there is promoted to the rest of the set (children that
+    /// won a lucky minibatch cost a fifth of a validation instead of all of it).
+    #[default]
     Subsample,
 }
 

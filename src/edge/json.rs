@@ -76,7 +76,7 @@ pub struct GepaBody {
     /// Extra named components evolved next to `prompt`.
     #[schema(value_type = Option<Object>)]
     pub components: Option<std::collections::BTreeMap<String, String>>,
-    /// `full` (default) or `subsample`.
+    /// `subsample` (default) or `full`.
     pub validation_policy: Option<String>,
     /// Reproduce the engine before issue 20 (benchmarks only).
     pub legacy_budget: Option<bool>,

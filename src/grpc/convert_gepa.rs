@@ -46,14 +46,14 @@ pub fn options_from_pb(
         }
     };
     let validation_policy = match o.validation_policy.as_str() {
-        "" | "full" => ValidationPolicy::Full,
-        "subsample" => ValidationPolicy::Subsample,
+        "full" => ValidationPolicy::Full,
+        "" | "subsample" => ValidationPolicy::Subsample,
         _ => {
             errors.push(FieldError::new(
                 &["gepa", "validation_policy"],
                 "validation_policy must be full or subsample",
             ));
-            ValidationPolicy::Full
+            ValidationPolicy::Subsample
         }
     };
     GepaOptions {
