@@ -132,7 +132,9 @@ fn packs() -> Vec<Pack> {
 fn test_accuracy(prompt: &str, test: &[Example]) -> f64 {
     let right = test
         .iter()
-        .filter(|e| offline_world::answer(prompt, &e.input) == e.expected.clone().unwrap_or_default())
+        .filter(|e| {
+            offline_world::answer(prompt, &e.input) == e.expected.clone().unwrap_or_default()
+        })
         .count();
     right as f64 / test.len() as f64
 }
@@ -181,7 +183,10 @@ async fn run_ours(
         .json()
         .await
         .unwrap();
-    let id = created["job_id"].as_str().unwrap_or_else(|| panic!("{created}")).to_string();
+    let id = created["job_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
     let state = loop {
         let state: Value = http
             .get(format!("{base}/optimize/{id}"))
@@ -208,14 +213,21 @@ async fn run_ours(
     }
 }
 
-fn run_reference(url: &str, jobs: &[(usize, u64, i64, &str)], packs: &[Pack]) -> Option<Vec<Outcome>> {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/gepa-venv/bin/python");
+fn run_reference(
+    url: &str,
+    jobs: &[(usize, u64, i64, &str)],
+    packs: &[Pack],
+) -> Option<Vec<Outcome>> {
+    let python =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/gepa-venv/bin/python");
     if !python.exists() {
         eprintln!("no {} : gepa rows skipped", python.display());
         return None;
     }
     let plain = |xs: &[Example]| -> Vec<Value> {
-        xs.iter().map(|e| json!({"input": e.input, "expected": e.expected})).collect()
+        xs.iter()
+            .map(|e| json!({"input": e.input, "expected": e.expected}))
+            .collect()
     };
     let spec = json!({
         "base_url": url,
@@ -228,7 +240,8 @@ fn run_reference(url: &str, jobs: &[(usize, u64, i64, &str)], packs: &[Pack]) ->
             "selector": selector,
         })).collect::<Vec<_>>(),
     });
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/gepa_bench/run_gepa.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/gepa_bench/run_gepa.py");
     let mut child = std::process::Command::new(python)
         .arg(script)
         .env("LITELLM_LOG", "ERROR")
@@ -237,14 +250,22 @@ fn run_reference(url: &str, jobs: &[(usize, u64, i64, &str)], packs: &[Pack]) ->
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .ok()?;
-    child.stdin.take()?.write_all(spec.to_string().as_bytes()).ok()?;
+    child
+        .stdin
+        .take()?
+        .write_all(spec.to_string().as_bytes())
+        .ok()?;
     let out = child.wait_with_output().ok()?;
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     if lines.len() != jobs.len() {
-        eprintln!("gepa driver answered {} of {} jobs", lines.len(), jobs.len());
+        eprintln!(
+            "gepa driver answered {} of {} jobs",
+            lines.len(),
+            jobs.len()
+        );
         return None;
     }
     Some(
@@ -265,7 +286,11 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let budgets: Vec<u64> = if latency > 0 { vec![300] } else { vec![100, 300, 1000] };
+    let budgets: Vec<u64> = if latency > 0 {
+        vec![300]
+    } else {
+        vec![100, 300, 1000]
+    };
     let counts = Arc::new(Counts::default());
     counts.latency_ms.store(latency, Ordering::SeqCst);
     let url = fake_server(counts.clone()).await;
@@ -293,7 +318,10 @@ async fn main() {
 
     let engines: [(&str, Value); 3] = [
         ("innerloop after", json!({})),
-        ("innerloop after, validation full", json!({"validation_policy": "full"})),
+        (
+            "innerloop after, validation full",
+            json!({"validation_policy": "full"}),
+        ),
         ("innerloop before", json!({"legacy_budget": true})),
     ];
     // rows[engine][budget] = outcomes over packs × seeds
@@ -303,7 +331,8 @@ async fn main() {
         for &budget in &budgets {
             for p in 0..packs.len() {
                 for seed in SEEDS {
-                    let o = run_ours(&http, &base, &counts, &packs[p], budget, seed, gepa.clone()).await;
+                    let o = run_ours(&http, &base, &counts, &packs[p], budget, seed, gepa.clone())
+                        .await;
                     rows.entry((e, budget)).or_default().push(o);
                 }
             }
@@ -358,7 +387,10 @@ async fn main() {
             print!(" {acc:.3} | {calls:.0} ({max}) |");
         }
         if latency > 0 {
-            print!(" {:.2} |", wall.iter().sum::<f64>() / wall.len().max(1) as f64);
+            print!(
+                " {:.2} |",
+                wall.iter().sum::<f64>() / wall.len().max(1) as f64
+            );
         }
         println!();
     }

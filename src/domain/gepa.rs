@@ -108,6 +108,9 @@ pub struct BudgetUsage {
     pub cost_left_usd: Option<f64>,
     pub tokens_used: u64,
     pub tokens_left: Option<u64>,
+    /// The original's name for the metric calls used.
+    #[serde(default)]
+    pub rollouts: u64,
 }
 
 /// One candidate of the pool with its lineage and per-instance validation scores.
@@ -184,6 +187,11 @@ pub struct EvalCase {
 pub struct GenerationStarted {
     pub generation: u32,
     pub budget: BudgetUsage,
+    /// The original's fields: the generation and the pool size at its start.
+    #[serde(default)]
+    pub r#gen: u32,
+    #[serde(default)]
+    pub population_size: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,6 +218,9 @@ pub struct ReflectionStarted {
     pub generation: u32,
     pub candidate_id: u32,
     pub component: String,
+    /// The original's name for `generation`.
+    #[serde(default)]
+    pub r#gen: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +229,9 @@ pub struct ReflectionFinished {
     pub component: String,
     /// True when the rule-based operators stood in for a reflection model.
     pub rule_based: bool,
+    /// The original's name for `generation`.
+    #[serde(default)]
+    pub r#gen: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -244,12 +258,22 @@ pub struct CandidateScored {
     pub candidate_id: u32,
     pub score: f64,
     pub val_scores: BTreeMap<String, f64>,
+    /// The original's fields: USD spent scoring it, and the length (characters) of its prompt.
+    #[serde(default)]
+    pub cost: f64,
+    #[serde(default)]
+    pub len: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JudgeScored {
     pub example_id: String,
     pub score: f64,
+    /// The original's names for `example_id` and `score`.
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub judge_score: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,11 +281,23 @@ pub struct FrontierUpdated {
     pub frontier: Vec<FrontierEntry>,
     pub best_id: u32,
     pub best_score: f64,
+    /// The original's fields: the generation, the frontier's size and the best mean score.
+    #[serde(default)]
+    pub r#gen: u32,
+    #[serde(default)]
+    pub size: u32,
+    #[serde(default)]
+    pub best: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LessonsUpdated {
     pub lessons: Vec<String>,
+    /// The original's fields: how many lessons, and the latest few.
+    #[serde(default)]
+    pub count: u32,
+    #[serde(default)]
+    pub sample: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,9 +11,9 @@ use super::state::{
     Candidate, CheckpointRef, EvalRecord, GepaState, Memo, Origin, cache_key, candidate_hash, fnv1a,
 };
 use crate::domain::gepa::{
-    Acceptance, CandidateProposed, ValidationPolicy, CandidateScored, CandidateSelector, CandidateVerdict,
+    Acceptance, CandidateProposed, CandidateScored, CandidateSelector, CandidateVerdict,
     FrontierEntry, FrontierUpdated, GenerationStarted, JudgeScored, LessonsUpdated,
-    MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted,
+    MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted, ValidationPolicy,
 };
 use crate::domain::{EventPayload, Example, ObjectiveScores};
 use crate::optimizer::{JobContext, OptimizeError};
@@ -84,6 +84,8 @@ pub struct Engine<'a> {
     pub memo: Memo,
     /// The state at the top of the current iteration, as checkpointed.
     pub top: serde_json::Value,
+    /// `lessons_updated` already sent in this generation.
+    pub lessons_sent: bool,
 }
 
 /// What one iteration achieved (idle iterations count towards `converged`).
@@ -152,8 +154,13 @@ impl Engine<'_> {
             self.save().await;
         }
         for (example_id, score) in judged {
-            self.emit(EventPayload::JudgeScored(JudgeScored { example_id, score }))
-                .await?;
+            self.emit(EventPayload::JudgeScored(JudgeScored {
+                id: example_id.clone(),
+                judge_score: score,
+                example_id,
+                score,
+            }))
+            .await?;
         }
         Ok(keys
             .iter()
@@ -215,7 +222,9 @@ impl Engine<'_> {
     ) -> Result<Option<(Vec<f64>, Vec<usize>)>, Halt> {
         let n = self.val.len();
         let all: Vec<usize> = (0..n).collect();
-        if self.cfg.legacy || self.fitting(child, &all).len() == n && self.cfg.validation == ValidationPolicy::Full {
+        if self.cfg.legacy
+            || self.fitting(child, &all).len() == n && self.cfg.validation == ValidationPolicy::Full
+        {
             return Ok(Some((self.validate(child).await?, Vec::new())));
         }
         let reference = parents
@@ -294,27 +303,43 @@ impl Engine<'_> {
         frontier::best(&self.state.val_scores)
     }
 
-    /// Events after a candidate joined the pool.
-    pub async fn announce(&self, id: usize) -> Result<(), Halt> {
-        let val_scores = self
-            .val
-            .iter()
-            .zip(&self.state.val_scores[id])
-            .map(|(e, s)| (e.id.clone(), *s))
-            .collect();
-        self.emit(EventPayload::CandidateScored(CandidateScored {
-            candidate_id: id as u32,
-            score: self.state.aggregate(id),
-            val_scores,
-        }))
-        .await?;
+    /// Announces the candidates added since the last announcement (`candidate_scored` each),
+    /// then `frontier_updated` (always) and the original's `selected` (when any was added).
+    pub async fn announce(&mut self, r#gen: u32) -> Result<(), Halt> {
+        let added = std::mem::take(&mut self.state.unannounced);
+        for (id, cost) in &added {
+            let id = *id;
+            let val_scores = self
+                .val
+                .iter()
+                .zip(&self.state.val_scores[id])
+                .map(|(e, s)| (e.id.clone(), *s))
+                .collect();
+            self.emit(EventPayload::CandidateScored(CandidateScored {
+                candidate_id: id as u32,
+                score: self.state.aggregate(id),
+                val_scores,
+                cost: *cost,
+                len: super::evaluator::render_system(&self.state.candidates[id])
+                    .chars()
+                    .count() as u32,
+            }))
+            .await?;
+        }
         let best = self.best();
+        let frontier = self.frontier_entries();
         self.emit(EventPayload::FrontierUpdated(FrontierUpdated {
-            frontier: self.frontier_entries(),
+            r#gen,
+            size: frontier.len() as u32,
+            best: self.state.aggregate(best),
+            frontier,
             best_id: best as u32,
             best_score: self.state.aggregate(best),
         }))
         .await?;
+        if added.is_empty() {
+            return Ok(());
+        }
         self.emit(EventPayload::Selected {
             candidate: self.state.candidates[best]
                 .get(crate::domain::gepa::DEFAULT_COMPONENT)
@@ -322,6 +347,21 @@ impl Engine<'_> {
                 .unwrap_or_default(),
             scores: ObjectiveScores::default(),
         })
+        .await
+    }
+
+    /// `lessons_updated` (the original's: every generation), at most once per generation.
+    async fn emit_lessons(&mut self) -> Result<(), Halt> {
+        if self.lessons_sent {
+            return Ok(());
+        }
+        self.lessons_sent = true;
+        let lessons = self.state.lessons.clone();
+        self.emit(EventPayload::LessonsUpdated(LessonsUpdated {
+            count: lessons.len() as u32,
+            sample: lessons.iter().rev().take(3).rev().cloned().collect(),
+            lessons,
+        }))
         .await
     }
 
@@ -362,12 +402,19 @@ impl Engine<'_> {
         self.save().await;
     }
 
-    /// Runs iterations until a budget stops the search. Returns the stop reason.
+    /// Runs iterations until a budget stops the search. Returns the stop reason. Candidates the
+    /// last generation added are not announced (the original never scored them either): the
+    /// `finished` result lists them with their scores.
     pub async fn run(&mut self) -> Result<StopReason, OptimizeError> {
+        self.iterate().await
+    }
+
+    async fn iterate(&mut self) -> Result<StopReason, OptimizeError> {
         loop {
             self.checkpoint().await;
             let full_merge = (MERGE_SUBSAMPLE + self.val.len()) as u64;
-            let merge_due = self.merge_due() && (self.cfg.legacy || self.budget.can_afford(full_merge));
+            let merge_due =
+                self.merge_due() && (self.cfg.legacy || self.budget.can_afford(full_merge));
             let needed = if merge_due {
                 full_merge
             } else if self.cfg.legacy {
@@ -435,19 +482,28 @@ impl Engine<'_> {
     )]
     async fn iteration(&mut self, merge_due: bool) -> Result<Outcome, Halt> {
         let generation = self.state.generation + 1;
+        self.lessons_sent = false;
         self.emit(EventPayload::GenerationStarted(GenerationStarted {
             generation,
             budget: self.budget.usage(self.state.generation),
+            r#gen: generation,
+            population_size: self.state.candidates.len() as u32,
         }))
         .await?;
-        if merge_due && self.try_merge(generation).await? {
+        // The original scores the population at the start of a generation: candidates added by
+        // the previous one are announced here, before this generation's reflection.
+        self.announce(generation).await?;
+        let outcome = if merge_due && self.try_merge(generation).await? {
             tracing::Span::current().record("phase", "merge");
             self.state.last_accepted = false;
-            return Ok(Outcome::Progress);
-        }
-        tracing::Span::current().record("phase", "reflective_mutation");
-        self.state.last_accepted = false;
-        self.reflective_mutation(generation).await
+            Outcome::Progress
+        } else {
+            tracing::Span::current().record("phase", "reflective_mutation");
+            self.state.last_accepted = false;
+            self.reflective_mutation(generation).await?
+        };
+        self.emit_lessons().await?;
+        Ok(outcome)
     }
 
     fn select_parent(&mut self) -> usize {
@@ -505,6 +561,7 @@ impl Engine<'_> {
             generation,
             candidate_id: parent as u32,
             component: component.clone(),
+            r#gen: generation,
         }))
         .await?;
         let current = parent_candidate
@@ -553,6 +610,16 @@ impl Engine<'_> {
             }
         };
         let rule_based = rule_text.is_some();
+        // Lessons come from the feedback reflection reads (the original's order: between
+        // reflection_started and reflection_finished).
+        for lesson in lessons {
+            if !self.state.lessons.contains(&lesson) {
+                self.state.lessons.push(lesson);
+            }
+        }
+        let overflow = self.state.lessons.len().saturating_sub(MAX_LESSONS);
+        self.state.lessons.drain(..overflow);
+        self.emit_lessons().await?;
         let new_text = match (rule_text, prompt, self.cfg.reflection.clone()) {
             (Some(text), _, _) => text,
             (None, Some(prompt), Some((provider, model))) => {
@@ -570,6 +637,7 @@ impl Engine<'_> {
             generation,
             component: component.clone(),
             rule_based,
+            r#gen: generation,
         }))
         .await?;
         self.emit(EventPayload::CandidateProposed(CandidateProposed {
@@ -638,6 +706,7 @@ impl Engine<'_> {
                 Outcome::Progress
             });
         }
+        let cost_before = self.budget.spent.cost_usd;
         let Some((scores, missing)) = self.validate_child(&child, &[parent]).await? else {
             remember(&mut self.state, before, after);
             self.emit(EventPayload::CandidateRejected(CandidateVerdict {
@@ -666,20 +735,9 @@ impl Engine<'_> {
             after,
         }))
         .await?;
-        self.announce(id).await?;
-        if !lessons.is_empty() {
-            for lesson in lessons {
-                if !self.state.lessons.contains(&lesson) {
-                    self.state.lessons.push(lesson);
-                }
-            }
-            let overflow = self.state.lessons.len().saturating_sub(MAX_LESSONS);
-            self.state.lessons.drain(..overflow);
-            self.emit(EventPayload::LessonsUpdated(LessonsUpdated {
-                lessons: self.state.lessons.clone(),
-            }))
-            .await?;
-        }
+        self.state
+            .unannounced
+            .push((id, self.budget.spent.cost_usd - cost_before));
         if self.cfg.use_merge && self.state.merge_attempts < self.cfg.max_merges {
             self.state.merges_due += 1;
         }

@@ -284,6 +284,7 @@ impl Optimizer for GepaOptimizer {
             state,
             memo,
             top: serde_json::Value::Null,
+            lessons_sent: false,
             train: split.train,
             val: split.val,
         };
@@ -299,7 +300,12 @@ impl Optimizer for GepaOptimizer {
             };
             engine.state.val_scores[0] = scores;
             engine.state.discovered_at[0] = engine.budget.spent.metric_calls;
-            for step in [engine.announce(0).await, engine.emit_budget().await] {
+            engine
+                .state
+                .unannounced
+                .push((0, engine.budget.spent.cost_usd));
+            let announced = engine.announce(0).await;
+            for step in [announced, engine.emit_budget().await] {
                 if let Err(Halt::Error(err)) = step {
                     return Err(err);
                 }
