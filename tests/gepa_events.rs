@@ -24,7 +24,14 @@ const ORDER: [&str; 7] = [
     "budget_progress",
 ];
 
-async fn run_job(body: Value) -> Vec<(String, Value)> {
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start() -> Server {
     let settings = Settings {
         job_store: StoreKind::Memory,
         require_auth: true,
@@ -32,6 +39,7 @@ async fn run_job(body: Value) -> Vec<(String, Value)> {
         rate_limit_per_min: 600_000,
         rate_limit_burst: 100_000,
         max_wall_time_s: 60.0,
+        model_prices_json: Some(r#"{"task": {"input": 1.0, "output": 2.0}}"#.into()),
         ..Settings::default()
     };
     let listeners = Listeners::ephemeral().await.unwrap();
@@ -40,17 +48,43 @@ async fn run_job(body: Value) -> Vec<(String, Value)> {
     let task = tokio::spawn(server::run(Arc::new(settings), listeners, async move {
         let _ = stopped.await;
     }));
-    let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{base}/optimize"))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    Server {
+        base,
+        http: reqwest::Client::new(),
+        stop,
+        task,
+    }
+}
+
+impl Server {
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn end(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn run_job(body: Value) -> Vec<(String, Value)> {
+    let server = start().await;
+    let events = stream_job(&server, &body).await;
+    server.end().await;
+    events
+}
+
+async fn stream_job(server: &Server, body: &Value) -> Vec<(String, Value)> {
+    let (base, http) = (&server.base, &server.http);
+    let (_, created) = server.post("/optimize", body).await;
     let job_id = created["job_id"].as_str().expect("job id").to_string();
     let response = http
         .get(format!("{base}/optimize/{job_id}/events"))
@@ -73,8 +107,6 @@ async fn run_job(body: Value) -> Vec<(String, Value)> {
             break;
         }
     }
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
     events
 }
 
@@ -175,4 +207,50 @@ async fn gepa_events_keep_the_originals_names_fields_and_order() {
         "reflected {reflected}, scored {scored}"
     );
     assert!(events.iter().any(|(n, _)| n == "judge_scored"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimate_predicts_the_spend_of_a_request_before_it_runs() {
+    let server = start().await;
+    let body = json!({
+        "prompt": "Answer with the item named in the input.",
+        "mode": "gepa",
+        "dataset": {"name": "world_case"},
+        "metrics": ["strict_match"],
+        "budget": {"max_rollouts": 300},
+        "target_model_id": "task",
+        "seed": 2,
+    });
+    let (status, estimate) = server.post("/optimize/estimate", &body).await;
+    assert_eq!(status, 200, "{estimate}");
+    assert_eq!(estimate["val_examples"], 50);
+    assert_eq!(estimate["train_examples"], 30);
+    let calls = estimate["metric_calls"].as_u64().unwrap();
+    assert!((250..=300).contains(&calls), "{estimate}");
+    assert!(
+        estimate["reflection_calls"].as_u64().unwrap() >= 5,
+        "{estimate}"
+    );
+    assert_eq!(
+        estimate["tokens"].as_u64().unwrap(),
+        estimate["task_tokens"].as_u64().unwrap() + estimate["reflection_tokens"].as_u64().unwrap()
+    );
+    assert!(estimate["cost_usd"].as_f64().unwrap() > 0.0, "{estimate}");
+    // The run it predicts: same order of spend, never over the budget.
+    let events = stream_job(&server, &body).await;
+    let result = &events.last().unwrap().1;
+    let used = result["budget"]["metric_calls_used"].as_u64().unwrap();
+    assert!(
+        used <= 300 && used * 2 >= calls,
+        "used {used}, predicted {calls}"
+    );
+    // An invalid request is a validation error, as on create.
+    let (status, error) = server
+        .post(
+            "/optimize/estimate",
+            &json!({"prompt": "x", "mode": "gepa", "metrics": ["vibes"]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    server.end().await;
 }

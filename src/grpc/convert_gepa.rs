@@ -68,6 +68,19 @@ pub fn options_from_pb(
     }
 }
 
+pub fn estimate_to_pb(e: &crate::optimizer::gepa::estimate::Estimate) -> pb::EstimateJobResponse {
+    pb::EstimateJobResponse {
+        metric_calls: e.metric_calls,
+        reflection_calls: e.reflection_calls,
+        iterations: e.iterations,
+        task_tokens: e.task_tokens,
+        reflection_tokens: e.reflection_tokens,
+        cost_usd: e.cost_usd,
+        train_examples: e.train_examples,
+        val_examples: e.val_examples,
+    }
+}
+
 pub fn frontier_to_pb(entries: &[FrontierEntry]) -> Vec<pb::FrontierEntry> {
     entries
         .iter()

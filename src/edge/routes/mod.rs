@@ -29,6 +29,7 @@ pub fn optimize() -> Router<EdgeState> {
             get(optimize::get).delete(optimize::cancel),
         )
         .route("/optimize/{job_id}/events", get(optimize::events))
+        .route("/optimize/estimate", post(gepa::estimate))
 }
 
 /// The admin routes (never aliased).

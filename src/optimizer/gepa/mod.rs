@@ -10,9 +10,11 @@
 //! - [`metrics`]: metrics with feedback, and the server's LLM judge.
 //! - [`evaluator`]: concurrent rollouts under per-job and global caps.
 //! - [`engine`]: the loop.
+//! - [`estimate`]: metric calls, reflection calls, tokens and cost predicted before a run.
 
 pub mod budget;
 pub mod engine;
+pub mod estimate;
 pub mod evaluator;
 pub mod frontier;
 pub mod merge;
@@ -141,7 +143,14 @@ impl Models {
 pub async fn load_examples(
     ctx: &JobContext,
 ) -> Result<(Vec<Example>, &'static str), OptimizeError> {
-    let spec = &ctx.spec;
+    examples_of(&ctx.spec, ctx.store.as_ref()).await
+}
+
+/// [`load_examples`] for a spec that is not (yet) a job.
+pub async fn examples_of(
+    spec: &JobSpec,
+    store: &dyn crate::store::JobStore,
+) -> Result<(Vec<Example>, &'static str), OptimizeError> {
     if !spec.examples.is_empty() {
         return Ok((spec.examples.clone(), "exact_match"));
     }
@@ -149,8 +158,7 @@ pub async fn load_examples(
     if let Some(pack) = datasets::pack(name) {
         return Ok((pack.examples(), pack.default_metric));
     }
-    let stored = ctx
-        .store
+    let stored = store
         .list_examples(crate::domain::spec::MAX_EXAMPLES, 0)
         .await
         .map_err(|e| OptimizeError::Failed {
@@ -168,6 +176,42 @@ pub fn metrics_for(spec: &JobSpec, default: &str) -> Vec<Metric> {
         spec.metrics.iter().map(String::as_str).collect()
     };
     names.into_iter().filter_map(Metric::parse).collect()
+}
+
+/// Predicts what a GEPA request will spend ([`estimate`]), with the server's defaults.
+pub async fn estimate_request(
+    spec: &JobSpec,
+    settings: &Settings,
+    store: &dyn crate::store::JobStore,
+) -> Result<estimate::Estimate, OptimizeError> {
+    let (examples, _) = examples_of(spec, store).await?;
+    let split = datasets::split(examples);
+    let prices = Prices::parse(settings.model_prices_json.as_deref()).unwrap_or_default();
+    let task_model = spec
+        .target_model_id
+        .clone()
+        .unwrap_or_else(|| settings.target_model_default.clone());
+    let reflection_model = settings
+        .reflection_model_id
+        .clone()
+        .unwrap_or_else(|| task_model.clone());
+    Ok(estimate::estimate(
+        &estimate::Request {
+            prompt: &spec.prompt,
+            train: &split.train,
+            val: &split.val,
+            max_metric_calls: spec
+                .budget
+                .max_rollouts
+                .unwrap_or(settings.gepa_default_max_metric_calls),
+            max_generations: spec.budget.max_generations,
+            minibatch: spec.gepa.minibatch_size.unwrap_or(3) as usize,
+            validation: spec.gepa.validation_policy,
+            task_model: &task_model,
+            reflection_model: &reflection_model,
+        },
+        &prices,
+    ))
 }
 
 fn failed(code: &str, message: impl Into<String>) -> OptimizeError {
