@@ -59,6 +59,7 @@ pub fn options_from_pb(
     GepaOptions {
         validation_policy,
         legacy_budget: o.legacy_budget,
+        parallel_proposals: o.parallel_proposals,
         minibatch_size: o.minibatch_size,
         candidate_selector,
         acceptance,

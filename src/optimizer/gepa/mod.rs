@@ -10,6 +10,7 @@
 //! - [`metrics`]: metrics with feedback, and the server's LLM judge.
 //! - [`evaluator`]: concurrent rollouts under per-job and global caps.
 //! - [`engine`]: the loop.
+//! - [`proposals`]: reflective mutation, several proposals per generation, reproducibly.
 //! - [`estimate`]: metric calls, reflection calls, tokens and cost predicted before a run.
 
 pub mod budget;
@@ -19,6 +20,7 @@ pub mod evaluator;
 pub mod frontier;
 pub mod merge;
 pub mod metrics;
+pub mod proposals;
 pub mod reflection;
 pub mod state;
 
@@ -323,6 +325,7 @@ impl Optimizer for GepaOptimizer {
                 reflection,
                 validation: spec.gepa.validation_policy,
                 legacy: spec.gepa.legacy_budget,
+                parallel: spec.gepa.parallel_proposals.map(|n| n as usize),
             },
             budget: Budget::new(limits, spent),
             state,

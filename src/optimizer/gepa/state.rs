@@ -36,7 +36,7 @@ impl Origin {
 }
 
 /// One evaluated rollout: the model's output and the metric's verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
     pub output: String,
     pub score: f64,
