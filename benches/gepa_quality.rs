@@ -329,10 +329,9 @@ async fn main() {
     let only_reference = std::env::var("GEPA_QUALITY_ONLY_REFERENCE").is_ok();
     for (e, (_, gepa)) in engines.iter().enumerate().filter(|_| !only_reference) {
         for &budget in &budgets {
-            for p in 0..packs.len() {
+            for pack in &packs {
                 for seed in SEEDS {
-                    let o = run_ours(&http, &base, &counts, &packs[p], budget, seed, gepa.clone())
-                        .await;
+                    let o = run_ours(&http, &base, &counts, pack, budget, seed, gepa.clone()).await;
                     rows.entry((e, budget)).or_default().push(o);
                 }
             }
