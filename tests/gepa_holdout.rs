@@ -278,6 +278,8 @@ async fn two_components_edited_apart_from_one_seed_are_merged() {
                     "use_merge": true,
                     "max_merge_invocations": 3,
                     "components": {"style": "Answer with the word only."},
+                    "validation_policy": "full",
+                    "parallel_proposals": 1,
                 },
             }),
         )

@@ -304,6 +304,14 @@ impl JobSpec {
                 ));
             }
         }
+        if let Some(n) = self.gepa.parallel_proposals
+            && !(1..=16).contains(&n)
+        {
+            errors.push(FieldError::new(
+                &["gepa", "parallel_proposals"],
+                "parallel_proposals must be between 1 and 16",
+            ));
+        }
         if self.gepa.components.len() > 16 {
             errors.push(FieldError::new(
                 &["gepa", "components"],

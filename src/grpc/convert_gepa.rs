@@ -46,25 +46,39 @@ pub fn options_from_pb(
         }
     };
     let validation_policy = match o.validation_policy.as_str() {
-        "" | "full" => ValidationPolicy::Full,
-        "subsample" => ValidationPolicy::Subsample,
+        "full" => ValidationPolicy::Full,
+        "" | "subsample" => ValidationPolicy::Subsample,
         _ => {
             errors.push(FieldError::new(
                 &["gepa", "validation_policy"],
                 "validation_policy must be full or subsample",
             ));
-            ValidationPolicy::Full
+            ValidationPolicy::Subsample
         }
     };
     GepaOptions {
         validation_policy,
         legacy_budget: o.legacy_budget,
+        parallel_proposals: o.parallel_proposals,
         minibatch_size: o.minibatch_size,
         candidate_selector,
         acceptance,
         use_merge: o.use_merge,
         max_merge_invocations: o.max_merge_invocations,
         components: o.components.into_iter().collect(),
+    }
+}
+
+pub fn estimate_to_pb(e: &crate::optimizer::gepa::estimate::Estimate) -> pb::EstimateJobResponse {
+    pb::EstimateJobResponse {
+        metric_calls: e.metric_calls,
+        reflection_calls: e.reflection_calls,
+        iterations: e.iterations,
+        task_tokens: e.task_tokens,
+        reflection_tokens: e.reflection_tokens,
+        cost_usd: e.cost_usd,
+        train_examples: e.train_examples,
+        val_examples: e.val_examples,
     }
 }
 
@@ -97,6 +111,7 @@ pub fn budget_to_pb(b: &BudgetUsage) -> pb::BudgetUsage {
         cost_left_usd: b.cost_left_usd,
         tokens_used: b.tokens_used,
         tokens_left: b.tokens_left,
+        rollouts: b.rollouts,
     }
 }
 
@@ -110,6 +125,7 @@ pub fn budget_from_pb(b: Option<pb::BudgetUsage>) -> BudgetUsage {
         cost_left_usd: b.cost_left_usd,
         tokens_used: b.tokens_used,
         tokens_left: b.tokens_left,
+        rollouts: b.rollouts,
     }
 }
 
@@ -253,6 +269,8 @@ pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
         EventPayload::GenerationStarted(e) => P::GenerationStarted(pb::GenerationStarted {
             generation: e.generation,
             budget: Some(budget_to_pb(&e.budget)),
+            r#gen: e.r#gen,
+            population_size: e.population_size,
         }),
         EventPayload::ParentSelected(e) => P::ParentSelected(pb::ParentSelected {
             generation: e.generation,
@@ -271,11 +289,13 @@ pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
             generation: e.generation,
             candidate_id: e.candidate_id,
             component: e.component.clone(),
+            r#gen: e.r#gen,
         }),
         EventPayload::ReflectionFinished(e) => P::ReflectionFinished(pb::ReflectionFinished {
             generation: e.generation,
             component: e.component.clone(),
             rule_based: e.rule_based,
+            r#gen: e.r#gen,
         }),
         EventPayload::CandidateProposed(e) => P::CandidateProposed(pb::CandidateProposed {
             generation: e.generation,
@@ -289,18 +309,27 @@ pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
             candidate_id: e.candidate_id,
             score: e.score,
             val_scores: e.val_scores.clone().into_iter().collect(),
+            cost: e.cost,
+            len: e.len,
         }),
         EventPayload::JudgeScored(e) => P::JudgeScored(pb::JudgeScored {
             example_id: e.example_id.clone(),
             score: e.score,
+            id: e.id.clone(),
+            judge_score: e.judge_score,
         }),
         EventPayload::FrontierUpdated(e) => P::FrontierUpdated(pb::FrontierUpdated {
             frontier: frontier_to_pb(&e.frontier),
             best_id: e.best_id,
             best_score: e.best_score,
+            r#gen: e.r#gen,
+            size: e.size,
+            best: e.best,
         }),
         EventPayload::LessonsUpdated(e) => P::LessonsUpdated(pb::LessonsUpdated {
             lessons: e.lessons.clone(),
+            count: e.count,
+            sample: e.sample.clone(),
         }),
         EventPayload::MergeAttempted(e) => P::MergeAttempted(pb::MergeAttempted {
             generation: e.generation,
@@ -346,6 +375,8 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
         P::GenerationStarted(e) => EventPayload::GenerationStarted(GenerationStarted {
             generation: e.generation,
             budget: budget_from_pb(e.budget),
+            r#gen: e.r#gen,
+            population_size: e.population_size,
         }),
         P::ParentSelected(e) => EventPayload::ParentSelected(ParentSelected {
             generation: e.generation,
@@ -364,11 +395,13 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
             generation: e.generation,
             candidate_id: e.candidate_id,
             component: e.component,
+            r#gen: e.r#gen,
         }),
         P::ReflectionFinished(e) => EventPayload::ReflectionFinished(ReflectionFinished {
             generation: e.generation,
             component: e.component,
             rule_based: e.rule_based,
+            r#gen: e.r#gen,
         }),
         P::CandidateProposed(e) => EventPayload::CandidateProposed(CandidateProposed {
             generation: e.generation,
@@ -382,17 +415,28 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
             candidate_id: e.candidate_id,
             score: e.score,
             val_scores: e.val_scores.into_iter().collect(),
+            cost: e.cost,
+            len: e.len,
         }),
         P::JudgeScored(e) => EventPayload::JudgeScored(JudgeScored {
             example_id: e.example_id,
             score: e.score,
+            id: e.id,
+            judge_score: e.judge_score,
         }),
         P::FrontierUpdated(e) => EventPayload::FrontierUpdated(FrontierUpdated {
             frontier: frontier_from_pb(e.frontier),
             best_id: e.best_id,
             best_score: e.best_score,
+            r#gen: e.r#gen,
+            size: e.size,
+            best: e.best,
         }),
-        P::LessonsUpdated(e) => EventPayload::LessonsUpdated(LessonsUpdated { lessons: e.lessons }),
+        P::LessonsUpdated(e) => EventPayload::LessonsUpdated(LessonsUpdated {
+            lessons: e.lessons,
+            count: e.count,
+            sample: e.sample,
+        }),
         P::MergeAttempted(e) => EventPayload::MergeAttempted(MergeAttempted {
             generation: e.generation,
             parent_ids: e.parent_ids,
@@ -571,6 +615,7 @@ pub fn samples() -> Vec<EventPayload> {
         cost_left_usd: None,
         tokens_used: 99,
         tokens_left: Some(1),
+        rollouts: 10,
     };
     let frontier = vec![FrontierEntry { id: 1, score: 0.5 }];
     let verdict = CandidateVerdict {
@@ -591,6 +636,8 @@ pub fn samples() -> Vec<EventPayload> {
         EventPayload::GenerationStarted(GenerationStarted {
             generation: 1,
             budget: budget.clone(),
+            r#gen: 1,
+            population_size: 2,
         }),
         EventPayload::ParentSelected(ParentSelected {
             generation: 1,
@@ -609,11 +656,13 @@ pub fn samples() -> Vec<EventPayload> {
             generation: 1,
             candidate_id: 0,
             component: "system_prompt".into(),
+            r#gen: 1,
         }),
         EventPayload::ReflectionFinished(ReflectionFinished {
             generation: 1,
             component: "system_prompt".into(),
             rule_based: true,
+            r#gen: 1,
         }),
         EventPayload::CandidateProposed(CandidateProposed {
             generation: 1,
@@ -630,18 +679,27 @@ pub fn samples() -> Vec<EventPayload> {
             candidate_id: 1,
             score: 1.0,
             val_scores: scores.clone(),
+            cost: 0.5,
+            len: 12,
         }),
         EventPayload::JudgeScored(JudgeScored {
             example_id: "e".into(),
             score: 0.7,
+            id: "e".into(),
+            judge_score: 0.7,
         }),
         EventPayload::FrontierUpdated(FrontierUpdated {
             frontier: frontier.clone(),
             best_id: 1,
             best_score: 0.5,
+            r#gen: 1,
+            size: 1,
+            best: 0.5,
         }),
         EventPayload::LessonsUpdated(LessonsUpdated {
             lessons: vec!["l".into()],
+            count: 1,
+            sample: vec!["l".into()],
         }),
         EventPayload::MergeAttempted(MergeAttempted {
             generation: 3,

@@ -127,13 +127,23 @@ impl Evaluator {
         system: &str,
         examples: &[&Example],
     ) -> Result<Vec<Rollout>, ProviderError> {
+        let pairs: Vec<(&str, &Example)> = examples.iter().map(|e| (system, *e)).collect();
+        self.batch_pairs(&pairs).await
+    }
+
+    /// Runs each (system prompt, example) pair, `per_job` at a time (several candidates share
+    /// the job's cap); results in input order, whatever order they finish in.
+    pub async fn batch_pairs(
+        &self,
+        pairs: &[(&str, &Example)],
+    ) -> Result<Vec<Rollout>, ProviderError> {
         // A hand-rolled `buffered` (no closures: keeps the future `Send` for any lifetime).
         let mut pending = futures_util::stream::FuturesOrdered::new();
-        let mut results = Vec::with_capacity(examples.len());
+        let mut results = Vec::with_capacity(pairs.len());
         let mut next = 0;
-        while next < examples.len() || !pending.is_empty() {
-            while next < examples.len() && pending.len() < self.per_job.max(1) {
-                pending.push_back(self.rollout(system, examples[next]));
+        while next < pairs.len() || !pending.is_empty() {
+            while next < pairs.len() && pending.len() < self.per_job.max(1) {
+                pending.push_back(self.rollout(pairs[next].0, pairs[next].1));
                 next += 1;
             }
             if let Some(result) = pending.next().await {

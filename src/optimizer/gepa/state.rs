@@ -36,7 +36,7 @@ impl Origin {
 }
 
 /// One evaluated rollout: the model's output and the metric's verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
     pub output: String,
     pub score: f64,
@@ -117,6 +117,11 @@ pub struct GepaState {
     /// Recent rejected reflection proposals (reflection memory), oldest first.
     #[serde(default)]
     pub rejected: Vec<Rejected>,
+    /// Candidates added but not yet announced, with the USD their validation cost: announced
+    /// (`candidate_scored`, `frontier_updated`, `selected`) at the start of the next generation,
+    /// where the original's event order puts scoring, or when the search ends.
+    #[serde(default)]
+    pub unannounced: Vec<(usize, f64)>,
 }
 
 /// A reflection proposal that lost on its minibatch (or its validation subsample).
@@ -182,6 +187,7 @@ impl GepaState {
             idle_iterations: 0,
             imputed: Vec::new(),
             rejected: Vec::new(),
+            unannounced: Vec::new(),
         }
     }
 
