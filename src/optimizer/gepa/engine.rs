@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::budget::{Budget, StopReason};
-use super::evaluator::{Evaluator, render_system};
+use super::evaluator::{BatchStop, Evaluator, render_system};
 use super::frontier;
 use super::reflection::{self, Record};
 use super::state::{
@@ -142,13 +142,22 @@ impl Engine<'_> {
             .map_err(Halt::Budget)?;
         let system = render_system(candidate);
         let examples: Vec<&Example> = misses.iter().map(|k| &set[indices[*k]]).collect();
-        // A halt (pause, hand-over) drops the calls in flight: the memo saved so far is what
-        // a resume replays, so only these are paid twice.
-        let rollouts = tokio::select! {
-            rollouts = self.eval.batch(&system, &examples) => rollouts,
-            _ = self.ctx.halt.cancelled() => return Err(Halt::Error(OptimizeError::Halted)),
-        }
-        .map_err(|e| Halt::Error(provider_failed(&e)))?;
+        // A halt (pause, hand-over) keeps the rollouts already answered and drops only the
+        // calls in flight: those are what a resume pays twice.
+        let (rollouts, halted) = match self
+            .eval
+            .batch_until(&system, &examples, &self.ctx.halt)
+            .await
+        {
+            Ok(rollouts) => (rollouts, false),
+            Err(BatchStop::Halted(done)) => (done, true),
+            Err(BatchStop::Failed(e)) => return Err(Halt::Error(provider_failed(&e))),
+        };
+        // Calls reserved but never answered are given back, so the checkpoint's spend is
+        // exactly what its memo holds.
+        let unanswered = (misses.len() - rollouts.len()) as u64;
+        self.budget.spent.metric_calls -= unanswered;
+        let answered = rollouts.len();
         let mut judged = Vec::new();
         for (k, rollout) in misses.iter().zip(rollouts) {
             self.budget.record(rollout.cost_usd, rollout.tokens);
@@ -157,12 +166,15 @@ impl Engine<'_> {
             }
             self.memo.cache.insert(keys[*k].clone(), rollout.record);
         }
-        if !misses.is_empty() {
+        if answered > 0 {
             self.save().await;
         }
         for (example_id, score) in judged {
             self.emit(EventPayload::JudgeScored(JudgeScored { example_id, score }))
                 .await?;
+        }
+        if halted {
+            return Err(Halt::Error(OptimizeError::Halted));
         }
         Ok(keys
             .iter()
