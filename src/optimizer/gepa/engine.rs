@@ -8,7 +8,8 @@ use super::evaluator::{BatchStop, Evaluator, render_system};
 use super::frontier;
 use super::reflection::{self, Record};
 use super::state::{
-    Candidate, CheckpointRef, EvalRecord, GepaState, Memo, Origin, cache_key, candidate_hash, fnv1a,
+    Candidate, CheckpointJournal, CheckpointPartRef, CheckpointRef, EvalRecord, GepaState, Memo,
+    Origin, StateDeltaRef, cache_key, candidate_hash, fnv1a,
 };
 use crate::domain::gepa::{
     Acceptance, CandidateProposed, CandidateScored, CandidateSelector, CandidateVerdict,
@@ -53,6 +54,25 @@ pub fn provider_failed(err: &ProviderError) -> OptimizeError {
     }
 }
 
+/// A JSON value's size as text, roughly (strings and numbers; enough to weigh parts against
+/// their base without rendering the base twice).
+fn estimated_size(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Null | serde_json::Value::Bool(_) => 5,
+        serde_json::Value::Number(_) => 12,
+        serde_json::Value::String(s) => s.len() + 2,
+        serde_json::Value::Array(items) => {
+            2 + items.iter().map(|v| estimated_size(v) + 1).sum::<usize>()
+        }
+        serde_json::Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() + 4 + estimated_size(v))
+                .sum::<usize>()
+        }
+    }
+}
+
 /// The Pareto frontier of a state's pool as `{id, score}` entries.
 pub fn frontier_entries(state: &GepaState) -> Vec<FrontierEntry> {
     let fronts = frontier::instance_fronts(&state.val_scores);
@@ -89,8 +109,11 @@ pub struct Engine<'a> {
     pub state: GepaState,
     /// Model answers paid for (checkpointed with the top-of-iteration state).
     pub memo: Memo,
-    /// The state at the top of the current iteration, as checkpointed.
+    /// The state at the top of the iteration of the last base write (what a whole write
+    /// carries until a base with a state exists).
     pub top: serde_json::Value,
+    /// What has been written of the checkpoint (incremental writes).
+    pub journal: CheckpointJournal,
 }
 
 /// What one iteration achieved (idle iterations count towards `converged`).
@@ -165,6 +188,7 @@ impl Engine<'_> {
                 judged.push((set[indices[*k]].id.clone(), score));
             }
             self.memo.cache.insert(keys[*k].clone(), rollout.record);
+            self.journal.fresh_cache.push(keys[*k].clone());
         }
         if answered > 0 {
             self.save().await;
@@ -239,41 +263,117 @@ impl Engine<'_> {
         .await
     }
 
-    /// Writes the checkpoint: top-of-iteration state, memo, spend.
-    pub async fn save(&self) {
+    /// Writes the checkpoint after a batch of answers: a part with the memo entries added
+    /// since the last write and the spend (a whole write until a base exists).
+    pub async fn save(&mut self) {
+        self.write_checkpoint(false).await;
+    }
+
+    /// Writes what changed since the last write (see `state`'s module doc). `at_top`: the state
+    /// is the top of an iteration and goes into the write; a base is rewritten then once the
+    /// parts outweigh it.
+    async fn write_checkpoint(&mut self, at_top: bool) {
         // The checkpoint must not get ahead of the event log: on resume, ids continue after the
         // last stored event, and every event before this point must be among them.
         if self.ctx.events.flush().await.is_err() {
             return;
         }
+        let journal = &self.journal;
+        if at_top && journal.rebase_due() {
+            let top = match serde_json::to_value(&self.state) {
+                Ok(top) => top,
+                Err(err) => {
+                    tracing::warn!(error = %err, "state not serialisable");
+                    return;
+                }
+            };
+            self.top = top;
+            let written = self.put_base().await;
+            if let Some(bytes) = written {
+                self.journal = CheckpointJournal {
+                    pool_written: self.state.candidates.len(),
+                    has_base: true,
+                    base_bytes: bytes,
+                    ..CheckpointJournal::default()
+                };
+            }
+            return;
+        }
+        if !journal.has_base {
+            // No state written yet (the seed's validation): the whole memo with the last top.
+            if self.put_base().await.is_some() {
+                self.journal.fresh_cache.clear();
+                self.journal.fresh_reflections.clear();
+            }
+            return;
+        }
+        let part = CheckpointPartRef {
+            state: at_top.then(|| StateDeltaRef::of(&self.state, journal.pool_written)),
+            memo: journal.memo_delta(&self.memo),
+            spent: &self.budget.spent,
+        };
+        let text = match serde_json::to_string(&part) {
+            Ok(text) => text,
+            Err(err) => {
+                tracing::warn!(error = %err, "checkpoint part not serialisable");
+                return;
+            }
+        };
+        match self
+            .ctx
+            .store
+            .append_checkpoint_part(&self.ctx.job_id, &text)
+            .await
+        {
+            Ok(()) => {
+                let journal = &mut self.journal;
+                journal.parts_bytes += text.len();
+                journal.fresh_cache.clear();
+                journal.fresh_reflections.clear();
+                if at_top {
+                    journal.pool_written = self.state.candidates.len();
+                }
+            }
+            Err(err) => {
+                // The next top of an iteration writes a whole base again.
+                tracing::warn!(job_id = %self.ctx.job_id, error = %err, "checkpoint part not saved");
+                self.journal.has_base = false;
+            }
+        }
+    }
+
+    /// Writes the whole checkpoint (`top`, memo, spend) as a new base; its size when written.
+    async fn put_base(&self) -> Option<usize> {
         let checkpoint = CheckpointRef {
             state: &self.top,
             memo: &self.memo,
             spent: &self.budget.spent,
         };
-        match serde_json::to_value(&checkpoint) {
-            Ok(value) => {
-                if let Err(err) = self
-                    .ctx
-                    .store
-                    .put_checkpoint(&self.ctx.job_id, &value)
-                    .await
-                {
-                    tracing::warn!(job_id = %self.ctx.job_id, error = %err, "checkpoint not saved");
-                }
+        let value = match serde_json::to_value(&checkpoint) {
+            Ok(value) => value,
+            Err(err) => {
+                tracing::warn!(error = %err, "checkpoint not serialisable");
+                return None;
             }
-            Err(err) => tracing::warn!(error = %err, "checkpoint not serialisable"),
+        };
+        match self
+            .ctx
+            .store
+            .put_checkpoint(&self.ctx.job_id, &value)
+            .await
+        {
+            Ok(()) => Some(estimated_size(&value)),
+            Err(err) => {
+                tracing::warn!(job_id = %self.ctx.job_id, error = %err, "checkpoint not saved");
+                None
+            }
         }
     }
 
     /// Snapshots the state at the top of an iteration and saves it.
     async fn checkpoint(&mut self) {
         self.state.spent = self.budget.spent.clone();
-        match serde_json::to_value(&self.state) {
-            Ok(top) => self.top = top,
-            Err(err) => tracing::warn!(error = %err, "state not serialisable"),
-        }
-        self.save().await;
+        self.write_checkpoint(true).await;
     }
 
     /// Runs iterations until a budget stops the search. Returns the stop reason.
@@ -580,7 +680,10 @@ impl Engine<'_> {
             cost,
             completion.usage.prompt_tokens + completion.usage.completion_tokens,
         );
-        self.memo.reflections.insert(key, completion.text.clone());
+        self.memo
+            .reflections
+            .insert(key.clone(), completion.text.clone());
+        self.journal.fresh_reflections.push(key);
         self.save().await;
         Ok(completion.text)
     }
