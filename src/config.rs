@@ -414,6 +414,22 @@ impl Settings {
         if self.max_wall_time_s.is_nan() || self.max_wall_time_s <= 0.0 {
             return fail("MAX_WALL_TIME_S must be > 0");
         }
+        // Settings that would silently do nothing are refused.
+        if !self.use_model_stub
+            && crate::provider::openai::OpenAiConfig::from_settings(self).is_none()
+        {
+            return fail(
+                "USE_MODEL_STUB=false needs a model provider: set OPENAI_BASE_URL, \
+                 OPENAI_API_KEY or OPENROUTER_API_KEY (or keep USE_MODEL_STUB=true)",
+            );
+        }
+        if let Err(err) =
+            crate::optimizer::gepa::budget::Prices::parse(self.model_prices_json.as_deref())
+        {
+            return Err(ConfigError(format!(
+                "MODEL_PRICES_JSON is not a JSON object of {{\"model\": {{\"input\": USD per million tokens, \"output\": …}}}}: {err}"
+            )));
+        }
         if self.job_retention_s.is_nan() || self.job_retention_s < 0.0 {
             return fail("JOB_RETENTION_S must be >= 0 (0 keeps jobs forever)");
         }

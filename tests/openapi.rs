@@ -25,6 +25,8 @@ const SERVED: &[(&str, &str)] = &[
     ("GET", "/v1/optimize/{job_id}/events"),
     ("GET", "/v1/eval/{job_id}/events"),
     ("POST", "/v1/optimize/{job_id}/stream-token"),
+    ("POST", "/v1/optimize/{job_id}/pause"),
+    ("POST", "/v1/optimize/{job_id}/resume"),
     ("GET", "/v1/admin/jobs"),
     ("GET", "/v1/admin/jobs/{job_id}"),
     ("POST", "/v1/admin/jobs/{job_id}/cancel"),

@@ -102,6 +102,13 @@ impl JobStore for BreakableStore {
         self.check()?;
         self.inner.put_checkpoint(job_id, checkpoint).await
     }
+    async fn append_checkpoint_part(&self, job_id: &str, part: &str) -> Result<()> {
+        self.check()?;
+        self.inner.append_checkpoint_part(job_id, part).await
+    }
+    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>> {
+        self.inner.checkpoint_parts(job_id).await
+    }
     async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>> {
         self.inner.get_checkpoint(job_id).await
     }

@@ -618,6 +618,12 @@ mod tests {
         async fn get_checkpoint(&self, id: &str) -> Result<Option<serde_json::Value>> {
             self.0.get_checkpoint(id).await
         }
+        async fn append_checkpoint_part(&self, id: &str, part: &str) -> Result<()> {
+            self.0.append_checkpoint_part(id, part).await
+        }
+        async fn checkpoint_parts(&self, id: &str) -> Result<Vec<String>> {
+            self.0.checkpoint_parts(id).await
+        }
     }
 
     fn record(id: &str) -> JobRecord {

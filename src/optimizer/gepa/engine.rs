@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use super::budget::{Budget, StopReason};
-use super::evaluator::{Evaluator, render_system};
+use super::evaluator::{BatchStop, Evaluator, render_system};
 use super::frontier;
 use super::state::{
-    Candidate, CheckpointRef, EvalRecord, GepaState, Memo, cache_key, candidate_hash,
+    Candidate, CheckpointJournal, CheckpointPartRef, CheckpointRef, EvalRecord, GepaState, Memo,
+    StateDeltaRef, cache_key, candidate_hash,
 };
 use crate::domain::gepa::{
     Acceptance, CandidateScored, CandidateSelector, FrontierEntry, FrontierUpdated,
@@ -44,6 +45,25 @@ pub fn provider_failed(err: &ProviderError) -> OptimizeError {
     OptimizeError::Failed {
         code: "provider_error".into(),
         message: format!("model provider failed: {err}"),
+    }
+}
+
+/// A JSON value's size as text, roughly (strings and numbers; enough to weigh parts against
+/// their base without rendering the base twice).
+fn estimated_size(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Null | serde_json::Value::Bool(_) => 5,
+        serde_json::Value::Number(_) => 12,
+        serde_json::Value::String(s) => s.len() + 2,
+        serde_json::Value::Array(items) => {
+            2 + items.iter().map(|v| estimated_size(v) + 1).sum::<usize>()
+        }
+        serde_json::Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() + 4 + estimated_size(v))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -89,10 +109,13 @@ pub struct Engine<'a> {
     pub state: GepaState,
     /// Model answers paid for (checkpointed with the top-of-iteration state).
     pub memo: Memo,
-    /// The state at the top of the current iteration, as checkpointed.
+    /// The state at the top of the iteration of the last base write (what a whole write
+    /// carries until a base with a state exists).
     pub top: serde_json::Value,
     /// `lessons_updated` already sent in this generation.
     pub lessons_sent: bool,
+    /// What has been written of the checkpoint (incremental writes).
+    pub journal: CheckpointJournal,
 }
 
 /// What one iteration achieved (idle iterations count towards `converged`).
@@ -169,13 +192,18 @@ impl Engine<'_> {
             .iter()
             .map(|(n, k)| (systems[*n].as_str(), example(*n, *k)))
             .collect();
-        // A halt (pause, hand-over) drops the calls in flight: the memo saved so far is what
-        // a resume replays, so only these are paid twice.
-        let rollouts = tokio::select! {
-            rollouts = self.eval.batch_pairs(&pairs) => rollouts,
-            _ = self.ctx.halt.cancelled() => return Err(Halt::Error(OptimizeError::Halted)),
-        }
-        .map_err(|e| Halt::Error(provider_failed(&e)))?;
+        // A halt (pause, hand-over) keeps the rollouts already answered and drops only the
+        // calls in flight: those are what a resume pays twice.
+        let (rollouts, halted) = match self.eval.batch_pairs_until(&pairs, &self.ctx.halt).await {
+            Ok(rollouts) => (rollouts, false),
+            Err(BatchStop::Halted(done)) => (done, true),
+            Err(BatchStop::Failed(e)) => return Err(Halt::Error(provider_failed(&e))),
+        };
+        // Calls reserved but never answered are given back, so the checkpoint's spend is
+        // exactly what its memo holds.
+        let unanswered = (misses.len() - rollouts.len()) as u64;
+        self.budget.spent.metric_calls -= unanswered;
+        let answered = rollouts.len();
         let mut judged = Vec::new();
         for ((n, k), rollout) in misses.iter().zip(rollouts) {
             self.budget.record(rollout.cost_usd, rollout.tokens);
@@ -183,8 +211,9 @@ impl Engine<'_> {
                 judged.push((example(*n, *k).id.clone(), score));
             }
             self.memo.cache.insert(keys[*n][*k].clone(), rollout.record);
+            self.journal.fresh_cache.push(keys[*n][*k].clone());
         }
-        if !misses.is_empty() {
+        if answered > 0 {
             self.save().await;
         }
         for (example_id, score) in judged {
@@ -195,6 +224,9 @@ impl Engine<'_> {
                 score,
             }))
             .await?;
+        }
+        if halted {
+            return Err(Halt::Error(OptimizeError::Halted));
         }
         Ok(keys
             .iter()
@@ -387,41 +419,117 @@ impl Engine<'_> {
         .await
     }
 
-    /// Writes the checkpoint: top-of-iteration state, memo, spend.
-    pub async fn save(&self) {
+    /// Writes the checkpoint after a batch of answers: a part with the memo entries added
+    /// since the last write and the spend (a whole write until a base exists).
+    pub async fn save(&mut self) {
+        self.write_checkpoint(false).await;
+    }
+
+    /// Writes what changed since the last write (see `state`'s module doc). `at_top`: the state
+    /// is the top of an iteration and goes into the write; a base is rewritten then once the
+    /// parts outweigh it.
+    async fn write_checkpoint(&mut self, at_top: bool) {
         // The checkpoint must not get ahead of the event log: on resume, ids continue after the
         // last stored event, and every event before this point must be among them.
         if self.ctx.events.flush().await.is_err() {
             return;
         }
+        let journal = &self.journal;
+        if at_top && journal.rebase_due() {
+            let top = match serde_json::to_value(&self.state) {
+                Ok(top) => top,
+                Err(err) => {
+                    tracing::warn!(error = %err, "state not serialisable");
+                    return;
+                }
+            };
+            self.top = top;
+            let written = self.put_base().await;
+            if let Some(bytes) = written {
+                self.journal = CheckpointJournal {
+                    pool_written: self.state.candidates.len(),
+                    has_base: true,
+                    base_bytes: bytes,
+                    ..CheckpointJournal::default()
+                };
+            }
+            return;
+        }
+        if !journal.has_base {
+            // No state written yet (the seed's validation): the whole memo with the last top.
+            if self.put_base().await.is_some() {
+                self.journal.fresh_cache.clear();
+                self.journal.fresh_reflections.clear();
+            }
+            return;
+        }
+        let part = CheckpointPartRef {
+            state: at_top.then(|| StateDeltaRef::of(&self.state, journal.pool_written)),
+            memo: journal.memo_delta(&self.memo),
+            spent: &self.budget.spent,
+        };
+        let text = match serde_json::to_string(&part) {
+            Ok(text) => text,
+            Err(err) => {
+                tracing::warn!(error = %err, "checkpoint part not serialisable");
+                return;
+            }
+        };
+        match self
+            .ctx
+            .store
+            .append_checkpoint_part(&self.ctx.job_id, &text)
+            .await
+        {
+            Ok(()) => {
+                let journal = &mut self.journal;
+                journal.parts_bytes += text.len();
+                journal.fresh_cache.clear();
+                journal.fresh_reflections.clear();
+                if at_top {
+                    journal.pool_written = self.state.candidates.len();
+                }
+            }
+            Err(err) => {
+                // The next top of an iteration writes a whole base again.
+                tracing::warn!(job_id = %self.ctx.job_id, error = %err, "checkpoint part not saved");
+                self.journal.has_base = false;
+            }
+        }
+    }
+
+    /// Writes the whole checkpoint (`top`, memo, spend) as a new base; its size when written.
+    async fn put_base(&self) -> Option<usize> {
         let checkpoint = CheckpointRef {
             state: &self.top,
             memo: &self.memo,
             spent: &self.budget.spent,
         };
-        match serde_json::to_value(&checkpoint) {
-            Ok(value) => {
-                if let Err(err) = self
-                    .ctx
-                    .store
-                    .put_checkpoint(&self.ctx.job_id, &value)
-                    .await
-                {
-                    tracing::warn!(job_id = %self.ctx.job_id, error = %err, "checkpoint not saved");
-                }
+        let value = match serde_json::to_value(&checkpoint) {
+            Ok(value) => value,
+            Err(err) => {
+                tracing::warn!(error = %err, "checkpoint not serialisable");
+                return None;
             }
-            Err(err) => tracing::warn!(error = %err, "checkpoint not serialisable"),
+        };
+        match self
+            .ctx
+            .store
+            .put_checkpoint(&self.ctx.job_id, &value)
+            .await
+        {
+            Ok(()) => Some(estimated_size(&value)),
+            Err(err) => {
+                tracing::warn!(job_id = %self.ctx.job_id, error = %err, "checkpoint not saved");
+                None
+            }
         }
     }
 
     /// Snapshots the state at the top of an iteration and saves it.
     async fn checkpoint(&mut self) {
         self.state.spent = self.budget.spent.clone();
-        match serde_json::to_value(&self.state) {
-            Ok(top) => self.top = top,
-            Err(err) => tracing::warn!(error = %err, "state not serialisable"),
-        }
-        self.save().await;
+        self.write_checkpoint(true).await;
     }
 
     /// Runs iterations until a budget stops the search. Returns the stop reason. Candidates the

@@ -25,6 +25,14 @@ pub struct Rollout {
     pub judge_score: Option<f64>,
 }
 
+/// Why [`Evaluator::batch_until`] stopped early.
+#[derive(Debug)]
+pub enum BatchStop {
+    /// Halted: the rollouts completed so far, in input order.
+    Halted(Vec<Rollout>),
+    Failed(ProviderError),
+}
+
 /// Everything needed to run rollouts for one job.
 pub struct Evaluator {
     pub task: Arc<dyn ModelProvider>,
@@ -118,6 +126,60 @@ impl Evaluator {
             tokens: used,
             judge_score,
         })
+    }
+
+    /// [`Evaluator::batch`], stopping early when `halt` is cancelled: then the rollouts
+    /// completed so far in input order come back as `Halted` (only the ones in flight, at most
+    /// `per_job`, are lost), so a pause keeps what was already paid for.
+    /// [`Evaluator::batch_pairs`] until `halt`: on a halt, the rollouts answered so far (a
+    /// prefix, in input order) come back in [`BatchStop::Halted`].
+    pub async fn batch_pairs_until(
+        &self,
+        pairs: &[(&str, &Example)],
+        halt: &tokio_util::sync::CancellationToken,
+    ) -> Result<Vec<Rollout>, BatchStop> {
+        let mut pending = futures_util::stream::FuturesOrdered::new();
+        let mut results = Vec::with_capacity(pairs.len());
+        let mut next = 0;
+        while next < pairs.len() || !pending.is_empty() {
+            while next < pairs.len() && pending.len() < self.per_job.max(1) {
+                pending.push_back(self.rollout(pairs[next].0, pairs[next].1));
+                next += 1;
+            }
+            let done = tokio::select! {
+                done = pending.next() => done,
+                _ = halt.cancelled() => return Err(BatchStop::Halted(results)),
+            };
+            if let Some(result) = done {
+                results.push(result.map_err(BatchStop::Failed)?);
+            }
+        }
+        Ok(results)
+    }
+
+    pub async fn batch_until(
+        &self,
+        system: &str,
+        examples: &[&Example],
+        halt: &tokio_util::sync::CancellationToken,
+    ) -> Result<Vec<Rollout>, BatchStop> {
+        let mut pending = futures_util::stream::FuturesOrdered::new();
+        let mut results = Vec::with_capacity(examples.len());
+        let mut next = 0;
+        while next < examples.len() || !pending.is_empty() {
+            while next < examples.len() && pending.len() < self.per_job.max(1) {
+                pending.push_back(self.rollout(system, examples[next]));
+                next += 1;
+            }
+            let done = tokio::select! {
+                done = pending.next() => done,
+                _ = halt.cancelled() => return Err(BatchStop::Halted(results)),
+            };
+            if let Some(result) = done {
+                results.push(result.map_err(BatchStop::Failed)?);
+            }
+        }
+        Ok(results)
     }
 
     /// Runs `system` on every example, `per_job` at a time; results in input order. The first

@@ -309,6 +309,7 @@ impl Optimizer for GepaOptimizer {
             memo,
             top: serde_json::Value::Null,
             lessons_sent: false,
+            journal: Default::default(),
             train: split.train,
             val: split.val,
         };
@@ -428,14 +429,18 @@ async fn load_checkpoint(
     job_id: &str,
     seed: &Candidate,
 ) -> Option<Checkpoint> {
-    match store.get_checkpoint(job_id).await {
-        Ok(Some(value)) => serde_json::from_value::<Checkpoint>(value)
-            .ok()
-            .filter(|c| {
-                c.state.version == STATE_VERSION && c.state.candidates.first() == Some(seed)
-            }),
-        _ => None,
+    let Ok(Some(value)) = store.get_checkpoint(job_id).await else {
+        return None;
+    };
+    let mut checkpoint = serde_json::from_value::<Checkpoint>(value).ok()?;
+    match store.checkpoint_parts(job_id).await {
+        Ok(parts) => checkpoint.apply(&parts),
+        Err(err) => {
+            tracing::warn!(job_id, error = %err, "checkpoint parts unreadable; resuming from the base")
+        }
     }
+    Some(checkpoint)
+        .filter(|c| c.state.version == STATE_VERSION && c.state.candidates.first() == Some(seed))
 }
 
 /// Scores the seed and the best candidate on the held-out set (outside the search budget).

@@ -395,6 +395,7 @@ impl Engine<'_> {
                 );
                 if let Some(key) = &keys[*i] {
                     self.memo.reflections.insert(key.clone(), completion.text);
+                    self.journal.fresh_reflections.push(key.clone());
                 }
             }
             self.save().await;
