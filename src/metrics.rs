@@ -52,6 +52,12 @@ pub struct GrpcMethodLabels {
     pub grpc_method: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+    pub kind: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -74,6 +80,7 @@ pub struct Metrics {
     pub jobs_cancelled: Counter,
     pub job_queue_depth: Gauge,
     pub store_latency: HistogramFamily<StoreLabels>,
+    pub provider_failures: Family<ProviderLabels, Counter>,
 }
 
 impl Metrics {
@@ -92,6 +99,7 @@ impl Metrics {
             jobs_cancelled: Counter::default(),
             job_queue_depth: Gauge::default(),
             store_latency: Family::new_with_constructor(latency_histogram),
+            provider_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -134,6 +142,11 @@ impl Metrics {
             "Store operation latency (event commits of the group-committing writer)",
             m.store_latency.clone(),
         );
+        registry.register(
+            "provider_attempt_failures",
+            "Failed model-provider attempts (retried or not) by provider and kind (malformed, timeout, http_5xx, ...)",
+            m.provider_failures.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -175,6 +188,17 @@ pub fn observe_store(op: &str, elapsed: std::time::Duration) {
         .store_latency
         .get_or_create(&StoreLabels { op: op.to_string() })
         .observe(elapsed.as_secs_f64());
+}
+
+/// Provider hook: one attempt of a model call to `provider` failed with an error of `kind`.
+pub fn provider_attempt_failed(provider: &str, kind: &str) {
+    global()
+        .provider_failures
+        .get_or_create(&ProviderLabels {
+            provider: provider.to_string(),
+            kind: kind.to_string(),
+        })
+        .inc();
 }
 
 /// Content type of [`render_text`] (OpenMetrics text, which Prometheus scrapes natively).

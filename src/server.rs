@@ -168,6 +168,9 @@ pub async fn run_with_runtime(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(protections.grpc_layers())
+            .layer(tower::util::MapResponseLayer::new(
+                crate::layers::body_limit::decode_error_is_invalid_argument,
+            ))
             .add_routes(routes)
             // `serve_with_incoming*` ignores the builder's `tcp_nodelay`: set it on the incoming
             // stream, or small responses wait ~40 ms on Nagle + delayed ACK.

@@ -1,5 +1,5 @@
-//! The examples and eval services over real gRPC, and GEPA offline (LocalEcho with the
-//! rule-based reflection fallback).
+//! The examples and eval services over real gRPC, and GEPA offline (the offline world as task
+//! model and reflection).
 
 mod common;
 mod fake_llm;
@@ -168,7 +168,7 @@ async fn an_eval_job_scores_every_stored_example_and_streams_each_case() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gepa_runs_offline_with_the_rule_based_reflection_fallback() {
+async fn gepa_runs_offline_with_the_offline_world_reflection() {
     let core = Core::start(test_settings(), None).await;
     let mut client = core.optimizer().await;
     let request = pb::OptimizeRequest {
@@ -185,10 +185,10 @@ async fn gepa_runs_offline_with_the_rule_based_reflection_fallback() {
         ..Default::default()
     };
     let events = collect(client.optimize(request).await.unwrap().into_inner()).await;
-    let rule_based = events.iter().any(|e| {
-        matches!(&e.payload, Some(pb::job_event::Payload::ReflectionFinished(r)) if r.rule_based)
+    let reflected = events.iter().any(|e| {
+        matches!(&e.payload, Some(pb::job_event::Payload::ReflectionFinished(r)) if !r.rule_based)
     });
-    assert!(rule_based, "offline reflection is rule-based");
+    assert!(reflected, "offline reflection is the offline world's operator");
     let Some(pb::job_event::Payload::Finished(f)) = events.last().unwrap().payload.clone() else {
         panic!("no finished: {:?}", types(&events))
     };
@@ -196,6 +196,8 @@ async fn gepa_runs_offline_with_the_rule_based_reflection_fallback() {
         panic!("not a gepa result")
     };
     assert!(result.budget.unwrap().metric_calls_used <= 40);
-    assert_eq!(result.best_prompt, "Answer the question.");
+    // Free-form questions: the operator can only memorise answers, which the validation set
+    // (other questions) does not reward, so the seed stays best.
+    assert!(result.best_prompt.starts_with("Answer the question."));
     core.shutdown().await;
 }

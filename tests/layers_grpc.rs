@@ -397,7 +397,9 @@ async fn a_forwarded_stream_token_opens_only_watch_of_its_job() {
         .unwrap()
         .into_inner()
         .job_id;
-    let token = tokens.issue(&job_id).token;
+    let token = tokens
+        .issue(&job_id, &innerloop::layers::auth::principal_id(TOKEN))
+        .token;
     let watch = |job: &str| pb::WatchJobRequest {
         job_id: job.into(),
         ..Default::default()

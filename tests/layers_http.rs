@@ -149,7 +149,11 @@ async fn every_route_requires_a_valid_token() {
 #[tokio::test]
 async fn stream_tokens_open_only_their_own_jobs_events() {
     let edge = start(settings()).await;
-    let issued = edge.protections.auth.stream_tokens.issue("job-1");
+    let issued = edge
+        .protections
+        .auth
+        .stream_tokens
+        .issue("job-1", &innerloop::layers::auth::principal_id(TOKEN));
     let events = |job: &str, token: &str| {
         client()
             .get(edge.url(&format!("/v1/optimize/{job}/events?access_token={token}")))
@@ -455,6 +459,48 @@ async fn cors_answers_only_configured_origins() {
             .get("access-control-allow-origin")
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn streams_opened_with_stream_tokens_count_against_the_principal_that_minted_them() {
+    let edge = start(Settings {
+        max_streams_per_principal: 2,
+        ..settings()
+    })
+    .await;
+    let mint = || async {
+        let issued: Value = client()
+            .post(edge.url("/v1/optimize/j1/stream-token"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        issued["stream_token"].as_str().unwrap().to_string()
+    };
+    let open = |token: String| {
+        client()
+            .get(edge.url(&format!("/v1/optimize/j1/events?access_token={token}")))
+            .send()
+    };
+    // Each stream on a fresh token: the first two fill the minter's cap, the third is refused.
+    let first = open(mint().await).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = open(mint().await).await.unwrap();
+    assert_eq!(second.status(), 200);
+    let third = open(mint().await).await.unwrap();
+    assert_eq!(third.status(), 429, "a new token is not a new caller");
+    // The bearer itself shares the same cap.
+    let bearer = client()
+        .get(edge.url("/v1/optimize/j1/events"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 429);
+    drop((first, second));
 }
 
 #[tokio::test]

@@ -79,7 +79,7 @@ async fn the_circuit_opens_after_repeated_failures_and_fails_fast() {
     for _ in 0..2 {
         let err = provider.complete(request()).await.unwrap_err();
         assert!(
-            matches!(err, ProviderError::Http { status: 500 }),
+            matches!(err.root(), ProviderError::Http { status: 500 }),
             "{err:?}"
         );
     }

@@ -9,10 +9,19 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_COMPONENT: &str = "system_prompt";
 
 /// Built-in dataset packs, plus `examples` (the stored examples).
-pub const DATASET_NAMES: &[&str] = &["toy_qa", "toy_clf", "examples"];
+pub const DATASET_NAMES: &[&str] = &[
+    "toy_qa",
+    "toy_clf",
+    "world_case",
+    "world_wrap",
+    "world_join",
+    "world_mixed",
+    "examples",
+];
 
 /// Metric names a request may use (`regex` is an alias of `regex_pass`).
 pub const METRIC_NAMES: &[&str] = &[
+    "strict_match",
     "exact_match",
     "contains",
     "regex_pass",
@@ -46,6 +55,19 @@ pub enum Acceptance {
     ImprovementOrEqual,
 }
 
+/// How an accepted child is scored on the validation (Pareto) set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidationPolicy {
+    /// Every validation id (the reference's default). When the budget no longer covers them all,
+    /// the ids that fit are scored and the child is compared with its parent on those.
+    #[default]
+    Full,
+    /// A random subsample first (a fifth of the set, at least 5); only a child at least as good
+    /// as its parent there is promoted to the rest of the set.
+    Subsample,
+}
+
 /// GEPA knobs of one request; every field has a default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -60,6 +82,10 @@ pub struct GepaOptions {
     pub max_merge_invocations: Option<u32>,
     /// Extra named components evolved next to `prompt` (which is `system_prompt`).
     pub components: BTreeMap<String, String>,
+    pub validation_policy: ValidationPolicy,
+    /// Reproduces the engine before issue 20 (for benchmarks): an iteration starts only when its
+    /// worst case (2 × minibatch + the validation set) fits, and reflection has no memory.
+    pub legacy_budget: bool,
 }
 
 /// One frontier member as the original reported it: `{id, score}`.
@@ -95,6 +121,10 @@ pub struct CandidateInfo {
     pub val_scores: BTreeMap<String, f64>,
     /// Metric calls spent when it was found.
     pub discovered_at_metric_calls: u64,
+    /// Validation ids actually scored (fewer than the set when the budget ran short: the others
+    /// carry its parent's scores as estimates).
+    #[serde(default)]
+    pub validated_on: u32,
 }
 
 /// Result of a `mode: "gepa"` job. `best_prompt`, `frontier` and `lessons` are the original's.
@@ -112,6 +142,20 @@ pub struct GepaResult {
     pub budget: BudgetUsage,
     /// Why the search ended (`max_metric_calls`, `max_generations`, `max_cost`, …).
     pub stop_reason: String,
+    /// Seed vs best on the held-out `test` split, when the request had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestReport>,
+}
+
+/// Seed vs best on the held-out `test` split, scored after the search and outside its budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestReport {
+    pub count: u32,
+    pub seed_score: f64,
+    pub best_score: f64,
+    pub best_candidate_id: u32,
+    /// Metric calls the test scoring used (not counted in `budget`).
+    pub metric_calls: u64,
 }
 
 /// Result of an eval job.
@@ -261,6 +305,7 @@ mod tests {
             generations: 3,
             budget: BudgetUsage::default(),
             stop_reason: "max_metric_calls".into(),
+            test: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! events and results. Nothing here knows about HTTP, SSE or gRPC; serde gives each type the JSON
 //! shape of the original service's contract, which is also how stores persist them.
 
+pub mod depth;
 pub mod event;
 pub mod gepa;
 pub mod job;

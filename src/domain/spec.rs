@@ -188,6 +188,7 @@ impl JobSpec {
                 ));
             }
         }
+        self.validate_depth(&mut errors);
         if let Some(t) = self.temperature
             && !(0.0..=2.0).contains(&t)
         {
@@ -264,6 +265,27 @@ impl JobSpec {
 }
 
 impl JobSpec {
+    /// Free-form JSON no deeper than [`super::depth::MAX_JSON_DEPTH`] levels from the request's
+    /// root (`context` sits at level 2, an example's `meta` at level 4).
+    fn validate_depth(&self, errors: &mut Vec<FieldError>) {
+        use super::depth::{MAX_JSON_DEPTH, message, too_deep_in_map};
+        let mut report = |prefix: Vec<String>, path: Vec<String>| {
+            let loc: Vec<String> = prefix.into_iter().chain(path).collect();
+            let loc: Vec<&str> = loc.iter().map(String::as_str).collect();
+            errors.push(FieldError::new(&loc, message()));
+        };
+        if let Some(context) = &self.context
+            && let Some(path) = too_deep_in_map(context, 2, MAX_JSON_DEPTH)
+        {
+            report(vec!["context".into()], path);
+        }
+        for (i, example) in self.examples.iter().enumerate() {
+            if let Some(path) = too_deep_in_map(&example.meta, 4, MAX_JSON_DEPTH) {
+                report(vec!["examples".into(), i.to_string(), "meta".into()], path);
+            }
+        }
+    }
+
     /// Rules of `mode: "gepa"`: known dataset and metrics, sane GEPA options.
     fn validate_gepa(&self, errors: &mut Vec<FieldError>) {
         use super::gepa::{DATASET_NAMES, DEFAULT_COMPONENT, METRIC_NAMES};

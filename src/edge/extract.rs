@@ -81,9 +81,16 @@ pub struct CallContext {
     /// From the shared layers: the credential (also an SSE `?access_token=`), the client IP and
     /// the current span's trace context; overrides the passed-through headers.
     forwarded: tonic::metadata::MetadataMap,
+    /// The authenticated caller's principal id (set by the auth layer), for stream tokens.
+    principal_id: Option<String>,
 }
 
 impl CallContext {
+    /// The authenticated caller's principal id, when auth is on.
+    pub fn principal_id(&self) -> Option<&str> {
+        self.principal_id.as_deref()
+    }
+
     /// A gRPC request carrying `x-request-id`, and the passed-through headers when present.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
@@ -119,6 +126,10 @@ impl<S: Send + Sync> FromRequestParts<S> for CallContext {
                 .iter()
                 .filter_map(|name| Some((*name, parts.headers.get(*name)?.clone())))
                 .collect(),
+            principal_id: parts
+                .extensions
+                .get::<crate::layers::auth::Principal>()
+                .map(|p| p.id.clone()),
             forwarded: {
                 let mut forwarded = tonic::metadata::MetadataMap::new();
                 crate::layers::forward::forward_to_core(parts, &mut forwarded);
@@ -184,7 +195,8 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 }
 
 /// A JSON body. Wrong content type → 415; unreadable or invalid JSON → 422 with
-/// `details.errors[].loc` starting at `body`; too large → 413. All in the error envelope.
+/// `details.errors[].loc` starting at `body` (also for a body nested deeper than
+/// [`crate::domain::depth::MAX_JSON_DEPTH`] levels); too large → 413. All in the error envelope.
 pub struct JsonBody<T>(pub T);
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -269,6 +281,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::invalid(&["body"], rejection.body_text())
             }
         })?;
+        // Before parsing: a body nested past the limit is refused naming where, not handed to
+        // a decoder that would fail deep inside the core.
+        use crate::domain::depth::{MAX_JSON_DEPTH, first_too_deep, message};
+        if let Some(path) = first_too_deep(&bytes, MAX_JSON_DEPTH) {
+            let loc: Vec<&str> = std::iter::once("body")
+                .chain(path.iter().map(String::as_str))
+                .collect();
+            return Err(ApiError::invalid(&loc, message()));
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
         de.end()

@@ -76,6 +76,10 @@ pub struct GepaBody {
     /// Extra named components evolved next to `prompt`.
     #[schema(value_type = Option<Object>)]
     pub components: Option<std::collections::BTreeMap<String, String>>,
+    /// `full` (default) or `subsample`.
+    pub validation_policy: Option<String>,
+    /// Reproduce the engine before issue 20 (benchmarks only).
+    pub legacy_budget: Option<bool>,
 }
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -273,6 +277,8 @@ impl OptimizeBody {
                 use_merge: g.use_merge,
                 max_merge_invocations: g.max_merge_invocations,
                 components: g.components.unwrap_or_default().into_iter().collect(),
+                validation_policy: g.validation_policy.unwrap_or_default(),
+                legacy_budget: g.legacy_budget.unwrap_or(false),
             }),
         }
     }
@@ -289,9 +295,10 @@ pub struct CreatedJob {
 }
 
 impl CreatedJob {
-    /// The answer for `job_id`, with a stream token when the edge issues them.
-    pub fn new(job_id: String, state: &crate::edge::EdgeState) -> CreatedJob {
-        let stream_token = state.stream_token(&job_id);
+    /// The answer for `job_id`, with a stream token (minted by `minter`, the caller's principal
+    /// id) when the edge issues them.
+    pub fn new(job_id: String, state: &crate::edge::EdgeState, minter: Option<&str>) -> CreatedJob {
+        let stream_token = state.stream_token(&job_id, minter);
         CreatedJob {
             job_id,
             stream_token,

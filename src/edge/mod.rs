@@ -84,12 +84,10 @@ impl EdgeState {
         let _ = self.inner.stream_tokens.set(tokens);
     }
 
-    /// A stream token for `job_id`, when auth is on.
-    pub fn stream_token(&self, job_id: &str) -> Option<String> {
-        self.inner
-            .stream_tokens
-            .get()
-            .map(|tokens| tokens.issue(job_id).token)
+    /// A stream token for `job_id` minted by the principal `minter`, when auth is on.
+    pub fn stream_token(&self, job_id: &str, minter: Option<&str>) -> Option<String> {
+        let tokens = self.inner.stream_tokens.get()?;
+        Some(tokens.issue(job_id, minter?).token)
     }
 
     /// Readiness turns 503 from now on.

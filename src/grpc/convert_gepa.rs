@@ -9,6 +9,7 @@ use crate::domain::gepa::{
     FrontierUpdated, GenerationStarted, GepaOptions, GepaResult, JudgeScored, LessonsUpdated,
     MergeAttempted, MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted,
 };
+use crate::domain::gepa::{TestReport, ValidationPolicy};
 use crate::error::FieldError;
 
 type P = pb::job_event::Payload;
@@ -44,7 +45,20 @@ pub fn options_from_pb(
             Acceptance::StrictImprovement
         }
     };
+    let validation_policy = match o.validation_policy.as_str() {
+        "" | "full" => ValidationPolicy::Full,
+        "subsample" => ValidationPolicy::Subsample,
+        _ => {
+            errors.push(FieldError::new(
+                &["gepa", "validation_policy"],
+                "validation_policy must be full or subsample",
+            ));
+            ValidationPolicy::Full
+        }
+    };
     GepaOptions {
+        validation_policy,
+        legacy_budget: o.legacy_budget,
         minibatch_size: o.minibatch_size,
         candidate_selector,
         acceptance,
@@ -137,11 +151,19 @@ pub fn gepa_result_to_pb(r: &GepaResult) -> pb::GepaResult {
                 score: c.score,
                 val_scores: c.val_scores.clone().into_iter().collect(),
                 discovered_at_metric_calls: c.discovered_at_metric_calls,
+                validated_on: c.validated_on,
             })
             .collect(),
         generations: r.generations,
         budget: Some(budget_to_pb(&r.budget)),
         stop_reason: r.stop_reason.clone(),
+        test: r.test.as_ref().map(|t| pb::TestReport {
+            count: t.count,
+            seed_score: t.seed_score,
+            best_score: t.best_score,
+            best_candidate_id: t.best_candidate_id,
+            metric_calls: t.metric_calls,
+        }),
     }
 }
 
@@ -165,11 +187,19 @@ pub fn gepa_result_from_pb(r: pb::GepaResult) -> GepaResult {
                 score: c.score,
                 val_scores: c.val_scores.into_iter().collect(),
                 discovered_at_metric_calls: c.discovered_at_metric_calls,
+                validated_on: c.validated_on,
             })
             .collect(),
         generations: r.generations,
         budget: budget_from_pb(r.budget),
         stop_reason: r.stop_reason,
+        test: r.test.map(|t| TestReport {
+            count: t.count,
+            seed_score: t.seed_score,
+            best_score: t.best_score,
+            best_candidate_id: t.best_candidate_id,
+            metric_calls: t.metric_calls,
+        }),
     }
 }
 
@@ -416,6 +446,25 @@ pub fn examples_from_pb(
                     "id must be at most 200 bytes",
                 ));
             }
+            let meta = e
+                .meta
+                .as_ref()
+                .map(super::convert::json_from_struct)
+                .unwrap_or_default();
+            // Level 3, as in the REST body (a bare list of examples).
+            if let Some(path) = crate::domain::depth::too_deep_in_map(
+                &meta,
+                3,
+                crate::domain::depth::MAX_JSON_DEPTH,
+            ) {
+                let loc: Vec<String> = ["examples", &index, "meta"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(path)
+                    .collect();
+                let loc: Vec<&str> = loc.iter().map(String::as_str).collect();
+                errors.push(FieldError::new(&loc, crate::domain::depth::message()));
+            }
             crate::domain::Example {
                 id: if e.id.is_empty() {
                     uuid::Uuid::new_v4().to_string()
@@ -424,11 +473,7 @@ pub fn examples_from_pb(
                 },
                 input: e.input,
                 expected: e.expected,
-                meta: e
-                    .meta
-                    .as_ref()
-                    .map(super::convert::json_from_struct)
-                    .unwrap_or_default(),
+                meta,
             }
         })
         .collect();
@@ -598,10 +643,18 @@ pub fn samples() -> Vec<EventPayload> {
                 score: 0.5,
                 val_scores: scores,
                 discovered_at_metric_calls: 7,
+                validated_on: 1,
             }],
             generations: 2,
             budget,
             stop_reason: "max_metric_calls".into(),
+            test: Some(TestReport {
+                count: 2,
+                seed_score: 0.0,
+                best_score: 0.5,
+                best_candidate_id: 1,
+                metric_calls: 4,
+            }),
         }))),
         EventPayload::Finished(JobResult::Eval(EvalResult {
             name: "toy_qa".into(),

@@ -300,10 +300,11 @@ where
                 }),
                 // SSE: `?access_token=` for this job only.
                 (None, RouteKind::Stream { job_id: Some(job) }) => {
+                    // The principal is the token's minter: its streams count against them.
                     query_param(req.uri().query(), "access_token")
-                        .filter(|token| auth.stream_tokens.verify(job, token))
-                        .map(|token| Principal {
-                            id: principal_id(token),
+                        .and_then(|token| auth.stream_tokens.verify(job, token))
+                        .map(|minter| Principal {
+                            id: minter,
                             credential: Credential::StreamToken {
                                 job_id: job.clone(),
                             },
@@ -324,11 +325,13 @@ where
                     };
                     let job = grpc_job_id(&bytes);
                     req = Request::from_parts(parts, B::full(bytes));
-                    job.filter(|job| auth.stream_tokens.verify(job, &token))
-                        .map(|job_id| Principal {
-                            id: principal_id(&token),
-                            credential: Credential::StreamToken { job_id },
+                    job.and_then(|job| {
+                        let minter = auth.stream_tokens.verify(&job, &token)?;
+                        Some(Principal {
+                            id: minter,
+                            credential: Credential::StreamToken { job_id: job },
                         })
+                    })
                 }
                 _ => None,
             };

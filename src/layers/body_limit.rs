@@ -7,6 +7,9 @@
 //! - gRPC bodies are streamed through a frame-aware check: any message whose length prefix is
 //!   over the limit ends the request with RESOURCE_EXHAUSTED before it is buffered (tonic's own
 //!   decode limit would say OUT_OF_RANGE). Streams of small messages (reflection) are unaffected.
+//! - A gRPC message the decoder refuses (malformed, or nested past protobuf's recursion limit)
+//!   is the caller's fault: [`decode_error_is_invalid_argument`] turns tonic's INTERNAL into
+//!   INVALID_ARGUMENT without the decoder's field path.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -47,6 +50,32 @@ impl<S> Layer<S> for BodyLimitLayer {
 pub struct BodyLimitService<S> {
     inner: S,
     limit: usize,
+}
+
+/// Rewrites tonic's answer to an undecodable request message (INTERNAL, "failed to decode
+/// Protobuf message: …") into INVALID_ARGUMENT with a message that names no internal path.
+/// Wrap the gRPC server's services with it (`tower::util::MapResponseLayer`).
+pub fn decode_error_is_invalid_argument<B>(mut response: Response<B>) -> Response<B> {
+    let headers = response.headers_mut();
+    let internal = headers.get("grpc-status").is_some_and(|v| v == "13");
+    let decode = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| {
+            m.replace("%20", " ")
+                .starts_with("failed to decode Protobuf message")
+        });
+    if internal && decode {
+        let message = format!(
+            "request message could not be decoded: malformed, or nested deeper than {} levels",
+            crate::domain::depth::MAX_JSON_DEPTH
+        );
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+        if let Ok(value) = http::HeaderValue::from_str(&message.replace(' ', "%20")) {
+            headers.insert("grpc-message", value);
+        }
+    }
+    response
 }
 
 fn declared_length<B>(req: &Request<B>) -> Option<u64> {

@@ -1,7 +1,9 @@
 //! Job-scoped, short-lived tokens for SSE in browsers (`EventSource` cannot send headers).
 //!
-//! A token is `<expiry unix seconds>.<hex HMAC-SHA256(secret, "innerloop-sse:" job_id "." expiry)>`.
-//! It is issued to an authenticated caller (the edge adds it to the create response as
+//! A token is `<expiry unix seconds>.<minter>.<hex HMAC-SHA256(secret, "innerloop-sse:" job_id "."
+//! expiry "." minter)>`, where `minter` is the principal id of the caller it was issued to: a
+//! stream opened with it counts against that caller's stream cap and rate limit, so minting
+//! tokens gets no one around them. It is issued to an authenticated caller (the edge adds it to the create response as
 //! `stream_token`, or serves it from `POST /v1/optimize/{id}/stream-token`, by calling
 //! [`StreamTokens::issue`]) and accepted only as `?access_token=` on the events route of that
 //! job, until it expires (`STREAM_TOKEN_TTL_S`). The secret is `STREAM_TOKEN_KEY`, or random
@@ -60,66 +62,72 @@ impl StreamTokens {
         StreamTokens::new(secret, settings.stream_token_ttl_s)
     }
 
-    fn mac(&self, job_id: &str, expiry: u64) -> HmacSha256 {
+    fn mac(&self, job_id: &str, expiry: u64, minter: &str) -> HmacSha256 {
         let mut mac =
             HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
         mac.update(b"innerloop-sse:");
         mac.update(job_id.as_bytes());
         mac.update(b".");
         mac.update(expiry.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(minter.as_bytes());
         mac
     }
 
-    /// A token for watching `job_id`, valid for the configured TTL.
-    pub fn issue(&self, job_id: &str) -> IssuedToken {
-        self.issue_at(job_id, now_s())
+    /// A token for watching `job_id`, valid for the configured TTL, minted by the principal
+    /// `minter` (its id, [`super::auth::principal_id`]).
+    pub fn issue(&self, job_id: &str, minter: &str) -> IssuedToken {
+        self.issue_at(job_id, minter, now_s())
     }
 
-    fn issue_at(&self, job_id: &str, now: u64) -> IssuedToken {
+    fn issue_at(&self, job_id: &str, minter: &str, now: u64) -> IssuedToken {
         let expires_at = now.saturating_add(self.ttl_s);
-        let tag = self.mac(job_id, expires_at).finalize().into_bytes();
+        let tag = self.mac(job_id, expires_at, minter).finalize().into_bytes();
         let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
         IssuedToken {
-            token: format!("{expires_at}.{hex}"),
+            token: format!("{expires_at}.{minter}.{hex}"),
             expires_at,
         }
     }
 
-    /// True when `token` was issued for `job_id` and has not expired. Constant time in the tag.
-    pub fn verify(&self, job_id: &str, token: &str) -> bool {
+    /// The id of the principal that minted `token`, when it was issued for `job_id` and has not
+    /// expired. Constant time in the tag.
+    pub fn verify(&self, job_id: &str, token: &str) -> Option<String> {
         self.verify_at(job_id, token, now_s())
     }
 
-    fn verify_at(&self, job_id: &str, token: &str, now: u64) -> bool {
-        let Some((expiry, hex)) = token.split_once('.') else {
-            return false;
-        };
-        let Ok(expiry) = expiry.parse::<u64>() else {
-            return false;
-        };
-        if expiry < now || hex.len() != 64 {
-            return false;
+    fn verify_at(&self, job_id: &str, token: &str, now: u64) -> Option<String> {
+        let mut parts = token.splitn(3, '.');
+        let (expiry, minter, hex) = (parts.next()?, parts.next()?, parts.next()?);
+        let expiry = expiry.parse::<u64>().ok()?;
+        let minter_ok = !minter.is_empty()
+            && minter.len() <= 64
+            && minter.bytes().all(|b| b.is_ascii_hexdigit());
+        if expiry < now || hex.len() != 64 || !minter_ok {
+            return None;
         }
-        let Some(tag) = (0..32)
+        let tag = (0..32)
             .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()
-        else {
-            return false;
-        };
-        self.mac(job_id, expiry).verify_slice(&tag).is_ok()
+            .collect::<Option<Vec<u8>>>()?;
+        self.mac(job_id, expiry, minter)
+            .verify_slice(&tag)
+            .ok()
+            .map(|()| minter.to_string())
     }
 }
 
 /// `POST /v1/optimize/{job_id}/stream-token` → `{"stream_token": "…", "expires_at": <unix s>}`.
 /// Mount it under the layers: the auth layer admits only bearer tokens here (a stream token
-/// cannot mint another).
+/// cannot mint another), and the token is minted in the name of that bearer's principal.
 pub fn router<S: Clone + Send + Sync + 'static>(tokens: StreamTokens) -> axum::Router<S> {
     use axum::extract::Path;
     use axum::routing::post;
-    let issue = move |Path(job_id): Path<String>| {
+    let issue = move |principal: Option<axum::Extension<super::auth::Principal>>,
+                      Path(job_id): Path<String>| {
         let tokens = tokens.clone();
         async move {
-            let issued = tokens.issue(&job_id);
+            let minter = principal.map_or_else(|| "0".to_string(), |p| p.0.id);
+            let issued = tokens.issue(&job_id, &minter);
             axum::Json(serde_json::json!({
                 "stream_token": issued.token,
                 "expires_at": issued.expires_at,
@@ -136,24 +144,39 @@ mod tests {
     #[test]
     fn a_token_opens_only_its_own_job_until_it_expires() {
         let tokens = StreamTokens::new(b"k".to_vec(), 60);
-        let issued = tokens.issue_at("job-a", 1000);
+        let issued = tokens.issue_at("job-a", "abc123", 1000);
         assert_eq!(issued.expires_at, 1060);
-        assert!(tokens.verify_at("job-a", &issued.token, 1059));
-        assert!(!tokens.verify_at("job-b", &issued.token, 1059));
-        assert!(!tokens.verify_at("job-a", &issued.token, 1061));
+        assert_eq!(
+            tokens.verify_at("job-a", &issued.token, 1059).as_deref(),
+            Some("abc123")
+        );
+        assert!(tokens.verify_at("job-b", &issued.token, 1059).is_none());
+        assert!(tokens.verify_at("job-a", &issued.token, 1061).is_none());
     }
 
     #[test]
     fn forged_or_mangled_tokens_are_refused() {
         let tokens = StreamTokens::new(b"k".to_vec(), 60);
         let other = StreamTokens::new(b"other".to_vec(), 60);
-        let issued = other.issue_at("job-a", 1000);
-        assert!(!tokens.verify_at("job-a", &issued.token, 1000));
-        let mine = tokens.issue_at("job-a", 1000).token;
+        let issued = other.issue_at("job-a", "abc", 1000);
+        assert!(tokens.verify_at("job-a", &issued.token, 1000).is_none());
+        let mine = tokens.issue_at("job-a", "abc", 1000).token;
         let extended = mine.replacen("1060", "9999", 1);
-        assert!(!tokens.verify_at("job-a", &extended, 1000));
-        for junk in ["", ".", "1060.", "x.y", "1060.zz", "1060.é"] {
-            assert!(!tokens.verify_at("job-a", junk, 1000));
+        assert!(tokens.verify_at("job-a", &extended, 1000).is_none());
+        // Claiming another minter breaks the tag.
+        let reassigned = mine.replacen(".abc.", ".def.", 1);
+        assert!(tokens.verify_at("job-a", &reassigned, 1000).is_none());
+        for junk in [
+            "",
+            ".",
+            "1060.",
+            "x.y",
+            "1060.zz",
+            "1060.é",
+            "1060..",
+            "1060.abc.zz",
+        ] {
+            assert!(tokens.verify_at("job-a", junk, 1000).is_none());
         }
     }
 }

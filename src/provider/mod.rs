@@ -2,12 +2,14 @@
 //! (the default, so everything runs without keys).
 
 pub mod local_echo;
+pub mod offline_world;
 pub mod openai;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use local_echo::LocalEcho;
+pub use offline_world::OfflineWorld;
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +73,44 @@ pub enum ProviderError {
     CircuitOpen,
     #[error("provider answer unreadable: {0}")]
     InvalidResponse(String),
+    /// The last failure of a call that was given up on, with what was tried: the message names
+    /// the provider, the model and how many attempts were made.
+    #[error("{last} ({provider}, model {model}, {attempts} attempt{s})", s = plural_s(.attempts))]
+    GaveUp {
+        provider: String,
+        model: String,
+        attempts: u32,
+        last: Box<ProviderError>,
+    },
+}
+
+fn plural_s(n: &u32) -> &'static str {
+    if *n == 1 { "" } else { "s" }
+}
+
+impl ProviderError {
+    /// The underlying failure (what a [`ProviderError::GaveUp`] wraps, else itself).
+    pub fn root(&self) -> &ProviderError {
+        match self {
+            ProviderError::GaveUp { last, .. } => last.root(),
+            other => other,
+        }
+    }
+
+    /// A short label for metrics: `timeout`, `rate_limited`, `http_5xx`, `http_4xx`,
+    /// `transport`, `circuit_open`, `malformed`.
+    pub fn kind(&self) -> &'static str {
+        match self.root() {
+            ProviderError::Timeout => "timeout",
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::Http { status } if *status >= 500 => "http_5xx",
+            ProviderError::Http { .. } => "http_4xx",
+            ProviderError::Transport(_) => "transport",
+            ProviderError::CircuitOpen => "circuit_open",
+            ProviderError::InvalidResponse(_) => "malformed",
+            ProviderError::GaveUp { .. } => "other",
+        }
+    }
 }
 
 /// A source of completions.

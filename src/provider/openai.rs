@@ -1,6 +1,7 @@
 //! An OpenAI-compatible chat-completions provider (OpenAI, OpenRouter, vLLM, Ollama, llama.cpp,
 //! …): one pooled `reqwest` client with connect and request timeouts; retries with exponential
-//! backoff and jitter on 429, 5xx, timeouts and connection errors, honouring `Retry-After`;
+//! backoff and jitter on 429, 5xx, timeouts, connection errors and malformed or truncated
+//! answers, honouring `Retry-After` (a call given up on says how many attempts were made);
 //! a per-provider concurrency cap (semaphore) and QPS limit; a circuit breaker that fails fast
 //! after repeated failures. The API key is sent as a bearer token and never logged or shown.
 //!
@@ -268,12 +269,20 @@ impl OpenAiCompatible {
                 status: status.as_u16(),
             });
         }
-        let wire: WireResponse = response.json().await.map_err(|e| {
+        // Read the whole body first: a body cut short is told apart from one that is not JSON.
+        let bytes = response.bytes().await.map_err(|e| {
             if e.is_timeout() {
                 ProviderError::Timeout
             } else {
-                ProviderError::InvalidResponse("not a chat completion".into())
+                ProviderError::InvalidResponse("answer truncated".into())
             }
+        })?;
+        let wire: WireResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            ProviderError::InvalidResponse(if e.is_eof() {
+                "answer truncated".into()
+            } else {
+                "not a chat completion".into()
+            })
         })?;
         let text = wire
             .choices
@@ -300,13 +309,16 @@ fn classify(err: reqwest::Error) -> ProviderError {
     }
 }
 
+/// Transient failures worth another attempt. A malformed or truncated answer (often a proxy
+/// cutting a 200 short) is retried like a 5xx.
 fn retryable(err: &ProviderError) -> bool {
     match err {
         ProviderError::Timeout
         | ProviderError::RateLimited { .. }
-        | ProviderError::Transport(_) => true,
+        | ProviderError::Transport(_)
+        | ProviderError::InvalidResponse(_) => true,
         ProviderError::Http { status } => *status >= 500,
-        ProviderError::CircuitOpen | ProviderError::InvalidResponse(_) => false,
+        ProviderError::CircuitOpen | ProviderError::GaveUp { .. } => false,
     }
 }
 
@@ -364,6 +376,7 @@ impl ModelProvider for OpenAiCompatible {
                     return Ok(completion);
                 }
                 Err(err) if retryable(&err) && attempt < self.config.max_retries => {
+                    crate::metrics::provider_attempt_failed(self.name(), err.kind());
                     let retry_after = match &err {
                         ProviderError::RateLimited { retry_after_s } => *retry_after_s,
                         _ => None,
@@ -374,6 +387,13 @@ impl ModelProvider for OpenAiCompatible {
                     attempt += 1;
                 }
                 Err(err) => {
+                    crate::metrics::provider_attempt_failed(self.name(), err.kind());
+                    let err = ProviderError::GaveUp {
+                        provider: self.name().to_string(),
+                        model: request.model.clone(),
+                        attempts: attempt + 1,
+                        last: Box::new(err),
+                    };
                     self.record_outcome(false);
                     let span = tracing::Span::current();
                     span.record("attempts", attempt + 1);

@@ -6,8 +6,9 @@
 //!   mirror inputs.
 //! - The reflection model (`reflect-model`) reads the reflective dataset it is shown and adds
 //!   the rule each failed example's feedback reveals (expected = doubled or reversed word).
-//! - Faults can be queued (429 with Retry-After, 500, a hang past the client timeout), or the
-//!   whole server can play dead (always 500).
+//! - Faults can be queued (429 with Retry-After, 500, a hang past the client timeout, a 200
+//!   with truncated JSON), or the whole server can play dead (always 500). [`black_hole`] is a
+//!   provider that accepts connections and never answers.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -32,6 +33,8 @@ pub enum Fault {
     TooMany,
     Internal,
     Hang(Duration),
+    /// HTTP 200 whose JSON body is cut short.
+    Truncated,
 }
 
 #[derive(Default)]
@@ -81,9 +84,8 @@ fn reflect(prompt: &str) -> String {
             .and_then(|s| s.lines().next())
             .unwrap_or("");
         let expected = record
-            .split("expected exactly \"")
-            .nth(1)
-            .and_then(|s| s.split('"').next());
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Expected answer: "));
         let (Some(expected), Some((kind, word))) = (expected, input.split_once(':')) else {
             continue;
         };
@@ -140,6 +142,14 @@ async fn respond(fake: &Fake, body: Value) -> Response {
             return (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response();
         }
         Some(Fault::Hang(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Truncated) => {
+            return (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"mess"#,
+            )
+                .into_response();
+        }
         None => {}
     }
     let latency = *fake.latency.lock().unwrap();
@@ -187,6 +197,20 @@ pub async fn start() -> (String, Arc<Fake>) {
         let _ = axum::serve(listener, app).await;
     });
     (format!("http://{addr}/v1"), fake)
+}
+
+/// A provider black hole: accepts connections, reads nothing, never answers. Returns its base
+/// URL; the listener lives until the test's runtime ends.
+pub async fn black_hole() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    format!("http://{addr}/v1")
 }
 
 /// Train and validation examples of the three kinds.

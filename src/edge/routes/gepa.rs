@@ -233,7 +233,11 @@ pub async fn start(
         .start_eval(ctx.request(request))
         .await?
         .into_inner();
-    Ok(Json(CreatedJob::new(created.job_id, &state)))
+    Ok(Json(CreatedJob::new(
+        created.job_id,
+        &state,
+        ctx.principal_id(),
+    )))
 }
 
 /// `GET /v1/eval/{job_id}/events`: the job's SSE stream (same framing and resume rules as

@@ -66,7 +66,11 @@ pub async fn create(
         .create_job(ctx.request(request))
         .await?
         .into_inner();
-    Ok(Json(CreatedJob::new(created.job_id, &state)))
+    Ok(Json(CreatedJob::new(
+        created.job_id,
+        &state,
+        ctx.principal_id(),
+    )))
 }
 
 /// A job's state; `result` is null until the job is terminal.

@@ -11,7 +11,7 @@ use super::state::{
     Candidate, CheckpointRef, EvalRecord, GepaState, Memo, Origin, cache_key, candidate_hash, fnv1a,
 };
 use crate::domain::gepa::{
-    Acceptance, CandidateProposed, CandidateScored, CandidateSelector, CandidateVerdict,
+    Acceptance, CandidateProposed, ValidationPolicy, CandidateScored, CandidateSelector, CandidateVerdict,
     FrontierEntry, FrontierUpdated, GenerationStarted, JudgeScored, LessonsUpdated,
     MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted,
 };
@@ -27,6 +27,11 @@ const PERFECT_SCORE: f64 = 1.0;
 const MAX_LESSONS: usize = 20;
 /// Epsilon of the epsilon-greedy selector.
 const EPSILON: f64 = 0.1;
+/// Rejected proposals kept for reflection memory (per job; the prompt shows those of the parent
+/// and component being reflected on).
+const MAX_REJECTED: usize = 24;
+/// Rejected proposals shown in one reflection prompt.
+const MEMORY_IN_PROMPT: usize = 3;
 
 /// Why the loop ended early, or why it failed.
 pub enum Halt {
@@ -49,7 +54,7 @@ impl From<crate::optimizer::Stopped> for Halt {
 pub fn provider_failed(err: &ProviderError) -> OptimizeError {
     OptimizeError::Failed {
         code: "provider_error".into(),
-        message: format!("model provider failed after retries: {err}"),
+        message: format!("model provider failed: {err}"),
     }
 }
 
@@ -62,6 +67,9 @@ pub struct Config {
     pub max_merges: u32,
     pub components: Vec<String>,
     pub reflection: Option<(Arc<dyn ModelProvider>, String)>,
+    pub validation: ValidationPolicy,
+    /// The engine before issue 20: worst-case start rule, no reflection memory.
+    pub legacy: bool,
 }
 
 pub struct Engine<'a> {
@@ -171,6 +179,103 @@ impl Engine<'_> {
             .collect())
     }
 
+    /// Validation ids of `order` whose uncached rollouts of `candidate` fit the budget, in order.
+    fn fitting(&self, candidate: &Candidate, order: &[usize]) -> Vec<usize> {
+        if self.budget.spending_stop().is_some() {
+            return Vec::new();
+        }
+        let Some(mut left) = self.budget.metric_calls_left() else {
+            return order.to_vec();
+        };
+        let hash = candidate_hash(candidate);
+        let mut out = Vec::new();
+        for k in order {
+            let cached = self
+                .memo
+                .cache
+                .contains_key(&cache_key(hash, &self.val[*k].id));
+            if !cached {
+                if left == 0 {
+                    continue;
+                }
+                left -= 1;
+            }
+            out.push(*k);
+        }
+        out
+    }
+
+    /// Scores an accepted child on the validation set under the job's policy. Returns its
+    /// per-instance scores and the indices left unscored (estimated by the best parent's scores),
+    /// or `None` when the child lost to that parent on the ids it was scored on.
+    pub(super) async fn validate_child(
+        &mut self,
+        child: &Candidate,
+        parents: &[usize],
+    ) -> Result<Option<(Vec<f64>, Vec<usize>)>, Halt> {
+        let n = self.val.len();
+        let all: Vec<usize> = (0..n).collect();
+        if self.cfg.legacy || self.fitting(child, &all).len() == n && self.cfg.validation == ValidationPolicy::Full {
+            return Ok(Some((self.validate(child).await?, Vec::new())));
+        }
+        let reference = parents
+            .iter()
+            .copied()
+            .max_by(|a, b| {
+                self.state
+                    .aggregate(*a)
+                    .total_cmp(&self.state.aggregate(*b))
+                    .then(b.cmp(a))
+            })
+            .unwrap_or(0);
+        let mut order = all;
+        self.state.rng.shuffle(&mut order);
+        let mut scored: Vec<Option<f64>> = vec![None; n];
+        let loses = |scored: &[Option<f64>], state: &GepaState| {
+            let (mut child_sum, mut parent_sum) = (0.0, 0.0);
+            for (k, s) in scored.iter().enumerate() {
+                if let Some(s) = s {
+                    child_sum += s;
+                    parent_sum += state.val_scores[reference][k];
+                }
+            }
+            child_sum < parent_sum
+        };
+        if self.cfg.validation == ValidationPolicy::Subsample {
+            let size = n.div_ceil(5).max(MERGE_SUBSAMPLE).min(n);
+            let mut sub = self.fitting(child, &order[..size]);
+            sub.sort_unstable();
+            if sub.is_empty() {
+                return Ok(None);
+            }
+            for (k, r) in sub.iter().zip(self.evaluate(child, true, &sub).await?) {
+                scored[*k] = Some(r.score);
+            }
+            if loses(&scored, &self.state) {
+                return Ok(None);
+            }
+        }
+        let rest: Vec<usize> = order.into_iter().filter(|k| scored[*k].is_none()).collect();
+        let mut rest = self.fitting(child, &rest);
+        rest.sort_unstable();
+        if !rest.is_empty() {
+            for (k, r) in rest.iter().zip(self.evaluate(child, true, &rest).await?) {
+                scored[*k] = Some(r.score);
+            }
+        }
+        if scored.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let missing: Vec<usize> = (0..n).filter(|k| scored[*k].is_none()).collect();
+        if !missing.is_empty() && loses(&scored, &self.state) {
+            return Ok(None);
+        }
+        let scores = (0..n)
+            .map(|k| scored[k].unwrap_or(self.state.val_scores[reference][k]))
+            .collect();
+        Ok(Some((scores, missing)))
+    }
+
     pub fn frontier_entries(&self) -> Vec<FrontierEntry> {
         let fronts = frontier::instance_fronts(&self.state.val_scores);
         let agg: Vec<f64> = (0..self.state.candidates.len())
@@ -261,11 +366,16 @@ impl Engine<'_> {
     pub async fn run(&mut self) -> Result<StopReason, OptimizeError> {
         loop {
             self.checkpoint().await;
-            let merge_due = self.merge_due();
+            let full_merge = (MERGE_SUBSAMPLE + self.val.len()) as u64;
+            let merge_due = self.merge_due() && (self.cfg.legacy || self.budget.can_afford(full_merge));
             let needed = if merge_due {
-                (MERGE_SUBSAMPLE + self.val.len()) as u64
-            } else {
+                full_merge
+            } else if self.cfg.legacy {
                 (2 * self.cfg.minibatch.min(self.train.len()) + self.val.len()) as u64
+            } else {
+                // A parent and a child on one example: the minibatch shrinks to what is left
+                // and an accepted child is validated on the ids that still fit.
+                2
             };
             if let Some(reason) = self
                 .budget
@@ -365,11 +475,14 @@ impl Engine<'_> {
             score: self.state.aggregate(parent),
         }))
         .await?;
-        let batch = self.state.sampler.next_batch(
-            self.train.len(),
-            self.cfg.minibatch,
-            &mut self.state.rng,
-        );
+        let mut size = self.cfg.minibatch.min(self.train.len()).max(1);
+        if let Some(left) = self.budget.metric_calls_left() {
+            size = size.min((left / 2).max(1) as usize);
+        }
+        let batch = self
+            .state
+            .sampler
+            .next_batch(self.train.len(), size, &mut self.state.rng);
         let example_ids: Vec<String> = batch.iter().map(|i| self.train[*i].id.clone()).collect();
         let parent_candidate = self.state.candidates[parent].clone();
         let parent_records = self.evaluate(&parent_candidate, false, &batch).await?;
@@ -398,6 +511,21 @@ impl Engine<'_> {
             .get(&component)
             .cloned()
             .unwrap_or_default();
+        let memory: Vec<super::state::Rejected> = if self.cfg.legacy {
+            Vec::new()
+        } else {
+            let mut recent: Vec<_> = self
+                .state
+                .rejected
+                .iter()
+                .rev()
+                .filter(|r| r.parent == parent && r.component == component)
+                .take(MEMORY_IN_PROMPT)
+                .cloned()
+                .collect();
+            recent.reverse();
+            recent
+        };
         let (rule_text, prompt, lessons) = {
             let records: Vec<Record<'_>> = batch
                 .iter()
@@ -416,7 +544,10 @@ impl Engine<'_> {
                 ),
                 Some(_) => (
                     None,
-                    Some(reflection::reflection_prompt(&current, &records)),
+                    Some(reflection::with_memory(
+                        reflection::reflection_prompt(&current, &records),
+                        &memory,
+                    )),
                     lessons,
                 ),
             }
@@ -448,9 +579,12 @@ impl Engine<'_> {
             text: new_text.clone(),
         }))
         .await?;
+        let proposed_component = component.clone();
+        let proposed_text = new_text.clone();
         let mut child = parent_candidate.clone();
         child.insert(component, new_text);
         let repeat = !self.state.proposed.insert(candidate_hash(&child));
+
         let child_records = self.evaluate(&child, false, &batch).await?;
         let child_scores: Vec<f64> = child_records.iter().map(|r| r.score).collect();
         let (before, after) = (
@@ -473,7 +607,22 @@ impl Engine<'_> {
             Acceptance::StrictImprovement => after > before,
             Acceptance::ImprovementOrEqual => after >= before,
         } && !already_in_pool;
+        let remember = |state: &mut GepaState, before: f64, after: f64| {
+            if !already_in_pool {
+                state.rejected.push(super::state::Rejected {
+                    parent,
+                    component: proposed_component.clone(),
+                    text: proposed_text.clone(),
+                    before,
+                    after,
+                    size: batch.len(),
+                });
+                let overflow = state.rejected.len().saturating_sub(MAX_REJECTED);
+                state.rejected.drain(..overflow);
+            }
+        };
         if !accepted {
+            remember(&mut self.state, before, after);
             self.emit(EventPayload::CandidateRejected(CandidateVerdict {
                 generation,
                 candidate_id: None,
@@ -489,7 +638,18 @@ impl Engine<'_> {
                 Outcome::Progress
             });
         }
-        let scores = self.validate(&child).await?;
+        let Some((scores, missing)) = self.validate_child(&child, &[parent]).await? else {
+            remember(&mut self.state, before, after);
+            self.emit(EventPayload::CandidateRejected(CandidateVerdict {
+                generation,
+                candidate_id: None,
+                parent_ids: vec![parent as u32],
+                before,
+                after,
+            }))
+            .await?;
+            return Ok(Outcome::Progress);
+        };
         let id = self.state.add(
             child,
             vec![parent],
@@ -497,6 +657,7 @@ impl Engine<'_> {
             scores,
             self.budget.spent.metric_calls,
         );
+        self.state.set_imputed(id, missing);
         self.emit(EventPayload::CandidateAccepted(CandidateVerdict {
             generation,
             candidate_id: Some(id as u32),

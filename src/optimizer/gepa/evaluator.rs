@@ -87,7 +87,10 @@ impl Evaluator {
             match score_sync(*metric, &output, example) {
                 Some(v) => verdicts.push(v),
                 None => {
-                    let (v, usage) = self.judge.score(&self.rubric, &output, example).await?;
+                    let (mut v, usage) = self.judge.score(&self.rubric, &output, example).await?;
+                    if v.score < 1.0 {
+                        v.feedback = super::metrics::with_context(v.feedback, example);
+                    }
                     cost_usd += self.prices.cost(self.judge.model(), usage);
                     used += tokens(usage);
                     judge_score = Some(v.score);

@@ -210,8 +210,7 @@ impl Engine<'_> {
             attempts: self.state.merge_attempts,
         }))
         .await?;
-        if accepted {
-            let scores = self.validate(&child).await?;
+        if accepted && let Some((scores, missing)) = self.validate_child(&child, &[i, j]).await? {
             let id = self.state.add(
                 child,
                 vec![i, j],
@@ -219,6 +218,7 @@ impl Engine<'_> {
                 scores,
                 self.budget.spent.metric_calls,
             );
+            self.state.set_imputed(id, missing);
             self.announce(id).await?;
         }
         Ok(true)

@@ -1,6 +1,9 @@
-//! Metrics that return a score in [0, 1] AND feedback text (GEPA's μ_f): exact match, contains,
+//! Metrics that return a score in [0, 1] AND feedback text (GEPA's μ_f): strict match, exact
+//! match (the original's: lowercase, collapsed whitespace), contains,
 //! regex, token F1, JSON-schema validity (a hand-written subset: type, required, properties,
 //! items, enum) and an LLM-judge rubric ([`Judge`], fixed by the server, cached, QPS-limited).
+//! Every failing verdict's feedback states the expected answer plainly (`Expected answer: …`),
+//! so reflection can read what the right output looks like.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -14,6 +17,7 @@ use crate::provider::{ChatMessage, CompletionRequest, ModelProvider, ProviderErr
 /// A metric by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
+    StrictMatch,
     ExactMatch,
     Contains,
     Regex,
@@ -25,6 +29,7 @@ pub enum Metric {
 impl Metric {
     pub fn parse(name: &str) -> Option<Metric> {
         Some(match name {
+            "strict_match" => Metric::StrictMatch,
             "exact_match" => Metric::ExactMatch,
             "contains" => Metric::Contains,
             "regex_pass" | "regex" => Metric::Regex,
@@ -43,17 +48,23 @@ pub struct Scored {
     pub feedback: String,
 }
 
+/// The original's normalisation: lowercase and collapse whitespace (which also trims), nothing
+/// else: punctuation and inner formatting still count.
 fn normalize(s: &str) -> String {
-    s.trim()
-        .trim_end_matches(['.', '!', '?'])
-        .split_whitespace()
+    s.split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .to_lowercase()
 }
 
-/// Adds the example's worked solution (`meta.additional_context` or `meta.explanation`).
-fn with_context(mut feedback: String, example: &Example) -> String {
+/// Adds the expected answer on its own line (when the example has one) and the example's worked
+/// solution (`meta.additional_context` or `meta.explanation`).
+pub fn with_context(mut feedback: String, example: &Example) -> String {
+    if let Some(expected) = &example.expected
+        && !feedback.contains("\nExpected answer: ")
+    {
+        feedback.push_str(&format!("\nExpected answer: {}", expected.trim()));
+    }
     for key in ["additional_context", "explanation"] {
         if let Some(Value::String(extra)) = example.meta.get(key) {
             feedback.push_str(&format!(" Context: {extra}"));
@@ -69,6 +80,40 @@ fn need_expected(example: &Example) -> Result<&str, Scored> {
     })
 }
 
+/// A failed comparison: the verdict, then the expected answer and the response, each on its own
+/// line and verbatim.
+fn mismatch(what: &str, expected: &str, output: &str, example: &Example) -> Scored {
+    Scored {
+        score: 0.0,
+        feedback: with_context(
+            format!(
+                "Incorrect ({what}).\nExpected answer: {}\nResponse: {}",
+                expected.trim(),
+                output.trim()
+            ),
+            example,
+        ),
+    }
+}
+
+/// Exact equality after trimming surrounding whitespace; case, punctuation and inner
+/// whitespace all count.
+pub fn strict_match(output: &str, example: &Example) -> Scored {
+    let expected = match need_expected(example) {
+        Ok(e) => e,
+        Err(s) => return s,
+    };
+    if output.trim() == expected.trim() {
+        Scored {
+            score: 1.0,
+            feedback: format!("Correct: the response is exactly {:?}.", expected.trim()),
+        }
+    } else {
+        mismatch("must match exactly, case-sensitive", expected, output, example)
+    }
+}
+
+/// The original's exact match: equal after lowercasing and collapsing whitespace.
 pub fn exact_match(output: &str, example: &Example) -> Scored {
     let expected = match need_expected(example) {
         Ok(e) => e,
@@ -80,16 +125,7 @@ pub fn exact_match(output: &str, example: &Example) -> Scored {
             feedback: format!("Correct: the answer is {expected:?}."),
         }
     } else {
-        Scored {
-            score: 0.0,
-            feedback: with_context(
-                format!(
-                    "Incorrect: expected exactly {expected:?} but the response was {:?}.",
-                    output.trim()
-                ),
-                example,
-            ),
-        }
+        mismatch("ignoring case and spacing", expected, output, example)
     }
 }
 
@@ -256,7 +292,10 @@ pub fn json_schema(output: &str, example: &Example) -> Scored {
         Err(err) => {
             return Scored {
                 score: 0.0,
-                feedback: format!("The response is not valid JSON ({err}). Answer with JSON only."),
+                feedback: with_context(
+                    format!("The response is not valid JSON ({err}). Answer with JSON only."),
+                    example,
+                ),
             };
         }
     };
@@ -286,6 +325,7 @@ pub fn json_schema(output: &str, example: &Example) -> Scored {
 /// Scores with a deterministic metric; `None` for the LLM judge (see [`Judge`]).
 pub fn score_sync(metric: Metric, output: &str, example: &Example) -> Option<Scored> {
     Some(match metric {
+        Metric::StrictMatch => strict_match(output, example),
         Metric::ExactMatch => exact_match(output, example),
         Metric::Contains => contains(output, example),
         Metric::Regex => regex_pass(output, example),
@@ -425,11 +465,38 @@ mod tests {
     }
 
     #[test]
-    fn exact_match_normalizes_and_explains_failures() {
-        assert_eq!(exact_match(" Paris. ", &ex("paris")).score, 1.0);
+    fn exact_match_lowercases_and_collapses_whitespace_only() {
+        assert_eq!(exact_match(" Paris  of\tFrance ", &ex("paris of france")).score, 1.0);
+        // Punctuation counts, as in the original.
+        assert_eq!(exact_match("Paris.", &ex("paris")).score, 0.0);
         let miss = exact_match("Lyon", &ex("Paris"));
         assert_eq!(miss.score, 0.0);
-        assert!(miss.feedback.contains("\"Paris\"") && miss.feedback.contains("\"Lyon\""));
+        assert!(miss.feedback.contains("\nExpected answer: Paris\nResponse: Lyon"));
+    }
+
+    #[test]
+    fn strict_match_is_case_sensitive_after_trimming() {
+        assert_eq!(strict_match("  PARIS\n", &ex("PARIS")).score, 1.0);
+        let miss = strict_match("paris", &ex("PARIS"));
+        assert_eq!(miss.score, 0.0);
+        assert!(miss.feedback.contains("Expected answer: PARIS"), "{}", miss.feedback);
+        assert_eq!(strict_match("a  b", &ex("a b")).score, 0.0);
+    }
+
+    #[test]
+    fn every_failing_metric_states_the_expected_answer() {
+        let e = ex("4");
+        for metric in [
+            Metric::StrictMatch,
+            Metric::ExactMatch,
+            Metric::Contains,
+            Metric::TokenF1,
+            Metric::Regex,
+        ] {
+            let v = score_sync(metric, "five", &e).unwrap();
+            assert!(v.score < 1.0);
+            assert!(v.feedback.contains("Expected answer: 4"), "{metric:?}: {}", v.feedback);
+        }
     }
 
     #[test]

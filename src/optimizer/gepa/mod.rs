@@ -33,11 +33,11 @@ use self::metrics::{Judge, Metric};
 use self::state::{Candidate, Checkpoint, GepaState, Memo, STATE_VERSION};
 use super::{JobContext, OptimizeError, Optimizer, datasets};
 use crate::config::Settings;
-use crate::domain::gepa::{CandidateInfo, DEFAULT_COMPONENT, GepaResult};
+use crate::domain::gepa::{CandidateInfo, DEFAULT_COMPONENT, GepaResult, TestReport};
 use crate::domain::{Example, JobResult, JobSpec};
 use crate::optimizer::rng::SeededRng;
 use crate::provider::openai::{OpenAiCompatible, OpenAiConfig};
-use crate::provider::{LocalEcho, ModelProvider};
+use crate::provider::{ModelProvider, OfflineWorld};
 
 /// Share of `MAX_WALL_TIME_S` after which no new iteration starts (the rest is left for the
 /// iteration in flight, so the job finishes with a result instead of `deadline_exceeded`).
@@ -58,7 +58,7 @@ pub struct Models {
 
 impl Models {
     /// The OpenAI-compatible endpoint the settings select when `USE_MODEL_STUB=false`, else
-    /// `LocalEcho` with rule-based reflection. The judge is real only when `USE_JUDGE_STUB=false`.
+    /// the [`OfflineWorld`] for both the task and reflection. The judge is real only when `USE_JUDGE_STUB=false`.
     pub fn from_settings(settings: &Settings) -> Models {
         let real: Option<Arc<dyn ModelProvider>> = if settings.use_model_stub {
             None
@@ -77,7 +77,10 @@ impl Models {
                 }
             }
         };
-        let echo: Arc<dyn ModelProvider> = Arc::new(LocalEcho::with_latency(
+        // Offline, the task model and reflection are the offline world: answers follow only
+        // the rules the prompt states (other inputs are echoed, as `LocalEcho` does), and
+        // reflection reads the feedback, so an offline run can really improve a prompt.
+        let world: Arc<dyn ModelProvider> = Arc::new(OfflineWorld::with_latency(
             Duration::from_millis(settings.local_echo_latency_ms),
         ));
         let judge_provider = if settings.use_judge_stub {
@@ -90,8 +93,8 @@ impl Models {
             Prices::default()
         });
         Models {
-            task: real.clone().unwrap_or(echo),
-            reflection: real,
+            task: real.clone().unwrap_or_else(|| world.clone()),
+            reflection: Some(real.unwrap_or(world)),
             reflection_model: settings.reflection_model_id.clone(),
             judge: Arc::new(Judge::new(
                 judge_provider,
@@ -202,6 +205,7 @@ impl Optimizer for GepaOptimizer {
             ));
         }
         let split = datasets::split(examples);
+        let test = split.test;
         let mut seed = Candidate::new();
         seed.insert(DEFAULT_COMPONENT.to_string(), spec.prompt.clone());
         for (name, text) in &spec.gepa.components {
@@ -273,6 +277,8 @@ impl Optimizer for GepaOptimizer {
                 max_merges: spec.gepa.max_merge_invocations.unwrap_or(5),
                 components,
                 reflection,
+                validation: spec.gepa.validation_policy,
+                legacy: spec.gepa.legacy_budget,
             },
             budget: Budget::new(limits, spent),
             state,
@@ -300,8 +306,43 @@ impl Optimizer for GepaOptimizer {
             }
         }
         let stop = engine.run().await?;
-        Ok(JobResult::Gepa(Box::new(result(&engine, stop.as_str()))))
+        let mut out = result(&engine, stop.as_str());
+        if !test.is_empty() {
+            out.test = Some(held_out(&engine, &test).await?);
+        }
+        Ok(JobResult::Gepa(Box::new(out)))
     }
+}
+
+/// Scores the seed and the best candidate on the held-out set (outside the search budget).
+async fn held_out(engine: &Engine<'_>, test: &[Example]) -> Result<TestReport, OptimizeError> {
+    let examples: Vec<&Example> = test.iter().collect();
+    let best = engine.best();
+    let mut means = Vec::new();
+    let mut calls = 0;
+    for c in [0, best] {
+        if c == best && best == 0 && !means.is_empty() {
+            means.push(means[0]);
+            continue;
+        }
+        let system = evaluator::render_system(&engine.state.candidates[c]);
+        let rollouts = engine
+            .eval
+            .batch(&system, &examples)
+            .await
+            .map_err(|e| engine::provider_failed(&e))?;
+        calls += rollouts.len() as u64;
+        means.push(frontier::mean(
+            &rollouts.iter().map(|r| r.record.score).collect::<Vec<_>>(),
+        ));
+    }
+    Ok(TestReport {
+        count: test.len() as u32,
+        seed_score: means[0],
+        best_score: means[1],
+        best_candidate_id: best as u32,
+        metric_calls: calls,
+    })
 }
 
 fn result(engine: &Engine<'_>, stop_reason: &str) -> GepaResult {
@@ -321,6 +362,7 @@ fn result(engine: &Engine<'_>, stop_reason: &str) -> GepaResult {
                 .map(|(e, s)| (e.id.clone(), *s))
                 .collect(),
             discovered_at_metric_calls: state.discovered_at[c],
+            validated_on: state.validated_on(c) as u32,
         })
         .collect();
     GepaResult {
@@ -338,5 +380,6 @@ fn result(engine: &Engine<'_>, stop_reason: &str) -> GepaResult {
         generations: state.generation,
         budget: engine.budget.usage(state.generation),
         stop_reason: stop_reason.into(),
+        test: None,
     }
 }

@@ -59,6 +59,29 @@ pub fn reflection_prompt(current: &str, records: &[Record<'_>]) -> String {
         .replace("<side_info>", &render_side_info(records))
 }
 
+/// Appends reflection memory to a reflection prompt: the recent proposals for this parent and
+/// component that lost on their minibatch, with their scores, so the model tries something else.
+pub fn with_memory(prompt: String, rejected: &[super::state::Rejected]) -> String {
+    if rejected.is_empty() {
+        return prompt;
+    }
+    let mut out = prompt;
+    out.push_str(
+        "\n\nThese earlier proposals for this instruction were tried and rejected (their total score on a minibatch, against the current instruction's); do not propose them again:",
+    );
+    for (n, r) in rejected.iter().enumerate() {
+        out.push_str(&format!(
+            "\n\n## Rejected proposal {} (scored {} vs {} on {} examples)\n~~~\n{}\n~~~",
+            n + 1,
+            r.after,
+            r.before,
+            r.size,
+            r.text.trim()
+        ));
+    }
+    out
+}
+
 /// The text between the first and the last ``` fence (a language tag on the opening fence is
 /// dropped); the whole answer when there is no complete fence pair.
 pub fn parse_fenced(answer: &str) -> String {

@@ -110,6 +110,25 @@ pub struct GepaState {
     pub lessons: Vec<String>,
     /// Consecutive idle iterations: perfect parents or repeated proposals, nothing added.
     pub idle_iterations: u32,
+    /// Per candidate, the validation indices NOT scored (sparse validation at the end of the
+    /// budget); their `val_scores` are the parent's, as estimates. Rows may be missing (= none).
+    #[serde(default)]
+    pub imputed: Vec<Vec<usize>>,
+    /// Recent rejected reflection proposals (reflection memory), oldest first.
+    #[serde(default)]
+    pub rejected: Vec<Rejected>,
+}
+
+/// A reflection proposal that lost on its minibatch (or its validation subsample).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub parent: usize,
+    pub component: String,
+    pub text: String,
+    /// Parent's and child's sums on the minibatch.
+    pub before: f64,
+    pub after: f64,
+    pub size: usize,
 }
 
 /// Every model answer already paid for. Checkpointed after each batch of calls, so a resumed
@@ -161,6 +180,8 @@ impl GepaState {
             proposed: BTreeSet::new(),
             lessons: Vec::new(),
             idle_iterations: 0,
+            imputed: Vec::new(),
+            rejected: Vec::new(),
         }
     }
 
@@ -198,6 +219,19 @@ impl GepaState {
             }
         }
         seen
+    }
+
+    /// Records which validation indices of `c` are estimates.
+    pub fn set_imputed(&mut self, c: usize, missing: Vec<usize>) {
+        if self.imputed.len() <= c {
+            self.imputed.resize(c + 1, Vec::new());
+        }
+        self.imputed[c] = missing;
+    }
+
+    /// Validation indices of `c` that were actually scored.
+    pub fn validated_on(&self, c: usize) -> usize {
+        self.val_scores[c].len() - self.imputed.get(c).map_or(0, Vec::len)
     }
 
     pub fn aggregate(&self, c: usize) -> f64 {
