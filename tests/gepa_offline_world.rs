@@ -65,7 +65,12 @@ async fn a_tight_budget_is_spent_to_within_one_minibatch_and_never_exceeded() {
     let core = Core::start(test_settings(), None).await;
     let mut client = core.optimizer().await;
     // 50 validation examples: the seed costs 50, and a full validation never fits again.
-    for (budget, policy) in [(100u64, ""), (130, ""), (100, "subsample"), (230, "subsample")] {
+    for (budget, policy) in [
+        (100u64, ""),
+        (130, ""),
+        (100, "subsample"),
+        (230, "subsample"),
+    ] {
         let mut req = request("world_case", budget);
         req.gepa = Some(pb::GepaOptions {
             validation_policy: policy.into(),

@@ -188,7 +188,10 @@ async fn gepa_runs_offline_with_the_offline_world_reflection() {
     let reflected = events.iter().any(|e| {
         matches!(&e.payload, Some(pb::job_event::Payload::ReflectionFinished(r)) if !r.rule_based)
     });
-    assert!(reflected, "offline reflection is the offline world's operator");
+    assert!(
+        reflected,
+        "offline reflection is the offline world's operator"
+    );
     let Some(pb::job_event::Payload::Finished(f)) = events.last().unwrap().payload.clone() else {
         panic!("no finished: {:?}", types(&events))
     };

@@ -18,6 +18,7 @@ pub fn candidate_to_pb(c: &CandidateInfo) -> pb::CandidateInfo {
         score: c.score,
         val_scores: c.val_scores.clone().into_iter().collect(),
         discovered_at_metric_calls: c.discovered_at_metric_calls,
+        validated_on: c.validated_on,
     }
 }
 
@@ -30,6 +31,7 @@ pub fn candidate_from_pb(c: pb::CandidateInfo) -> CandidateInfo {
         score: c.score,
         val_scores: c.val_scores.into_iter().collect(),
         discovered_at_metric_calls: c.discovered_at_metric_calls,
+        validated_on: c.validated_on,
     }
 }
 

@@ -49,7 +49,10 @@ pub const PACKS: &[Pack] = &[
         source: Source::World(&[
             ("city", style(Case::Upper, Wrap::None, Join::Space, false)),
             ("animal", style(Case::Title, Wrap::None, Join::Space, false)),
-            ("tool", style(Case::AsGiven, Wrap::Brackets, Join::Space, false)),
+            (
+                "tool",
+                style(Case::AsGiven, Wrap::Brackets, Join::Space, false),
+            ),
             ("planet", style(Case::Upper, Wrap::None, Join::Space, true)),
         ]),
     },
@@ -57,20 +60,41 @@ pub const PACKS: &[Pack] = &[
         name: "world_wrap",
         default_metric: "strict_match",
         source: Source::World(&[
-            ("fruit", style(Case::AsGiven, Wrap::Quotes, Join::Space, false)),
-            ("river", style(Case::Title, Wrap::Parens, Join::Space, false)),
-            ("metal", style(Case::Upper, Wrap::Brackets, Join::Space, false)),
-            ("bird", style(Case::AsGiven, Wrap::None, Join::Hyphen, false)),
+            (
+                "fruit",
+                style(Case::AsGiven, Wrap::Quotes, Join::Space, false),
+            ),
+            (
+                "river",
+                style(Case::Title, Wrap::Parens, Join::Space, false),
+            ),
+            (
+                "metal",
+                style(Case::Upper, Wrap::Brackets, Join::Space, false),
+            ),
+            (
+                "bird",
+                style(Case::AsGiven, Wrap::None, Join::Hyphen, false),
+            ),
         ]),
     },
     Pack {
         name: "world_join",
         default_metric: "strict_match",
         source: Source::World(&[
-            ("game", style(Case::AsGiven, Wrap::None, Join::Underscore, false)),
+            (
+                "game",
+                style(Case::AsGiven, Wrap::None, Join::Underscore, false),
+            ),
             ("dish", style(Case::Title, Wrap::None, Join::Hyphen, false)),
-            ("song", style(Case::AsGiven, Wrap::Quotes, Join::Space, true)),
-            ("ship", style(Case::Upper, Wrap::None, Join::Underscore, false)),
+            (
+                "song",
+                style(Case::AsGiven, Wrap::Quotes, Join::Space, true),
+            ),
+            (
+                "ship",
+                style(Case::Upper, Wrap::None, Join::Underscore, false),
+            ),
         ]),
     },
     Pack {
@@ -80,8 +104,14 @@ pub const PACKS: &[Pack] = &[
             ("city", style(Case::Title, Wrap::None, Join::Space, true)),
             ("drug", style(Case::Upper, Wrap::Parens, Join::Space, false)),
             ("tree", style(Case::AsGiven, Wrap::None, Join::Hyphen, true)),
-            ("star", style(Case::Title, Wrap::Quotes, Join::Underscore, false)),
-            ("coin", style(Case::Upper, Wrap::Brackets, Join::Hyphen, false)),
+            (
+                "star",
+                style(Case::Title, Wrap::Quotes, Join::Underscore, false),
+            ),
+            (
+                "coin",
+                style(Case::Upper, Wrap::Brackets, Join::Hyphen, false),
+            ),
             ("lake", style(Case::AsGiven, Wrap::None, Join::Space, false)),
         ]),
     },
@@ -107,8 +137,12 @@ fn world_examples(name: &str, categories: &[(&str, Style)]) -> Vec<Example> {
     let mut out = Vec::new();
     for (split, count) in WORLD_SPLITS {
         for i in 0..count {
-            let (category, hidden) = categories[(i + rng.below(categories.len())) % categories.len()];
-            let mut words = vec![ADJECTIVES[rng.below(ADJECTIVES.len())], NOUNS[rng.below(NOUNS.len())]];
+            let (category, hidden) =
+                categories[(i + rng.below(categories.len())) % categories.len()];
+            let mut words = vec![
+                ADJECTIVES[rng.below(ADJECTIVES.len())],
+                NOUNS[rng.below(NOUNS.len())],
+            ];
             if rng.below(3) == 0 {
                 words.insert(0, ADJECTIVES[rng.below(ADJECTIVES.len())]);
             }

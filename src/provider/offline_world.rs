@@ -149,35 +149,37 @@ impl Dim {
     fn read(sentence: &str) -> Option<Dim> {
         let s = sentence.to_lowercase();
         let has = |w: &str| s.contains(w);
-        Some(if has("uppercase") || has("upper case") || has("capital letters") {
-            Dim::Case(Case::Upper)
-        } else if has("lowercase") || has("lower case") {
-            Dim::Case(Case::Lower)
-        } else if has("title case") {
-            Dim::Case(Case::Title)
-        } else if has("letter case of the input") {
-            Dim::Case(Case::AsGiven)
-        } else if has("square brackets") {
-            Dim::Wrap(Wrap::Brackets)
-        } else if has("double quotes") {
-            Dim::Wrap(Wrap::Quotes)
-        } else if has("parentheses") {
-            Dim::Wrap(Wrap::Parens)
-        } else if has("do not wrap") {
-            Dim::Wrap(Wrap::None)
-        } else if has("hyphens") {
-            Dim::Join(Join::Hyphen)
-        } else if has("underscores") {
-            Dim::Join(Join::Underscore)
-        } else if has("with spaces") {
-            Dim::Join(Join::Space)
-        } else if has("never finish the answer with a full stop") {
-            Dim::Period(false)
-        } else if has("full stop") {
-            Dim::Period(true)
-        } else {
-            return None;
-        })
+        Some(
+            if has("uppercase") || has("upper case") || has("capital letters") {
+                Dim::Case(Case::Upper)
+            } else if has("lowercase") || has("lower case") {
+                Dim::Case(Case::Lower)
+            } else if has("title case") {
+                Dim::Case(Case::Title)
+            } else if has("letter case of the input") {
+                Dim::Case(Case::AsGiven)
+            } else if has("square brackets") {
+                Dim::Wrap(Wrap::Brackets)
+            } else if has("double quotes") {
+                Dim::Wrap(Wrap::Quotes)
+            } else if has("parentheses") {
+                Dim::Wrap(Wrap::Parens)
+            } else if has("do not wrap") {
+                Dim::Wrap(Wrap::None)
+            } else if has("hyphens") {
+                Dim::Join(Join::Hyphen)
+            } else if has("underscores") {
+                Dim::Join(Join::Underscore)
+            } else if has("with spaces") {
+                Dim::Join(Join::Space)
+            } else if has("never finish the answer with a full stop") {
+                Dim::Period(false)
+            } else if has("full stop") {
+                Dim::Period(true)
+            } else {
+                return None;
+            },
+        )
     }
 }
 
@@ -564,7 +566,9 @@ mod tests {
                 n + 1
             ));
         }
-        format!("I gave an assistant:\n```\n{current}\n```\n\nRecords:\n```\n{side}\n```\nWrite it.")
+        format!(
+            "I gave an assistant:\n```\n{current}\n```\n\nRecords:\n```\n{side}\n```\nWrite it."
+        )
     }
 
     #[test]
@@ -591,8 +595,9 @@ mod tests {
     fn reflection_avoids_a_rejected_proposal() {
         let base = prompt("Answer.", &[("city: new york", "new york", "NEW YORK")]);
         let first = reflect(&base).unwrap();
-        let with_memory =
-            format!("{base}\n\n## Rejected proposal 1 (scored 0 vs 0 on 1 examples)\n~~~\n{first}\n~~~");
+        let with_memory = format!(
+            "{base}\n\n## Rejected proposal 1 (scored 0 vs 0 on 1 examples)\n~~~\n{first}\n~~~"
+        );
         let second = reflect(&with_memory).unwrap();
         assert_ne!(second, first);
         assert!(second.contains("For city inputs"), "{second}");

@@ -52,6 +52,7 @@ fn candidate(id: u32) -> CandidateInfo {
         score: 0.0,
         val_scores: BTreeMap::new(),
         discovered_at_metric_calls: 0,
+        validated_on: 0,
     }
 }
 
@@ -129,6 +130,7 @@ pub fn fold(
                 let i = slot(&mut pool, s.candidate_id);
                 pool[i].score = s.score;
                 pool[i].val_scores = s.val_scores.clone();
+                pool[i].validated_on = s.val_scores.len() as u32;
                 if val_example_ids.is_empty() {
                     val_example_ids = s.val_scores.keys().cloned().collect();
                 }
@@ -169,11 +171,12 @@ fn overlay_checkpoint(pool: &mut [CandidateInfo], state: &serde_json::Value) {
             .cloned()
             .unwrap_or_default()
     };
-    let (texts, parents, origins, found) = (
+    let (texts, parents, origins, found, imputed) = (
         list("candidates"),
         list("parents"),
         list("origins"),
         list("discovered_at"),
+        list("imputed"),
     );
     for (i, c) in pool.iter_mut().enumerate() {
         if let Some(Ok(components)) = texts
@@ -193,6 +196,9 @@ fn overlay_checkpoint(pool: &mut [CandidateInfo], state: &serde_json::Value) {
         }
         if let Some(at) = found.get(i).and_then(|f| f.as_u64()) {
             c.discovered_at_metric_calls = at;
+        }
+        if let Some(missing) = imputed.get(i).and_then(|m| m.as_array()) {
+            c.validated_on = (c.val_scores.len() as u32).saturating_sub(missing.len() as u32);
         }
     }
 }

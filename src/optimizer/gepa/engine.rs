@@ -11,9 +11,9 @@ use super::state::{
     Candidate, CheckpointRef, EvalRecord, GepaState, Memo, Origin, cache_key, candidate_hash, fnv1a,
 };
 use crate::domain::gepa::{
-    Acceptance, CandidateProposed, ValidationPolicy, CandidateScored, CandidateSelector, CandidateVerdict,
+    Acceptance, CandidateProposed, CandidateScored, CandidateSelector, CandidateVerdict,
     FrontierEntry, FrontierUpdated, GenerationStarted, JudgeScored, LessonsUpdated,
-    MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted,
+    MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted, ValidationPolicy,
 };
 use crate::domain::{EventPayload, Example, ObjectiveScores};
 use crate::optimizer::{JobContext, OptimizeError};
@@ -215,7 +215,9 @@ impl Engine<'_> {
     ) -> Result<Option<(Vec<f64>, Vec<usize>)>, Halt> {
         let n = self.val.len();
         let all: Vec<usize> = (0..n).collect();
-        if self.cfg.legacy || self.fitting(child, &all).len() == n && self.cfg.validation == ValidationPolicy::Full {
+        if self.cfg.legacy
+            || self.fitting(child, &all).len() == n && self.cfg.validation == ValidationPolicy::Full
+        {
             return Ok(Some((self.validate(child).await?, Vec::new())));
         }
         let reference = parents
@@ -367,7 +369,8 @@ impl Engine<'_> {
         loop {
             self.checkpoint().await;
             let full_merge = (MERGE_SUBSAMPLE + self.val.len()) as u64;
-            let merge_due = self.merge_due() && (self.cfg.legacy || self.budget.can_afford(full_merge));
+            let merge_due =
+                self.merge_due() && (self.cfg.legacy || self.budget.can_afford(full_merge));
             let needed = if merge_due {
                 full_merge
             } else if self.cfg.legacy {

@@ -109,7 +109,12 @@ pub fn strict_match(output: &str, example: &Example) -> Scored {
             feedback: format!("Correct: the response is exactly {:?}.", expected.trim()),
         }
     } else {
-        mismatch("must match exactly, case-sensitive", expected, output, example)
+        mismatch(
+            "must match exactly, case-sensitive",
+            expected,
+            output,
+            example,
+        )
     }
 }
 
@@ -466,12 +471,18 @@ mod tests {
 
     #[test]
     fn exact_match_lowercases_and_collapses_whitespace_only() {
-        assert_eq!(exact_match(" Paris  of\tFrance ", &ex("paris of france")).score, 1.0);
+        assert_eq!(
+            exact_match(" Paris  of\tFrance ", &ex("paris of france")).score,
+            1.0
+        );
         // Punctuation counts, as in the original.
         assert_eq!(exact_match("Paris.", &ex("paris")).score, 0.0);
         let miss = exact_match("Lyon", &ex("Paris"));
         assert_eq!(miss.score, 0.0);
-        assert!(miss.feedback.contains("\nExpected answer: Paris\nResponse: Lyon"));
+        assert!(
+            miss.feedback
+                .contains("\nExpected answer: Paris\nResponse: Lyon")
+        );
     }
 
     #[test]
@@ -479,7 +490,11 @@ mod tests {
         assert_eq!(strict_match("  PARIS\n", &ex("PARIS")).score, 1.0);
         let miss = strict_match("paris", &ex("PARIS"));
         assert_eq!(miss.score, 0.0);
-        assert!(miss.feedback.contains("Expected answer: PARIS"), "{}", miss.feedback);
+        assert!(
+            miss.feedback.contains("Expected answer: PARIS"),
+            "{}",
+            miss.feedback
+        );
         assert_eq!(strict_match("a  b", &ex("a b")).score, 0.0);
     }
 
@@ -495,7 +510,11 @@ mod tests {
         ] {
             let v = score_sync(metric, "five", &e).unwrap();
             assert!(v.score < 1.0);
-            assert!(v.feedback.contains("Expected answer: 4"), "{metric:?}: {}", v.feedback);
+            assert!(
+                v.feedback.contains("Expected answer: 4"),
+                "{metric:?}: {}",
+                v.feedback
+            );
         }
     }
 
