@@ -90,6 +90,7 @@ async fn run(val: usize, generations: u32) -> (f64, u32, u64, usize, usize) {
         spec: Arc::new(spec),
         events: sink.clone(),
         cancel: CancellationToken::new(),
+        halt: CancellationToken::new(),
         store: store.clone(),
         settings: Arc::new(Settings {
             max_wall_time_s: 3600.0,

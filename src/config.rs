@@ -76,6 +76,13 @@ pub struct Settings {
     pub job_ttl_failed_s: f64,
     pub job_ttl_cancelled_s: f64,
     pub job_ttl_shutdown_s: f64,
+    /// How long durable stores keep terminal jobs (events, results, keys) after they end;
+    /// 0 = forever. The `JOB_TTL_*` settings only evict from memory (the memory store).
+    pub job_retention_s: f64,
+    /// Wall time of a GEPA job that names none (`budget.max_wall_time_s`).
+    pub gepa_default_wall_time_s: f64,
+    /// The most `budget.max_wall_time_s` may ask for.
+    pub gepa_max_wall_time_s: f64,
 
     // --- models ---
     pub use_model_stub: bool,
@@ -194,6 +201,9 @@ impl Default for Settings {
             job_ttl_failed_s: 120.0,
             job_ttl_cancelled_s: 60.0,
             job_ttl_shutdown_s: 120.0,
+            job_retention_s: 30.0 * 86400.0,
+            gepa_default_wall_time_s: 3600.0,
+            gepa_max_wall_time_s: 86400.0,
             use_model_stub: true,
             use_judge_stub: true,
             openrouter_api_key: None,
@@ -349,6 +359,18 @@ impl Settings {
         }
         if self.max_wall_time_s.is_nan() || self.max_wall_time_s <= 0.0 {
             return fail("MAX_WALL_TIME_S must be > 0");
+        }
+        if self.job_retention_s.is_nan() || self.job_retention_s < 0.0 {
+            return fail("JOB_RETENTION_S must be >= 0 (0 keeps jobs forever)");
+        }
+        if self.gepa_max_wall_time_s.is_nan() || self.gepa_max_wall_time_s <= 0.0 {
+            return fail("GEPA_MAX_WALL_TIME_S must be > 0");
+        }
+        if self.gepa_default_wall_time_s.is_nan()
+            || self.gepa_default_wall_time_s <= 0.0
+            || self.gepa_default_wall_time_s > self.gepa_max_wall_time_s
+        {
+            return fail("GEPA_DEFAULT_WALL_TIME_S must be > 0 and <= GEPA_MAX_WALL_TIME_S");
         }
         if self.job_reaper_interval_s.is_nan() || self.job_reaper_interval_s <= 0.0 {
             return fail("JOB_REAPER_INTERVAL_S must be > 0");

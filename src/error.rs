@@ -9,6 +9,10 @@ pub enum ErrorCode {
     ValidationError,
     NotFound,
     NotCancelable,
+    /// The same idempotency key was sent with a different request body.
+    IdempotencyConflict,
+    /// Pause or resume asked of a job in a state that does not allow it.
+    InvalidJobState,
     Unauthorized,
     PayloadTooLarge,
     RateLimited,
@@ -18,10 +22,12 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::ValidationError,
         ErrorCode::NotFound,
         ErrorCode::NotCancelable,
+        ErrorCode::IdempotencyConflict,
+        ErrorCode::InvalidJobState,
         ErrorCode::Unauthorized,
         ErrorCode::PayloadTooLarge,
         ErrorCode::RateLimited,
@@ -35,6 +41,8 @@ impl ErrorCode {
             ErrorCode::ValidationError => "validation_error",
             ErrorCode::NotFound => "not_found",
             ErrorCode::NotCancelable => "not_cancelable",
+            ErrorCode::IdempotencyConflict => "idempotency_conflict",
+            ErrorCode::InvalidJobState => "invalid_job_state",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RateLimited => "rate_limited",
@@ -54,6 +62,10 @@ impl ErrorCode {
             ErrorCode::ValidationError => tonic::Code::InvalidArgument,
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::NotCancelable => tonic::Code::FailedPrecondition,
+            // ALREADY_EXISTS, not ABORTED: retrying the same call can never succeed (ABORTED
+            // says "retry at a higher level"); the key already names another request's job.
+            ErrorCode::IdempotencyConflict => tonic::Code::AlreadyExists,
+            ErrorCode::InvalidJobState => tonic::Code::FailedPrecondition,
             ErrorCode::Unauthorized => tonic::Code::Unauthenticated,
             ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => tonic::Code::ResourceExhausted,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
@@ -68,7 +80,8 @@ impl ErrorCode {
         match self {
             ErrorCode::ValidationError => S::UNPROCESSABLE_ENTITY,
             ErrorCode::NotFound => S::NOT_FOUND,
-            ErrorCode::NotCancelable => S::CONFLICT,
+            ErrorCode::NotCancelable | ErrorCode::IdempotencyConflict => S::CONFLICT,
+            ErrorCode::InvalidJobState => S::CONFLICT,
             ErrorCode::Unauthorized => S::UNAUTHORIZED,
             ErrorCode::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => S::TOO_MANY_REQUESTS,
@@ -112,6 +125,14 @@ pub enum Error {
     NotFound(String),
     #[error("job {job_id} is {status} and cannot be cancelled")]
     NotCancelable { job_id: String, status: String },
+    #[error("idempotency key {key:?} was used with a different request (job {job_id})")]
+    IdempotencyConflict { key: String, job_id: String },
+    #[error("job {job_id} is {status}: {action}")]
+    InvalidJobState {
+        job_id: String,
+        status: String,
+        action: &'static str,
+    },
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("request body exceeds {limit} bytes")]
@@ -145,6 +166,8 @@ impl Error {
             Error::Validation(_) => ErrorCode::ValidationError,
             Error::JobNotFound(_) | Error::NotFound(_) => ErrorCode::NotFound,
             Error::NotCancelable { .. } => ErrorCode::NotCancelable,
+            Error::IdempotencyConflict { .. } => ErrorCode::IdempotencyConflict,
+            Error::InvalidJobState { .. } => ErrorCode::InvalidJobState,
             Error::Unauthorized => ErrorCode::Unauthorized,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::RateLimited { .. } => ErrorCode::RateLimited,

@@ -59,9 +59,18 @@ async fn create_then_read_the_job_until_it_finishes() {
         .keys()
         .map(String::as_str)
         .collect();
+    // The original's keys first, then ours (request and progress summaries).
     assert_eq!(
         keys,
-        ["job_id", "status", "created_at", "updated_at", "result"]
+        [
+            "job_id",
+            "status",
+            "created_at",
+            "updated_at",
+            "result",
+            "request",
+            "progress"
+        ]
     );
     assert_eq!(state["job_id"], json!(job_id));
     assert!(matches!(
@@ -182,7 +191,17 @@ async fn admin_lists_newest_first_in_pages_and_deletes_with_204() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(keys, ["job_id", "status", "created_at", "updated_at"]);
+    assert_eq!(
+        keys,
+        [
+            "job_id",
+            "status",
+            "created_at",
+            "updated_at",
+            "request",
+            "progress"
+        ]
+    );
     assert_eq!(all["next_page_token"], json!(null));
 
     let (_, page1) = server.get_json("/v1/admin/jobs?limit=2").await;

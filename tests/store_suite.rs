@@ -148,6 +148,7 @@ fn job(id: &str, status: JobStatus, created_at: f64) -> JobRecord {
         spec: spec(&format!("prompt of {id}")),
         result: None,
         last_event_id: 0,
+        progress: Default::default(),
     }
 }
 

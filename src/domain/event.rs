@@ -143,6 +143,19 @@ pub enum EventPayload {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         reason: String,
     },
+    /// Not terminal: paused by a client, checkpointed.
+    Paused {
+        reason: String,
+    },
+    /// Not terminal: continues from its checkpoint (`client` or `restart`).
+    Resumed {
+        reason: String,
+    },
+    /// Not terminal: the server stopped and handed the job over (checkpointed; it continues
+    /// when the service starts again).
+    Suspended {
+        reason: String,
+    },
     // --- GEPA ---
     GenerationStarted(gepa::GenerationStarted),
     ParentSelected(gepa::ParentSelected),
@@ -177,6 +190,9 @@ impl EventPayload {
             EventPayload::Failed { .. } => "failed",
             EventPayload::Cancelled {} => "cancelled",
             EventPayload::Shutdown { .. } => "shutdown",
+            EventPayload::Paused { .. } => "paused",
+            EventPayload::Resumed { .. } => "resumed",
+            EventPayload::Suspended { .. } => "suspended",
             EventPayload::GenerationStarted(_) => "generation_started",
             EventPayload::ParentSelected(_) => "parent_selected",
             EventPayload::MinibatchEvaluated(_) => "minibatch_evaluated",

@@ -142,6 +142,10 @@ pub struct GepaResult {
     pub budget: BudgetUsage,
     /// Why the search ended (`max_metric_calls`, `max_generations`, `max_cost`, …).
     pub stop_reason: String,
+    /// Set when the job ended without finishing (`cancelled`, `shutdown`, or the failure's
+    /// error code): the result is then the best found so far. Absent on a finished job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Seed vs best on the held-out `test` split, when the request had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<TestReport>,
@@ -306,6 +310,7 @@ mod tests {
             budget: BudgetUsage::default(),
             stop_reason: "max_metric_calls".into(),
             test: None,
+            error: None,
         }
     }
 

@@ -62,6 +62,9 @@ pub struct Budget {
     /// Tokens over task, reflection and judge calls.
     #[serde(default)]
     pub max_tokens: Option<u64>,
+    /// Wall time of a GEPA job in seconds (capped by `GEPA_MAX_WALL_TIME_S`).
+    #[serde(default)]
+    pub max_wall_time_s: Option<f64>,
 }
 
 /// One input/expected pair.
@@ -235,6 +238,14 @@ impl JobSpec {
             errors.push(FieldError::new(
                 &["budget", "max_cost"],
                 "max_cost must be >= 0",
+            ));
+        }
+        if let Some(wall) = self.budget.max_wall_time_s
+            && !(wall.is_finite() && wall > 0.0)
+        {
+            errors.push(FieldError::new(
+                &["budget", "max_wall_time_s"],
+                "max_wall_time_s must be > 0",
             ));
         }
         if let Some(rubric) = &self.evaluation_rubric

@@ -109,6 +109,9 @@ pub struct BudgetBody {
     pub max_cost: Option<f64>,
     /// Tokens over task, reflection and judge calls.
     pub max_tokens: Option<u64>,
+    /// Wall time of a GEPA job in seconds (> 0; capped by the server's `GEPA_MAX_WALL_TIME_S`).
+    #[schema(exclusive_minimum = 0)]
+    pub max_wall_time_s: Option<f64>,
 }
 
 /// One inline example.
@@ -252,6 +255,7 @@ impl OptimizeBody {
                 max_rollouts: b.max_rollouts,
                 max_cost: b.max_cost,
                 max_tokens: b.max_tokens,
+                max_wall_time_s: b.max_wall_time_s,
             }),
             examples: self
                 .examples
@@ -310,24 +314,104 @@ impl CreatedJob {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobState {
     pub job_id: String,
-    /// `pending`, `running`, `finished`, `failed`, `cancelled` or `shutdown`.
+    /// `pending`, `running`, `paused`, `finished`, `failed`, `cancelled` or `shutdown`.
     pub status: String,
     /// Unix epoch seconds.
     pub created_at: f64,
     /// Unix epoch seconds.
     pub updated_at: f64,
     /// Null until terminal; `{proposal, lessons, scores, target_model, rubric}` or `{error}`.
+    /// A GEPA job that ended without finishing (cancelled, shutdown, failed) holds its best
+    /// result so far, with `error` saying how it ended.
     #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
+    /// What was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestSummary>,
+    /// How far it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressSummary>,
 }
 
 /// One row of the admin list.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobSummary {
     pub job_id: String,
+    /// `pending`, `running`, `paused`, `finished`, `failed`, `cancelled` or `shutdown`.
     pub status: String,
     pub created_at: f64,
     pub updated_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressSummary>,
+}
+
+/// A job's request in short.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RequestSummary {
+    /// `default`, `gepa` or `eval`.
+    pub mode: String,
+    /// The first 120 characters of the prompt.
+    pub prompt_head: String,
+    /// The dataset pack, `inline` for inline examples, or null.
+    pub dataset: Option<String>,
+    /// Number of inline examples.
+    pub examples: u32,
+    pub budget: BudgetSummary,
+}
+
+/// The budget a job asked for (null = server default or unlimited).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BudgetSummary {
+    pub max_generations: Option<u32>,
+    pub max_rollouts: Option<u64>,
+    pub max_cost: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub max_wall_time_s: Option<f64>,
+}
+
+/// How far a job got.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProgressSummary {
+    /// Iterations completed.
+    pub generation: u32,
+    pub metric_calls_used: u64,
+    /// The metric-call budget, when one applies.
+    pub metric_calls_budget: Option<u64>,
+    /// Best mean validation score so far (GEPA), when known.
+    pub best_score: Option<f64>,
+    pub cost_usd: f64,
+}
+
+impl RequestSummary {
+    fn from_pb(r: pb::RequestSummary) -> RequestSummary {
+        RequestSummary {
+            mode: r.mode,
+            prompt_head: r.prompt_head,
+            dataset: Some(r.dataset).filter(|d| !d.is_empty()),
+            examples: r.examples,
+            budget: BudgetSummary {
+                max_generations: r.max_generations,
+                max_rollouts: r.max_rollouts,
+                max_cost: r.max_cost,
+                max_tokens: r.max_tokens,
+                max_wall_time_s: r.max_wall_time_s,
+            },
+        }
+    }
+}
+
+impl ProgressSummary {
+    fn from_pb(p: pb::ProgressSummary) -> ProgressSummary {
+        ProgressSummary {
+            generation: p.generation,
+            metric_calls_used: p.metric_calls_used,
+            metric_calls_budget: p.metric_calls_budget,
+            best_score: p.best_score,
+            cost_usd: p.cost_usd,
+        }
+    }
 }
 
 /// `GET /v1/admin/jobs` answer.
@@ -369,6 +453,8 @@ impl JobState {
             created_at: convert::epoch_from_timestamp(job.created_at.as_ref()),
             updated_at: convert::epoch_from_timestamp(job.updated_at.as_ref()),
             result,
+            request: job.request.map(RequestSummary::from_pb),
+            progress: job.progress.map(ProgressSummary::from_pb),
         }
     }
 }
@@ -384,6 +470,8 @@ impl JobList {
                     status: status_name(job.status),
                     created_at: convert::epoch_from_timestamp(job.created_at.as_ref()),
                     updated_at: convert::epoch_from_timestamp(job.updated_at.as_ref()),
+                    request: job.request.map(RequestSummary::from_pb),
+                    progress: job.progress.map(ProgressSummary::from_pb),
                 })
                 .collect(),
             next_page_token: Some(list.next_page_token).filter(|t| !t.is_empty()),

@@ -176,6 +176,8 @@ impl Modify for SecuritySchemes {
         optimize::get,
         optimize::cancel,
         optimize::events,
+        optimize::pause,
+        optimize::resume,
         admin::list,
         admin::get,
         admin::cancel,

@@ -88,6 +88,7 @@ pub fn code_for_grpc(code: Code) -> ErrorCode {
         Code::InvalidArgument | Code::OutOfRange => ErrorCode::ValidationError,
         Code::NotFound => ErrorCode::NotFound,
         Code::FailedPrecondition => ErrorCode::NotCancelable,
+        Code::AlreadyExists => ErrorCode::IdempotencyConflict,
         Code::Unauthenticated | Code::PermissionDenied => ErrorCode::Unauthorized,
         Code::ResourceExhausted => ErrorCode::RateLimited,
         Code::Unavailable => ErrorCode::Unavailable,
@@ -232,6 +233,7 @@ pub fn create_request(
                 max_rollouts: b.max_rollouts,
                 max_cost: b.max_cost,
                 max_tokens: b.max_tokens,
+                max_wall_time_s: b.max_wall_time_s,
             })
             .unwrap_or_default(),
         examples,
@@ -279,6 +281,7 @@ pub fn status_to_pb(status: JobStatus) -> pb::JobStatus {
         JobStatus::Failed => pb::JobStatus::Failed,
         JobStatus::Cancelled => pb::JobStatus::Cancelled,
         JobStatus::Shutdown => pb::JobStatus::Shutdown,
+        JobStatus::Paused => pb::JobStatus::Paused,
     }
 }
 
@@ -291,6 +294,7 @@ pub fn status_from_pb(status: i32) -> Option<JobStatus> {
         pb::JobStatus::Failed => Some(JobStatus::Failed),
         pb::JobStatus::Cancelled => Some(JobStatus::Cancelled),
         pb::JobStatus::Shutdown => Some(JobStatus::Shutdown),
+        pb::JobStatus::Paused => Some(JobStatus::Paused),
     }
 }
 
@@ -306,6 +310,45 @@ pub fn job_to_pb(record: &JobRecord, with_result: bool) -> pb::Job {
             None
         },
         last_event_id: record.last_event_id,
+        request: Some(request_summary(&record.spec)),
+        progress: Some(progress_to_pb(&record.progress)),
+    }
+}
+
+/// Characters of the prompt a [`pb::RequestSummary`] shows.
+const PROMPT_HEAD_CHARS: usize = 120;
+
+pub fn request_summary(spec: &JobSpec) -> pb::RequestSummary {
+    let dataset = match (&spec.dataset, spec.examples.is_empty()) {
+        (Some(d), _) => d.name.clone(),
+        (None, false) => "inline".to_string(),
+        (None, true) => String::new(),
+    };
+    pb::RequestSummary {
+        mode: match spec.mode {
+            Mode::Default => "default",
+            Mode::Gepa => "gepa",
+            Mode::Eval => "eval",
+        }
+        .to_string(),
+        prompt_head: spec.prompt.chars().take(PROMPT_HEAD_CHARS).collect(),
+        dataset,
+        examples: u32::try_from(spec.examples.len()).unwrap_or(u32::MAX),
+        max_generations: spec.budget.max_generations,
+        max_rollouts: spec.budget.max_rollouts,
+        max_cost: spec.budget.max_cost,
+        max_tokens: spec.budget.max_tokens,
+        max_wall_time_s: spec.budget.max_wall_time_s,
+    }
+}
+
+pub fn progress_to_pb(progress: &crate::domain::job::Progress) -> pb::ProgressSummary {
+    pb::ProgressSummary {
+        generation: progress.generation,
+        metric_calls_used: progress.metric_calls_used,
+        metric_calls_budget: progress.metric_calls_budget,
+        best_score: progress.best_score,
+        cost_usd: progress.cost_usd,
     }
 }
 
@@ -401,6 +444,15 @@ pub fn event_to_pb(event: &Event) -> pb::JobEvent {
         EventPayload::Shutdown { reason } => P::Shutdown(pb::Shutdown {
             reason: reason.clone(),
         }),
+        EventPayload::Paused { reason } => P::Paused(pb::Paused {
+            reason: reason.clone(),
+        }),
+        EventPayload::Resumed { reason } => P::Resumed(pb::Resumed {
+            reason: reason.clone(),
+        }),
+        EventPayload::Suspended { reason } => P::Suspended(pb::Suspended {
+            reason: reason.clone(),
+        }),
         other => convert_gepa::event_to_pb(other).unwrap_or(P::Started(pb::Started {})),
     };
     pb::JobEvent {
@@ -438,6 +490,9 @@ pub fn event_from_pb(event: pb::JobEvent) -> Option<Event> {
         },
         P::Cancelled(_) => EventPayload::Cancelled {},
         P::Shutdown(s) => EventPayload::Shutdown { reason: s.reason },
+        P::Paused(p) => EventPayload::Paused { reason: p.reason },
+        P::Resumed(r) => EventPayload::Resumed { reason: r.reason },
+        P::Suspended(s) => EventPayload::Suspended { reason: s.reason },
         other => convert_gepa::event_from_pb(other)?,
     };
     Some(Event {

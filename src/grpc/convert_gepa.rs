@@ -164,6 +164,7 @@ pub fn gepa_result_to_pb(r: &GepaResult) -> pb::GepaResult {
             best_candidate_id: t.best_candidate_id,
             metric_calls: t.metric_calls,
         }),
+        error: r.error.clone(),
     }
 }
 
@@ -200,6 +201,7 @@ pub fn gepa_result_from_pb(r: pb::GepaResult) -> GepaResult {
             best_candidate_id: t.best_candidate_id,
             metric_calls: t.metric_calls,
         }),
+        error: r.error,
     }
 }
 
@@ -655,6 +657,7 @@ pub fn samples() -> Vec<EventPayload> {
                 best_candidate_id: 1,
                 metric_calls: 4,
             }),
+            error: None,
         }))),
         EventPayload::Finished(JobResult::Eval(EvalResult {
             name: "toy_qa".into(),

@@ -142,6 +142,28 @@ impl JobService for JobServiceImpl {
         Ok(Response::new(pb::DeleteJobResponse { deleted }))
     }
 
+    async fn pause_job(
+        &self,
+        request: Request<pb::PauseJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let record = self
+            .runtime
+            .pause(job_id(&request.get_ref().job_id)?)
+            .await?;
+        Ok(Response::new(convert::job_to_pb(&record, true)))
+    }
+
+    async fn resume_job(
+        &self,
+        request: Request<pb::ResumeJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let record = self
+            .runtime
+            .resume(job_id(&request.get_ref().job_id)?)
+            .await?;
+        Ok(Response::new(convert::job_to_pb(&record, true)))
+    }
+
     async fn watch_job(
         &self,
         request: Request<pb::WatchJobRequest>,

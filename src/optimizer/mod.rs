@@ -45,6 +45,10 @@ pub enum OptimizeError {
     /// The job was stopped from outside (the runtime already wrote the terminal event).
     #[error("job stopped")]
     Stopped,
+    /// The run was halted at a safe point (pause, or hand-over on shutdown) after
+    /// [`JobContext::halt`] was cancelled; its checkpoint is durable and it can resume.
+    #[error("job halted")]
+    Halted,
     /// The job failed; `code` becomes the `failed` event's `error` and the result.
     #[error("{code}: {message}")]
     Failed { code: String, message: String },
@@ -64,6 +68,10 @@ pub struct JobContext {
     pub events: Arc<dyn EventSink>,
     /// Cancelled when the job is cancelled or the server shuts down.
     pub cancel: CancellationToken,
+    /// Cancelled when the run should stop at its next safe point and return
+    /// [`OptimizeError::Halted`], leaving a checkpoint to resume from (pause, graceful
+    /// shutdown). Only [`Optimizer::resumable`] optimizers are ever halted.
+    pub halt: CancellationToken,
     pub store: Arc<dyn JobStore>,
     pub settings: Arc<Settings>,
 }
@@ -79,6 +87,40 @@ pub trait Optimizer: Send + Sync + 'static {
     }
 
     async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError>;
+
+    /// Checks a validated request against what this server can do (models, prices) before a
+    /// job is created.
+    fn admit(&self, _spec: &JobSpec, _settings: &Settings) -> Result<(), crate::error::Error> {
+        Ok(())
+    }
+
+    /// The best result found so far by a job that ends without finishing (cancelled, shut
+    /// down, failed), from what it saved (its checkpoint); `None` when it saved nothing.
+    /// `reason` is the way it ended (`cancelled`, `shutdown`, an error code).
+    async fn partial_result(&self, _job: &PartialJob<'_>, _reason: &str) -> Option<JobResult> {
+        None
+    }
+}
+
+/// What [`Optimizer::partial_result`] gets to rebuild a job's best-so-far result.
+pub struct PartialJob<'a> {
+    pub job_id: &'a str,
+    pub spec: &'a JobSpec,
+    pub store: &'a Arc<dyn JobStore>,
+    pub settings: &'a Settings,
+}
+
+/// Wall time a job may run, in seconds: GEPA jobs their `budget.max_wall_time_s` (capped by
+/// `GEPA_MAX_WALL_TIME_S`) or `GEPA_DEFAULT_WALL_TIME_S`; other modes `MAX_WALL_TIME_S`.
+pub fn wall_time_s(spec: &JobSpec, settings: &Settings) -> f64 {
+    match spec.mode {
+        crate::domain::Mode::Gepa => spec
+            .budget
+            .max_wall_time_s
+            .unwrap_or(settings.gepa_default_wall_time_s)
+            .min(settings.gepa_max_wall_time_s),
+        _ => settings.max_wall_time_s,
+    }
 }
 
 /// The optimizers this server runs, by mode.

@@ -23,6 +23,21 @@ pub(crate) struct LiveState {
     pub next_id: u64,
     /// The authoritative record while the job is live (status, result, last_event_id).
     pub record: JobRecord,
+    /// Cancelled to halt the current run at its next safe point (pause, or hand-over on
+    /// shutdown); replaced by a fresh token when a paused job resumes.
+    pub halt: CancellationToken,
+    /// Why the current run is being halted, once it is.
+    pub halting: Option<HaltReason>,
+}
+
+/// Why a resumable job's run is halted (it stays resumable either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HaltReason {
+    /// A client paused it: status `paused`, event `paused`.
+    Pause,
+    /// The server is stopping: event `suspended`, status stays `running` so the next start
+    /// resumes it.
+    Suspend,
 }
 
 /// A job that is pending or running in this process.
@@ -41,6 +56,8 @@ pub(crate) struct LiveJob {
     pub tx: broadcast::Sender<Arc<Event>>,
     /// Cancelled when the job is cancelled or the server shuts down.
     pub cancel: CancellationToken,
+    /// Woken when a halted run has stopped (its `paused` or `suspended` event is durable).
+    pub halted: tokio::sync::Notify,
     /// The acknowledgement of the newest event its optimizer emitted without waiting.
     unacked: Mutex<Option<(u64, Ack)>>,
 }
@@ -58,11 +75,14 @@ impl LiveJob {
             state: tokio::sync::Mutex::new(LiveState {
                 next_id: record.last_event_id + 1,
                 record,
+                halt: CancellationToken::new(),
+                halting: None,
             }),
             recent: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
             capacity: capacity.max(1),
             tx,
             cancel: CancellationToken::new(),
+            halted: tokio::sync::Notify::new(),
             unacked: Mutex::new(None),
         }
     }
@@ -519,15 +539,16 @@ mod tests {
         async fn events_after(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>> {
             self.0.events_after(id, after, limit).await
         }
-        async fn claim_idempotency_key(
+        async fn claim_idempotency_key_for(
             &self,
             key: &str,
             job_id: &str,
+            request_hash: Option<&str>,
             now: f64,
             expires_at: f64,
         ) -> Result<IdempotencyClaim> {
             self.0
-                .claim_idempotency_key(key, job_id, now, expires_at)
+                .claim_idempotency_key_for(key, job_id, request_hash, now, expires_at)
                 .await
         }
         async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize> {
@@ -566,6 +587,7 @@ mod tests {
             spec: JobSpec::from_prompt("p"),
             result: None,
             last_event_id: 0,
+            progress: Default::default(),
         }
     }
 

@@ -20,12 +20,12 @@ use crate::domain::{
     Event, EventPayload, JobId, JobRecord, JobResult, JobSpec, JobStatus, Mode, now_epoch_s,
 };
 use crate::error::{Error, Result};
-use crate::optimizer::{EventSink, JobContext, OptimizeError, Optimizer, Stopped};
+use crate::optimizer::{EventSink, JobContext, OptimizeError, Optimizer, PartialJob, Stopped};
 use crate::store::{
     IdempotencyClaim, JobStore, JobUpdate, ListJobsQuery, PendingEvent, WriteBatch,
 };
 
-use event_log::{EventWriter, LiveJob};
+use event_log::{EventWriter, HaltReason, LiveJob};
 pub use watch::WatchStream;
 
 /// Page size cap of [`JobRuntime::list`].
@@ -114,26 +114,35 @@ impl JobRuntime {
         if !self.is_accepting() {
             return Err(Error::Unavailable("server is shutting down".into()));
         }
-        if !self.inner.optimizers.contains_key(&spec.mode) {
+        let Some(optimizer) = self.inner.optimizers.get(&spec.mode) else {
             return Err(Error::invalid(
                 &["mode"],
                 "this mode is not available on this server",
             ));
-        }
+        };
+        self.admit(&spec)?;
+        optimizer.admit(&spec, &self.inner.settings)?;
         let job_id = uuid::Uuid::new_v4().to_string();
         let now = now_epoch_s();
         if let Some(key) = idempotency_key.filter(|k| !k.is_empty()) {
             let expires = now + self.inner.settings.idempotency_ttl_s;
+            let hash = request_hash(&spec);
             match self
                 .inner
                 .store
-                .claim_idempotency_key(key, &job_id, now, expires)
+                .claim_idempotency_key_for(key, &job_id, Some(&hash), now, expires)
                 .await?
             {
                 IdempotencyClaim::Existing(existing) => {
                     return Ok(Created {
                         job_id: existing,
                         replayed: true,
+                    });
+                }
+                IdempotencyClaim::Conflict(existing) => {
+                    return Err(Error::IdempotencyConflict {
+                        key: key.to_string(),
+                        job_id: existing,
                     });
                 }
                 IdempotencyClaim::Claimed => {}
@@ -147,6 +156,7 @@ impl JobRuntime {
             spec,
             result: None,
             last_event_id: 0,
+            progress: Default::default(),
         };
         // Through the writer: concurrent creations share a commit with each other and with events.
         match self.inner.writer.insert(record.clone()).await.await {
@@ -168,6 +178,23 @@ impl JobRuntime {
             job_id,
             replayed: false,
         })
+    }
+
+    /// Server-side limits of a validated request.
+    fn admit(&self, spec: &JobSpec) -> Result<()> {
+        let settings = &self.inner.settings;
+        if let Some(wall) = spec.budget.max_wall_time_s
+            && wall > settings.gepa_max_wall_time_s
+        {
+            return Err(Error::invalid(
+                &["budget", "max_wall_time_s"],
+                format!(
+                    "max_wall_time_s must be <= {} (GEPA_MAX_WALL_TIME_S)",
+                    settings.gepa_max_wall_time_s
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The job's current state. Live jobs answer from memory, others from the store.
@@ -207,15 +234,22 @@ impl JobRuntime {
                 let current = live.state.lock().await.record.clone();
                 job.status = current.status;
                 job.updated_at = current.updated_at;
+                job.progress = current.progress;
             }
         }
         Ok(JobPage { jobs, next_offset })
     }
 
-    /// Cancels a pending or running job; returns it already `cancelled`.
+    /// Cancels a pending, running or paused job; returns it already `cancelled`, with the best
+    /// result found so far when its optimizer saved one.
     pub async fn cancel(&self, job_id: &str) -> Result<JobRecord> {
         if let Some(job) = self.inner.live_job(job_id) {
-            match self.inner.terminate(&job, EventPayload::Cancelled {}).await {
+            let partial = self.inner.partial_result(&job, "cancelled").await;
+            match self
+                .inner
+                .terminate_with(&job, EventPayload::Cancelled {}, partial)
+                .await
+            {
                 Ok(record) => return Ok(record),
                 Err(Stopped) => {
                     let status = job.state.lock().await.record.status;
@@ -250,19 +284,147 @@ impl JobRuntime {
         watch::start(self.inner.clone(), job_id, after_event_id).await
     }
 
-    /// Stops accepting jobs, ends every running job with a `shutdown` event, and waits up to
-    /// `SHUTDOWN_GRACE_S` for job tasks to return.
+    /// Pauses a running resumable job at its next safe point and returns it `paused` (a paused
+    /// job is returned as it is). Its checkpoint is durable and it holds no worker; it stays
+    /// paused across restarts until [`JobRuntime::resume`] or a cancel.
+    pub async fn pause(&self, job_id: &str) -> Result<JobRecord> {
+        let job = self
+            .live_or_state_error(job_id, "only a running job can be paused")
+            .await?;
+        let resumable = self.inner.resumable(&job).await;
+        {
+            let mut state = job.state.lock().await;
+            let status = state.record.status;
+            match status {
+                JobStatus::Paused => return Ok(state.record.clone()),
+                JobStatus::Pending | JobStatus::Running if resumable => {
+                    if state.halting.is_none() {
+                        state.halting = Some(HaltReason::Pause);
+                    }
+                    state.halt.cancel();
+                }
+                _ => {
+                    return Err(Error::InvalidJobState {
+                        job_id: job_id.into(),
+                        status: status.to_string(),
+                        action: "only a running GEPA job can be paused",
+                    });
+                }
+            }
+        }
+        // The run stops at its next safe point (model calls in flight are dropped).
+        let deadline = tokio::time::Instant::now() + PAUSE_WAIT;
+        loop {
+            let halted = job.halted.notified();
+            tokio::pin!(halted);
+            halted.as_mut().enable();
+            let record = job.state.lock().await.record.clone();
+            if record.status == JobStatus::Paused || record.status.is_terminal() {
+                return Ok(record);
+            }
+            if tokio::time::timeout_at(deadline, halted).await.is_err() {
+                return Err(Error::Unavailable(format!(
+                    "job {job_id} did not reach a safe point within {} s; it will pause when it does",
+                    PAUSE_WAIT.as_secs()
+                )));
+            }
+        }
+    }
+
+    /// Resumes a paused job from its checkpoint and returns it `running`.
+    pub async fn resume(&self, job_id: &str) -> Result<JobRecord> {
+        if !self.is_accepting() {
+            return Err(Error::Unavailable("server is shutting down".into()));
+        }
+        let job = self
+            .live_or_state_error(job_id, "only a paused job can be resumed")
+            .await?;
+        let resumed = self
+            .inner
+            .enqueue_with(
+                &job,
+                EventPayload::Resumed {
+                    reason: "client".into(),
+                },
+                Transition {
+                    require: Some(JobStatus::Paused),
+                    status: Some(JobStatus::Running),
+                    fresh_run: true,
+                    result: None,
+                },
+            )
+            .await;
+        let (id, ack) = match resumed {
+            Ok(queued) => queued,
+            Err(Stopped) => {
+                let status = job.state.lock().await.record.status;
+                return Err(Error::InvalidJobState {
+                    job_id: job_id.into(),
+                    status: status.to_string(),
+                    action: "only a paused job can be resumed",
+                });
+            }
+        };
+        let _ = Inner::await_ack(&job, id, ack).await;
+        let record = job.state.lock().await.record.clone();
+        tracing::info!(job_id = %job.id, "resuming paused job");
+        self.inner
+            .spawn_run(job, Arc::new(record.spec.clone()), true);
+        Ok(record)
+    }
+
+    /// The live job, or the error a pause/resume of a job that is not live gets.
+    async fn live_or_state_error(
+        &self,
+        job_id: &str,
+        action: &'static str,
+    ) -> Result<Arc<LiveJob>> {
+        if let Some(job) = self.inner.live_job(job_id) {
+            return Ok(job);
+        }
+        match self.inner.store.get_job(job_id).await? {
+            None => Err(Error::JobNotFound(job_id.to_string())),
+            Some(record) => Err(Error::InvalidJobState {
+                job_id: job_id.into(),
+                status: record.status.to_string(),
+                action,
+            }),
+        }
+    }
+
+    /// Stops accepting jobs and waits up to `SHUTDOWN_GRACE_S` for job tasks to return.
+    /// Resumable (GEPA) jobs are handed over: halted at their next safe point, checkpointed,
+    /// given a `suspended` event and left `running` in the store, so the next start resumes
+    /// them; paused jobs stay paused. Other jobs end with `shutdown` (with their best result so
+    /// far when their optimizer saved one).
     pub async fn shutdown(&self) {
         self.inner.draining.store(true, Ordering::SeqCst);
         let jobs: Vec<Arc<LiveJob>> = self.inner.live_map().values().cloned().collect();
         for job in jobs {
+            let resumable = self.inner.resumable(&job).await;
+            {
+                let mut state = job.state.lock().await;
+                match state.record.status {
+                    JobStatus::Paused => continue,
+                    JobStatus::Pending | JobStatus::Running if resumable => {
+                        if state.halting.is_none() {
+                            state.halting = Some(HaltReason::Suspend);
+                        }
+                        state.halt.cancel();
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let partial = self.inner.partial_result(&job, "shutdown").await;
             let _ = self
                 .inner
-                .terminate(
+                .terminate_with(
                     &job,
                     EventPayload::Shutdown {
                         reason: "shutdown".into(),
                     },
+                    partial,
                 )
                 .await;
         }
@@ -274,27 +436,34 @@ impl JobRuntime {
         {
             tracing::warn!("job tasks still running after the shutdown grace period");
         }
+        // Ends the reaper and every watcher still following a live tail (handed-over and
+        // paused jobs have no terminal event to end them).
         self.inner.stop.cancel();
     }
 
     /// Ends jobs a previous process left pending or running: each gets exactly one terminal
     /// event (`shutdown` with reason `interrupted`), unless its log already has one. Jobs whose
-    /// optimizer is [`Optimizer::resumable`] are re-spawned instead (no second `started`; event
-    /// ids continue after the last stored one) and continue from their checkpoint.
+    /// optimizer is [`Optimizer::resumable`] continue instead: a `resumed {reason:"restart"}`
+    /// event (ids continue after the last stored one; no second `started`) and a run from
+    /// their checkpoint. Paused jobs become live again, still paused, without a run.
     async fn recover_interrupted(&self) -> Result<()> {
         let store = &self.inner.store;
         let stale = store
-            .jobs_with_status(&[JobStatus::Pending, JobStatus::Running])
+            .jobs_with_status(&[JobStatus::Pending, JobStatus::Running, JobStatus::Paused])
             .await?;
         for mut record in stale {
             let mut last_id = 0;
             let mut terminal: Option<EventPayload> = None;
+            let mut progress = crate::domain::job::Progress::default();
             loop {
                 let page = store.events_after(&record.id, last_id, 1000).await?;
                 let Some(last) = page.last() else { break };
                 last_id = last.id;
-                if let Some(t) = page.iter().find(|e| e.is_terminal()) {
-                    terminal = Some(t.payload.clone());
+                for event in &page {
+                    progress.observe(&event.payload);
+                    if event.is_terminal() {
+                        terminal = Some(event.payload.clone());
+                    }
                 }
             }
             let resumable = self
@@ -304,14 +473,23 @@ impl JobRuntime {
                 .is_some_and(|o| o.resumable());
             if terminal.is_none() && resumable {
                 record.last_event_id = last_id;
+                record.progress = progress;
                 let spec = Arc::new(record.spec.clone());
+                let paused = record.status == JobStatus::Paused;
                 let job = Arc::new(LiveJob::new(record, self.inner.settings.sse_buffer_size));
                 self.inner.live_map().insert(job.id.clone(), job.clone());
+                if paused {
+                    tracing::info!(job_id = %job.id, "paused job kept paused");
+                    continue;
+                }
                 tracing::info!(job_id = %job.id, last_event_id = last_id, "resuming interrupted job");
-                let inner = self.inner.clone();
-                self.inner
-                    .tasks
-                    .spawn(async move { inner.run_job(job, spec, true).await });
+                let resumed = EventPayload::Resumed {
+                    reason: "restart".into(),
+                };
+                if let Ok((id, ack)) = self.inner.enqueue(&job, resumed).await {
+                    let _ = Inner::await_ack(&job, id, ack).await;
+                }
+                self.inner.spawn_run(job, spec, true);
                 continue;
             }
             // The terminal event and the final row commit together.
@@ -332,7 +510,7 @@ impl JobRuntime {
                     payload
                 }
             };
-            apply_terminal(&mut record, &payload, last_id);
+            apply_terminal(&mut record, &payload, last_id, None);
             batch.updates.push(JobUpdate::of(&record));
             store.write(&batch).await?;
             tracing::info!(job_id = %record.id, status = %record.status, "recovered interrupted job");
@@ -354,7 +532,15 @@ impl JobRuntime {
                 }
                 let Some(inner) = inner.upgrade() else { break };
                 let settings = inner.settings.clone();
+                // The JOB_TTL_* settings evict from memory: the memory store is all memory,
+                // while a durable store keeps terminal jobs for JOB_RETENTION_S (0 = forever).
+                // (Terminal jobs leave this process's live map when they end.)
+                let durable = inner.store.kind() != "memory";
                 let ttl_for = move |status: JobStatus| match status {
+                    _ if !status.is_terminal() => None,
+                    _ if durable => {
+                        (settings.job_retention_s > 0.0).then_some(settings.job_retention_s)
+                    }
                     JobStatus::Finished => Some(settings.job_ttl_finished_s),
                     JobStatus::Failed => Some(settings.job_ttl_failed_s),
                     JobStatus::Cancelled => Some(settings.job_ttl_cancelled_s),
@@ -391,8 +577,27 @@ impl JobRuntime {
 /// already reaped), and is forgotten so a retry creates the job instead of naming a missing one.
 const DANGLING_KEY_GRACE_S: f64 = 120.0;
 
-/// Puts a record in the terminal state a terminal payload implies.
-fn apply_terminal(record: &mut JobRecord, payload: &EventPayload, last_event_id: u64) {
+/// How long [`JobRuntime::pause`] waits for the run to reach a safe point.
+const PAUSE_WAIT: Duration = Duration::from_secs(60);
+
+/// A hash of a validated request, remembered with its idempotency key: the same key with a
+/// different request is a conflict. FNV-1a over the spec's JSON (stable across processes).
+fn request_hash(spec: &JobSpec) -> String {
+    let text = serde_json::to_string(spec).unwrap_or_default();
+    format!(
+        "{:016x}",
+        crate::optimizer::gepa::state::fnv1a(&[text.as_str()])
+    )
+}
+
+/// Puts a record in the terminal state a terminal payload implies. `partial` is the best
+/// result so far of a job that ends without finishing (replaces the bare error result).
+fn apply_terminal(
+    record: &mut JobRecord,
+    payload: &EventPayload,
+    last_event_id: u64,
+    partial: Option<JobResult>,
+) {
     if let Some(status) = payload.terminal_status() {
         record.status = status;
     }
@@ -400,11 +605,33 @@ fn apply_terminal(record: &mut JobRecord, payload: &EventPayload, last_event_id:
     record.last_event_id = last_event_id;
     record.result = match payload {
         EventPayload::Finished(result) => Some(result.clone()),
-        EventPayload::Failed { error, .. } => Some(JobResult::Error(ErrorResult {
-            error: error.clone(),
-        })),
-        _ => record.result.take(),
+        EventPayload::Failed { error, .. } => partial.or_else(|| {
+            Some(JobResult::Error(ErrorResult {
+                error: error.clone(),
+            }))
+        }),
+        _ => partial.or_else(|| record.result.take()),
     };
+    if let Some(progress) = record
+        .result
+        .as_ref()
+        .and_then(crate::domain::job::Progress::from_result)
+    {
+        record.progress = progress;
+    }
+}
+
+/// A state change that comes with an event (see [`Inner::enqueue_with`]).
+#[derive(Default)]
+struct Transition {
+    /// The event is refused (`Stopped`) unless the job is in this status.
+    require: Option<JobStatus>,
+    /// A non-terminal status the job moves to (its row update commits with the event).
+    status: Option<JobStatus>,
+    /// A new run starts with it: a fresh halt token.
+    fresh_run: bool,
+    /// A terminal event's best-so-far result.
+    result: Option<JobResult>,
 }
 
 impl Inner {
@@ -443,22 +670,46 @@ impl Inner {
         job: &Arc<LiveJob>,
         payload: EventPayload,
     ) -> Result<(u64, event_log::Ack), Stopped> {
+        self.enqueue_with(job, payload, Transition::default()).await
+    }
+
+    /// [`Inner::enqueue`] with a state change decided under the job's lock.
+    async fn enqueue_with(
+        &self,
+        job: &Arc<LiveJob>,
+        payload: EventPayload,
+        transition: Transition,
+    ) -> Result<(u64, event_log::Ack), Stopped> {
         let render = self.store.keeps_rendered_data();
         let (id, ack) = {
             let mut state = job.state.lock().await;
-            if state.record.status.is_terminal() {
+            if state.record.status.is_terminal()
+                || transition
+                    .require
+                    .is_some_and(|required| state.record.status != required)
+            {
                 return Err(Stopped);
             }
             let id = state.next_id;
             state.next_id += 1;
-            // A terminal event commits together with the job's final row.
+            state.record.progress.observe(&payload);
+            // A terminal event (or a status change) commits together with the job's row.
             let update = if payload.terminal_status().is_some() {
-                apply_terminal(&mut state.record, &payload, id);
+                apply_terminal(&mut state.record, &payload, id, transition.result);
+                Some(JobUpdate::of(&state.record))
+            } else if let Some(status) = transition.status {
+                state.record.status = status;
+                state.record.updated_at = now_epoch_s();
+                state.record.last_event_id = id;
                 Some(JobUpdate::of(&state.record))
             } else {
                 state.record.last_event_id = id;
                 None
             };
+            if transition.fresh_run {
+                state.halt = CancellationToken::new();
+                state.halting = None;
+            }
             let ts = now_epoch_s();
             // Rendered here, on the job's own task, not on the single writer: in one pass, so
             // under the job's lock (it only orders this job's own events).
@@ -486,8 +737,24 @@ impl Inner {
         job: &Arc<LiveJob>,
         payload: EventPayload,
     ) -> Result<JobRecord, Stopped> {
-        self.emit(job, payload).await?;
+        self.terminate_with(job, payload, None).await
+    }
+
+    /// [`Inner::terminate`] with the job's best-so-far result.
+    async fn terminate_with(
+        &self,
+        job: &Arc<LiveJob>,
+        payload: EventPayload,
+        partial: Option<JobResult>,
+    ) -> Result<JobRecord, Stopped> {
+        let transition = Transition {
+            result: partial,
+            ..Transition::default()
+        };
+        let (id, ack) = self.enqueue_with(job, payload, transition).await?;
+        Self::await_ack(job, id, ack).await?;
         job.cancel.cancel();
+        job.halted.notify_waiters();
         let record = job.state.lock().await.record.clone();
         self.live_map().remove(&job.id);
         crate::metrics::job_ended(record.status);
@@ -495,27 +762,95 @@ impl Inner {
         Ok(record)
     }
 
-    /// Marks a job running, in memory and in the store. The row update is queued on the writer
+    /// Marks a job running, in memory and in the store, and returns its run's halt token
+    /// (`None` when it is terminal or paused). The row update is queued on the writer
     /// under the state lock (not awaited: the writer commits in queue order, and a failure is
     /// logged there): a concurrent `terminate` (cancel, shutdown) queues its terminal record
     /// after it, so the store never shows a finished job as `running`.
-    async fn set_running(&self, job: &Arc<LiveJob>) -> bool {
+    async fn set_running(&self, job: &Arc<LiveJob>) -> Option<CancellationToken> {
         let mut state = job.state.lock().await;
-        if state.record.status.is_terminal() {
-            return false;
+        if state.record.status.is_terminal() || state.record.status == JobStatus::Paused {
+            return None;
         }
         state.record.status = JobStatus::Running;
         state.record.updated_at = now_epoch_s();
         drop(self.writer.update(JobUpdate::of(&state.record)).await);
-        true
+        Some(state.halt.clone())
     }
 
-    /// Runs a job's optimizer to its terminal event. A `resumed` job (restart recovery) does
-    /// not emit a second `started`.
+    /// Spawns a job's run on the job tasks.
+    fn spawn_run(self: &Arc<Self>, job: Arc<LiveJob>, spec: Arc<JobSpec>, resumed: bool) {
+        let inner = self.clone();
+        let job_id = job.id.clone();
+        self.tasks.spawn(tracing::Instrument::instrument(
+            async move { inner.run_job(job, spec, resumed).await },
+            tracing::info_span!("job", otel.name = "job", job_id = %job_id),
+        ));
+    }
+
+    async fn resumable(&self, job: &LiveJob) -> bool {
+        let mode = job.state.lock().await.record.spec.mode;
+        self.optimizers.get(&mode).is_some_and(|o| o.resumable())
+    }
+
+    /// The best result so far of a live job that ends without finishing.
+    async fn partial_result(&self, job: &LiveJob, reason: &str) -> Option<JobResult> {
+        let spec = job.state.lock().await.record.spec.clone();
+        let optimizer = self.optimizers.get(&spec.mode)?;
+        let partial = PartialJob {
+            job_id: &job.id,
+            spec: &spec,
+            store: &self.store,
+            settings: &self.settings,
+        };
+        optimizer.partial_result(&partial, reason).await
+    }
+
+    /// After a halted run returned: the `paused` (status `paused`) or `suspended` event.
+    async fn after_halt(&self, job: &Arc<LiveJob>) {
+        let reason = job.state.lock().await.halting;
+        let step = match reason {
+            Some(HaltReason::Pause) => {
+                self.enqueue_with(
+                    job,
+                    EventPayload::Paused {
+                        reason: "client".into(),
+                    },
+                    Transition {
+                        status: Some(JobStatus::Paused),
+                        ..Transition::default()
+                    },
+                )
+                .await
+            }
+            Some(HaltReason::Suspend) | None => {
+                self.enqueue(
+                    job,
+                    EventPayload::Suspended {
+                        reason: "shutdown".into(),
+                    },
+                )
+                .await
+            }
+        };
+        if let Ok((id, ack)) = step {
+            let _ = Self::await_ack(job, id, ack).await;
+        }
+        tracing::info!(job_id = %job.id, reason = ?reason, "job halted at a safe point");
+        job.halted.notify_waiters();
+    }
+
+    /// Runs a job's optimizer to its terminal event, or until it is halted (paused or handed
+    /// over). A `resumed` run (restart recovery, resume) does not emit a second `started`.
     async fn run_job(self: Arc<Self>, job: Arc<LiveJob>, spec: Arc<JobSpec>, resumed: bool) {
-        if !self.set_running(&job).await
-            || (!resumed && self.emit(&job, EventPayload::Started {}).await.is_err())
-        {
+        let Some(halt) = self.set_running(&job).await else {
+            return;
+        };
+        if !resumed && self.emit(&job, EventPayload::Started {}).await.is_err() {
+            return;
+        }
+        if halt.is_cancelled() {
+            self.after_halt(&job).await;
             return;
         }
         let Some(optimizer) = self.optimizers.get(&spec.mode).cloned() else {
@@ -523,16 +858,18 @@ impl Inner {
         };
         let ctx = JobContext {
             job_id: job.id.clone(),
-            spec,
+            spec: spec.clone(),
             events: Arc::new(JobEvents {
                 inner: self.clone(),
                 job: job.clone(),
             }),
             cancel: job.cancel.clone(),
+            halt,
             store: self.store.clone(),
             settings: self.settings.clone(),
         };
-        let deadline = Duration::from_secs_f64(self.settings.max_wall_time_s);
+        let deadline =
+            Duration::from_secs_f64(crate::optimizer::wall_time_s(&spec, &self.settings));
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(deadline, optimizer.run(ctx)) => outcome,
             // Whoever cancelled already wrote the terminal event.
@@ -541,6 +878,10 @@ impl Inner {
         let payload = match outcome {
             Ok(Ok(result)) => EventPayload::Finished(result),
             Ok(Err(OptimizeError::Stopped)) => return,
+            Ok(Err(OptimizeError::Halted)) => {
+                self.after_halt(&job).await;
+                return;
+            }
             Ok(Err(OptimizeError::Failed { code, message })) => EventPayload::Failed {
                 error: code,
                 message,
@@ -550,7 +891,11 @@ impl Inner {
                 message: String::new(),
             },
         };
-        let _ = self.terminate(&job, payload).await;
+        let partial = match &payload {
+            EventPayload::Failed { error, .. } => self.partial_result(&job, error).await,
+            _ => None,
+        };
+        let _ = self.terminate_with(&job, payload, partial).await;
     }
 }
 

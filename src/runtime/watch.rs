@@ -86,6 +86,13 @@ impl Pump {
             let received = tokio::select! {
                 received = rx.recv() => received,
                 _ = self.tx.closed() => return,
+                // The runtime stopped: a handed-over or paused job's log has no terminal event
+                // to end on; deliver what is already published, then end (the client resumes
+                // from its last id on the next server).
+                _ = self.inner.stop.cancelled() => {
+                    let _ = self.replay().await;
+                    return;
+                }
             };
             let step = match received {
                 Ok(event) if event.id <= self.last => Ok(()),

@@ -14,7 +14,8 @@ struct State {
     jobs: HashMap<JobId, JobRecord>,
     /// Shared with the runtime's writer and watchers: appending is a reference count, not a copy.
     events: HashMap<JobId, Vec<Arc<Event>>>,
-    idempotency: HashMap<String, (JobId, f64)>,
+    /// key → (job id, expiry, request hash).
+    idempotency: HashMap<String, (JobId, f64, Option<String>)>,
     examples: BTreeMap<String, Example>,
     checkpoints: HashMap<JobId, serde_json::Value>,
 }
@@ -120,7 +121,7 @@ impl JobStore for MemoryStore {
         let mut state = self.lock();
         state.events.remove(id);
         state.checkpoints.remove(id);
-        state.idempotency.retain(|_, (job, _)| job != id);
+        state.idempotency.retain(|_, (job, _, _)| job != id);
         Ok(state.jobs.remove(id).is_some())
     }
 
@@ -139,22 +140,33 @@ impl JobStore for MemoryStore {
             .collect())
     }
 
-    async fn claim_idempotency_key(
+    async fn claim_idempotency_key_for(
         &self,
         key: &str,
         job_id: &str,
+        request_hash: Option<&str>,
         now: f64,
         expires_at: f64,
     ) -> Result<IdempotencyClaim> {
         let mut state = self.lock();
-        if let Some((existing, expiry)) = state.idempotency.get(key)
+        if let Some((existing, expiry, hash)) = state.idempotency.get(key)
             && *expiry > now
         {
-            return Ok(IdempotencyClaim::Existing(existing.clone()));
+            let differs = matches!((hash, request_hash), (Some(a), Some(b)) if a != b);
+            return Ok(if differs {
+                IdempotencyClaim::Conflict(existing.clone())
+            } else {
+                IdempotencyClaim::Existing(existing.clone())
+            });
         }
-        state
-            .idempotency
-            .insert(key.to_string(), (job_id.to_string(), expires_at));
+        state.idempotency.insert(
+            key.to_string(),
+            (
+                job_id.to_string(),
+                expires_at,
+                request_hash.map(str::to_string),
+            ),
+        );
         Ok(IdempotencyClaim::Claimed)
     }
 
@@ -164,7 +176,7 @@ impl JobStore for MemoryStore {
             jobs, idempotency, ..
         } = &mut *state;
         let before = idempotency.len();
-        idempotency.retain(|_, (job, expiry)| *expiry > expiring_by || jobs.contains_key(job));
+        idempotency.retain(|_, (job, expiry, _)| *expiry > expiring_by || jobs.contains_key(job));
         Ok(before - idempotency.len())
     }
 
@@ -188,7 +200,14 @@ impl JobStore for MemoryStore {
             state.events.remove(id);
             state.checkpoints.remove(id);
         }
-        state.idempotency.retain(|_, (_, expiry)| *expiry > now);
+        let State {
+            jobs, idempotency, ..
+        } = &mut *state;
+        // A key never outlives its job (a key claimed moments ago whose job is still on its way
+        // through the writer names no job yet: only keys of the jobs just deleted go).
+        idempotency.retain(|_, (job, expiry, _)| {
+            *expiry > now && (jobs.contains_key(job) || !expired.contains(job))
+        });
         Ok(expired)
     }
 

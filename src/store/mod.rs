@@ -42,6 +42,9 @@ pub enum IdempotencyClaim {
     Claimed,
     /// The key already maps to this (live) job id.
     Existing(JobId),
+    /// The key maps to this job, which was created by a different request (its request hash
+    /// differs from the one offered).
+    Conflict(JobId),
 }
 
 /// The mutable part of a job row, as [`JobStore::update_job`] writes it.
@@ -153,7 +156,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn list_jobs(&self, query: &ListJobsQuery) -> Result<Vec<JobRecord>>;
     /// Jobs in any of these states (restart recovery uses it).
     async fn jobs_with_status(&self, statuses: &[JobStatus]) -> Result<Vec<JobRecord>>;
-    /// Deletes a job, its events, checkpoint and idempotency keys. Returns whether it existed.
+    /// Deletes a job, its events, checkpoint (base and parts) and idempotency keys. Returns
+    /// whether it existed.
     async fn delete_job(&self, id: &str) -> Result<bool>;
 
     /// Appends events of one or many jobs (each job's in increasing id order) in one commit.
@@ -189,6 +193,21 @@ pub trait JobStore: Send + Sync + 'static {
         job_id: &str,
         now: f64,
         expires_at: f64,
+    ) -> Result<IdempotencyClaim> {
+        self.claim_idempotency_key_for(key, job_id, None, now, expires_at)
+            .await
+    }
+
+    /// [`JobStore::claim_idempotency_key`], remembering `request_hash` with a new claim; an
+    /// unexpired claim made with another hash answers [`IdempotencyClaim::Conflict`] (a claim
+    /// without a hash, on either side, never conflicts).
+    async fn claim_idempotency_key_for(
+        &self,
+        key: &str,
+        job_id: &str,
+        request_hash: Option<&str>,
+        now: f64,
+        expires_at: f64,
     ) -> Result<IdempotencyClaim>;
 
     /// Deletes idempotency keys that name a job which does not exist, among keys expiring at or
@@ -199,8 +218,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize>;
 
     /// Deletes terminal jobs whose `updated_at` is older than the TTL of their status
-    /// (`ttl_for` returns `None` to keep that status forever) and expired idempotency keys.
-    /// Returns the ids of deleted jobs.
+    /// (`ttl_for` returns `None` to keep that status forever) with their events, checkpoints
+    /// and idempotency keys, and expired idempotency keys. Returns the ids of deleted jobs.
     async fn reap(
         &self,
         now: f64,

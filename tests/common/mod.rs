@@ -75,6 +75,8 @@ pub fn ticker(ticks: u32, delay_ms: u64) -> HashMap<Mode, Arc<dyn Optimizer>> {
 /// A running core.
 pub struct Core {
     pub addr: SocketAddr,
+    /// The in-process edge (REST/SSE).
+    pub http: SocketAddr,
     pub runtime: JobRuntime,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
@@ -105,13 +107,15 @@ impl Core {
             .expect("bind");
         let addr = grpc.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let http = http_listener.local_addr().unwrap();
         let handle = tokio::spawn(server::run_with_runtime(
             runtime.clone(),
             Listeners {
                 grpc,
-                http: tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind"),
+                http: http_listener,
             },
             async move {
                 let _ = stopped.await;
@@ -119,6 +123,7 @@ impl Core {
         ));
         Core {
             addr,
+            http,
             runtime,
             stop: Some(stop),
             handle: Some(handle),

@@ -30,6 +30,8 @@ pub fn optimize() -> Router<EdgeState> {
             get(optimize::get).delete(optimize::cancel),
         )
         .route("/optimize/{job_id}/events", get(optimize::events))
+        .route("/optimize/{job_id}/pause", post(optimize::pause))
+        .route("/optimize/{job_id}/resume", post(optimize::resume))
 }
 
 /// The admin routes (never aliased).

@@ -117,6 +117,54 @@ pub async fn cancel(
     Ok(Json(JobState::from_pb(job)))
 }
 
+/// Pause a running GEPA job at its next safe point: 200 with the state, already `paused`.
+#[utoipa::path(
+    post, path = "/v1/optimize/{job_id}/pause", tag = "optimize",
+    params(("job_id" = String, Path)),
+    responses(
+        (status = 200, body = JobState),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not running, or its mode cannot pause (invalid_job_state)", body = ErrorBody),
+    )
+)]
+pub async fn pause(
+    State(state): State<EdgeState>,
+    ctx: CallContext,
+    JobIdPath(job_id): JobIdPath,
+) -> Result<Json<JobState>, ApiError> {
+    let job = state
+        .upstream()
+        .jobs()
+        .pause_job(ctx.request(pb::PauseJobRequest { job_id }))
+        .await?
+        .into_inner();
+    Ok(Json(JobState::from_pb(job)))
+}
+
+/// Resume a paused job from its checkpoint: 200 with the state, `running`.
+#[utoipa::path(
+    post, path = "/v1/optimize/{job_id}/resume", tag = "optimize",
+    params(("job_id" = String, Path)),
+    responses(
+        (status = 200, body = JobState),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not paused (invalid_job_state)", body = ErrorBody),
+    )
+)]
+pub async fn resume(
+    State(state): State<EdgeState>,
+    ctx: CallContext,
+    JobIdPath(job_id): JobIdPath,
+) -> Result<Json<JobState>, ApiError> {
+    let job = state
+        .upstream()
+        .jobs()
+        .resume_job(ctx.request(pb::ResumeJobRequest { job_id }))
+        .await?
+        .into_inner();
+    Ok(Json(JobState::from_pb(job)))
+}
+
 /// Server-Sent Events of a job: `retry:` prelude, then `id`/`event`/`data` frames, `:` pings
 /// while idle, ending after the terminal event. Resume with `Last-Event-ID` or
 /// `?last_event_id=`.

@@ -67,6 +67,7 @@ async fn run_with(
         spec: Arc::new(spec),
         events: sink.clone(),
         cancel: CancellationToken::new(),
+        halt: CancellationToken::new(),
         store,
         settings: Arc::new(settings.clone()),
     };

@@ -181,6 +181,11 @@ impl Prices {
         }
     }
 
+    /// Whether the table has a price for `model`.
+    pub fn has(&self, model: &str) -> bool {
+        self.0.contains_key(model)
+    }
+
     pub fn cost(&self, model: &str, usage: Usage) -> f64 {
         self.0.get(model).map_or(0.0, |p| {
             usage.prompt_tokens as f64 * p.input / 1e6

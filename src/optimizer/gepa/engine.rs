@@ -58,6 +58,21 @@ pub fn provider_failed(err: &ProviderError) -> OptimizeError {
     }
 }
 
+/// The Pareto frontier of a state's pool as `{id, score}` entries.
+pub fn frontier_entries(state: &GepaState) -> Vec<FrontierEntry> {
+    let fronts = frontier::instance_fronts(&state.val_scores);
+    let agg: Vec<f64> = (0..state.candidates.len())
+        .map(|c| state.aggregate(c))
+        .collect();
+    frontier::dominators(&fronts, &agg)
+        .into_iter()
+        .map(|c| FrontierEntry {
+            id: c as u32,
+            score: agg[c],
+        })
+        .collect()
+}
+
 /// Knobs fixed for the run.
 pub struct Config {
     pub minibatch: usize,
@@ -135,11 +150,13 @@ impl Engine<'_> {
             .map_err(Halt::Budget)?;
         let system = render_system(candidate);
         let examples: Vec<&Example> = misses.iter().map(|k| &set[indices[*k]]).collect();
-        let rollouts = self
-            .eval
-            .batch(&system, &examples)
-            .await
-            .map_err(|e| Halt::Error(provider_failed(&e)))?;
+        // A halt (pause, hand-over) drops the calls in flight: the memo saved so far is what
+        // a resume replays, so only these are paid twice.
+        let rollouts = tokio::select! {
+            rollouts = self.eval.batch(&system, &examples) => rollouts,
+            _ = self.ctx.halt.cancelled() => return Err(Halt::Error(OptimizeError::Halted)),
+        }
+        .map_err(|e| Halt::Error(provider_failed(&e)))?;
         let mut judged = Vec::new();
         for (k, rollout) in misses.iter().zip(rollouts) {
             self.budget.record(rollout.cost_usd, rollout.tokens);
@@ -279,17 +296,7 @@ impl Engine<'_> {
     }
 
     pub fn frontier_entries(&self) -> Vec<FrontierEntry> {
-        let fronts = frontier::instance_fronts(&self.state.val_scores);
-        let agg: Vec<f64> = (0..self.state.candidates.len())
-            .map(|c| self.state.aggregate(c))
-            .collect();
-        frontier::dominators(&fronts, &agg)
-            .into_iter()
-            .map(|c| FrontierEntry {
-                id: c as u32,
-                score: agg[c],
-            })
-            .collect()
+        frontier_entries(&self.state)
     }
 
     pub fn best(&self) -> usize {
@@ -368,6 +375,10 @@ impl Engine<'_> {
     pub async fn run(&mut self) -> Result<StopReason, OptimizeError> {
         loop {
             self.checkpoint().await;
+            // The safe point: the checkpoint just written is exactly where a resume starts.
+            if self.ctx.halt.is_cancelled() {
+                return Err(OptimizeError::Halted);
+            }
             let full_merge = (MERGE_SUBSAMPLE + self.val.len()) as u64;
             let merge_due =
                 self.merge_due() && (self.cfg.legacy || self.budget.can_afford(full_merge));
@@ -704,16 +715,18 @@ impl Engine<'_> {
         if let Some(reason) = self.budget.spending_stop() {
             return Err(Halt::Budget(reason));
         }
-        let completion = provider
-            .complete(CompletionRequest {
-                model: model.clone(),
-                messages: vec![ChatMessage::user(prompt)],
-                temperature: Some(1.0),
-                max_tokens: None,
-                seed: None,
-            })
-            .await
-            .map_err(|e| Halt::Error(provider_failed(&e)))?;
+        let request = CompletionRequest {
+            model: model.clone(),
+            messages: vec![ChatMessage::user(prompt)],
+            temperature: Some(1.0),
+            max_tokens: None,
+            seed: None,
+        };
+        let completion = tokio::select! {
+            completion = provider.complete(request) => completion,
+            _ = self.ctx.halt.cancelled() => return Err(Halt::Error(OptimizeError::Halted)),
+        }
+        .map_err(|e| Halt::Error(provider_failed(&e)))?;
         let cost = self.eval.prices.cost(&model, completion.usage);
         self.budget.record(
             cost,

@@ -31,7 +31,7 @@ use self::engine::{Config, Engine, Halt};
 use self::evaluator::Evaluator;
 use self::metrics::{Judge, Metric};
 use self::state::{Candidate, Checkpoint, GepaState, Memo, STATE_VERSION};
-use super::{JobContext, OptimizeError, Optimizer, datasets};
+use super::{JobContext, OptimizeError, Optimizer, PartialJob, datasets};
 use crate::config::Settings;
 use crate::domain::gepa::{CandidateInfo, DEFAULT_COMPONENT, GepaResult, TestReport};
 use crate::domain::{Example, JobResult, JobSpec};
@@ -39,7 +39,8 @@ use crate::optimizer::rng::SeededRng;
 use crate::provider::openai::{OpenAiCompatible, OpenAiConfig};
 use crate::provider::{ModelProvider, OfflineWorld};
 
-/// Share of `MAX_WALL_TIME_S` after which no new iteration starts (the rest is left for the
+/// Share of the job's wall time (`budget.max_wall_time_s`, else `GEPA_DEFAULT_WALL_TIME_S`)
+/// after which no new iteration starts (the rest is left for the
 /// iteration in flight, so the job finishes with a result instead of `deadline_exceeded`).
 const WALL_TIME_SHARE: f64 = 0.8;
 
@@ -141,7 +142,14 @@ impl Models {
 pub async fn load_examples(
     ctx: &JobContext,
 ) -> Result<(Vec<Example>, &'static str), OptimizeError> {
-    let spec = &ctx.spec;
+    examples_of(&ctx.spec, &ctx.store).await
+}
+
+/// [`load_examples`] of a spec.
+async fn examples_of(
+    spec: &JobSpec,
+    store: &Arc<dyn crate::store::JobStore>,
+) -> Result<(Vec<Example>, &'static str), OptimizeError> {
     if !spec.examples.is_empty() {
         return Ok((spec.examples.clone(), "exact_match"));
     }
@@ -149,8 +157,7 @@ pub async fn load_examples(
     if let Some(pack) = datasets::pack(name) {
         return Ok((pack.examples(), pack.default_metric));
     }
-    let stored = ctx
-        .store
+    let stored = store
         .list_examples(crate::domain::spec::MAX_EXAMPLES, 0)
         .await
         .map_err(|e| OptimizeError::Failed {
@@ -206,25 +213,8 @@ impl Optimizer for GepaOptimizer {
         }
         let split = datasets::split(examples);
         let test = split.test;
-        let mut seed = Candidate::new();
-        seed.insert(DEFAULT_COMPONENT.to_string(), spec.prompt.clone());
-        for (name, text) in &spec.gepa.components {
-            seed.insert(name.clone(), text.clone());
-        }
-        let limits = Limits {
-            max_metric_calls: Some(
-                spec.budget
-                    .max_rollouts
-                    .unwrap_or(settings.gepa_default_max_metric_calls),
-            ),
-            max_generations: spec.budget.max_generations,
-            max_cost_usd: spec.budget.max_cost,
-            max_tokens: spec.budget.max_tokens,
-            deadline: Some(
-                Instant::now()
-                    + Duration::from_secs_f64(settings.max_wall_time_s * WALL_TIME_SHARE),
-            ),
-        };
+        let seed = seed_candidate(&spec);
+        let limits = limits_for(&spec, &settings);
         if limits
             .max_metric_calls
             .is_some_and(|m| m < split.val.len() as u64)
@@ -245,14 +235,7 @@ impl Optimizer for GepaOptimizer {
                 .unwrap_or_else(|| settings.target_model_default.clone());
             (p, model)
         });
-        let resumed: Option<Checkpoint> = match ctx.store.get_checkpoint(&ctx.job_id).await {
-            Ok(Some(value)) => serde_json::from_value::<Checkpoint>(value)
-                .ok()
-                .filter(|c| {
-                    c.state.version == STATE_VERSION && c.state.candidates.first() == Some(&seed)
-                }),
-            _ => None,
-        };
+        let resumed = load_checkpoint(&ctx.store, &ctx.job_id, &seed).await;
         let seed_rng = SeededRng::from_seed(spec.seed.unwrap_or(settings.deterministic_seed));
         let is_resume = resumed.is_some();
         let (state, memo, spent) = match resumed {
@@ -312,6 +295,100 @@ impl Optimizer for GepaOptimizer {
         }
         Ok(JobResult::Gepa(Box::new(out)))
     }
+
+    /// A `max_cost` is only a limit when every model the job pays for has a price.
+    fn admit(&self, spec: &JobSpec, settings: &Settings) -> Result<(), crate::error::Error> {
+        if spec.mode != crate::domain::Mode::Gepa || spec.budget.max_cost.is_none() {
+            return Ok(());
+        }
+        let target = spec
+            .target_model_id
+            .clone()
+            .unwrap_or_else(|| settings.target_model_default.clone());
+        let mut models = vec![target];
+        if self.models.reflection.is_some() {
+            models.push(
+                self.models
+                    .reflection_model
+                    .clone()
+                    .unwrap_or_else(|| settings.target_model_default.clone()),
+            );
+        }
+        match models.iter().find(|m| !self.models.prices.has(m)) {
+            None => Ok(()),
+            Some(model) => Err(crate::error::Error::invalid(
+                &["budget", "max_cost"],
+                format!(
+                    "budget.max_cost needs a price for model {model:?}, and MODEL_PRICES_JSON has none"
+                ),
+            )),
+        }
+    }
+
+    /// The best candidate of the last checkpoint, its score and the spend, as a result whose
+    /// `error` says how the job ended.
+    async fn partial_result(&self, job: &PartialJob<'_>, reason: &str) -> Option<JobResult> {
+        let spec = job.spec;
+        let seed = seed_candidate(spec);
+        let checkpoint = load_checkpoint(job.store, job.job_id, &seed).await?;
+        let (examples, _) = examples_of(spec, job.store).await.ok()?;
+        let split = datasets::split(examples);
+        let budget = Budget::new(limits_for(spec, job.settings), checkpoint.spent);
+        let state = &checkpoint.state;
+        if state
+            .val_scores
+            .first()
+            .is_none_or(|s| s.len() != split.val.len())
+        {
+            return None;
+        }
+        let mut result = snapshot_result(state, &split.val, budget.usage(state.generation), reason);
+        result.error = Some(reason.to_string());
+        Some(JobResult::Gepa(Box::new(result)))
+    }
+}
+
+/// The limits of a job: its budget, the server's default metric-call budget, and its wall
+/// time ([`crate::optimizer::wall_time_s`]) counted from now.
+fn limits_for(spec: &JobSpec, settings: &Settings) -> Limits {
+    let wall = crate::optimizer::wall_time_s(spec, settings);
+    Limits {
+        max_metric_calls: Some(
+            spec.budget
+                .max_rollouts
+                .unwrap_or(settings.gepa_default_max_metric_calls),
+        ),
+        max_generations: spec.budget.max_generations,
+        max_cost_usd: spec.budget.max_cost,
+        max_tokens: spec.budget.max_tokens,
+        deadline: Some(Instant::now() + Duration::from_secs_f64(wall * WALL_TIME_SHARE)),
+    }
+}
+
+/// The seed candidate of a request.
+fn seed_candidate(spec: &JobSpec) -> Candidate {
+    let mut seed = Candidate::new();
+    seed.insert(DEFAULT_COMPONENT.to_string(), spec.prompt.clone());
+    for (name, text) in &spec.gepa.components {
+        seed.insert(name.clone(), text.clone());
+    }
+    seed
+}
+
+/// The job's checkpoint, when there is one of this version for this seed.
+async fn load_checkpoint(
+    store: &Arc<dyn crate::store::JobStore>,
+    job_id: &str,
+    seed: &Candidate,
+) -> Option<Checkpoint> {
+    match store.get_checkpoint(job_id).await {
+        Ok(Some(value)) => serde_json::from_value::<Checkpoint>(value)
+            .ok()
+            .filter(|c| {
+                c.state.version == STATE_VERSION && c.state.candidates.first() == Some(seed)
+            }),
+        _ => None,
+    }
 }
 
 /// Scores the seed and the best candidate on the held-out set (outside the search budget).
@@ -346,8 +423,22 @@ async fn held_out(engine: &Engine<'_>, test: &[Example]) -> Result<TestReport, O
 }
 
 fn result(engine: &Engine<'_>, stop_reason: &str) -> GepaResult {
-    let state = &engine.state;
-    let best = engine.best();
+    snapshot_result(
+        &engine.state,
+        &engine.val,
+        engine.budget.usage(engine.state.generation),
+        stop_reason,
+    )
+}
+
+/// The result a state stands for: its best candidate, frontier, pool and the spend `budget`.
+fn snapshot_result(
+    state: &GepaState,
+    val: &[Example],
+    budget: crate::domain::gepa::BudgetUsage,
+    stop_reason: &str,
+) -> GepaResult {
+    let best = frontier::best(&state.val_scores);
     let candidates = (0..state.candidates.len())
         .map(|c| CandidateInfo {
             id: c as u32,
@@ -355,8 +446,7 @@ fn result(engine: &Engine<'_>, stop_reason: &str) -> GepaResult {
             origin: state.origins[c].as_str().into(),
             components: state.candidates[c].clone(),
             score: state.aggregate(c),
-            val_scores: engine
-                .val
+            val_scores: val
                 .iter()
                 .zip(&state.val_scores[c])
                 .map(|(e, s)| (e.id.clone(), *s))
@@ -370,7 +460,7 @@ fn result(engine: &Engine<'_>, stop_reason: &str) -> GepaResult {
             .get(DEFAULT_COMPONENT)
             .cloned()
             .unwrap_or_default(),
-        frontier: engine.frontier_entries(),
+        frontier: engine::frontier_entries(state),
         lessons: state.lessons.clone(),
         best_candidate_id: best as u32,
         best_candidate: state.candidates[best].clone(),
@@ -378,8 +468,9 @@ fn result(engine: &Engine<'_>, stop_reason: &str) -> GepaResult {
         seed_score: state.aggregate(0),
         candidates,
         generations: state.generation,
-        budget: engine.budget.usage(state.generation),
+        budget,
         stop_reason: stop_reason.into(),
         test: None,
+        error: None,
     }
 }

@@ -24,6 +24,11 @@ const SQLITE: &[Embedded] = &[
         "event_chunks",
         include_str!("../../../migrations/sqlite/0002_event_chunks.sql"),
     ),
+    (
+        3,
+        "durable_runs",
+        include_str!("../../../migrations/sqlite/0003_durable_runs.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -36,6 +41,11 @@ const POSTGRES: &[Embedded] = &[
         2,
         "event_chunks",
         include_str!("../../../migrations/postgres/0002_event_chunks.sql"),
+    ),
+    (
+        3,
+        "durable_runs",
+        include_str!("../../../migrations/postgres/0003_durable_runs.sql"),
     ),
 ];
 

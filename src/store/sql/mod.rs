@@ -101,11 +101,11 @@ impl SqlStore {
                 .fetch_all(pool)
                 .await?)
         } else {
-            // Six slots, one per status; unused ones repeat the first status.
+            // Seven slots, one per status; unused ones repeat the first status.
             const SQL: &str = concat!(
                 "SELECT ",
                 job_columns!(),
-                " FROM jobs WHERE status IN ($3, $4, $5, $6, $7, $8)",
+                " FROM jobs WHERE status IN ($3, $4, $5, $6, $7, $8, $9)",
                 " ORDER BY created_at DESC, id DESC LIMIT $1 + 0 OFFSET $2"
             );
             let slot = |i: usize| statuses.get(i).unwrap_or(&statuses[0]).as_str();
@@ -118,6 +118,7 @@ impl SqlStore {
                 .bind(slot(3))
                 .bind(slot(4))
                 .bind(slot(5))
+                .bind(slot(6))
                 .fetch_all(pool)
                 .await?)
         };
@@ -263,6 +264,10 @@ impl JobStore for SqlStore {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM checkpoint_parts WHERE job_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM idempotency_keys WHERE job_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -303,10 +308,11 @@ impl JobStore for SqlStore {
         Ok(events)
     }
 
-    async fn claim_idempotency_key(
+    async fn claim_idempotency_key_for(
         &self,
         key: &str,
         job_id: &str,
+        request_hash: Option<&str>,
         now: f64,
         expires_at: f64,
     ) -> Result<IdempotencyClaim> {
@@ -314,29 +320,40 @@ impl JobStore for SqlStore {
         // the key. Retried because that claim can expire or be deleted before it is read.
         for _ in 0..3 {
             let claimed: Option<String> = with_pool!(self, write, |pool| sqlx::query_scalar(
-                "INSERT INTO idempotency_keys (key, job_id, expires_at) VALUES ($1, $2, $3) \
+                "INSERT INTO idempotency_keys (key, job_id, expires_at, request_hash) \
+                 VALUES ($1, $2, $3, $5) \
                  ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, \
-                 expires_at = excluded.expires_at WHERE idempotency_keys.expires_at <= $4 \
+                 expires_at = excluded.expires_at, request_hash = excluded.request_hash \
+                 WHERE idempotency_keys.expires_at <= $4 \
                  RETURNING job_id"
             )
             .bind(key)
             .bind(job_id)
             .bind(expires_at)
             .bind(now)
+            .bind(request_hash)
             .fetch_optional(pool)
             .await?);
             if claimed.is_some() {
                 return Ok(IdempotencyClaim::Claimed);
             }
-            let existing: Option<String> = with_pool!(self, write, |pool| sqlx::query_scalar(
-                "SELECT job_id FROM idempotency_keys WHERE key = $1 AND expires_at > $2"
-            )
-            .bind(key)
-            .bind(now)
-            .fetch_optional(pool)
-            .await?);
-            if let Some(existing) = existing {
-                return Ok(IdempotencyClaim::Existing(existing));
+            let existing: Option<(String, Option<String>)> =
+                with_pool!(self, write, |pool| sqlx::query_as(
+                    "SELECT job_id, request_hash FROM idempotency_keys \
+                     WHERE key = $1 AND expires_at > $2"
+                )
+                .bind(key)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?);
+            if let Some((existing, hash)) = existing {
+                let differs =
+                    matches!((hash.as_deref(), request_hash), (Some(a), Some(b)) if a != b);
+                return Ok(if differs {
+                    IdempotencyClaim::Conflict(existing)
+                } else {
+                    IdempotencyClaim::Existing(existing)
+                });
             }
         }
         Err(Error::Store(format!(
@@ -374,6 +391,11 @@ impl JobStore for SqlStore {
                     "DELETE FROM event_chunks WHERE job_id IN \
                      (SELECT id FROM jobs WHERE status = $1 AND updated_at + $2 <= $3)",
                     "DELETE FROM checkpoints WHERE job_id IN \
+                     (SELECT id FROM jobs WHERE status = $1 AND updated_at + $2 <= $3)",
+                    "DELETE FROM checkpoint_parts WHERE job_id IN \
+                     (SELECT id FROM jobs WHERE status = $1 AND updated_at + $2 <= $3)",
+                    // A key never outlives its job.
+                    "DELETE FROM idempotency_keys WHERE job_id IN \
                      (SELECT id FROM jobs WHERE status = $1 AND updated_at + $2 <= $3)",
                 ] {
                     sqlx::query(sql)

@@ -56,7 +56,12 @@ impl TryFrom<JobRow> for JobRecord {
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| corrupt("jobs.result", &row.id, e))?;
+        let progress = result
+            .as_ref()
+            .and_then(crate::domain::job::Progress::from_result)
+            .unwrap_or_default();
         Ok(JobRecord {
+            progress,
             id: row.id,
             status,
             created_at: row.created_at,
