@@ -86,6 +86,7 @@ async fn run(val: usize, generations: u32) -> (f64, u32, u64, usize, usize) {
     let sink = Arc::new(CountingSink(AtomicU64::new(0)));
     let store = Arc::new(MemoryStore::new());
     let ctx = JobContext {
+        steering: Default::default(),
         job_id: "bench".into(),
         spec: Arc::new(spec),
         events: sink.clone(),

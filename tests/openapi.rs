@@ -35,6 +35,8 @@ const SERVED: &[(&str, &str)] = &[
     ("DELETE", "/v1/examples/{id}"),
     ("POST", "/v1/eval/start"),
     ("GET", "/v1/optimize/{job_id}/candidates"),
+    ("POST", "/v1/optimize/{job_id}/steer"),
+    ("POST", "/v1/optimize/{job_id}/branch"),
 ];
 
 fn body_for(method: &str, path: &str) -> Option<Value> {

@@ -213,6 +213,9 @@ pub struct ReflectionStarted {
     pub generation: u32,
     pub candidate_id: u32,
     pub component: String,
+    /// Human feedback (`SteerJob`) this reflection receives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feedback: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

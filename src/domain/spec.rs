@@ -110,6 +110,18 @@ pub struct JobSpec {
     /// GEPA knobs (`mode: "gepa"` only).
     #[serde(default)]
     pub gepa: super::gepa::GepaOptions,
+    /// The job (and candidate) this one was branched from (`BranchJob`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branched_from: Option<BranchedFrom>,
+}
+
+/// Where a branched job came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchedFrom {
+    pub job_id: String,
+    /// The candidate that seeded it; None when it continued the job's checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_id: Option<u32>,
 }
 
 /// Hard caps that hold whatever the configuration says.
@@ -139,6 +151,7 @@ impl JobSpec {
             evaluation_rubric: None,
             iterations: 1,
             gepa: Default::default(),
+            branched_from: None,
         }
     }
 

@@ -271,6 +271,7 @@ pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
             generation: e.generation,
             candidate_id: e.candidate_id,
             component: e.component.clone(),
+            feedback: e.feedback.clone(),
         }),
         EventPayload::ReflectionFinished(e) => P::ReflectionFinished(pb::ReflectionFinished {
             generation: e.generation,
@@ -349,6 +350,7 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
             generation: e.generation,
             candidate_id: e.candidate_id,
             component: e.component,
+            feedback: e.feedback,
         }),
         P::ReflectionFinished(e) => EventPayload::ReflectionFinished(ReflectionFinished {
             generation: e.generation,
@@ -576,6 +578,7 @@ pub fn samples() -> Vec<EventPayload> {
             generation: 1,
             candidate_id: 0,
             component: "system_prompt".into(),
+            feedback: vec!["be brief".into()],
         }),
         EventPayload::ReflectionFinished(ReflectionFinished {
             generation: 1,

@@ -60,6 +60,8 @@ pub(crate) struct LiveJob {
     pub halted: tokio::sync::Notify,
     /// The acknowledgement of the newest event its optimizer emitted without waiting.
     unacked: Mutex<Option<(u64, Ack)>>,
+    /// Human feedback and candidates (`SteerJob`), handed to every run of the job.
+    pub steering: crate::workbench::Steering,
 }
 
 /// Resolves once an event's batch is committed and published.
@@ -84,6 +86,7 @@ impl LiveJob {
             cancel: CancellationToken::new(),
             halted: tokio::sync::Notify::new(),
             unacked: Mutex::new(None),
+            steering: crate::workbench::Steering::default(),
         }
     }
 

@@ -31,6 +31,8 @@ pub struct Lineage {
     /// Validation example ids, in the order of the per-example score matrix.
     pub val_example_ids: Vec<String>,
     pub best_id: u32,
+    /// The job this one was branched from.
+    pub branched_from: Option<crate::domain::spec::BranchedFrom>,
 }
 
 /// The seed candidate of a spec: `system_prompt` plus the extra components.
@@ -158,6 +160,7 @@ pub fn fold(
         rejected,
         val_example_ids,
         best_id: result.map(|r| r.best_candidate_id).unwrap_or(best_id),
+        branched_from: None,
     }
 }
 

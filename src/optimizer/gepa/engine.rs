@@ -374,6 +374,15 @@ impl Engine<'_> {
     /// Runs iterations until a budget stops the search. Returns the stop reason.
     pub async fn run(&mut self) -> Result<StopReason, OptimizeError> {
         loop {
+            // What a human queued (`SteerJob`) joins the state before it is checkpointed; a run
+            // that is halting leaves it queued for the next run.
+            if !self.ctx.halt.is_cancelled() {
+                match self.adopt_steering().await {
+                    Ok(()) => {}
+                    Err(Halt::Budget(reason)) => return Ok(reason),
+                    Err(Halt::Error(err)) => return Err(err),
+                }
+            }
             self.checkpoint().await;
             // The safe point: the checkpoint just written is exactly where a resume starts.
             if self.ctx.halt.is_cancelled() {
@@ -515,10 +524,12 @@ impl Engine<'_> {
         let n = self.cfg.components.len().max(1);
         let component = self.cfg.components[self.state.next_component[parent] % n].clone();
         self.state.next_component[parent] += 1;
+        let feedback = self.feedback_for(&component);
         self.emit(EventPayload::ReflectionStarted(ReflectionStarted {
             generation,
             candidate_id: parent as u32,
             component: component.clone(),
+            feedback: feedback.clone(),
         }))
         .await?;
         let current = parent_candidate
@@ -558,9 +569,12 @@ impl Engine<'_> {
                 ),
                 Some(_) => (
                     None,
-                    Some(reflection::with_memory(
-                        reflection::reflection_prompt(&current, &records),
-                        &memory,
+                    Some(super::steer::with_feedback(
+                        reflection::with_memory(
+                            reflection::reflection_prompt(&current, &records),
+                            &memory,
+                        ),
+                        &feedback,
                     )),
                     lessons,
                 ),

@@ -19,6 +19,7 @@ pub mod merge;
 pub mod metrics;
 pub mod reflection;
 pub mod state;
+pub mod steer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -23,6 +23,8 @@ pub enum Origin {
     Seed,
     Reflection,
     Merge,
+    /// Hand-written (`SteerJob`).
+    Human,
 }
 
 impl Origin {
@@ -31,6 +33,7 @@ impl Origin {
             Origin::Seed => "seed",
             Origin::Reflection => "reflection",
             Origin::Merge => "merge",
+            Origin::Human => "human",
         }
     }
 }
@@ -117,6 +120,10 @@ pub struct GepaState {
     /// Recent rejected reflection proposals (reflection memory), oldest first.
     #[serde(default)]
     pub rejected: Vec<Rejected>,
+    /// Human feedback taken from the job's steering inbox, newest last (at most
+    /// `workbench::steering::MAX_FEEDBACK`); every later reflection on its component sees it.
+    #[serde(default)]
+    pub human_feedback: Vec<crate::workbench::HumanFeedback>,
 }
 
 /// A reflection proposal that lost on its minibatch (or its validation subsample).
@@ -182,6 +189,7 @@ impl GepaState {
             idle_iterations: 0,
             imputed: Vec::new(),
             rejected: Vec::new(),
+            human_feedback: Vec::new(),
         }
     }
 
