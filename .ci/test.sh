@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what the tests need (PostgreSQL when none is
-# running, buf from npm, Python venvs for the polyglot client and the original's client), then
-# runs the quality gates and every test. The README's test command; `.ci/run` calls exactly this.
+# running, chromium for the browser test, buf from npm, Python venvs for the polyglot client and
+# the original's client), then runs the quality gates and every test. The README's test command;
+# `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -11,6 +12,13 @@ step() { printf '\n== %s ==\n' "$*"; }
 if [ -x .ci/ensure-postgres.sh ]; then
   step "PostgreSQL"
   .ci/ensure-postgres.sh
+fi
+
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  # tests/ui_browser.rs drives Debian's chromium through chromedriver (no browser download).
+  step "chromium + chromium-driver"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 step "cargo fmt --check"

@@ -188,6 +188,7 @@ async fn run(val: usize, generations: u32) -> Run {
     let sink = Arc::new(CountingSink(AtomicU64::new(0)));
     let store = Arc::new(CountingStore::default());
     let ctx = JobContext {
+        steering: Default::default(),
         job_id: "bench".into(),
         spec: Arc::new(spec),
         events: sink.clone(),

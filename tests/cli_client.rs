@@ -2,6 +2,7 @@
 //! the binary runs as a child process, as a user would run it.
 
 mod common;
+mod fake_llm;
 
 use std::net::SocketAddr;
 
@@ -398,5 +399,118 @@ async fn the_token_comes_from_the_environment_or_a_file() {
     ))
     .await;
     assert_eq!(from_file.status.code(), Some(0), "{}", stderr(&from_file));
+    core.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_steer_resume_and_branch_from_the_command_line() {
+    let (url, fake) = fake_llm::start().await;
+    *fake.latency.lock().unwrap() = Duration::from_millis(5);
+    let settings = Settings {
+        use_model_stub: false,
+        openai_base_url: Some(url),
+        reflection_model_id: Some(fake_llm::REFLECT_MODEL.into()),
+        ..test_settings()
+    };
+    let core = Core::start(settings, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = fake_llm::examples()
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({"id": e.id, "input": e.input, "expected": e.expected}).to_string()
+        })
+        .collect();
+    std::fs::write(dir.path().join("ex.jsonl"), lines.join("\n")).unwrap();
+    std::fs::write(
+        dir.path().join("job.yaml"),
+        format!(
+            "prompt: {:?}\nexamples: ex.jsonl\nmetric: exact_match\ntarget_model: {}\nseed: 7\nbudget: {{max_rollouts: 200}}\ngepa: {{minibatch_size: 1, use_merge: false}}\n",
+            fake_llm::SEED_PROMPT,
+            fake_llm::TASK_MODEL
+        ),
+    )
+    .unwrap();
+    let out = cli(&core, &["run", &job_file(&dir)]).await;
+    let id = stdout(&out).trim().to_string();
+    let paused = cli(&core, &["pause", &id]).await;
+    assert_eq!(
+        stdout(&paused),
+        format!("{id} paused\n"),
+        "{}",
+        stderr(&paused)
+    );
+
+    let text = dir.path().join("candidate.txt");
+    std::fs::write(
+        &text,
+        format!("{}\n{}", fake_llm::SEED_PROMPT, fake_llm::MIRROR_RULE),
+    )
+    .unwrap();
+    let steered = cli(
+        &core,
+        &[
+            "steer",
+            &id,
+            "--feedback",
+            "Keep it short.",
+            "--candidate-file",
+            text.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        stdout(&steered),
+        format!("{id} queued feedback and candidate\n"),
+        "{}",
+        stderr(&steered)
+    );
+    let resumed = cli(&core, &["resume", &id]).await;
+    assert_eq!(
+        stdout(&resumed),
+        format!("{id} running\n"),
+        "{}",
+        stderr(&resumed)
+    );
+    let watched = cli(&core, &["watch", &id, "--events", "--quiet"]).await;
+    assert_eq!(watched.status.code(), Some(0));
+    assert!(
+        stdout(&watched).contains("\"feedback\":[\"Keep it short.\"]"),
+        "the feedback reached a reflection"
+    );
+    let whole = cli(&core, &["result", &id, "--json"]).await;
+    let whole: serde_json::Value = serde_json::from_slice(&whole.stdout).unwrap();
+    let candidates = whole["result"]["candidates"].as_array().unwrap();
+    assert!(candidates.iter().any(|c| c["origin"] == "human"), "{whole}");
+
+    let branched = cli(
+        &core,
+        &[
+            "branch",
+            &id,
+            "--candidate",
+            "0",
+            "--max-rollouts",
+            "30",
+            "--wait",
+            "--quiet",
+        ],
+    )
+    .await;
+    assert_eq!(branched.status.code(), Some(0), "{}", stderr(&branched));
+    let child = stdout(&branched).trim().to_string();
+    assert_ne!(child, id);
+    let listed = stdout(&cli(&core, &["ls"]).await);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&child) && l.contains("calls ") && l.contains("/30")),
+        "{listed}"
+    );
+    let again = cli(&core, &["steer", &id, "--feedback", "late"]).await;
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "a finished job cannot be steered"
+    );
     core.shutdown().await;
 }

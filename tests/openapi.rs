@@ -38,6 +38,8 @@ const SERVED: &[(&str, &str)] = &[
     ("POST", "/v1/eval/start"),
     ("GET", "/v1/optimize/{job_id}/candidates"),
     ("GET", "/v1/eval/{job_id}"),
+    ("POST", "/v1/optimize/{job_id}/steer"),
+    ("POST", "/v1/optimize/{job_id}/branch"),
 ];
 
 fn body_for(method: &str, path: &str) -> Option<Value> {

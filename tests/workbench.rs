@@ -23,10 +23,14 @@ struct Edge {
 }
 
 async fn start() -> Edge {
+    start_with(test_settings()).await
+}
+
+async fn start_with(settings: Settings) -> Edge {
     let settings = Settings {
         rate_limit_per_min: 600_000,
         rate_limit_burst: 100_000,
-        ..test_settings()
+        ..settings
     };
     let listeners = Listeners::ephemeral().await.unwrap();
     let base = format!("http://{}/v1", listeners.http.local_addr().unwrap());
@@ -54,6 +58,12 @@ impl Edge {
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, answer) = self.try_post(path, body).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        answer
+    }
+
+    async fn try_post(&self, path: &str, body: Value) -> (u16, Value) {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -61,8 +71,27 @@ impl Edge {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// Every event of a job so far (its SSE stream read to the end when it is terminal).
+    async fn events(&self, job_id: &str) -> Vec<Value> {
+        let body = tokio::time::timeout(Duration::from_secs(30), async {
+            self.http
+                .get(format!("{}/optimize/{job_id}/events", self.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+        .await
+        .expect("stream ended");
+        body.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
     }
 
     async fn wait_terminal(&self, job_id: &str) -> Value {
@@ -242,4 +271,238 @@ async fn the_event_log_alone_rebuilds_the_pool_the_result_reports() {
         .into_inner();
     assert_eq!(listed.candidates.len(), result.candidates.len());
     core.shutdown().await;
+}
+
+fn fake_settings(url: String) -> Settings {
+    Settings {
+        use_model_stub: false,
+        openai_base_url: Some(url),
+        reflection_model_id: Some(fake_llm::REFLECT_MODEL.into()),
+        ..test_settings()
+    }
+}
+
+fn fake_job(rollouts: u64) -> Value {
+    let examples: Vec<Value> = fake_llm::examples()
+        .into_iter()
+        .map(|e| json!({"id": e.id, "input": e.input, "expected": e.expected}))
+        .collect();
+    json!({
+        "prompt": fake_llm::SEED_PROMPT,
+        "mode": "gepa",
+        "examples": examples,
+        "metrics": ["exact_match"],
+        "target_model": fake_llm::TASK_MODEL,
+        "seed": 7,
+        "budget": {"max_rollouts": rollouts},
+        "gepa": {"minibatch_size": 1, "use_merge": false},
+    })
+}
+
+const FEEDBACK: &str = "Mention that answers must be lower case.";
+
+/// The demo: pause a run, give feedback and a hand-written candidate, resume; the next
+/// reflection carries the feedback (in its event and in the prompt the model receives) and the
+/// candidate joins the pool as `human`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steering_a_paused_run_reaches_its_next_reflection_and_adds_a_human_candidate() {
+    let (url, fake) = fake_llm::start().await;
+    *fake.latency.lock().unwrap() = Duration::from_millis(5);
+    let edge = start_with(fake_settings(url)).await;
+    let created = edge.post("/optimize", fake_job(200)).await;
+    let job_id = created["job_id"].as_str().unwrap().to_string();
+    let paused = edge
+        .post(&format!("/optimize/{job_id}/pause"), json!({}))
+        .await;
+    assert_eq!(paused["status"], "paused", "{paused}");
+    let reflections_before = fake.reflection_prompts.lock().unwrap().len();
+
+    let human_text = format!("{}\n{}", fake_llm::SEED_PROMPT, fake_llm::DOUBLE_RULE);
+    let steered = edge
+        .post(
+            &format!("/optimize/{job_id}/steer"),
+            json!({
+                "feedback": FEEDBACK,
+                "candidate": {"parent_id": 0, "components": {"system_prompt": human_text}},
+            }),
+        )
+        .await;
+    assert_eq!(steered["feedback_queued"], true);
+    assert_eq!(steered["candidate_queued"], true);
+    let (status, bad) = edge
+        .try_post(
+            &format!("/optimize/{job_id}/steer"),
+            json!({"feedback": "x", "component": "nope"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{bad}");
+
+    edge.post(&format!("/optimize/{job_id}/resume"), json!({}))
+        .await;
+    let job = edge.wait_terminal(&job_id).await;
+    assert_eq!(job["status"], "finished", "{job}");
+
+    let events = edge.events(&job_id).await;
+    let resumed_at = events
+        .iter()
+        .position(|e| e["type"] == "resumed")
+        .expect("a resumed event");
+    let reflection = events[resumed_at..]
+        .iter()
+        .find(|e| e["type"] == "reflection_started")
+        .expect("a reflection after the resume");
+    assert_eq!(
+        reflection["data"]["feedback"],
+        json!([FEEDBACK]),
+        "{reflection}"
+    );
+    let prompts = fake.reflection_prompts.lock().unwrap().clone();
+    let after: Vec<&String> = prompts[reflections_before..].iter().collect();
+    assert!(!after.is_empty());
+    assert!(
+        after[0].contains(FEEDBACK),
+        "the model receives the feedback"
+    );
+    assert!(
+        prompts[..reflections_before]
+            .iter()
+            .all(|p| !p.contains(FEEDBACK)),
+        "not before it was given"
+    );
+
+    let (_, view) = edge.get(&format!("/optimize/{job_id}/candidates")).await;
+    let human: Vec<&Value> = view["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["origin"] == "human")
+        .collect();
+    assert_eq!(human.len(), 1, "{view}");
+    assert_eq!(human[0]["parents"], json!([0]));
+    assert_eq!(human[0]["components"]["system_prompt"], human_text.as_str());
+    assert!(
+        human[0]["val_scores"].as_object().unwrap().len() >= 3,
+        "validated"
+    );
+
+    let (status, body) = edge
+        .try_post(
+            &format!("/optimize/{job_id}/steer"),
+            json!({"feedback": "late"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_job_state");
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_from_a_candidate_is_a_new_job_seeded_with_it_that_names_its_origin() {
+    let (url, _fake) = fake_llm::start().await;
+    let edge = start_with(fake_settings(url)).await;
+    let parent = edge.post("/optimize", fake_job(60)).await;
+    let parent_id = parent["job_id"].as_str().unwrap();
+    let finished = edge.wait_terminal(parent_id).await;
+    let result = &finished["result"];
+    let pick = result["candidates"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    let branched = edge
+        .post(
+            &format!("/optimize/{parent_id}/branch"),
+            json!({
+                "candidate_id": pick["id"],
+                "budget": {"max_rollouts": 30},
+                "gepa": {"minibatch_size": 2, "candidate_selector": "current_best"},
+            }),
+        )
+        .await;
+    let child_id = branched["job_id"].as_str().unwrap();
+    assert_ne!(child_id, parent_id);
+    let child = edge.wait_terminal(child_id).await;
+    assert_eq!(child["status"], "finished", "{child}");
+    let (_, view) = edge.get(&format!("/optimize/{child_id}/candidates")).await;
+    assert_eq!(
+        view["branched_from"],
+        json!({"job_id": parent_id, "candidate_id": pick["id"]})
+    );
+    assert_eq!(view["candidates"][0]["origin"], "seed");
+    assert_eq!(view["candidates"][0]["components"], pick["components"]);
+    assert!(
+        child["result"]["budget"]["metric_calls_used"]
+            .as_u64()
+            .unwrap()
+            <= 30
+    );
+
+    let (status, body) = edge
+        .try_post(
+            &format!("/optimize/{parent_id}/branch"),
+            json!({"candidate_id": 999}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_from_the_checkpoint_continues_the_search_with_its_pool_and_spend() {
+    let (url, _fake) = fake_llm::start().await;
+    let edge = start_with(fake_settings(url)).await;
+    let parent = edge.post("/optimize", fake_job(24)).await;
+    let parent_id = parent["job_id"].as_str().unwrap();
+    let finished = edge.wait_terminal(parent_id).await;
+    let parent_pool = finished["result"]["candidates"].as_array().unwrap().clone();
+    let parent_generations = finished["result"]["generations"].as_u64().unwrap();
+    assert!(parent_generations >= 2, "{finished}");
+
+    let (status, body) = edge
+        .try_post(
+            &format!("/optimize/{parent_id}/branch"),
+            json!({"from_checkpoint": true, "dataset": {"name": "toy_qa"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "examples cannot change: {body}");
+
+    let branched = edge
+        .post(
+            &format!("/optimize/{parent_id}/branch"),
+            json!({"from_checkpoint": true, "budget": {"max_rollouts": 200}}),
+        )
+        .await;
+    let child_id = branched["job_id"].as_str().unwrap();
+    let child = edge.wait_terminal(child_id).await;
+    assert_eq!(child["status"], "finished", "{child}");
+    let child_pool = child["result"]["candidates"].as_array().unwrap();
+    // The checkpoint is the top of the parent's last iteration: its pool carries on (all but
+    // a candidate found in an iteration the budget cut short).
+    assert!(child_pool.len() + 1 >= parent_pool.len(), "{child_pool:?}");
+    for (c, p) in child_pool
+        .iter()
+        .zip(&parent_pool)
+        .take(parent_pool.len() - 1)
+    {
+        assert_eq!(c["components"], p["components"]);
+    }
+    let (_, view) = edge.get(&format!("/optimize/{child_id}/candidates")).await;
+    assert_eq!(view["branched_from"], json!({"job_id": parent_id}));
+    let events = edge.events(child_id).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["type"] == "candidate_scored" && e["data"]["candidate_id"] == 0),
+        "the seed is not validated again: the search continued"
+    );
+    let first = events
+        .iter()
+        .find(|e| e["type"] == "generation_started")
+        .expect("the branch iterates");
+    assert!(
+        first["data"]["generation"].as_u64().unwrap() >= parent_generations,
+        "generations continue from the checkpoint: {first}"
+    );
+    edge.shutdown().await;
 }

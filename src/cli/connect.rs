@@ -12,6 +12,7 @@ use crate::grpc::pb::eval_service_client::EvalServiceClient;
 use crate::grpc::pb::examples_service_client::ExamplesServiceClient;
 use crate::grpc::pb::job_service_client::JobServiceClient;
 use crate::grpc::pb::optimizer_service_client::OptimizerServiceClient;
+use crate::grpc::pb::workbench_service_client::WorkbenchServiceClient;
 
 /// The environment variable holding the bearer token.
 pub const TOKEN_ENV: &str = "INNERLOOP_TOKEN";
@@ -104,5 +105,8 @@ impl Clients {
     }
     pub fn eval(&self) -> EvalServiceClient<Authed> {
         EvalServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+    pub fn workbench(&self) -> WorkbenchServiceClient<Authed> {
+        WorkbenchServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 }

@@ -39,6 +39,16 @@ pub enum ClientCommand {
     Get(JobArgs),
     /// Cancel a job.
     Cancel(JobArgs),
+    /// Pause a running GEPA job at its next safe point (it keeps its checkpoint).
+    Pause(JobArgs),
+    /// Resume a paused job from its checkpoint.
+    Resume(JobArgs),
+    /// Give a running or paused GEPA job feedback for its next reflections, and/or a
+    /// hand-written candidate for its pool.
+    Steer(SteerArgs),
+    /// Start a new job from one of a job's candidates (default: its best) or its checkpoint,
+    /// with changed settings; prints its id.
+    Branch(BranchArgs),
     /// Print a finished job's best prompt (or, with --json, the whole job and result).
     Result(ResultArgs),
     /// Manage the server's stored examples.
@@ -111,6 +121,59 @@ pub struct ResultArgs {
     /// The whole job state and result as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SteerArgs {
+    job_id: String,
+    /// Feedback the next reflections receive.
+    #[arg(long)]
+    feedback: Option<String>,
+    /// The component the feedback (or the candidate text) is about (default: system_prompt for
+    /// a candidate, every component for feedback).
+    #[arg(long)]
+    component: Option<String>,
+    /// A file holding a hand-written text for the component: added as a candidate.
+    #[arg(long)]
+    candidate_file: Option<PathBuf>,
+    /// The candidate's parent (default 0, the seed).
+    #[arg(long, default_value_t = 0)]
+    parent: u32,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BranchArgs {
+    job_id: String,
+    /// Seed the new job with this candidate (default: the best).
+    #[arg(long, conflicts_with = "from_checkpoint")]
+    candidate: Option<u32>,
+    /// Continue the job's search from its checkpoint (budget spent included).
+    #[arg(long)]
+    from_checkpoint: bool,
+    /// New metric-call budget.
+    #[arg(long)]
+    max_rollouts: Option<u64>,
+    /// New spending limit in USD.
+    #[arg(long)]
+    max_cost: Option<f64>,
+    /// New minibatch size.
+    #[arg(long)]
+    minibatch: Option<u32>,
+    /// New candidate selector: pareto, current_best or epsilon_greedy.
+    #[arg(long)]
+    selector: Option<String>,
+    /// New examples (JSONL or CSV) instead of the job's.
+    #[arg(long)]
+    examples: Option<PathBuf>,
+    /// Follow the new job until it ends; exit codes as `run --wait`.
+    #[arg(long)]
+    wait: bool,
+    #[command(flatten)]
+    follow: FollowFlags,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -194,6 +257,36 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<i32> {
             println!("{} {}", job.job_id, status_name(job.status));
             Ok(0)
         }
+        ClientCommand::Pause(args) => {
+            let job = args
+                .server
+                .connect()?
+                .jobs()
+                .pause_job(pb::PauseJobRequest {
+                    job_id: args.job_id,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{} {}", job.job_id, status_name(job.status));
+            Ok(0)
+        }
+        ClientCommand::Resume(args) => {
+            let job = args
+                .server
+                .connect()?
+                .jobs()
+                .resume_job(pb::ResumeJobRequest {
+                    job_id: args.job_id,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{} {}", job.job_id, status_name(job.status));
+            Ok(0)
+        }
+        ClientCommand::Steer(args) => steer(args).await,
+        ClientCommand::Branch(args) => branch(args).await,
         ClientCommand::Result(args) => result(args).await,
         ClientCommand::Examples(ExamplesCommand::Import { file, server }) => {
             let examples = jobfile::read_examples(&file)?;
@@ -259,14 +352,107 @@ async fn ls(args: LsArgs) -> anyhow::Result<i32> {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     for job in list.jobs {
+        let (best, calls, cost) = match &job.progress {
+            Some(p) => (
+                p.best_score
+                    .map(|b| format!("{b:.3}"))
+                    .unwrap_or_else(|| "-".into()),
+                match p.metric_calls_budget {
+                    Some(budget) => format!("{}/{budget}", p.metric_calls_used),
+                    None => p.metric_calls_used.to_string(),
+                },
+                format!("${:.4}", p.cost_usd),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
         println!(
-            "{}  {:<9}  {} ago",
+            "{}  {:<9}  best {best:<5}  calls {calls:<9}  cost {cost}  {} ago",
             job.job_id,
             job.status,
             progress::human_duration(now - job.created_at)
         );
     }
     Ok(0)
+}
+
+async fn steer(args: SteerArgs) -> anyhow::Result<i32> {
+    let candidate = match &args.candidate_file {
+        Some(path) => {
+            let text = jobfile::read_bounded(path, 1024 * 1024)?;
+            let component = args
+                .component
+                .clone()
+                .unwrap_or_else(|| "system_prompt".to_string());
+            Some(pb::HumanCandidate {
+                parent_id: args.parent,
+                components: [(component, text)].into_iter().collect(),
+            })
+        }
+        None => None,
+    };
+    let answer = args
+        .server
+        .connect()?
+        .workbench()
+        .steer_job(pb::SteerJobRequest {
+            job_id: args.job_id,
+            feedback: args.feedback.unwrap_or_default(),
+            component: args.component.unwrap_or_default(),
+            candidate,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut queued = Vec::new();
+    if answer.feedback_queued {
+        queued.push("feedback");
+    }
+    if answer.candidate_queued {
+        queued.push("candidate");
+    }
+    println!("{} queued {}", answer.job_id, queued.join(" and "));
+    Ok(0)
+}
+
+async fn branch(args: BranchArgs) -> anyhow::Result<i32> {
+    let examples = match &args.examples {
+        Some(path) => jobfile::read_examples(path)?
+            .into_iter()
+            .map(|e| e.into_pb())
+            .collect(),
+        None => Vec::new(),
+    };
+    let budget = (args.max_rollouts.is_some() || args.max_cost.is_some()).then(|| pb::Budget {
+        max_rollouts: args.max_rollouts,
+        max_cost: args.max_cost,
+        ..Default::default()
+    });
+    let gepa = (args.minibatch.is_some() || args.selector.is_some()).then(|| pb::GepaOptions {
+        minibatch_size: args.minibatch,
+        candidate_selector: args.selector.clone().unwrap_or_default(),
+        ..Default::default()
+    });
+    let clients = args.server.connect()?;
+    let created = clients
+        .workbench()
+        .branch_job(pb::BranchJobRequest {
+            job_id: args.job_id,
+            candidate_id: args.candidate,
+            from_checkpoint: args.from_checkpoint,
+            budget,
+            gepa,
+            examples,
+            ..Default::default()
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("{}", created.job_id);
+    flush();
+    if !args.wait {
+        return Ok(0);
+    }
+    follow_to_exit(&clients, &created.job_id, 0, &args.follow).await
 }
 
 async fn result(args: ResultArgs) -> anyhow::Result<i32> {

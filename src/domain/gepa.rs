@@ -228,6 +228,9 @@ pub struct ReflectionStarted {
     /// The original's name for `generation`.
     #[serde(default)]
     pub r#gen: u32,
+    /// Human feedback (`SteerJob`) this reflection receives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feedback: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

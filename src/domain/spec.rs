@@ -113,6 +113,18 @@ pub struct JobSpec {
     /// Eval jobs: the run's label (the request's `name`); it never selects data.
     #[serde(default)]
     pub eval_name: Option<String>,
+    /// The job (and candidate) this one was branched from (`BranchJob`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branched_from: Option<BranchedFrom>,
+}
+
+/// Where a branched job came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchedFrom {
+    pub job_id: String,
+    /// The candidate that seeded it; None when it continued the job's checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_id: Option<u32>,
 }
 
 /// At most this many stored examples are loaded for one job (a read cap of the store, not a
@@ -144,6 +156,7 @@ impl JobSpec {
             iterations: 1,
             gepa: Default::default(),
             eval_name: None,
+            branched_from: None,
         }
     }
 

@@ -253,13 +253,7 @@ impl OptimizeBody {
                 split: d.split,
             }),
             metrics: self.metrics.unwrap_or_default(),
-            budget: self.budget.map(|b| pb::Budget {
-                max_generations: b.max_generations,
-                max_rollouts: b.max_rollouts,
-                max_cost: b.max_cost,
-                max_tokens: b.max_tokens,
-                max_wall_time_s: b.max_wall_time_s,
-            }),
+            budget: self.budget.map(BudgetBody::into_pb),
             examples: self
                 .examples
                 .unwrap_or_default()
@@ -277,17 +271,35 @@ impl OptimizeBody {
             evaluation_rubric: self.evaluation_rubric,
             iterations,
             idempotency_key,
-            gepa: self.gepa.map(|g| pb::GepaOptions {
-                minibatch_size: g.minibatch_size,
-                candidate_selector: g.candidate_selector.unwrap_or_default(),
-                acceptance: g.acceptance.unwrap_or_default(),
-                use_merge: g.use_merge,
-                max_merge_invocations: g.max_merge_invocations,
-                components: g.components.unwrap_or_default().into_iter().collect(),
-                validation_policy: g.validation_policy.unwrap_or_default(),
-                legacy_budget: g.legacy_budget.unwrap_or(false),
-                parallel_proposals: g.parallel_proposals,
-            }),
+            gepa: self.gepa.map(GepaBody::into_pb),
+        }
+    }
+}
+
+impl BudgetBody {
+    pub fn into_pb(self) -> pb::Budget {
+        pb::Budget {
+            max_generations: self.max_generations,
+            max_rollouts: self.max_rollouts,
+            max_cost: self.max_cost,
+            max_tokens: self.max_tokens,
+            max_wall_time_s: self.max_wall_time_s,
+        }
+    }
+}
+
+impl GepaBody {
+    pub fn into_pb(self) -> pb::GepaOptions {
+        pb::GepaOptions {
+            minibatch_size: self.minibatch_size,
+            candidate_selector: self.candidate_selector.unwrap_or_default(),
+            acceptance: self.acceptance.unwrap_or_default(),
+            use_merge: self.use_merge,
+            max_merge_invocations: self.max_merge_invocations,
+            components: self.components.unwrap_or_default().into_iter().collect(),
+            validation_policy: self.validation_policy.unwrap_or_default(),
+            legacy_budget: self.legacy_budget.unwrap_or(false),
+            parallel_proposals: self.parallel_proposals,
         }
     }
 }

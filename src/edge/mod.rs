@@ -8,7 +8,7 @@
 //!   between the two).
 //! - [`error`]: the error envelope and THE gRPC → HTTP mapping; [`extract`]: extractors whose
 //!   rejections use the envelope; [`json`]: the JSON shapes; [`sse`]: the SSE wire format;
-//!   [`openapi`]: `/v1/openapi.json`.
+//!   [`openapi`]: `/v1/openapi.json`; [`ui`]: the workbench page at `/ui`.
 
 pub mod error;
 pub mod extract;
@@ -16,6 +16,7 @@ pub mod json;
 pub mod openapi;
 pub mod routes;
 pub mod sse;
+pub mod ui;
 pub mod upstream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,6 +119,7 @@ pub fn router(state: EdgeState) -> Router {
     Router::new()
         .nest("/v1", routes::v1())
         .merge(routes::aliases())
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

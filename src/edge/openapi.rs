@@ -17,7 +17,7 @@ use super::json::{
     SelectorName, Version,
 };
 use super::routes::gepa::{EvalBody, ExampleOut, ExamplePage, Upserted};
-use super::routes::workbench::Candidates;
+use super::routes::workbench::{BranchBody, Candidates, HumanCandidateBody, SteerBody, Steered};
 use super::routes::{admin, gepa, optimize, probes, workbench};
 
 /// One Server-Sent Event of an events route (the stream is a sequence of these). The first
@@ -209,6 +209,8 @@ impl Modify for SecuritySchemes {
         gepa::get,
         gepa::events,
         workbench::candidates,
+        workbench::steer,
+        workbench::branch,
         metrics,
         metricsz,
         openapi_json,
@@ -241,6 +243,10 @@ impl Modify for SecuritySchemes {
         ExamplePage,
         EvalBody,
         Candidates,
+        SteerBody,
+        HumanCandidateBody,
+        Steered,
+        BranchBody,
     ))
 )]
 pub struct ApiDoc;

@@ -250,6 +250,7 @@ pub fn create_request(
         iterations: 1,
         gepa: convert_gepa::options_from_pb(req.gepa, &mut errors),
         eval_name: None,
+        branched_from: None,
     };
     let iterations = i64::from(req.iterations.unwrap_or(1));
     match spec.validate(iterations, max_iterations) {

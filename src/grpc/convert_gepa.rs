@@ -290,6 +290,7 @@ pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
             candidate_id: e.candidate_id,
             component: e.component.clone(),
             r#gen: e.r#gen,
+            feedback: e.feedback.clone(),
         }),
         EventPayload::ReflectionFinished(e) => P::ReflectionFinished(pb::ReflectionFinished {
             generation: e.generation,
@@ -396,6 +397,7 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
             candidate_id: e.candidate_id,
             component: e.component,
             r#gen: e.r#gen,
+            feedback: e.feedback,
         }),
         P::ReflectionFinished(e) => EventPayload::ReflectionFinished(ReflectionFinished {
             generation: e.generation,
@@ -657,6 +659,7 @@ pub fn samples() -> Vec<EventPayload> {
             candidate_id: 0,
             component: "system_prompt".into(),
             r#gen: 1,
+            feedback: vec!["be brief".into()],
         }),
         EventPayload::ReflectionFinished(ReflectionFinished {
             generation: 1,

@@ -100,7 +100,17 @@ pub enum RouteKind {
     Unary,
 }
 
-const PUBLIC_HTTP: &[&str] = &["/v1/healthz", "/v1/readyz", "/healthz", "/readyz"];
+const PUBLIC_HTTP: &[&str] = &[
+    "/v1/healthz",
+    "/v1/readyz",
+    "/healthz",
+    "/readyz",
+    // The workbench page (`crate::edge::ui::PATHS`): static, it asks for the token itself.
+    "/ui",
+    "/ui/",
+    "/ui/app.js",
+    "/ui/style.css",
+];
 const PUBLIC_GRPC_PREFIXES: &[&str] = &[
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",

@@ -74,6 +74,9 @@ pub struct JobContext {
     pub halt: CancellationToken,
     pub store: Arc<dyn JobStore>,
     pub settings: Arc<Settings>,
+    /// Human feedback and hand-written candidates for this job (`SteerJob`); GEPA drains it at
+    /// the top of each iteration, other optimizers ignore it.
+    pub steering: crate::workbench::Steering,
 }
 
 /// Runs one job to a result.

@@ -66,6 +66,8 @@ pub(crate) struct LiveJob {
     store_failure: std::sync::OnceLock<String>,
     /// Claimed by whoever ends the job after a store failure (once).
     ended_unpersisted: std::sync::atomic::AtomicBool,
+    /// Human feedback and candidates (`SteerJob`), handed to every run of the job.
+    pub steering: crate::workbench::Steering,
 }
 
 /// Resolves once an event's batch is committed and published.
@@ -92,6 +94,7 @@ impl LiveJob {
             unacked: Mutex::new(None),
             store_failure: std::sync::OnceLock::new(),
             ended_unpersisted: std::sync::atomic::AtomicBool::new(false),
+            steering: crate::workbench::Steering::default(),
         }
     }
 

@@ -160,6 +160,17 @@ impl JobRuntime {
     /// Creates a job (or returns the one an unexpired idempotency key names) and starts it.
     /// `spec` must already be validated.
     pub async fn create(&self, spec: JobSpec, idempotency_key: Option<&str>) -> Result<Created> {
+        self.create_from(spec, idempotency_key, None).await
+    }
+
+    /// [`JobRuntime::create`] whose job starts from `checkpoint` (another job's, for
+    /// `BranchJob`): it is stored for the new job before its run starts.
+    pub async fn create_from(
+        &self,
+        spec: JobSpec,
+        idempotency_key: Option<&str>,
+        checkpoint: Option<&serde_json::Value>,
+    ) -> Result<Created> {
         if !self.is_accepting() {
             return Err(Error::Unavailable("server is shutting down".into()));
         }
@@ -215,6 +226,12 @@ impl JobRuntime {
             Ok(Ok(())) => {}
             Ok(Err(err)) => return Err(Error::Store(err)),
             Err(_) => return Err(Error::Unavailable("server is shutting down".into())),
+        }
+        if let Some(checkpoint) = checkpoint
+            && let Err(err) = self.inner.store.put_checkpoint(&job_id, checkpoint).await
+        {
+            // The job exists; it runs from its seed rather than not at all.
+            tracing::warn!(job_id = %job_id, error = %err, "branch checkpoint not stored");
         }
         let spec = Arc::new(record.spec.clone());
         let job = Arc::new(LiveJob::new(record, self.inner.settings.sse_buffer_size));
@@ -423,6 +440,21 @@ impl JobRuntime {
         self.inner
             .spawn_run(job, Arc::new(record.spec.clone()), true);
         Ok(record)
+    }
+
+    /// The steering inbox of a running or paused GEPA job (`SteerJob`).
+    pub async fn steering(&self, job_id: &str) -> Result<crate::workbench::Steering> {
+        let action = "only a running or paused GEPA job can be steered";
+        let job = self.live_or_state_error(job_id, action).await?;
+        let record = job.state.lock().await.record.clone();
+        if record.spec.mode != Mode::Gepa || record.status.is_terminal() {
+            return Err(Error::InvalidJobState {
+                job_id: job_id.into(),
+                status: record.status.to_string(),
+                action,
+            });
+        }
+        Ok(job.steering.clone())
     }
 
     /// The live job, or the error a pause/resume of a job that is not live gets.
@@ -984,6 +1016,7 @@ impl Inner {
             halt,
             store: self.store.clone(),
             settings: self.settings.clone(),
+            steering: job.steering.clone(),
         };
         let deadline =
             Duration::from_secs_f64(crate::optimizer::wall_time_s(&spec, &self.settings));

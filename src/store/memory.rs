@@ -75,6 +75,14 @@ impl JobStore for MemoryStore {
                 existing.updated_at = update.updated_at;
                 existing.result = update.result.clone();
                 existing.last_event_id = update.last_event_id;
+                // As the SQL stores read it back: a stored job's progress is its result's.
+                if let Some(progress) = update
+                    .result
+                    .as_ref()
+                    .and_then(crate::domain::job::Progress::from_result)
+                {
+                    existing.progress = progress;
+                }
             }
         }
         Ok(())

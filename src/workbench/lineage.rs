@@ -31,6 +31,8 @@ pub struct Lineage {
     /// Validation example ids, in the order of the per-example score matrix.
     pub val_example_ids: Vec<String>,
     pub best_id: u32,
+    /// The job this one was branched from.
+    pub branched_from: Option<crate::domain::spec::BranchedFrom>,
 }
 
 /// The seed candidate of a spec: `system_prompt` plus the extra components.
@@ -130,6 +132,7 @@ pub fn fold(
                 let i = slot(&mut pool, s.candidate_id);
                 pool[i].score = s.score;
                 pool[i].val_scores = s.val_scores.clone();
+                pool[i].validated_on = s.val_scores.len() as u32;
                 if val_example_ids.is_empty() {
                     val_example_ids = s.val_scores.keys().cloned().collect();
                 }
@@ -157,6 +160,7 @@ pub fn fold(
         rejected,
         val_example_ids,
         best_id: result.map(|r| r.best_candidate_id).unwrap_or(best_id),
+        branched_from: None,
     }
 }
 
@@ -170,11 +174,12 @@ fn overlay_checkpoint(pool: &mut [CandidateInfo], state: &serde_json::Value) {
             .cloned()
             .unwrap_or_default()
     };
-    let (texts, parents, origins, found) = (
+    let (texts, parents, origins, found, imputed) = (
         list("candidates"),
         list("parents"),
         list("origins"),
         list("discovered_at"),
+        list("imputed"),
     );
     for (i, c) in pool.iter_mut().enumerate() {
         if let Some(Ok(components)) = texts
@@ -194,6 +199,9 @@ fn overlay_checkpoint(pool: &mut [CandidateInfo], state: &serde_json::Value) {
         }
         if let Some(at) = found.get(i).and_then(|f| f.as_u64()) {
             c.discovered_at_metric_calls = at;
+        }
+        if let Some(missing) = imputed.get(i).and_then(|m| m.as_array()) {
+            c.validated_on = (c.val_scores.len() as u32).saturating_sub(missing.len() as u32);
         }
     }
 }

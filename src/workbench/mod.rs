@@ -1,11 +1,14 @@
 //! The workbench's view of a job: its candidates with lineage, scores and rejected proposals
-//! ([`lineage`]), derived from what the job already records (event log, checkpoint, result) so
+//! ([`lineage`]), and steering by hand ([`steering`]). The view is derived from what the job already records (event log, checkpoint, result) so
 //! the optimizer needs no extra bookkeeping. Domain only: the gRPC and REST mappings live in
 //! `grpc/` and `edge/`.
 
+pub mod branch;
 pub mod lineage;
+pub mod steering;
 
 pub use lineage::{Lineage, RejectedProposal};
+pub use steering::{HumanCandidate, HumanFeedback, SteerRequest, Steering};
 
 use crate::domain::{JobResult, Mode};
 use crate::error::{Error, Result};
@@ -46,10 +49,44 @@ pub async fn lineage(runtime: &JobRuntime, job_id: &str) -> Result<Lineage> {
         Some(_) => None,
         None => store.get_checkpoint(job_id).await?,
     };
-    Ok(lineage::fold(
+    let mut lineage = lineage::fold(
         lineage::seed_components(&record.spec),
         &events,
         checkpoint.as_ref(),
         result,
-    ))
+    );
+    lineage.branched_from = record.spec.branched_from.clone();
+    Ok(lineage)
+}
+
+/// Queues a validated [`SteerRequest`] for a running or paused GEPA job. Components must be
+/// ones the job evolves.
+pub async fn steer(runtime: &JobRuntime, job_id: &str, request: SteerRequest) -> Result<()> {
+    request.validate()?;
+    let steering = runtime.steering(job_id).await?;
+    let spec = runtime.get(job_id).await?.spec;
+    let known = lineage::seed_components(&spec);
+    let named = request
+        .feedback
+        .iter()
+        .filter_map(|f| f.component.as_deref())
+        .chain(
+            request
+                .candidate
+                .iter()
+                .flat_map(|c| c.components.keys().map(String::as_str)),
+        );
+    for name in named {
+        if !known.contains_key(name) {
+            let names: Vec<&str> = known.keys().map(String::as_str).collect();
+            return Err(Error::invalid(
+                &["component"],
+                format!(
+                    "the job has no component {name:?} (it has {})",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    steering.push(request)
 }

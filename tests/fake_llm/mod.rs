@@ -51,6 +51,8 @@ pub struct Fake {
     pub max_in_flight: AtomicU64,
     /// The last `Authorization` header received.
     pub last_auth: Mutex<Option<String>>,
+    /// Every reflection prompt received, in order.
+    pub reflection_prompts: Mutex<Vec<String>>,
 }
 
 impl Fake {
@@ -172,6 +174,10 @@ async fn respond(fake: &Fake, body: Value) -> Response {
         }
         Some(REFLECT_MODEL) => {
             fake.reflect_calls.fetch_add(1, Ordering::SeqCst);
+            fake.reflection_prompts
+                .lock()
+                .unwrap()
+                .push(text_of("user"));
             reflect(&text_of("user"))
         }
         _ => return (StatusCode::NOT_FOUND, "unknown model").into_response(),

@@ -64,7 +64,10 @@ pub fn eval() -> Router<EdgeState> {
 
 /// The workbench's routes (never aliased).
 pub fn workbench() -> Router<EdgeState> {
-    Router::new().route("/optimize/{job_id}/candidates", get(workbench::candidates))
+    Router::new()
+        .route("/optimize/{job_id}/candidates", get(workbench::candidates))
+        .route("/optimize/{job_id}/steer", post(workbench::steer))
+        .route("/optimize/{job_id}/branch", post(workbench::branch))
 }
 
 /// Everything under `/v1`.

@@ -25,7 +25,7 @@ fn iterations(query: &QueryPairs) -> Result<Option<u32>, ApiError> {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(String::new()),
         Some(value) => value.to_str().map(str::to_string).map_err(|_| {

@@ -63,6 +63,7 @@ async fn run_with(
         stop_after,
     });
     let ctx = JobContext {
+        steering: Default::default(),
         job_id: "job".into(),
         spec: Arc::new(spec),
         events: sink.clone(),

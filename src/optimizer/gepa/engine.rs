@@ -541,6 +541,15 @@ impl Engine<'_> {
 
     async fn iterate(&mut self) -> Result<StopReason, OptimizeError> {
         loop {
+            // What a human queued (`SteerJob`) joins the state before it is checkpointed; a run
+            // that is halting leaves it queued for the next run.
+            if !self.ctx.halt.is_cancelled() {
+                match self.adopt_steering().await {
+                    Ok(()) => {}
+                    Err(Halt::Budget(reason)) => return Ok(reason),
+                    Err(Halt::Error(err)) => return Err(err),
+                }
+            }
             self.checkpoint().await;
             // The safe point: the checkpoint just written is exactly where a resume starts.
             if self.ctx.halt.is_cancelled() {

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod proposals;
 pub mod reflection;
 pub mod state;
+pub mod steer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

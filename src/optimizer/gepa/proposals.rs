@@ -117,11 +117,13 @@ impl Engine<'_> {
             let n = self.cfg.components.len().max(1);
             let component = self.cfg.components[self.state.next_component[parent] % n].clone();
             self.state.next_component[parent] += 1;
+            let feedback = self.feedback_for(&component);
             self.emit(EventPayload::ReflectionStarted(ReflectionStarted {
                 generation,
                 candidate_id: parent as u32,
                 component: component.clone(),
                 r#gen: generation,
+                feedback: feedback.clone(),
             }))
             .await?;
             let current = parent_candidate
@@ -143,9 +145,12 @@ impl Engine<'_> {
                     None => (Some(reflection::rule_based(&current, &records)), None),
                     Some(_) => (
                         None,
-                        Some(reflection::with_memory(
-                            reflection::reflection_prompt(&current, &records),
-                            &memory,
+                        Some(super::steer::with_feedback(
+                            reflection::with_memory(
+                                reflection::reflection_prompt(&current, &records),
+                                &memory,
+                            ),
+                            &feedback,
                         )),
                     ),
                 }

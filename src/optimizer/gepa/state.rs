@@ -30,6 +30,8 @@ pub enum Origin {
     Seed,
     Reflection,
     Merge,
+    /// Hand-written (`SteerJob`).
+    Human,
 }
 
 impl Origin {
@@ -38,6 +40,7 @@ impl Origin {
             Origin::Seed => "seed",
             Origin::Reflection => "reflection",
             Origin::Merge => "merge",
+            Origin::Human => "human",
         }
     }
 }
@@ -129,6 +132,10 @@ pub struct GepaState {
     /// where the original's event order puts scoring, or when the search ends.
     #[serde(default)]
     pub unannounced: Vec<(usize, f64)>,
+    /// Human feedback taken from the job's steering inbox, newest last (at most
+    /// `workbench::steering::MAX_FEEDBACK`); every later reflection on its component sees it.
+    #[serde(default)]
+    pub human_feedback: Vec<crate::workbench::HumanFeedback>,
 }
 
 /// A reflection proposal that lost on its minibatch (or its validation subsample).
@@ -369,6 +376,7 @@ impl GepaState {
             imputed: Vec::new(),
             rejected: Vec::new(),
             unannounced: Vec::new(),
+            human_feedback: Vec::new(),
         }
     }
 
