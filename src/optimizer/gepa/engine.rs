@@ -11,7 +11,7 @@ use super::state::{
 };
 use crate::domain::gepa::{
     Acceptance, CandidateScored, CandidateSelector, FrontierEntry, FrontierUpdated,
-    GenerationStarted, JudgeScored, LessonsUpdated, ValidationPolicy,
+    GenerationStarted, JudgeScored, LessonsUpdated, ProposalCost, ValidationPolicy,
 };
 use crate::domain::{EventPayload, Example, ObjectiveScores};
 use crate::optimizer::{JobContext, OptimizeError};
@@ -78,6 +78,10 @@ pub struct Engine<'a> {
     pub top: serde_json::Value,
     /// `lessons_updated` already sent in this generation.
     pub lessons_sent: bool,
+    /// Spend since the job (re)started, for the per-proposal ledger (not checkpointed).
+    pub spend: ProposalCost,
+    /// Per item of the last `evaluate_many`: what its uncached rollouts cost.
+    pub item_spend: Vec<ProposalCost>,
 }
 
 /// What one iteration achieved (idle iterations count towards `converged`).
@@ -160,8 +164,14 @@ impl Engine<'_> {
             .await
             .map_err(|e| Halt::Error(provider_failed(&e)))?;
         let mut judged = Vec::new();
+        self.item_spend = vec![ProposalCost::default(); items.len()];
         for ((n, k), rollout) in misses.iter().zip(rollouts) {
             self.budget.record(rollout.cost_usd, rollout.tokens);
+            for spend in [&mut self.item_spend[*n], &mut self.spend] {
+                spend.metric_calls += 1;
+                spend.task_usd += rollout.cost_usd - rollout.judge_cost_usd;
+                spend.judge_usd += rollout.judge_cost_usd;
+            }
             if let Some(score) = rollout.judge_score {
                 judged.push((example(*n, *k).id.clone(), score));
             }

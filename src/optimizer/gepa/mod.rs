@@ -332,6 +332,8 @@ impl Optimizer for GepaOptimizer {
             memo,
             top: serde_json::Value::Null,
             lessons_sent: false,
+            spend: Default::default(),
+            item_spend: Vec::new(),
             train: split.train,
             val: split.val,
         };
@@ -434,5 +436,6 @@ fn result(engine: &Engine<'_>, stop_reason: &str) -> GepaResult {
         budget: engine.budget.usage(state.generation),
         stop_reason: stop_reason.into(),
         test: None,
+        proposals: state.proposals.clone(),
     }
 }

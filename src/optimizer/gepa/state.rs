@@ -122,6 +122,9 @@ pub struct GepaState {
     /// where the original's event order puts scoring, or when the search ends.
     #[serde(default)]
     pub unannounced: Vec<(usize, f64)>,
+    /// The cost ledger: every proposal's verdict and spend, in order.
+    #[serde(default)]
+    pub proposals: Vec<crate::domain::gepa::CandidateVerdict>,
 }
 
 /// A reflection proposal that lost on its minibatch (or its validation subsample).
@@ -188,6 +191,7 @@ impl GepaState {
             imputed: Vec::new(),
             rejected: Vec::new(),
             unannounced: Vec::new(),
+            proposals: Vec::new(),
         }
     }
 
