@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what the tests need (PostgreSQL when none is
-# running, buf from npm, a Python venv for the polyglot client), then runs the quality gates and
+# running, buf from npm, Python venvs for the polyglot client and schemathesis), then runs the quality gates and
 # every test. The README's test command; `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,9 @@ fi
 step "polyglot: Python client generated from proto/"
 cargo build --quiet --bin innerloop
 tests/polyglot/run.sh
+
+step "schemathesis: contract fuzzing of the REST edge (bounded examples and time)"
+tests/fuzz/schemathesis.sh
 
 # Last, so its summary closes the output. Benches are not run here (they print ratios on demand).
 step "cargo test"

@@ -269,3 +269,19 @@ async fn operations_that_answer_422_for_long_ids_and_bad_page_tokens_document_it
     assert_eq!(status, 422);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn budget_counts_past_the_documented_int64_range_are_refused() {
+    let server = TestServer::start().await;
+    let body = json!({"prompt": "p", "budget": {"max_tokens": 9_223_372_036_854_775_808_u64}});
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        answer["error"]["details"]["errors"][0]["loc"],
+        json!(["body", "budget", "max_tokens"])
+    );
+    let body = json!({"prompt": "p", "budget": {"max_tokens": 9_223_372_036_854_775_807_u64}});
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    server.shutdown().await;
+}

@@ -229,6 +229,18 @@ impl JobSpec {
                 "early_stop_patience must be between 1 and 1000",
             ));
         }
+        // The documented range (int64): larger values are refused, not silently taken.
+        for (name, value) in [
+            ("max_rollouts", self.budget.max_rollouts),
+            ("max_tokens", self.budget.max_tokens),
+        ] {
+            if value.is_some_and(|v| v > i64::MAX as u64) {
+                errors.push(FieldError::new(
+                    &["budget", name],
+                    format!("{name} must be at most {}", i64::MAX),
+                ));
+            }
+        }
         if let Some(cost) = self.budget.max_cost
             && !(cost.is_finite() && cost >= 0.0)
         {
@@ -253,8 +265,33 @@ impl JobSpec {
                 "target_model_id is too long",
             ));
         }
-        // The documented ranges of `gepa` options hold in every mode (the default mode ignores
-        // the options, but does not accept values the schema forbids).
+        // Built-in dataset and metric names and the documented ranges of `gepa` options hold
+        // in every mode (the default mode ignores them, but does not accept values the schema
+        // forbids).
+        use super::gepa::{DATASET_NAMES, METRIC_NAMES};
+        if let Some(dataset) = &self.dataset
+            && !DATASET_NAMES.contains(&dataset.name.as_str())
+        {
+            errors.push(FieldError::new(
+                &["dataset", "name"],
+                format!(
+                    "unknown dataset {:?}; expected one of {}",
+                    dataset.name,
+                    DATASET_NAMES.join(", ")
+                ),
+            ));
+        }
+        for (i, metric) in self.metrics.iter().enumerate() {
+            if !METRIC_NAMES.contains(&metric.as_str()) {
+                errors.push(FieldError::new(
+                    &["metrics", &i.to_string()],
+                    format!(
+                        "unknown metric {metric:?}; expected one of {}",
+                        METRIC_NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
         if let Some(n) = self.gepa.minibatch_size
             && !(1..=64).contains(&n)
         {
@@ -306,30 +343,7 @@ impl JobSpec {
 
     /// Rules of `mode: "gepa"`: known dataset and metrics, sane GEPA options.
     fn validate_gepa(&self, errors: &mut Vec<FieldError>) {
-        use super::gepa::{DATASET_NAMES, DEFAULT_COMPONENT, METRIC_NAMES};
-        if let Some(dataset) = &self.dataset
-            && !DATASET_NAMES.contains(&dataset.name.as_str())
-        {
-            errors.push(FieldError::new(
-                &["dataset", "name"],
-                format!(
-                    "unknown dataset {:?}; expected one of {}",
-                    dataset.name,
-                    DATASET_NAMES.join(", ")
-                ),
-            ));
-        }
-        for (i, metric) in self.metrics.iter().enumerate() {
-            if !METRIC_NAMES.contains(&metric.as_str()) {
-                errors.push(FieldError::new(
-                    &["metrics", &i.to_string()],
-                    format!(
-                        "unknown metric {metric:?}; expected one of {}",
-                        METRIC_NAMES.join(", ")
-                    ),
-                ));
-            }
-        }
+        use super::gepa::DEFAULT_COMPONENT;
         if self.gepa.components.len() > 16 {
             errors.push(FieldError::new(
                 &["gepa", "components"],

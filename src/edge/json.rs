@@ -74,7 +74,7 @@ pub struct GepaBody {
     #[schema(maximum = 100)]
     pub max_merge_invocations: Option<u32>,
     /// Extra named components evolved next to `prompt`.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub components: Option<std::collections::BTreeMap<String, String>>,
 }
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -88,6 +88,7 @@ pub enum ModeName {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetBody {
+    #[schema(value_type = DatasetName)]
     pub name: String,
     pub split: Option<String>,
 }
