@@ -21,6 +21,7 @@ pub struct OptimizeBody {
     /// A built-in example pack.
     pub dataset: Option<DatasetBody>,
     /// Metric names, e.g. `exact_match`.
+    #[schema(value_type = Option<Vec<MetricName>>)]
     pub metrics: Option<Vec<String>>,
     /// Spending limits.
     pub budget: Option<BudgetBody>,
