@@ -227,7 +227,7 @@ async fn integers_written_with_a_zero_fraction_are_accepted() {
 }
 
 #[tokio::test]
-async fn gepa_option_ranges_hold_in_default_mode_too() {
+async fn documented_ranges_and_names_hold_in_default_mode_too() {
     let server = TestServer::start().await;
     let body = json!({"prompt": "p", "gepa": {"minibatch_size": 0}});
     let (status, answer) = post(&server, "/v1/optimize", &body).await;
@@ -240,6 +240,12 @@ async fn gepa_option_ranges_hold_in_default_mode_too() {
             .any(|s| s == "minibatch_size"),
         "{answer}"
     );
+    let body = json!({"prompt": "p", "budget": {"max_rollouts": 0}});
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 422, "{answer}");
+    let body = json!({"prompt": "p", "dataset": {"name": "no-such-pack"}});
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 422, "{answer}");
     server.shutdown().await;
 }
 

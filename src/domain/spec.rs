@@ -229,6 +229,14 @@ impl JobSpec {
                 "early_stop_patience must be between 1 and 1000",
             ));
         }
+        if let Some(n) = self.budget.max_rollouts
+            && n == 0
+        {
+            errors.push(FieldError::new(
+                &["budget", "max_rollouts"],
+                "max_rollouts must be >= 1",
+            ));
+        }
         // The documented range (int64): larger values are refused, not silently taken.
         for (name, value) in [
             ("max_rollouts", self.budget.max_rollouts),
@@ -363,14 +371,6 @@ impl JobSpec {
                     format!("component text must be at most {MAX_PROMPT_CHARS} characters"),
                 ));
             }
-        }
-        if let Some(n) = self.budget.max_rollouts
-            && n == 0
-        {
-            errors.push(FieldError::new(
-                &["budget", "max_rollouts"],
-                "max_rollouts must be >= 1",
-            ));
         }
     }
 }

@@ -100,7 +100,7 @@ pub struct DatasetBody {
 pub struct BudgetBody {
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     pub max_generations: Option<u32>,
-    /// At least 1 (checked in mode `gepa`).
+    /// At least 1.
     #[schema(minimum = 1)]
     pub max_rollouts: Option<u64>,
     #[schema(minimum = 0)]
