@@ -1,5 +1,6 @@
 //! Compiles `proto/` with protox (no system `protoc`) and tonic-prost-build, and writes the encoded
-//! descriptor set that server reflection serves.
+//! descriptor set that server reflection serves; exports the git commit (`INNERLOOP_COMMIT`)
+//! for `innerloop --version`.
 use std::{env, fs, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=build.rs");
 
+    commit_env();
+
     let fds = protox::compile(&protos, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(
@@ -26,4 +29,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .compile_fds(fds)?;
     Ok(())
+}
+
+/// `INNERLOOP_COMMIT`: the short commit hash of the checkout, `unknown` outside git (a source
+/// tarball). Rebuilt when HEAD or the branch it points to moves.
+fn commit_env() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .filter(|text| !text.is_empty())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=INNERLOOP_COMMIT={commit}");
+    let mut watched = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(branch);
+    }
+    for path in watched {
+        if let Some(file) = git(&["rev-parse", "--git-path", &path]) {
+            println!("cargo:rerun-if-changed={file}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what the tests need (PostgreSQL when none is
-# running, chromium for the browser test, buf from npm, a Python venv for the polyglot client),
-# then runs the quality gates and every test. The README's test command; `.ci/run` calls exactly this.
+# running, chromium for the browser test, buf from npm, Python venvs for the polyglot client and
+# the original's client), then runs the quality gates and every test. The README's test command;
+# `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -37,6 +38,9 @@ fi
 step "polyglot: Python client generated from proto/"
 cargo build --quiet --bin innerloop
 tests/polyglot/run.sh
+
+step "compat: the original's Python client, unchanged (tools/compat)"
+tools/compat/run_python_client.sh
 
 # Last, so its summary closes the output. Benches are not run here (they print ratios on demand).
 step "cargo test"

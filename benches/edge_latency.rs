@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
         // Both transports run the shared layers; auth off and limits out of the way so the
         // calls measure the path, not 401s or 429s.
         require_auth: false,
+        dev_mode: true,
         rate_limit_per_min: 60_000_000,
         rate_limit_burst: 1_000_000,
         job_store: innerloop::config::StoreKind::Memory,

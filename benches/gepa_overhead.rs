@@ -2,8 +2,10 @@
 //! is an in-process provider that answers instantly (it follows the rule-based operator's
 //! "When the input is …, answer …" lines the offline rule-based operator writes, so children that
 //! fix minibatch failures are accepted and fully validated), events go to a counting sink and
-//! checkpoints (top of each iteration and after each batch of calls) to the memory store. Prints
-//! time per iteration for a few validation-set sizes, and the final checkpoint's size.
+//! checkpoints (top of each iteration and after each batch of calls) to the memory store through
+//! a wrapper that renders each write to JSON text, as a SQL store does, and counts its bytes.
+//! Prints time per iteration for a few validation-set sizes, checkpoint bytes written per
+//! iteration, and the size of what a resume reads (base + parts).
 //!
 //! Run: `cargo bench --bench gepa_overhead`
 
@@ -13,13 +15,15 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use innerloop::config::Settings;
+use innerloop::domain::{Event, JobRecord, JobStatus};
 use innerloop::domain::{EventPayload, Example, JobResult, JobSpec, Mode};
+use innerloop::error::Result;
 use innerloop::optimizer::gepa::budget::Prices;
 use innerloop::optimizer::gepa::metrics::Judge;
 use innerloop::optimizer::gepa::{GepaOptimizer, Models};
 use innerloop::optimizer::{EventSink, JobContext, Optimizer, Stopped};
 use innerloop::provider::{Completion, CompletionRequest, ModelProvider, ProviderError, Usage};
-use innerloop::store::MemoryStore;
+use innerloop::store::{IdempotencyClaim, JobStore, ListJobsQuery, MemoryStore, WriteBatch};
 use tokio_util::sync::CancellationToken;
 
 /// Answers instantly, following rules of the form `When the input is "q", answer "a".`.
@@ -51,6 +55,92 @@ impl ModelProvider for Instant0 {
     }
 }
 
+/// The memory store, with every checkpoint write rendered to text (as the SQL stores do) and
+/// counted.
+#[derive(Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    bytes: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl CountingStore {
+    fn count(&self, bytes: usize) {
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl JobStore for CountingStore {
+    fn kind(&self) -> &'static str {
+        "counting"
+    }
+    async fn write(&self, batch: &WriteBatch) -> Result<()> {
+        self.inner.write(batch).await
+    }
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
+        self.inner.get_job(id).await
+    }
+    async fn list_jobs(&self, query: &ListJobsQuery) -> Result<Vec<JobRecord>> {
+        self.inner.list_jobs(query).await
+    }
+    async fn jobs_with_status(&self, statuses: &[JobStatus]) -> Result<Vec<JobRecord>> {
+        self.inner.jobs_with_status(statuses).await
+    }
+    async fn delete_job(&self, id: &str) -> Result<bool> {
+        self.inner.delete_job(id).await
+    }
+    async fn events_after(&self, job_id: &str, after: u64, limit: usize) -> Result<Vec<Event>> {
+        self.inner.events_after(job_id, after, limit).await
+    }
+    async fn claim_idempotency_key_for(
+        &self,
+        key: &str,
+        job_id: &str,
+        hash: Option<&str>,
+        now: f64,
+        expires_at: f64,
+    ) -> Result<IdempotencyClaim> {
+        self.inner
+            .claim_idempotency_key_for(key, job_id, hash, now, expires_at)
+            .await
+    }
+    async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize> {
+        self.inner.forget_dangling_keys(expiring_by).await
+    }
+    async fn reap(
+        &self,
+        now: f64,
+        ttl_for: &(dyn Fn(JobStatus) -> Option<f64> + Sync),
+    ) -> Result<Vec<String>> {
+        self.inner.reap(now, ttl_for).await
+    }
+    async fn upsert_examples(&self, examples: &[Example]) -> Result<usize> {
+        self.inner.upsert_examples(examples).await
+    }
+    async fn list_examples(&self, limit: usize, offset: usize) -> Result<Vec<Example>> {
+        self.inner.list_examples(limit, offset).await
+    }
+    async fn delete_example(&self, id: &str) -> Result<bool> {
+        self.inner.delete_example(id).await
+    }
+    async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()> {
+        self.count(checkpoint.to_string().len());
+        self.inner.put_checkpoint(job_id, checkpoint).await
+    }
+    async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>> {
+        self.inner.get_checkpoint(job_id).await
+    }
+    async fn append_checkpoint_part(&self, job_id: &str, part: &str) -> Result<()> {
+        self.count(part.len());
+        self.inner.append_checkpoint_part(job_id, part).await
+    }
+    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>> {
+        self.inner.checkpoint_parts(job_id).await
+    }
+}
+
 struct CountingSink(AtomicU64);
 
 #[async_trait]
@@ -60,7 +150,19 @@ impl EventSink for CountingSink {
     }
 }
 
-async fn run(val: usize, generations: u32) -> (f64, u32, u64, usize, usize) {
+/// One run's numbers.
+struct Run {
+    secs: f64,
+    iterations: u32,
+    metric_calls: u64,
+    pool: usize,
+    checkpoint_writes: u64,
+    checkpoint_bytes: u64,
+    /// What a resume reads at the end: the base and its parts.
+    resume_bytes: usize,
+}
+
+async fn run(val: usize, generations: u32) -> Run {
     let settings = Arc::new(Settings::default());
     let models = Models {
         task: Arc::new(Instant0),
@@ -84,7 +186,7 @@ async fn run(val: usize, generations: u32) -> (f64, u32, u64, usize, usize) {
     spec.budget.max_generations = Some(generations);
     spec.gepa.use_merge = Some(false);
     let sink = Arc::new(CountingSink(AtomicU64::new(0)));
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(CountingStore::default());
     let ctx = JobContext {
         steering: Default::default(),
         job_id: "bench".into(),
@@ -104,24 +206,33 @@ async fn run(val: usize, generations: u32) -> (f64, u32, u64, usize, usize) {
     let Ok(JobResult::Gepa(result)) = result else {
         panic!("bench run failed: {result:?}");
     };
-    (
-        elapsed,
-        result.generations,
-        result.budget.metric_calls_used,
-        result.candidates.len(),
-        checkpoint_bytes(&store).await,
-    )
+    Run {
+        secs: elapsed,
+        iterations: result.generations,
+        metric_calls: result.budget.metric_calls_used,
+        pool: result.candidates.len(),
+        checkpoint_writes: store.writes.load(Ordering::Relaxed),
+        checkpoint_bytes: store.bytes.load(Ordering::Relaxed),
+        resume_bytes: resume_bytes(&store).await,
+    }
 }
 
-/// Size of the last checkpoint as JSON.
-async fn checkpoint_bytes(store: &MemoryStore) -> usize {
-    use innerloop::store::JobStore;
-    store
+/// Size of what a resume reads: the base checkpoint and its parts, as JSON.
+async fn resume_bytes(store: &CountingStore) -> usize {
+    let base = store
         .get_checkpoint("bench")
         .await
         .ok()
         .flatten()
-        .map_or(0, |c| c.to_string().len())
+        .map_or(0, |c| c.to_string().len());
+    let parts: usize = store
+        .checkpoint_parts("bench")
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(String::len)
+        .sum();
+    base + parts
 }
 
 fn main() {
@@ -135,21 +246,31 @@ fn main() {
          runs end on max_generations or convergence)"
     );
     println!(
-        "{:>5} {:>6} {:>11} {:>12} {:>14} {:>6} {:>10}",
-        "|V|", "iters", "total ms", "µs/iter", "µs/metric call", "pool", "ckpt KB"
+        "{:>5} {:>6} {:>10} {:>10} {:>14} {:>6} {:>12} {:>15} {:>14}",
+        "|V|",
+        "iters",
+        "total ms",
+        "µs/iter",
+        "µs/metric call",
+        "pool",
+        "ckpt writes",
+        "ckpt KB/iter",
+        "resume KB"
     );
     for (val, generations) in [(10, 200), (30, 200), (100, 200), (300, 200)] {
-        let (secs, iters, calls, pool, ckpt) = rt.block_on(run(val, generations));
-        let per_iter = secs * 1e6 / f64::from(iters.max(1));
+        let run = rt.block_on(run(val, generations));
+        let iters = f64::from(run.iterations.max(1));
         println!(
-            "{:>5} {:>6} {:>11.1} {:>12.1} {:>14.2} {:>6} {:>10.1}",
+            "{:>5} {:>6} {:>10.1} {:>10.1} {:>14.2} {:>6} {:>12} {:>15.1} {:>14.1}",
             val,
-            iters,
-            secs * 1e3,
-            per_iter,
-            secs * 1e6 / calls.max(1) as f64,
-            pool,
-            ckpt as f64 / 1024.0
+            run.iterations,
+            run.secs * 1e3,
+            run.secs * 1e6 / iters,
+            run.secs * 1e6 / run.metric_calls.max(1) as f64,
+            run.pool,
+            run.checkpoint_writes,
+            run.checkpoint_bytes as f64 / 1024.0 / iters,
+            run.resume_bytes as f64 / 1024.0
         );
     }
 }

@@ -234,10 +234,13 @@ async fn run_once(store: Arc<dyn JobStore>, jobs: usize, workload: Workload) -> 
         // Limits out of the way: the clients all come from 127.0.0.1.
         log_level: "error".into(),
         require_auth: false,
+        dev_mode: true,
         rate_limit_per_min: 60_000_000,
         rate_limit_burst: 1_000_000,
         max_concurrent_requests: 100_000,
         max_streams_per_principal: 100_000,
+        // No pause between default-mode iterations: store throughput is what is measured.
+        default_mode_iteration_delay_ms: 0,
         ..Settings::default()
     });
     let optimizers: HashMap<Mode, Arc<dyn Optimizer>> = match workload {

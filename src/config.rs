@@ -5,8 +5,11 @@
 use std::path::PathBuf;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
+
+/// The original's `EVALUATION_RUBRIC_DEFAULT`.
+pub const DEFAULT_EVALUATION_RUBRIC: &str = "overall quality and clarity";
 
 /// Every setting of the service. Field names are the environment variables, lower-cased.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,7 +28,14 @@ pub struct Settings {
     pub shutdown_grace_s: f64,
 
     // --- auth and limits ---
+    /// `false` keeps the original's meaning: anonymous clients may create jobs
+    /// (`POST /v1/optimize`, `CreateJob`), nothing else. Only [`Settings::dev_mode`] turns auth off.
     pub require_auth: bool,
+    /// `--dev`: authentication off everywhere. Set by the flag (or a settings file), never read
+    /// from the environment.
+    pub dev_mode: bool,
+    /// `/v1/metrics` and `/v1/metricsz` are public (as health) unless this is set.
+    pub metrics_require_auth: bool,
     #[serde(deserialize_with = "string_list")]
     pub api_bearer_tokens: Vec<String>,
     #[serde(deserialize_with = "string_list")]
@@ -47,6 +57,12 @@ pub struct Settings {
     pub request_timeout_s: f64,
     /// Time a client gets to send the request head (slowloris guard on HTTP/1).
     pub header_read_timeout_s: f64,
+    /// Time a new connection (HTTP or gRPC) gets to send its first byte before it is closed.
+    pub idle_connection_timeout_s: f64,
+    /// Open connections per listener; 0 = from the descriptor limit (see `layers::connections`).
+    pub max_connections: usize,
+    /// Open connections per client IP and listener; 0 = the listener's cap.
+    pub max_connections_per_ip: usize,
     /// Lifetime of the job-scoped SSE tokens (`?access_token=`).
     pub stream_token_ttl_s: u64,
     /// HMAC key of the SSE tokens; a random one per process when unset (tokens then die with it).
@@ -95,6 +111,8 @@ pub struct Settings {
     pub judge_cache_size: usize,
     pub judge_qps_max: f64,
     pub target_model_default: String,
+    /// The rubric of jobs whose request names none; defaults to the original's
+    /// [`DEFAULT_EVALUATION_RUBRIC`] (unset or empty means that one too).
     pub evaluation_rubric_default: Option<String>,
     pub model_prices_json: Option<String>,
     pub cost_tracking_enabled: bool,
@@ -103,6 +121,9 @@ pub struct Settings {
     pub local_echo_latency_ms: u64,
 
     // --- default-mode optimizer ---
+    /// Pause after each default-mode iteration, as the original's `asyncio.sleep(0.05)`: a job
+    /// just created is still running when a client cancels it. 0 for benchmarks.
+    pub default_mode_iteration_delay_ms: u64,
     pub enable_pareto_v2: bool,
     pub pareto_topn: usize,
     pub max_candidates: usize,
@@ -171,6 +192,8 @@ impl Default for Settings {
             grpc_port: 50051,
             shutdown_grace_s: 5.0,
             require_auth: true,
+            dev_mode: false,
+            metrics_require_auth: false,
             api_bearer_tokens: Vec::new(),
             cors_allowed_origins: Vec::new(),
             max_request_bytes: 64_000,
@@ -182,6 +205,9 @@ impl Default for Settings {
             max_streams_per_principal: 16,
             request_timeout_s: 30.0,
             header_read_timeout_s: 10.0,
+            idle_connection_timeout_s: 5.0,
+            max_connections: 0,
+            max_connections_per_ip: 0,
             stream_token_ttl_s: 300,
             stream_token_key: None,
             sse_retry_ms: 1500,
@@ -214,10 +240,11 @@ impl Default for Settings {
             judge_cache_size: 2048,
             judge_qps_max: 5.0,
             target_model_default: "openai/gpt-4o-mini".into(),
-            evaluation_rubric_default: None,
+            evaluation_rubric_default: Some(DEFAULT_EVALUATION_RUBRIC.into()),
             model_prices_json: None,
             cost_tracking_enabled: true,
             local_echo_latency_ms: 0,
+            default_mode_iteration_delay_ms: 50,
             enable_pareto_v2: true,
             pareto_topn: 1,
             max_candidates: 8,
@@ -293,6 +320,25 @@ const LEGACY_ENV: &[(&str, &str)] = &[
     ("RATE_LIMIT_OPTIMIZE_BURST", "rate_limit_burst"),
 ];
 
+/// Settings that only a flag or a file may set (`--dev` must be said out loud).
+const NOT_FROM_ENV: &[&str] = &["dev_mode"];
+
+/// One line per bad setting: its environment variable (or key) and the value, then why.
+fn describe(err: figment::Error, from_env: &[(String, String, String)]) -> String {
+    let mut lines = Vec::new();
+    for error in err {
+        let key = error.path.first().cloned().unwrap_or_default();
+        // The last variable merged for this key is the one in force.
+        let line = match from_env.iter().rev().find(|(k, _, _)| *k == key) {
+            Some((_, var, value)) => format!("{var}={value:?}: {}", error.kind),
+            None if key.is_empty() => error.kind.to_string(),
+            None => format!("{}: {}", key.to_ascii_uppercase(), error.kind),
+        };
+        lines.push(line);
+    }
+    lines.join("; ")
+}
+
 impl Settings {
     /// Loads defaults → file → environment → `overrides` (command-line flags), then validates.
     /// `file` defaults to `innerloop.toml` in the working directory when it exists.
@@ -313,6 +359,10 @@ impl Settings {
             }
             None => figment = figment.merge(Toml::file("innerloop.toml")),
         }
+        // Environment values enter as strings, tagged with the variable they came from, and
+        // are converted to each setting's type on extraction ("1" is a number for a `u32`, a
+        // string for a token), so a legacy deploy script's `RATE_LIMIT_OPTIMIZE_BURST=1` works.
+        let mut from_env: Vec<(String, String, String)> = Vec::new();
         for (legacy, ours) in LEGACY_ENV {
             if let Ok(value) = std::env::var(legacy) {
                 let value = if *legacy == "RATE_LIMIT_OPTIMIZE_RPS" {
@@ -325,22 +375,26 @@ impl Settings {
                 } else {
                     value
                 };
-                figment = figment.merge(Serialized::default(ours, value));
+                from_env.push((ours.to_string(), legacy.to_string(), value));
             }
         }
         let known: Vec<String> = serde_json::to_value(Settings::default())
             .ok()
             .and_then(|v| v.as_object().map(|m| m.keys().cloned().collect()))
             .unwrap_or_default();
-        figment = figment
-            .merge(
-                Env::raw()
-                    .filter(move |key| known.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))),
-            )
-            .merge(overrides);
+        for (name, value) in std::env::vars() {
+            let key = name.to_ascii_lowercase();
+            if known.contains(&key) && !NOT_FROM_ENV.contains(&key.as_str()) {
+                from_env.push((key, name, value));
+            }
+        }
+        for (key, _, value) in &from_env {
+            figment = figment.merge(Serialized::default(key, value.trim()));
+        }
+        figment = figment.merge(overrides);
         let settings: Settings = figment
-            .extract()
-            .map_err(|err| ConfigError(err.to_string()))?;
+            .extract_lossy()
+            .map_err(|err| ConfigError(describe(err, &from_env)))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -359,6 +413,22 @@ impl Settings {
         }
         if self.max_wall_time_s.is_nan() || self.max_wall_time_s <= 0.0 {
             return fail("MAX_WALL_TIME_S must be > 0");
+        }
+        // Settings that would silently do nothing are refused.
+        if !self.use_model_stub
+            && crate::provider::openai::OpenAiConfig::from_settings(self).is_none()
+        {
+            return fail(
+                "USE_MODEL_STUB=false needs a model provider: set OPENAI_BASE_URL, \
+                 OPENAI_API_KEY or OPENROUTER_API_KEY (or keep USE_MODEL_STUB=true)",
+            );
+        }
+        if let Err(err) =
+            crate::optimizer::gepa::budget::Prices::parse(self.model_prices_json.as_deref())
+        {
+            return Err(ConfigError(format!(
+                "MODEL_PRICES_JSON is not a JSON object of {{\"model\": {{\"input\": USD per million tokens, \"output\": …}}}}: {err}"
+            )));
         }
         if self.job_retention_s.is_nan() || self.job_retention_s < 0.0 {
             return fail("JOB_RETENTION_S must be >= 0 (0 keeps jobs forever)");
@@ -400,6 +470,9 @@ impl Settings {
         {
             return fail("REQUEST_TIMEOUT_S and HEADER_READ_TIMEOUT_S must be > 0");
         }
+        if self.idle_connection_timeout_s.is_nan() || self.idle_connection_timeout_s <= 0.0 {
+            return fail("IDLE_CONNECTION_TIMEOUT_S must be > 0");
+        }
         if self.stream_token_ttl_s == 0 {
             return fail("STREAM_TOKEN_TTL_S must be >= 1");
         }
@@ -424,6 +497,17 @@ impl Settings {
                 .unwrap_or(2.0 * self.sse_ping_interval_s)
                 .max(0.001),
         )
+    }
+
+    /// The rubric a job uses when its request names none: `EVALUATION_RUBRIC_DEFAULT`, or the
+    /// original's default when that is unset or blank. Never empty.
+    pub fn default_rubric(&self) -> String {
+        self.evaluation_rubric_default
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .unwrap_or(DEFAULT_EVALUATION_RUBRIC)
+            .to_string()
     }
 
     /// The SQLite file in force.

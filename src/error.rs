@@ -17,12 +17,13 @@ pub enum ErrorCode {
     PayloadTooLarge,
     RateLimited,
     Unavailable,
+    DeadlineExceeded,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::ValidationError,
         ErrorCode::NotFound,
         ErrorCode::NotCancelable,
@@ -32,6 +33,7 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
+        ErrorCode::DeadlineExceeded,
         ErrorCode::Internal,
     ];
 
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -69,6 +72,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => tonic::Code::Unauthenticated,
             ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => tonic::Code::ResourceExhausted,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             ErrorCode::Internal => tonic::Code::Internal,
         }
     }
@@ -86,6 +90,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => S::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => S::SERVICE_UNAVAILABLE,
+            ErrorCode::DeadlineExceeded => S::GATEWAY_TIMEOUT,
             ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -141,6 +146,9 @@ pub enum Error {
     RateLimited { retry_after_s: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// A unary request ran past `REQUEST_TIMEOUT_S`.
+    #[error("request took longer than {after_s} s")]
+    DeadlineExceeded { after_s: f64 },
     #[error("store error: {0}")]
     Store(String),
     #[error("internal error: {0}")]
@@ -172,18 +180,17 @@ impl Error {
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::DeadlineExceeded { .. } => ErrorCode::DeadlineExceeded,
             Error::Store(_) | Error::Internal(_) => ErrorCode::Internal,
         }
     }
 
-    /// Structured details for the error body (`details` of the contract's envelope).
+    /// Structured details for the error body (`details` of the contract's envelope): `{}` on
+    /// every error but validation errors, which list `errors`, as in the original. Other facts
+    /// (the size limit, the wait) are in the message and in headers (`Retry-After`).
     pub fn details(&self) -> serde_json::Value {
         match self {
             Error::Validation(errors) => serde_json::json!({ "errors": errors }),
-            Error::RateLimited { retry_after_s } => {
-                serde_json::json!({ "retry_after_s": retry_after_s })
-            }
-            Error::PayloadTooLarge { limit } => serde_json::json!({ "limit": limit }),
             _ => serde_json::json!({}),
         }
     }

@@ -20,7 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "innerloop",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("INNERLOOP_COMMIT"), ")"),
     about = "GEPA prompt-optimization service"
 )]
 struct Cli {
@@ -79,7 +79,9 @@ impl Overrides {
             f = f.merge(Serialized::default("data_dir", v));
         }
         if self.dev {
-            f = f.merge(Serialized::default("require_auth", false));
+            f = f
+                .merge(Serialized::default("require_auth", false))
+                .merge(Serialized::default("dev_mode", true));
         }
         f
     }
@@ -107,12 +109,24 @@ enum Command {
     Client(innerloop::cli::ClientCommand),
 }
 
+/// The settings, or — on a bad one — one line naming it on stderr and exit code 2 (a usage
+/// error, as for bad flags; no backtrace).
+fn load_settings(file: Option<&std::path::Path>, overrides: Figment) -> Settings {
+    match Settings::load(file, overrides) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("innerloop: {err}");
+            std::process::exit(2);
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(overrides) => {
-            let settings = Arc::new(Settings::load(cli.config.as_deref(), overrides.figment())?);
+            let settings = Arc::new(load_settings(cli.config.as_deref(), overrides.figment()));
             let telemetry = innerloop::telemetry::init_with_otel(&settings);
             let listeners = server::Listeners::bind(&settings).await?;
             let outcome = server::run(settings, listeners, server::shutdown_signal()).await;
@@ -120,17 +134,17 @@ async fn main() -> anyhow::Result<()> {
             outcome
         }
         Command::Edge(args) => {
-            let settings = Arc::new(Settings::load(
+            let settings = Arc::new(load_settings(
                 cli.config.as_deref(),
                 args.overrides.figment(),
-            )?);
+            ));
             innerloop::telemetry::init(&settings);
             let http =
                 tokio::net::TcpListener::bind((settings.host.as_str(), settings.port)).await?;
             server::run_edge(settings, http, &args.upstream, server::shutdown_signal()).await
         }
         Command::Config(overrides) => {
-            let settings = Settings::load(cli.config.as_deref(), overrides.figment())?;
+            let settings = load_settings(cli.config.as_deref(), overrides.figment());
             println!("{}", serde_json::to_string_pretty(&settings.redacted())?);
             Ok(())
         }

@@ -214,9 +214,13 @@ pub fn render_text() -> String {
 }
 
 /// The same samples as a JSON object: `{"<name>{<labels>}": value}` with labels exactly as in
-/// the text form, so the two never disagree.
+/// the text form, so the two never disagree; plus the original's snapshot keys, read from the
+/// same samples: `jobs_created`, `jobs_finished`, `jobs_failed`, `jobs_cancelled`,
+/// `sse_clients`, `rate_limited` (HTTP 429 answers), `oversize_rejected` (HTTP 413 answers)
+/// and `ts` (Unix seconds).
 pub fn render_json() -> serde_json::Value {
     let mut map = serde_json::Map::new();
+    let (mut rate_limited, mut oversize) = (0.0, 0.0);
     for line in render_text().lines() {
         if line.starts_with('#') || line.is_empty() {
             continue;
@@ -224,19 +228,45 @@ pub fn render_json() -> serde_json::Value {
         let Some((name, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let number = value
-            .parse::<f64>()
-            .ok()
+        let parsed = value.parse::<f64>().ok();
+        if name.starts_with("http_requests_total{") {
+            if name.contains(r#"status="429""#) {
+                rate_limited += parsed.unwrap_or(0.0);
+            } else if name.contains(r#"status="413""#) {
+                oversize += parsed.unwrap_or(0.0);
+            }
+        }
+        let number = parsed
             .and_then(serde_json::Number::from_f64)
             .map(serde_json::Value::Number)
             .unwrap_or(serde_json::Value::Null);
         map.insert(name.to_string(), number);
     }
+    for (original, ours) in [
+        ("jobs_created", "jobs_created_total"),
+        ("jobs_finished", "jobs_finished_total"),
+        ("jobs_failed", "jobs_failed_total"),
+        ("jobs_cancelled", "jobs_cancelled_total"),
+    ] {
+        let value = map.get(ours).cloned().unwrap_or(serde_json::Value::from(0));
+        map.insert(original.to_string(), value);
+    }
+    map.insert("rate_limited".into(), serde_json::Value::from(rate_limited));
+    map.insert(
+        "oversize_rejected".into(),
+        serde_json::Value::from(oversize),
+    );
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    map.insert("ts".into(), serde_json::Value::from(ts));
     serde_json::Value::Object(map)
 }
 
 /// `GET /v1/metrics` and `/v1/metricsz` (and the unversioned aliases) for the edge. Mount it
-/// under the edge's layers: the contract requires auth on these routes.
+/// under the edge's layers: they are public like health (the auth layer lets them through
+/// unless `METRICS_REQUIRE_AUTH`), but still counted, logged and rate limited.
 pub fn router<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
     use axum::routing::get;
     let text = || async {
@@ -273,5 +303,6 @@ mod tests {
         }
         let json = render_json();
         assert!(json["jobs_created_total"].as_f64().unwrap() >= 1.0);
+        assert_eq!(json["jobs_created"], json["jobs_created_total"]);
     }
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::Settings;
 use crate::edge;
@@ -105,13 +104,24 @@ pub fn serve_protected_http(
     settings: &Settings,
     stop: CancellationToken,
 ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
-    crate::layers::http_server::serve(
+    let gate = crate::layers::connections::Gate::new("http", connection_limits(settings));
+    crate::layers::http_server::serve_with_gate(
         listener,
         app,
         crate::layers::header_read_timeout(settings),
         Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0)),
+        gate,
         async move { stop.cancelled().await },
     )
+}
+
+/// The connection caps of each listener. Raises the soft descriptor limit to the hard one first
+/// (idempotent), so the automatic caps are computed from the real budget.
+pub fn connection_limits(settings: &Settings) -> crate::layers::connections::Limits {
+    let nofile = crate::layers::connections::raise_nofile_limit();
+    let limits = crate::layers::connections::Limits::from_settings(settings, nofile);
+    tracing::debug!(?nofile, ?limits, "connection limits");
+    limits
 }
 
 /// Builds the runtime from settings: opens the store, recovers interrupted jobs.
@@ -163,7 +173,12 @@ pub async fn run_with_runtime(
     crate::layers::auth::warn_if_unprotected(&settings, http_addr, "http");
 
     let grpc_stop = stop_listeners.clone();
-    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    // Admitted through the connection caps, after their first byte, with TCP_NODELAY.
+    let incoming = crate::layers::connections::grpc_incoming(
+        listeners.grpc,
+        crate::layers::connections::Gate::new("grpc", connection_limits(&settings)),
+        stop_listeners.clone(),
+    );
     let grpc_server = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -172,10 +187,16 @@ pub async fn run_with_runtime(
                 crate::layers::body_limit::decode_error_is_invalid_argument,
             ))
             .add_routes(routes)
-            // `serve_with_incoming*` ignores the builder's `tcp_nodelay`: set it on the incoming
-            // stream, or small responses wait ~40 ms on Nagle + delayed ACK.
+            // `serve_with_incoming*` ignores the builder's `tcp_nodelay`: the incoming stream
+            // sets it, or small responses wait ~40 ms on Nagle + delayed ACK.
             .serve_with_incoming_shutdown(incoming, async move { grpc_stop.cancelled().await }),
     );
+    // Readiness follows the store: NOT_SERVING (readyz 503) while it cannot write.
+    let readiness = tokio::spawn(follow_store_health(
+        runtime.clone(),
+        health.clone(),
+        stop_listeners.clone(),
+    ));
     tracing::info!(%http_addr, "REST + SSE edge listening");
     let http_server = tokio::spawn(serve_protected_http(
         listeners.http,
@@ -187,6 +208,7 @@ pub async fn run_with_runtime(
     shutdown.await;
     tracing::info!("shutting down: ending running jobs");
     edge_state.begin_draining();
+    readiness.abort();
     health.set_not_serving::<grpc::pb::optimizer_service_server::OptimizerServiceServer<grpc::OptimizerServiceImpl>>().await;
     let grace = Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0));
     runtime.shutdown().await;
@@ -208,6 +230,30 @@ pub async fn run_with_runtime(
     let _ = protections_task.await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Sets the core's health to NOT_SERVING while the store reports a problem, and back to
+/// SERVING when it clears (unless the runtime is draining). Ends with `stop`.
+async fn follow_store_health(
+    runtime: JobRuntime,
+    health: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    type Core =
+        grpc::pb::optimizer_service_server::OptimizerServiceServer<grpc::OptimizerServiceImpl>;
+    let mut problems = runtime.subscribe_store_problems();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = problems.changed() => if changed.is_err() { return },
+        }
+        let bad = problems.borrow_and_update().describe();
+        if bad.is_some() {
+            health.set_not_serving::<Core>().await;
+        } else if runtime.is_accepting() {
+            health.set_serving::<Core>().await;
+        }
+    }
 }
 
 async fn wait_http(

@@ -1,10 +1,19 @@
 //! Structured logging: `tracing` with an env-filter (`RUST_LOG` wins over `LOG_LEVEL`) and a
 //! pretty or JSON formatter (`LOG_FORMAT`); OpenTelemetry spans exported over OTLP/gRPC when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`init_with_otel`]).
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`init_with_otel`]). Colours only on a terminal: logs
+//! written to a file or a pipe carry no ANSI escape codes (nor with `NO_COLOR` set).
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Settings;
+
+/// Whether log lines may carry ANSI colours: only when they go to a terminal (the formatter
+/// writes to stdout) and `NO_COLOR` is unset.
+fn colours() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
 
 /// Installs the global subscriber once; later calls are no-ops (tests call it freely).
 pub fn init(settings: &Settings) {
@@ -16,6 +25,7 @@ pub fn init(settings: &Settings) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours())
         .with_target(false);
     let _ = if settings.log_format == "json" {
         builder.json().flatten_event(true).try_init()
@@ -117,7 +127,11 @@ pub fn init_with_otel(settings: &Settings) -> TelemetryGuard {
             .try_init()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colours())
+                    .with_target(false),
+            )
             .try_init()
     };
     TelemetryGuard { provider }

@@ -26,6 +26,7 @@ impl Server {
             max_iterations: 10,
             // This test is about the optimizer; auth is covered by tests/layers_*.
             require_auth: false,
+            dev_mode: true,
             ..Settings::default()
         };
         let grpc = TcpListener::bind("127.0.0.1:0").await?;

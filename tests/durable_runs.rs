@@ -544,3 +544,46 @@ async fn a_gepa_job_stops_at_its_own_wall_time_with_a_result() {
     assert!(started.elapsed() >= Duration::from_millis(1600));
     core.shutdown().await;
 }
+
+#[test]
+fn settings_that_would_silently_do_nothing_are_refused() {
+    let no_provider = Settings {
+        use_model_stub: false,
+        ..Settings::default()
+    };
+    let err = no_provider.validate().unwrap_err().to_string();
+    assert!(err.contains("USE_MODEL_STUB=false"), "{err}");
+    let bad_prices = Settings {
+        model_prices_json: Some(r#"{"gpt": 0.1}"#.into()),
+        ..Settings::default()
+    };
+    let err = bad_prices.validate().unwrap_err().to_string();
+    assert!(err.contains("MODEL_PRICES_JSON"), "{err}");
+    let good_prices = Settings {
+        model_prices_json: Some(r#"{"gpt": {"input": 0.1, "output": 0.4}}"#.into()),
+        ..Settings::default()
+    };
+    good_prices.validate().unwrap();
+}
+
+#[test]
+fn the_binary_refuses_use_model_stub_false_without_a_provider_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_innerloop"))
+        .arg("serve")
+        .env_clear()
+        .current_dir(dir.path())
+        .env("DATA_DIR", dir.path())
+        .env("USE_MODEL_STUB", "false")
+        .env("GRPC_PORT", "0")
+        .env("PORT", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mentions: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("USE_MODEL_STUB=false"))
+        .collect();
+    assert_eq!(mentions.len(), 1, "{stderr}");
+}

@@ -254,12 +254,19 @@ fn crash_mid_run(store: Arc<MemoryStore>, settings: Settings, spec: JobSpec) -> 
                     "no checkpoint past the first iteration"
                 );
                 tokio::time::sleep(Duration::from_millis(5)).await;
-                let generation = store
+                // The base, or a part appended after it (incremental checkpoints).
+                let base = store
                     .get_checkpoint(&job_id)
                     .await
                     .unwrap()
                     .and_then(|c| c["state"]["generation"].as_u64())
                     .unwrap_or(0);
+                let parts = store.checkpoint_parts(&job_id).await.unwrap();
+                let generation = parts
+                    .iter()
+                    .filter_map(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+                    .filter_map(|p| p["state"]["generation"].as_u64())
+                    .fold(base, u64::max);
                 if generation >= 1 {
                     break;
                 }

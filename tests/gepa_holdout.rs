@@ -29,6 +29,7 @@ async fn start(model_url: &str) -> Edge {
     let settings = Settings {
         job_store: StoreKind::Memory,
         require_auth: false,
+        dev_mode: true,
         rate_limit_per_min: 600_000,
         rate_limit_burst: 100_000,
         max_wall_time_s: 60.0,
@@ -277,6 +278,8 @@ async fn two_components_edited_apart_from_one_seed_are_merged() {
                     "use_merge": true,
                     "max_merge_invocations": 3,
                     "components": {"style": "Answer with the word only."},
+                    "validation_policy": "full",
+                    "parallel_proposals": 1,
                 },
             }),
         )

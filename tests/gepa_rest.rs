@@ -19,6 +19,7 @@ async fn start() -> Edge {
     let settings = Settings {
         job_store: innerloop::config::StoreKind::Memory,
         require_auth: false,
+        dev_mode: true,
         rate_limit_per_min: 600_000,
         rate_limit_burst: 100_000,
         max_wall_time_s: 60.0,
@@ -136,7 +137,16 @@ async fn examples_crud_and_eval_jobs_over_rest_and_sse() {
             "finished"
         ]
     );
-    assert_eq!(events[1].1, json!({"name": "examples", "total": 2}));
+    let eval_started = &events[1].1;
+    assert_eq!(
+        (
+            &eval_started["name"],
+            &eval_started["total"],
+            &eval_started["examples"]
+        ),
+        (&json!("examples"), &json!(2), &json!(2))
+    );
+    assert!(["2+2?", "capital of france?"].contains(&eval_started["task"].as_str().unwrap()));
     assert_eq!(events[6].1["count"], 2);
 
     let deleted = edge

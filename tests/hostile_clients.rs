@@ -142,3 +142,130 @@ async fn grpc_requests_nested_too_deep_are_invalid_argument() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     server.shutdown().await;
 }
+
+/// Reads until the server closes the socket; `true` when that happened within `within`.
+async fn closed_by_server(socket: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(within, socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_cannot_lock_out_health_checks() {
+    use std::time::Duration;
+    let server = TestServer::start_with(innerloop::config::Settings {
+        idle_connection_timeout_s: 1.0,
+        max_connections: 40,
+        max_connections_per_ip: 20,
+        ..edge_support::test_settings()
+    })
+    .await;
+    let http_addr = server.base.trim_start_matches("http://").to_string();
+    let mut silent = Vec::new();
+    for addr in [http_addr.clone(), server.grpc.to_string()] {
+        for _ in 0..60 {
+            silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        }
+    }
+    // Both listeners are full of silent sockets from this IP: real clients still get in.
+    let health = server
+        .http
+        .get(server.url("/v1/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("healthz answers during the flood");
+    assert_eq!(health.status(), 200);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect("gRPC accepts during the flood");
+    let mut jobs = pb::job_service_client::JobServiceClient::new(channel);
+    let listed = tokio::time::timeout(
+        Duration::from_secs(2),
+        jobs.list_jobs(pb::ListJobsRequest::default()),
+    )
+    .await
+    .expect("gRPC answers during the flood");
+    assert!(listed.is_ok(), "{listed:?}");
+    // Every silent socket is closed by the server: evicted at once, or at the timeout.
+    for (i, socket) in silent.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(socket, Duration::from_secs(3)).await,
+            "silent socket {i} still open"
+        );
+    }
+    server.shutdown().await;
+}
+
+// ---------- the OpenAPI document and the behaviour agree (schemathesis findings) ----------
+
+#[tokio::test]
+async fn integers_written_with_a_zero_fraction_are_accepted() {
+    let server = TestServer::start().await;
+    let body = json!({
+        "prompt": "p",
+        "max_tokens": 470.0,
+        "seed": 7.0,
+        "budget": {"max_rollouts": 30.0, "max_cost": 1.0},
+    });
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // A real fraction is still refused where an integer is expected.
+    let body = json!({"prompt": "p", "max_tokens": 470.5});
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 422, "{answer}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn gepa_option_ranges_hold_in_default_mode_too() {
+    let server = TestServer::start().await;
+    let body = json!({"prompt": "p", "gepa": {"minibatch_size": 0}});
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 422, "{answer}");
+    let loc = &answer["error"]["details"]["errors"][0]["loc"];
+    assert!(
+        loc.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "minibatch_size"),
+        "{answer}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn operations_that_answer_422_for_long_ids_and_bad_page_tokens_document_it() {
+    let server = TestServer::start().await;
+    let (status, doc) = server.get_json("/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let long_id = "x".repeat(129);
+    for (method, path) in [
+        ("get", "/v1/optimize/{job_id}"),
+        ("delete", "/v1/optimize/{job_id}"),
+        ("get", "/v1/admin/jobs/{job_id}"),
+        ("post", "/v1/admin/jobs/{job_id}/cancel"),
+        ("get", "/v1/admin/jobs"),
+    ] {
+        let responses = &doc["paths"][path][method]["responses"];
+        assert!(
+            responses.get("422").is_some(),
+            "{method} {path}: {responses}"
+        );
+    }
+    // And the behaviour the document now describes.
+    let (status, _) = server.get_json(&format!("/v1/optimize/{long_id}")).await;
+    assert_eq!(status, 422);
+    let (status, _) = server.get_json("/v1/admin/jobs?page_token=bogus").await;
+    assert_eq!(status, 422);
+    server.shutdown().await;
+}

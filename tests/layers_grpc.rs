@@ -430,6 +430,7 @@ async fn anonymous_callers_are_limited_per_ip_and_forwarded_for_needs_a_trusted_
     async fn calls_allowed(trusted: Vec<String>) -> Vec<bool> {
         let core = start_core(innerloop::config::Settings {
             require_auth: false,
+            dev_mode: true,
             rate_limit_per_min: 1,
             rate_limit_burst: 1,
             trusted_proxies: trusted,

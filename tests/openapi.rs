@@ -25,6 +25,8 @@ const SERVED: &[(&str, &str)] = &[
     ("GET", "/v1/optimize/{job_id}/events"),
     ("GET", "/v1/eval/{job_id}/events"),
     ("POST", "/v1/optimize/{job_id}/stream-token"),
+    ("POST", "/v1/optimize/{job_id}/pause"),
+    ("POST", "/v1/optimize/{job_id}/resume"),
     ("GET", "/v1/admin/jobs"),
     ("GET", "/v1/admin/jobs/{job_id}"),
     ("POST", "/v1/admin/jobs/{job_id}/cancel"),
@@ -35,6 +37,7 @@ const SERVED: &[(&str, &str)] = &[
     ("DELETE", "/v1/examples/{id}"),
     ("POST", "/v1/eval/start"),
     ("GET", "/v1/optimize/{job_id}/candidates"),
+    ("GET", "/v1/eval/{job_id}"),
     ("POST", "/v1/optimize/{job_id}/steer"),
     ("POST", "/v1/optimize/{job_id}/branch"),
 ];
@@ -250,6 +253,7 @@ async fn the_create_response_carries_a_stream_token_that_opens_only_that_jobs_ev
 async fn without_auth_the_create_response_is_only_the_job_id() {
     let core = start_core(innerloop::config::Settings {
         require_auth: false,
+        dev_mode: true,
         ..settings()
     })
     .await;

@@ -732,6 +732,81 @@ async fn checkpoints_are_replaced_per_job(store: Arc<dyn JobStore>) {
     assert_eq!(store.get_checkpoint("other").await.unwrap(), None);
 }
 
+async fn checkpoint_parts_append_in_order_and_a_new_base_drops_them(store: Arc<dyn JobStore>) {
+    store
+        .put_checkpoint("job", &serde_json::json!({"base": 1}))
+        .await
+        .unwrap();
+    assert!(store.checkpoint_parts("job").await.unwrap().is_empty());
+    for part in [r#"{"p":1}"#, r#"{"p":2}"#, r#"{"p":3}"#] {
+        store.append_checkpoint_part("job", part).await.unwrap();
+    }
+    store
+        .append_checkpoint_part("other", r#"{"q":1}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.checkpoint_parts("job").await.unwrap(),
+        [r#"{"p":1}"#, r#"{"p":2}"#, r#"{"p":3}"#]
+    );
+    store
+        .put_checkpoint("job", &serde_json::json!({"base": 2}))
+        .await
+        .unwrap();
+    assert!(store.checkpoint_parts("job").await.unwrap().is_empty());
+    store
+        .append_checkpoint_part("job", r#"{"p":4}"#)
+        .await
+        .unwrap();
+    assert_eq!(store.checkpoint_parts("job").await.unwrap(), [r#"{"p":4}"#]);
+    assert_eq!(store.checkpoint_parts("other").await.unwrap().len(), 1);
+    store
+        .insert_job(&job("job", JobStatus::Finished, 1.0))
+        .await
+        .unwrap();
+    store.delete_job("job").await.unwrap();
+    assert!(store.checkpoint_parts("job").await.unwrap().is_empty());
+}
+
+/// A key remembers the request it was claimed with: another request is a conflict, the same
+/// one (or a claim without a hash) the existing job. Reaping a job takes its keys with it.
+async fn idempotency_keys_remember_their_request_and_go_with_their_job(store: Arc<dyn JobStore>) {
+    let claim = |key: &'static str, job: &'static str, hash: Option<&'static str>, now: f64| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_idempotency_key_for(key, job, hash, now, now + 1e6)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        claim("k", "a", Some("h1"), 1.0).await,
+        IdempotencyClaim::Claimed
+    );
+    assert_eq!(
+        claim("k", "b", Some("h1"), 2.0).await,
+        IdempotencyClaim::Existing("a".into())
+    );
+    assert_eq!(
+        claim("k", "b", Some("h2"), 2.0).await,
+        IdempotencyClaim::Conflict("a".into())
+    );
+    assert_eq!(
+        claim("k", "b", None, 2.0).await,
+        IdempotencyClaim::Existing("a".into())
+    );
+    let mut done = job("a", JobStatus::Finished, 1.0);
+    done.updated_at = 1.0;
+    store.insert_job(&done).await.unwrap();
+    let ttl = |_: JobStatus| Some(10.0);
+    assert_eq!(store.reap(100.0, &ttl).await.unwrap(), ["a"]);
+    assert_eq!(
+        claim("k", "c", Some("h2"), 100.0).await,
+        IdempotencyClaim::Claimed
+    );
+}
+
 /// SQL stores only: a second store on the same data sees everything the first wrote.
 async fn reopened_store_keeps_jobs_events_keys_examples_and_checkpoints(fixture: &Fixture) {
     let store = &fixture.store;
@@ -790,6 +865,8 @@ macro_rules! suite {
             suite!(@test $backend dangling_idempotency_keys_are_forgotten_once_old);
             suite!(@test $backend examples_upsert_by_id_and_list_in_id_order);
             suite!(@test $backend checkpoints_are_replaced_per_job);
+            suite!(@test $backend checkpoint_parts_append_in_order_and_a_new_base_drops_them);
+            suite!(@test $backend idempotency_keys_remember_their_request_and_go_with_their_job);
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $sql_only() {

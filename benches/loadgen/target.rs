@@ -22,6 +22,7 @@ pub fn base_settings() -> Settings {
     let base = Settings {
         job_store: StoreKind::Memory,
         require_auth: false,
+        dev_mode: true,
         job_ttl_finished_s: 3600.0,
         max_wall_time_s: 120.0,
         shutdown_grace_s: 5.0,
@@ -30,10 +31,12 @@ pub fn base_settings() -> Settings {
         ..Settings::default()
     };
     // Caps that may not exist in every version of `Settings` (per-principal stream limits,
-    // global concurrency): set by name, so unknown ones are ignored instead of failing to build.
+    // global concurrency, default-mode pacing): set by name, so unknown ones are ignored instead of failing to build.
     Figment::from(Serialized::defaults(&base))
         .merge(Serialized::default("max_streams_per_principal", 1_000_000))
         .merge(Serialized::default("max_concurrent_requests", 1_000_000))
+        // No pause between default-mode iterations: throughput is what is measured.
+        .merge(Serialized::default("default_mode_iteration_delay_ms", 0))
         .extract()
         .unwrap_or_else(|err| {
             eprintln!("loadgen: could not raise the limits ({err}); using the defaults");

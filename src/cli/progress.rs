@@ -185,6 +185,9 @@ mod tests {
                 frontier: vec![FrontierEntry { id: 0, score: 0.5 }],
                 best_id: 0,
                 best_score: 0.5,
+                r#gen: 1,
+                size: 1,
+                best: 0.5,
             })
         )));
         assert!(p.observe(&event(3, 110.0, budget(1, 20, 80, 0.02))));

@@ -61,10 +61,11 @@ pub enum Acceptance {
 pub enum ValidationPolicy {
     /// Every validation id (the reference's default). When the budget no longer covers them all,
     /// the ids that fit are scored and the child is compared with its parent on those.
-    #[default]
     Full,
-    /// A random subsample first (a fifth of the set, at least 5); only a child at least as good
-    /// as its parent there is promoted to the rest of the set.
+    /// The default: a random subsample first (a fifth of the set, at least 5); only a child at
+    /// least as good as its parent there is promoted to the rest of the set (children that
+    /// won a lucky minibatch cost a fifth of a validation instead of all of it).
+    #[default]
     Subsample,
 }
 
@@ -83,6 +84,9 @@ pub struct GepaOptions {
     /// Extra named components evolved next to `prompt` (which is `system_prompt`).
     pub components: BTreeMap<String, String>,
     pub validation_policy: ValidationPolicy,
+    /// Reflective proposals per generation, run together (default: as many minibatches as the
+    /// job's concurrency `EVAL_MAX_CONCURRENCY` holds). Results do not depend on timing.
+    pub parallel_proposals: Option<u32>,
     /// Reproduces the engine before issue 20 (for benchmarks): an iteration starts only when its
     /// worst case (2 × minibatch + the validation set) fits, and reflection has no memory.
     pub legacy_budget: bool,
@@ -107,6 +111,9 @@ pub struct BudgetUsage {
     pub cost_left_usd: Option<f64>,
     pub tokens_used: u64,
     pub tokens_left: Option<u64>,
+    /// The original's name for the metric calls used.
+    #[serde(default)]
+    pub rollouts: u64,
 }
 
 /// One candidate of the pool with its lineage and per-instance validation scores.
@@ -187,6 +194,11 @@ pub struct EvalCase {
 pub struct GenerationStarted {
     pub generation: u32,
     pub budget: BudgetUsage,
+    /// The original's fields: the generation and the pool size at its start.
+    #[serde(default)]
+    pub r#gen: u32,
+    #[serde(default)]
+    pub population_size: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,6 +225,9 @@ pub struct ReflectionStarted {
     pub generation: u32,
     pub candidate_id: u32,
     pub component: String,
+    /// The original's name for `generation`.
+    #[serde(default)]
+    pub r#gen: u32,
     /// Human feedback (`SteerJob`) this reflection receives.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub feedback: Vec<String>,
@@ -224,6 +239,9 @@ pub struct ReflectionFinished {
     pub component: String,
     /// True when the rule-based operators stood in for a reflection model.
     pub rule_based: bool,
+    /// The original's name for `generation`.
+    #[serde(default)]
+    pub r#gen: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,12 +268,22 @@ pub struct CandidateScored {
     pub candidate_id: u32,
     pub score: f64,
     pub val_scores: BTreeMap<String, f64>,
+    /// The original's fields: USD spent scoring it, and the length (characters) of its prompt.
+    #[serde(default)]
+    pub cost: f64,
+    #[serde(default)]
+    pub len: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JudgeScored {
     pub example_id: String,
     pub score: f64,
+    /// The original's names for `example_id` and `score`.
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub judge_score: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -263,11 +291,23 @@ pub struct FrontierUpdated {
     pub frontier: Vec<FrontierEntry>,
     pub best_id: u32,
     pub best_score: f64,
+    /// The original's fields: the generation, the frontier's size and the best mean score.
+    #[serde(default)]
+    pub r#gen: u32,
+    #[serde(default)]
+    pub size: u32,
+    #[serde(default)]
+    pub best: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LessonsUpdated {
     pub lessons: Vec<String>,
+    /// The original's fields: how many lessons, and the latest few.
+    #[serde(default)]
+    pub count: u32,
+    #[serde(default)]
+    pub sample: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,8 +324,15 @@ pub struct MergeAttempted {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalStarted {
+    /// The run's label (the request's `name`, else the dataset's).
     pub name: String,
     pub total: u32,
+    /// The original's `task`: the request's prompt, else the first example's input.
+    #[serde(default)]
+    pub task: String,
+    /// The original's `examples` (the count, as `total`).
+    #[serde(default)]
+    pub examples: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

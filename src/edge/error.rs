@@ -19,6 +19,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub details: serde_json::Value,
+    /// Seconds for `Retry-After` (rate limits; from the status's `RetryInfo`).
+    pub retry_after_s: Option<u64>,
 }
 
 /// The body of every error response.
@@ -31,10 +33,10 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorObject {
     /// `validation_error`, `not_found`, `not_cancelable`, `unauthorized`, `payload_too_large`,
-    /// `rate_limited`, `unavailable` or `internal_error`.
+    /// `rate_limited`, `unavailable`, `deadline_exceeded` or `internal_error`.
     pub code: String,
     pub message: String,
-    /// `{}` unless the code carries more; validation errors list `errors[{loc, msg}]`.
+    /// `{}` on every error but `validation_error`, whose `errors[{loc, msg}]` lists the fields.
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
@@ -94,6 +96,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: serde_json::json!({}),
+            retry_after_s: None,
         }
     }
 
@@ -141,11 +144,17 @@ impl ApiError {
         } else {
             info.message
         };
+        let retry_after_s = status
+            .get_details_retry_info()
+            .and_then(|info| info.retry_delay)
+            .map(|delay| delay.as_secs().max(1))
+            .filter(|_| info.code == ErrorCode::RateLimited);
         ApiError {
             status: http,
             code: info.code,
             message,
             details,
+            retry_after_s,
         }
     }
 
@@ -170,9 +179,7 @@ impl From<tonic::Status> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry_after = self
-            .details
-            .get("retry_after_s")
-            .and_then(|v| v.as_u64())
+            .retry_after_s
             .filter(|_| self.code == ErrorCode::RateLimited);
         let mut response = (self.status, Json(self.body())).into_response();
         if let Some(seconds) = retry_after

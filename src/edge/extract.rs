@@ -263,6 +263,25 @@ fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     ApiError::invalid(&loc_refs, msg)
 }
 
+/// Rewrites every number with no fractional part written as a float (`470.0`) as an integer,
+/// within ±2^53 (where floats are exact).
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= 9_007_199_254_740_992.0
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
@@ -289,6 +308,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 .chain(path.iter().map(String::as_str))
                 .collect();
             return Err(ApiError::invalid(&loc, message()));
+        }
+        // JSON Schema counts 470.0 as an integer: integral numbers written with a fraction are
+        // read as integers (float fields take integers unchanged). Unparseable JSON keeps the
+        // typed parser's error.
+        if let Ok(mut tree) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            integral_floats_as_integers(&mut tree);
+            let value: T = serde_path_to_error::deserialize(tree).map_err(json_error)?;
+            return Ok(JsonBody(value));
         }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value: T = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;

@@ -76,10 +76,13 @@ pub struct GepaBody {
     /// Extra named components evolved next to `prompt`.
     #[schema(value_type = Option<Object>)]
     pub components: Option<std::collections::BTreeMap<String, String>>,
-    /// `full` (default) or `subsample`.
+    /// `subsample` (default) or `full`.
     pub validation_policy: Option<String>,
     /// Reproduce the engine before issue 20 (benchmarks only).
     pub legacy_budget: Option<bool>,
+    /// Reflective proposals per generation, run together.
+    #[schema(minimum = 1, maximum = 16)]
+    pub parallel_proposals: Option<u32>,
 }
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -296,6 +299,7 @@ impl GepaBody {
             components: self.components.unwrap_or_default().into_iter().collect(),
             validation_policy: self.validation_policy.unwrap_or_default(),
             legacy_budget: self.legacy_budget.unwrap_or(false),
+            parallel_proposals: self.parallel_proposals,
         }
     }
 }

@@ -56,9 +56,10 @@ pub struct StreamToken {
 #[allow(dead_code)]
 fn stream_token() {}
 
-/// OpenMetrics text exposition of the process's metrics.
+/// OpenMetrics text exposition of the process's metrics. Public like health (as in the
+/// original) unless `METRICS_REQUIRE_AUTH=true`.
 #[utoipa::path(
-    get, path = "/v1/metrics", tag = "metrics",
+    get, path = "/v1/metrics", tag = "metrics", security(()),
     responses(
         (status = 200, content_type = "application/openmetrics-text", body = String),
         (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
@@ -67,9 +68,11 @@ fn stream_token() {}
 #[allow(dead_code)]
 fn metrics() {}
 
-/// The same metrics as one JSON object, `{"<name>{labels}": number}`.
+/// The same metrics as one JSON object, `{"<name>{labels}": number}`, plus the original's
+/// keys (`jobs_created`, `jobs_finished`, `jobs_failed`, `jobs_cancelled`, `sse_clients`,
+/// `rate_limited`, `oversize_rejected`, `ts`). Public unless `METRICS_REQUIRE_AUTH=true`.
 #[utoipa::path(
-    get, path = "/v1/metricsz", tag = "metrics",
+    get, path = "/v1/metricsz", tag = "metrics", security(()),
     responses(
         (status = 200, body = Object),
         (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
@@ -90,7 +93,9 @@ fn metricsz() {}
 fn openapi_json() {}
 
 /// Adds what the layers answer on every operation: 401 where a token is required, 429 when
-/// rate limited, 503 when shedding load (all in the error envelope).
+/// rate limited, 503 when shedding load (all in the error envelope); and 422 on every
+/// operation with a path parameter or a `page_token` (an id over 128 bytes, an unreadable
+/// page token).
 struct LayerResponses;
 
 impl Modify for LayerResponses {
@@ -109,7 +114,8 @@ impl Modify for LayerResponses {
                     .build(),
             )
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let has_path_param = path.contains('{');
             for op in [
                 &mut item.get,
                 &mut item.post,
@@ -136,6 +142,19 @@ impl Modify for LayerResponses {
                 responses
                     .entry("503".into())
                     .or_insert_with(|| error("Overloaded or shutting down (unavailable)"));
+                let has_page_token = op
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| matches!(p, RefOr::T(p) if p.name == "page_token"));
+                if has_path_param || has_page_token {
+                    op.responses
+                        .responses
+                        .entry("422".into())
+                        .or_insert_with(|| {
+                            error("Invalid id (over 128 bytes) or page token (validation_error)")
+                        });
+                }
             }
         }
     }
@@ -187,6 +206,7 @@ impl Modify for SecuritySchemes {
         gepa::list,
         gepa::delete,
         gepa::start,
+        gepa::get,
         gepa::events,
         workbench::candidates,
         workbench::steer,

@@ -92,6 +92,7 @@ pub fn code_for_grpc(code: Code) -> ErrorCode {
         Code::Unauthenticated | Code::PermissionDenied => ErrorCode::Unauthorized,
         Code::ResourceExhausted => ErrorCode::RateLimited,
         Code::Unavailable => ErrorCode::Unavailable,
+        Code::DeadlineExceeded => ErrorCode::DeadlineExceeded,
         _ => ErrorCode::Internal,
     }
 }
@@ -248,6 +249,7 @@ pub fn create_request(
         evaluation_rubric: req.evaluation_rubric,
         iterations: 1,
         gepa: convert_gepa::options_from_pb(req.gepa, &mut errors),
+        eval_name: None,
         branched_from: None,
     };
     let iterations = i64::from(req.iterations.unwrap_or(1));
@@ -454,7 +456,26 @@ pub fn event_to_pb(event: &Event) -> pb::JobEvent {
         EventPayload::Suspended { reason } => P::Suspended(pb::Suspended {
             reason: reason.clone(),
         }),
-        other => convert_gepa::event_to_pb(other).unwrap_or(P::Started(pb::Started {})),
+        // Every GEPA and eval payload, listed: a new payload is a compile error here and in
+        // `convert_gepa` until it has a wire mapping.
+        gepa @ (EventPayload::GenerationStarted(_)
+        | EventPayload::ParentSelected(_)
+        | EventPayload::MinibatchEvaluated(_)
+        | EventPayload::ReflectionStarted(_)
+        | EventPayload::ReflectionFinished(_)
+        | EventPayload::CandidateProposed(_)
+        | EventPayload::CandidateAccepted(_)
+        | EventPayload::CandidateRejected(_)
+        | EventPayload::CandidateScored(_)
+        | EventPayload::JudgeScored(_)
+        | EventPayload::FrontierUpdated(_)
+        | EventPayload::LessonsUpdated(_)
+        | EventPayload::MergeAttempted(_)
+        | EventPayload::BudgetProgress(_)
+        | EventPayload::EvalStarted(_)
+        | EventPayload::EvalCase(_)
+        | EventPayload::EvalFinished(_)) => convert_gepa::event_to_pb(gepa)
+            .unwrap_or_else(|| unreachable!("convert_gepa maps every GEPA and eval payload")),
     };
     pb::JobEvent {
         id: event.id,
@@ -465,11 +486,39 @@ pub fn event_to_pb(event: &Event) -> pb::JobEvent {
     }
 }
 
+/// The stand-in for a terminal event whose payload cannot be decoded: `failed` with
+/// `internal_error`, so the stream still ends.
+fn undecodable_terminal(kind: &str) -> EventPayload {
+    EventPayload::Failed {
+        error: "internal_error".into(),
+        message: format!("the {kind} event's payload could not be decoded"),
+    }
+}
+
 /// Rebuilds the domain event from its wire form (the edge renders SSE from it). `None` for a
-/// payload this build does not know (a newer server): callers skip it.
+/// non-terminal payload this build does not know (a newer server): callers skip it. Terminal
+/// events are never dropped.
 pub fn event_from_pb(event: pb::JobEvent) -> Option<Event> {
     use pb::job_event::Payload as P;
-    let payload = match event.payload? {
+    let Some(wire) = event.payload else {
+        // A payload this build does not know (a newer server): skipped, unless the event is
+        // terminal, whose end every stream needs.
+        let payload = match event.r#type.as_str() {
+            "cancelled" => EventPayload::Cancelled {},
+            "shutdown" => EventPayload::Shutdown {
+                reason: String::new(),
+            },
+            terminal @ ("finished" | "failed") => undecodable_terminal(terminal),
+            _ => return None,
+        };
+        return Some(Event {
+            id: event.id,
+            job_id: event.job_id,
+            ts: epoch_from_timestamp(event.time.as_ref()),
+            payload,
+        });
+    };
+    let payload = match wire {
         P::Started(_) => EventPayload::Started {},
         P::Mutation(m) => EventPayload::Mutation { count: m.count },
         P::Progress(p) => EventPayload::Progress {
@@ -484,7 +533,12 @@ pub fn event_from_pb(event: pb::JobEvent) -> Option<Event> {
             scores: scores_from_pb(s.scores),
         },
         P::EarlyStop(e) => EventPayload::EarlyStop { best: e.best },
-        P::Finished(f) => EventPayload::Finished(f.result.and_then(result_from_pb)?),
+        // A terminal event is never dropped: a result this build cannot decode still ends the
+        // stream (as a failure; the job's state keeps the real result).
+        P::Finished(f) => match f.result.and_then(result_from_pb) {
+            Some(result) => EventPayload::Finished(result),
+            None => undecodable_terminal("finished"),
+        },
         P::Failed(f) => EventPayload::Failed {
             error: f.error,
             message: f.message,
@@ -494,7 +548,23 @@ pub fn event_from_pb(event: pb::JobEvent) -> Option<Event> {
         P::Paused(p) => EventPayload::Paused { reason: p.reason },
         P::Resumed(r) => EventPayload::Resumed { reason: r.reason },
         P::Suspended(s) => EventPayload::Suspended { reason: s.reason },
-        other => convert_gepa::event_from_pb(other)?,
+        gepa @ (P::GenerationStarted(_)
+        | P::ParentSelected(_)
+        | P::MinibatchEvaluated(_)
+        | P::ReflectionStarted(_)
+        | P::ReflectionFinished(_)
+        | P::CandidateProposed(_)
+        | P::CandidateAccepted(_)
+        | P::CandidateRejected(_)
+        | P::CandidateScored(_)
+        | P::JudgeScored(_)
+        | P::FrontierUpdated(_)
+        | P::LessonsUpdated(_)
+        | P::MergeAttempted(_)
+        | P::BudgetProgress(_)
+        | P::EvalStarted(_)
+        | P::EvalCase(_)
+        | P::EvalFinished(_)) => convert_gepa::event_from_pb(gepa)?,
     };
     Some(Event {
         id: event.id,
@@ -563,6 +633,28 @@ mod tests {
             let back = event_from_pb(event_to_pb(&event)).unwrap();
             assert_eq!(back, event);
         }
+    }
+
+    #[test]
+    fn a_terminal_event_is_never_dropped() {
+        let wire = |r#type: &str, payload| pb::JobEvent {
+            id: 9,
+            job_id: "j".into(),
+            time: None,
+            r#type: r#type.into(),
+            payload,
+        };
+        let undecodable = pb::job_event::Payload::Finished(pb::Finished { result: None });
+        let event = event_from_pb(wire("finished", Some(undecodable))).expect("kept");
+        assert_eq!(event.payload.type_name(), "failed");
+        assert_eq!(event.payload.terminal_status(), Some(JobStatus::Failed));
+        let unknown_cancel = event_from_pb(wire("cancelled", None)).expect("kept");
+        assert_eq!(unknown_cancel.payload, EventPayload::Cancelled {});
+        assert_eq!(
+            event_from_pb(wire("finished", None)).map(|e| e.payload.type_name()),
+            Some("failed")
+        );
+        assert!(event_from_pb(wire("something_new", None)).is_none());
     }
 
     #[test]

@@ -46,25 +46,39 @@ pub fn options_from_pb(
         }
     };
     let validation_policy = match o.validation_policy.as_str() {
-        "" | "full" => ValidationPolicy::Full,
-        "subsample" => ValidationPolicy::Subsample,
+        "full" => ValidationPolicy::Full,
+        "" | "subsample" => ValidationPolicy::Subsample,
         _ => {
             errors.push(FieldError::new(
                 &["gepa", "validation_policy"],
                 "validation_policy must be full or subsample",
             ));
-            ValidationPolicy::Full
+            ValidationPolicy::Subsample
         }
     };
     GepaOptions {
         validation_policy,
         legacy_budget: o.legacy_budget,
+        parallel_proposals: o.parallel_proposals,
         minibatch_size: o.minibatch_size,
         candidate_selector,
         acceptance,
         use_merge: o.use_merge,
         max_merge_invocations: o.max_merge_invocations,
         components: o.components.into_iter().collect(),
+    }
+}
+
+pub fn estimate_to_pb(e: &crate::optimizer::gepa::estimate::Estimate) -> pb::EstimateJobResponse {
+    pb::EstimateJobResponse {
+        metric_calls: e.metric_calls,
+        reflection_calls: e.reflection_calls,
+        iterations: e.iterations,
+        task_tokens: e.task_tokens,
+        reflection_tokens: e.reflection_tokens,
+        cost_usd: e.cost_usd,
+        train_examples: e.train_examples,
+        val_examples: e.val_examples,
     }
 }
 
@@ -97,6 +111,7 @@ pub fn budget_to_pb(b: &BudgetUsage) -> pb::BudgetUsage {
         cost_left_usd: b.cost_left_usd,
         tokens_used: b.tokens_used,
         tokens_left: b.tokens_left,
+        rollouts: b.rollouts,
     }
 }
 
@@ -110,6 +125,7 @@ pub fn budget_from_pb(b: Option<pb::BudgetUsage>) -> BudgetUsage {
         cost_left_usd: b.cost_left_usd,
         tokens_used: b.tokens_used,
         tokens_left: b.tokens_left,
+        rollouts: b.rollouts,
     }
 }
 
@@ -253,6 +269,8 @@ pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
         EventPayload::GenerationStarted(e) => P::GenerationStarted(pb::GenerationStarted {
             generation: e.generation,
             budget: Some(budget_to_pb(&e.budget)),
+            r#gen: e.r#gen,
+            population_size: e.population_size,
         }),
         EventPayload::ParentSelected(e) => P::ParentSelected(pb::ParentSelected {
             generation: e.generation,
@@ -271,12 +289,14 @@ pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
             generation: e.generation,
             candidate_id: e.candidate_id,
             component: e.component.clone(),
+            r#gen: e.r#gen,
             feedback: e.feedback.clone(),
         }),
         EventPayload::ReflectionFinished(e) => P::ReflectionFinished(pb::ReflectionFinished {
             generation: e.generation,
             component: e.component.clone(),
             rule_based: e.rule_based,
+            r#gen: e.r#gen,
         }),
         EventPayload::CandidateProposed(e) => P::CandidateProposed(pb::CandidateProposed {
             generation: e.generation,
@@ -290,18 +310,27 @@ pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
             candidate_id: e.candidate_id,
             score: e.score,
             val_scores: e.val_scores.clone().into_iter().collect(),
+            cost: e.cost,
+            len: e.len,
         }),
         EventPayload::JudgeScored(e) => P::JudgeScored(pb::JudgeScored {
             example_id: e.example_id.clone(),
             score: e.score,
+            id: e.id.clone(),
+            judge_score: e.judge_score,
         }),
         EventPayload::FrontierUpdated(e) => P::FrontierUpdated(pb::FrontierUpdated {
             frontier: frontier_to_pb(&e.frontier),
             best_id: e.best_id,
             best_score: e.best_score,
+            r#gen: e.r#gen,
+            size: e.size,
+            best: e.best,
         }),
         EventPayload::LessonsUpdated(e) => P::LessonsUpdated(pb::LessonsUpdated {
             lessons: e.lessons.clone(),
+            count: e.count,
+            sample: e.sample.clone(),
         }),
         EventPayload::MergeAttempted(e) => P::MergeAttempted(pb::MergeAttempted {
             generation: e.generation,
@@ -316,13 +345,28 @@ pub fn event_to_pb(payload: &EventPayload) -> Option<P> {
         EventPayload::EvalStarted(e) => P::EvalStarted(pb::EvalStarted {
             name: e.name.clone(),
             total: e.total,
+            task: e.task.clone(),
+            examples: e.examples,
         }),
         EventPayload::EvalCase(c) => P::EvalCase(case_to_pb(c)),
         EventPayload::EvalFinished(e) => P::EvalFinished(pb::EvalFinished {
             score: e.score,
             count: e.count,
         }),
-        _ => return None,
+        // The original's payloads are converted in `convert.rs`. Listed, not `_`: a payload
+        // without a wire mapping is a compile error, never a silently relabelled event.
+        EventPayload::Started {}
+        | EventPayload::Mutation { .. }
+        | EventPayload::Progress { .. }
+        | EventPayload::Selected { .. }
+        | EventPayload::EarlyStop { .. }
+        | EventPayload::Finished(_)
+        | EventPayload::Failed { .. }
+        | EventPayload::Cancelled {}
+        | EventPayload::Shutdown { .. }
+        | EventPayload::Paused { .. }
+        | EventPayload::Resumed { .. }
+        | EventPayload::Suspended { .. } => return None,
     })
 }
 
@@ -332,6 +376,8 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
         P::GenerationStarted(e) => EventPayload::GenerationStarted(GenerationStarted {
             generation: e.generation,
             budget: budget_from_pb(e.budget),
+            r#gen: e.r#gen,
+            population_size: e.population_size,
         }),
         P::ParentSelected(e) => EventPayload::ParentSelected(ParentSelected {
             generation: e.generation,
@@ -350,12 +396,14 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
             generation: e.generation,
             candidate_id: e.candidate_id,
             component: e.component,
+            r#gen: e.r#gen,
             feedback: e.feedback,
         }),
         P::ReflectionFinished(e) => EventPayload::ReflectionFinished(ReflectionFinished {
             generation: e.generation,
             component: e.component,
             rule_based: e.rule_based,
+            r#gen: e.r#gen,
         }),
         P::CandidateProposed(e) => EventPayload::CandidateProposed(CandidateProposed {
             generation: e.generation,
@@ -369,17 +417,28 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
             candidate_id: e.candidate_id,
             score: e.score,
             val_scores: e.val_scores.into_iter().collect(),
+            cost: e.cost,
+            len: e.len,
         }),
         P::JudgeScored(e) => EventPayload::JudgeScored(JudgeScored {
             example_id: e.example_id,
             score: e.score,
+            id: e.id,
+            judge_score: e.judge_score,
         }),
         P::FrontierUpdated(e) => EventPayload::FrontierUpdated(FrontierUpdated {
             frontier: frontier_from_pb(e.frontier),
             best_id: e.best_id,
             best_score: e.best_score,
+            r#gen: e.r#gen,
+            size: e.size,
+            best: e.best,
         }),
-        P::LessonsUpdated(e) => EventPayload::LessonsUpdated(LessonsUpdated { lessons: e.lessons }),
+        P::LessonsUpdated(e) => EventPayload::LessonsUpdated(LessonsUpdated {
+            lessons: e.lessons,
+            count: e.count,
+            sample: e.sample,
+        }),
         P::MergeAttempted(e) => EventPayload::MergeAttempted(MergeAttempted {
             generation: e.generation,
             parent_ids: e.parent_ids,
@@ -393,20 +452,34 @@ pub fn event_from_pb(payload: P) -> Option<EventPayload> {
         P::EvalStarted(e) => EventPayload::EvalStarted(EvalStarted {
             name: e.name,
             total: e.total,
+            task: e.task,
+            examples: e.examples,
         }),
         P::EvalCase(c) => EventPayload::EvalCase(case_from_pb(c)),
         P::EvalFinished(e) => EventPayload::EvalFinished(EvalFinished {
             score: e.score,
             count: e.count,
         }),
-        _ => return None,
+        // The original's payloads are converted in `convert.rs` (listed, not `_`, as above).
+        P::Started(_)
+        | P::Mutation(_)
+        | P::Progress(_)
+        | P::Selected(_)
+        | P::EarlyStop(_)
+        | P::Finished(_)
+        | P::Failed(_)
+        | P::Cancelled(_)
+        | P::Shutdown(_)
+        | P::Paused(_)
+        | P::Resumed(_)
+        | P::Suspended(_) => return None,
     })
 }
 
 // ---------- examples and eval requests ----------
 
 /// The system prompt of an eval request that names none.
-pub const DEFAULT_EVAL_PROMPT: &str = "You are a helpful assistant. Answer concisely.";
+pub use crate::optimizer::eval_job::DEFAULT_EVAL_PROMPT;
 
 /// Page size cap of `ListExamples`.
 pub const MAX_EXAMPLES_PAGE: u32 = 500;
@@ -420,36 +493,16 @@ pub fn example_to_pb(e: &crate::domain::Example) -> pb::Example {
     }
 }
 
-/// Decodes examples to upsert (a missing id gets a UUID), checking the same caps as job
-/// requests.
+/// Decodes examples to upsert (a missing id gets a UUID). Sizes are bounded by
+/// `MAX_REQUEST_BYTES` alone, as for job requests (no field has a smaller cap of its own).
 pub fn examples_from_pb(
     examples: Vec<pb::Example>,
 ) -> Result<Vec<crate::domain::Example>, crate::error::Error> {
-    use crate::domain::spec::{MAX_EXAMPLE_CHARS, MAX_EXAMPLES};
     let mut errors = Vec::new();
-    if examples.len() > MAX_EXAMPLES {
-        errors.push(FieldError::new(
-            &["examples"],
-            format!("at most {MAX_EXAMPLES} examples"),
-        ));
-    }
     let decoded: Vec<crate::domain::Example> = examples
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            let index = i.to_string();
-            if e.input.chars().count() > MAX_EXAMPLE_CHARS {
-                errors.push(FieldError::new(
-                    &["examples", &index, "input"],
-                    format!("input must be at most {MAX_EXAMPLE_CHARS} characters"),
-                ));
-            }
-            if e.id.len() > 200 {
-                errors.push(FieldError::new(
-                    &["examples", &index, "id"],
-                    "id must be at most 200 bytes",
-                ));
-            }
             let meta = e
                 .meta
                 .as_ref()
@@ -461,6 +514,7 @@ pub fn examples_from_pb(
                 3,
                 crate::domain::depth::MAX_JSON_DEPTH,
             ) {
+                let index = i.to_string();
                 let loc: Vec<String> = ["examples", &index, "meta"]
                     .iter()
                     .map(|s| s.to_string())
@@ -500,12 +554,18 @@ pub fn eval_request(
     };
     let mut spec = JobSpec::from_prompt(prompt);
     spec.mode = Mode::Eval;
-    spec.dataset = Some(DatasetRef {
-        name: req
-            .name
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "examples".into()),
-        split: None,
+    // `name` is a label (the original evaluated the stored examples whatever it said); a pack
+    // is chosen with `dataset`. "examples" (not a pack) means the stored examples.
+    spec.eval_name = req.name.filter(|n| !n.is_empty());
+    spec.dataset = Some(match req.dataset {
+        Some(d) => DatasetRef {
+            name: d.name,
+            split: d.split,
+        },
+        None => DatasetRef {
+            name: "examples".into(),
+            split: None,
+        },
     });
     spec.metrics = req.metrics;
     spec.target_model_id = req.target_model_id.filter(|m| !m.is_empty());
@@ -513,8 +573,25 @@ pub fn eval_request(
     spec.tournament_size = req.tournament_size;
     spec.recombination_rate = req.recombination_rate;
     spec.early_stop_patience = req.early_stop_patience;
-    spec.budget.max_rollouts = req.max_examples.map(u64::from);
-    spec.validate(1, 1)?;
+    let mut errors = Vec::new();
+    if req.max_examples == Some(0) {
+        // Named as the eval request names it, not as the job budget it becomes.
+        errors.push(FieldError::new(
+            &["max_examples"],
+            "max_examples must be >= 1",
+        ));
+    } else {
+        spec.budget.max_rollouts = req.max_examples.map(u64::from);
+    }
+    match spec.validate(1, 1) {
+        Ok(()) if errors.is_empty() => {}
+        Ok(()) => return Err(crate::error::Error::Validation(errors)),
+        Err(crate::error::Error::Validation(more)) => {
+            errors.extend(more);
+            return Err(crate::error::Error::Validation(errors));
+        }
+        Err(other) => return Err(other),
+    }
     if req.idempotency_key.len() > 256 {
         return Err(crate::error::Error::invalid(
             &["idempotency_key"],
@@ -540,6 +617,7 @@ pub fn samples() -> Vec<EventPayload> {
         cost_left_usd: None,
         tokens_used: 99,
         tokens_left: Some(1),
+        rollouts: 10,
     };
     let frontier = vec![FrontierEntry { id: 1, score: 0.5 }];
     let verdict = CandidateVerdict {
@@ -560,6 +638,8 @@ pub fn samples() -> Vec<EventPayload> {
         EventPayload::GenerationStarted(GenerationStarted {
             generation: 1,
             budget: budget.clone(),
+            r#gen: 1,
+            population_size: 2,
         }),
         EventPayload::ParentSelected(ParentSelected {
             generation: 1,
@@ -578,12 +658,14 @@ pub fn samples() -> Vec<EventPayload> {
             generation: 1,
             candidate_id: 0,
             component: "system_prompt".into(),
+            r#gen: 1,
             feedback: vec!["be brief".into()],
         }),
         EventPayload::ReflectionFinished(ReflectionFinished {
             generation: 1,
             component: "system_prompt".into(),
             rule_based: true,
+            r#gen: 1,
         }),
         EventPayload::CandidateProposed(CandidateProposed {
             generation: 1,
@@ -600,18 +682,27 @@ pub fn samples() -> Vec<EventPayload> {
             candidate_id: 1,
             score: 1.0,
             val_scores: scores.clone(),
+            cost: 0.5,
+            len: 12,
         }),
         EventPayload::JudgeScored(JudgeScored {
             example_id: "e".into(),
             score: 0.7,
+            id: "e".into(),
+            judge_score: 0.7,
         }),
         EventPayload::FrontierUpdated(FrontierUpdated {
             frontier: frontier.clone(),
             best_id: 1,
             best_score: 0.5,
+            r#gen: 1,
+            size: 1,
+            best: 0.5,
         }),
         EventPayload::LessonsUpdated(LessonsUpdated {
             lessons: vec!["l".into()],
+            count: 1,
+            sample: vec!["l".into()],
         }),
         EventPayload::MergeAttempted(MergeAttempted {
             generation: 3,
@@ -626,6 +717,8 @@ pub fn samples() -> Vec<EventPayload> {
         EventPayload::EvalStarted(EvalStarted {
             name: "toy_qa".into(),
             total: 3,
+            task: "t".into(),
+            examples: 3,
         }),
         EventPayload::EvalCase(case.clone()),
         EventPayload::EvalFinished(EvalFinished {

@@ -57,6 +57,24 @@ impl OptimizerService for OptimizerServiceImpl {
             job_id: created.job_id,
         }))
     }
+
+    async fn estimate_job(
+        &self,
+        request: Request<pb::OptimizeRequest>,
+    ) -> Result<Response<pb::EstimateJobResponse>, Status> {
+        let create =
+            convert::create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
+        let estimate = crate::optimizer::gepa::estimate_request(
+            &create.spec,
+            self.runtime.settings(),
+            self.runtime.store().as_ref(),
+        )
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(super::convert_gepa::estimate_to_pb(
+            &estimate,
+        )))
+    }
 }
 
 /// `innerloop.v1.JobService`.

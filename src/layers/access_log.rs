@@ -83,7 +83,35 @@ pub fn propagate_to_grpc(
     });
 }
 
-/// A path with ids replaced by `{id}`, to keep metric labels bounded.
+/// The label of every path that is not one of the edge's routes: random 404 paths must not
+/// become metric series of their own.
+pub const UNMATCHED: &str = "unmatched";
+
+/// The edge's routes, relative to `/v1` (aliases drop the prefix), with ids as `{id}`.
+const KNOWN_ROUTES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/version",
+    "/metrics",
+    "/metricsz",
+    "/openapi.json",
+    "/optimize",
+    "/optimize/{id}",
+    "/optimize/{id}/events",
+    "/optimize/{id}/stream-token",
+    "/admin/jobs",
+    "/admin/jobs/{id}",
+    "/admin/jobs/{id}/cancel",
+    "/examples",
+    "/examples/bulk",
+    "/examples/{id}",
+    "/eval/start",
+    "/eval/{id}",
+    "/eval/{id}/events",
+];
+
+/// A path with ids replaced by `{id}` when it is one of the edge's routes, else
+/// [`UNMATCHED`]: the metric label set stays bounded whatever clients send.
 pub fn route_template(path: &str) -> String {
     const COLLECTIONS: &[&str] = &["optimize", "jobs", "eval", "examples"];
     const LITERALS: &[&str] = &["start", "bulk", "events", "cancel", "stream-token"];
@@ -98,7 +126,46 @@ pub fn route_template(path: &str) -> String {
         }
         previous = segment;
     }
-    if out.is_empty() { "/".into() } else { out }
+    let relative = out.strip_prefix("/v1").unwrap_or(&out);
+    if KNOWN_ROUTES.contains(&relative) {
+        out
+    } else {
+        UNMATCHED.to_string()
+    }
+}
+
+/// Every RPC path this process serves (from the proto descriptor, plus health and
+/// reflection), so unknown gRPC paths share one label too.
+fn known_rpc(path: &str) -> bool {
+    static KNOWN: std::sync::LazyLock<std::collections::HashSet<String>> =
+        std::sync::LazyLock::new(|| {
+            use prost::Message;
+            let mut known: std::collections::HashSet<String> = [
+                "/grpc.health.v1.Health/Check",
+                "/grpc.health.v1.Health/Watch",
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect();
+            let set = prost_types::FileDescriptorSet::decode(crate::grpc::pb::FILE_DESCRIPTOR_SET)
+                .unwrap_or_default();
+            for file in &set.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        known.insert(format!(
+                            "/{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+            known
+        });
+    KNOWN.contains(path)
 }
 
 /// Applies [`AccessLogService`].
@@ -205,7 +272,11 @@ where
         let method = req.method().to_string();
         let path = req.uri().path().to_string();
         let route = if grpc {
-            path.clone()
+            if known_rpc(&path) {
+                path.clone()
+            } else {
+                UNMATCHED.to_string()
+            }
         } else {
             route_template(&path)
         };
@@ -262,10 +333,10 @@ where
                 );
                 let m = metrics::global();
                 if grpc {
-                    let (service, rpc) = path
+                    let (service, rpc) = route
                         .trim_start_matches('/')
                         .split_once('/')
-                        .unwrap_or(("", path.as_str()));
+                        .unwrap_or((UNMATCHED, UNMATCHED));
                     m.grpc_handled
                         .get_or_create(&GrpcLabels {
                             grpc_service: service.into(),
@@ -323,6 +394,16 @@ mod tests {
         );
         assert_eq!(route_template("/v1/eval/start"), "/v1/eval/start");
         assert_eq!(route_template("/v1/healthz"), "/v1/healthz");
+        assert_eq!(route_template("/optimize/j1"), "/optimize/{id}");
+    }
+
+    #[test]
+    fn unknown_paths_share_one_label() {
+        assert_eq!(route_template("/v1/nope-123"), UNMATCHED);
+        assert_eq!(route_template("/v1/optimize/j1/x/y"), UNMATCHED);
+        assert_eq!(route_template("/"), UNMATCHED);
+        assert!(known_rpc("/innerloop.v1.JobService/GetJob"));
+        assert!(!known_rpc("/innerloop.v1.JobService/Nope"));
     }
 
     #[test]

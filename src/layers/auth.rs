@@ -6,7 +6,11 @@
 //! restart. Comparison is constant time (both sides hashed, then compared without early exit,
 //! against every token). A verified caller becomes a [`Principal`] whose id is a short hash of
 //! the token — never the token — set as a request and a response extension for the rate
-//! limiter and the access log. Health, readiness and reflection are public. SSE routes also
+//! limiter and the access log. Health, readiness and reflection are public, and so are the
+//! metrics unless `METRICS_REQUIRE_AUTH` is set. `REQUIRE_AUTH=false` keeps the original's
+//! meaning: a client that presents no credential may create a job (`POST /v1/optimize`,
+//! `POST /optimize`, gRPC `CreateJob`) and do nothing else; only `--dev` (`dev_mode`) turns
+//! authentication off everywhere. SSE routes also
 //! accept `?access_token=<stream token>` for their own job ([`super::stream_token`]); gRPC
 //! `WatchJob` accepts the same token as a bearer (the edge forwards it), checked against the
 //! `job_id` of the request message.
@@ -73,7 +77,12 @@ struct TokenFile {
 
 /// The token set and the rules; shared by every layer instance.
 pub struct Authenticator {
+    /// False only in dev mode.
     required: bool,
+    /// `REQUIRE_AUTH=false`: anonymous job creation is allowed.
+    anonymous_create: bool,
+    /// Metrics answer without a token (`METRICS_REQUIRE_AUTH=false`, the default).
+    public_metrics: bool,
     configured: Vec<[u8; 32]>,
     file: RwLock<Option<TokenFile>>,
     pub stream_tokens: StreamTokens,
@@ -96,7 +105,9 @@ fn parse_token_file(text: &str) -> Vec<String> {
 impl Authenticator {
     pub fn from_settings(settings: &Settings) -> Authenticator {
         let auth = Authenticator {
-            required: settings.require_auth,
+            required: !settings.dev_mode,
+            anonymous_create: !settings.require_auth,
+            public_metrics: !settings.metrics_require_auth,
             configured: settings
                 .api_bearer_tokens
                 .iter()
@@ -128,9 +139,24 @@ impl Authenticator {
         auth
     }
 
-    /// Whether authentication is on.
+    /// Whether authentication is on (everywhere but in dev mode).
     pub fn required(&self) -> bool {
         self.required
+    }
+
+    /// Whether `req` may pass without a credential on top of the public routes: the metrics
+    /// (unless `METRICS_REQUIRE_AUTH`), and job creation when `REQUIRE_AUTH=false` and the
+    /// client presented no credential at all (a wrong token is still a 401, as in the original).
+    fn lets_anonymous<B>(&self, req: &Request<B>) -> bool {
+        let path = req.uri().path();
+        if self.public_metrics && METRICS_PATHS.contains(&path) {
+            return true;
+        }
+        if !self.anonymous_create || req.headers().contains_key(header::AUTHORIZATION) {
+            return false;
+        }
+        let rest_create = req.method() == http::Method::POST && CREATE_PATHS.contains(&path);
+        rest_create || (is_grpc(req) && path == GRPC_CREATE)
     }
 
     fn reload_file_blocking(&self) {
@@ -182,13 +208,29 @@ impl Authenticator {
     }
 }
 
-/// Logs a loud warning when authentication is off on a non-loopback address.
+/// The metrics routes (public unless `METRICS_REQUIRE_AUTH`).
+const METRICS_PATHS: &[&str] = &["/v1/metrics", "/v1/metricsz", "/metrics", "/metricsz"];
+/// Job creation, open to anonymous clients when `REQUIRE_AUTH=false`.
+const CREATE_PATHS: &[&str] = &["/v1/optimize", "/optimize"];
+const GRPC_CREATE: &str = "/innerloop.v1.OptimizerService/CreateJob";
+
+/// Logs a loud warning when authentication is off (`--dev`) on a non-loopback address, and a
+/// milder one when `REQUIRE_AUTH=false` lets anyone who can reach it create jobs.
 pub fn warn_if_unprotected(settings: &Settings, addr: SocketAddr, surface: &str) {
-    if !settings.require_auth && !addr.ip().is_loopback() {
+    if addr.ip().is_loopback() {
+        return;
+    }
+    if settings.dev_mode {
         tracing::warn!(
             %addr,
             surface,
-            "AUTHENTICATION IS OFF (REQUIRE_AUTH=false or --dev) ON A NON-LOOPBACK ADDRESS: anyone who can reach it can create, read and cancel jobs"
+            "AUTHENTICATION IS OFF (--dev) ON A NON-LOOPBACK ADDRESS: anyone who can reach it can create, read and cancel jobs"
+        );
+    } else if !settings.require_auth {
+        tracing::warn!(
+            %addr,
+            surface,
+            "REQUIRE_AUTH=false on a non-loopback address: anyone who can reach it can create jobs (reading them still needs a token)"
         );
     }
 }
@@ -291,6 +333,9 @@ where
             let grpc = is_grpc(&req);
             let kind = route_kind(req.uri().path());
             if !auth.required() || kind == RouteKind::Public {
+                return inner.call(req).await;
+            }
+            if auth.lets_anonymous(&req) {
                 return inner.call(req).await;
             }
             let principal = match (bearer(&req), &kind) {

@@ -180,10 +180,11 @@ impl<B> GrpcMessageLimit<B> {
                 ]) as usize;
                 self.header.clear();
                 if len > self.limit {
-                    return Err(tonic::Status::resource_exhausted(format!(
-                        "request message of {len} bytes exceeds {} bytes",
-                        self.limit
-                    )));
+                    // Encoded as the services encode errors, so an edge in front of this core
+                    // answers 413 `payload_too_large`, not 429.
+                    return Err(crate::grpc::convert::status_from_error(
+                        &Error::PayloadTooLarge { limit: self.limit },
+                    ));
                 }
                 self.remaining = len;
             }

@@ -23,6 +23,7 @@ pub mod access_log;
 pub mod auth;
 pub mod body_limit;
 pub mod client_ip;
+pub mod connections;
 pub mod forward;
 pub mod http_server;
 pub mod rate_limit;
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, header};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -159,8 +160,10 @@ pub fn path_job_id(path: &str) -> Option<&str> {
     (!id.is_empty() && id != "start" && id != "bulk").then_some(id)
 }
 
-/// An error response in the protocol of the request: a gRPC status (HTTP 200, `grpc-status` in
-/// the headers, `retry-after` metadata when rate limited) or the contract's JSON error body
+/// An error response in the protocol of the request: a gRPC status encoded exactly as the
+/// services encode theirs ([`crate::grpc::convert::status_from_error`]: an `ErrorInfo` whose
+/// reason is the contract's code, `RetryInfo` and `retry-after` when rate limited), so an edge
+/// in front of this core maps it back to the same HTTP answer; or the contract's JSON error body
 /// (`{"error":{"code","message","details"}}`, with `Retry-After` when rate limited).
 pub fn reject<B: LayerBody>(grpc: bool, error: &Error) -> Response<B> {
     let code = error.code();
@@ -169,13 +172,7 @@ pub fn reject<B: LayerBody>(grpc: bool, error: &Error) -> Response<B> {
         _ => None,
     };
     let mut response = if grpc {
-        let mut status = tonic::Status::new(code.grpc_code(), error.to_string());
-        if let Some(value) = &retry_after
-            && let Ok(meta) = tonic::metadata::MetadataValue::try_from(value.as_bytes())
-        {
-            status.metadata_mut().insert("retry-after", meta);
-        }
-        status.into_http::<B>()
+        crate::grpc::convert::status_from_error(error).into_http::<B>()
     } else {
         let body = serde_json::json!({
             "error": {"code": code.as_str(), "message": error.to_string(), "details": error.details()}
@@ -194,22 +191,15 @@ pub fn reject<B: LayerBody>(grpc: bool, error: &Error) -> Response<B> {
     response
 }
 
-/// A timeout answer: 504 `deadline_exceeded` on HTTP, DEADLINE_EXCEEDED on gRPC.
+/// A timeout answer: 504 `deadline_exceeded` on HTTP, DEADLINE_EXCEEDED (with the same
+/// `ErrorInfo`) on gRPC.
 pub fn reject_deadline<B: LayerBody>(grpc: bool, after: Duration) -> Response<B> {
-    let message = format!("request took longer than {} s", after.as_secs_f64());
-    if grpc {
-        return tonic::Status::deadline_exceeded(message).into_http::<B>();
-    }
-    let body = serde_json::json!({
-        "error": {"code": "deadline_exceeded", "message": message, "details": {}}
-    });
-    let mut response = Response::new(B::full(Bytes::from(body.to_string())));
-    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    reject(
+        grpc,
+        &Error::DeadlineExceeded {
+            after_s: after.as_secs_f64(),
+        },
+    )
 }
 
 /// The slowloris guard for an HTTP/1 server: how long a client may take to send its request head.
@@ -284,10 +274,13 @@ impl Protections {
 
     /// Protects the edge's app: adds `/v1/metrics`, `/v1/metricsz` (and aliases) and
     /// `POST /v1/optimize/{id}/stream-token`, then wraps everything in [`Self::http_layers`].
+    /// The deprecation headers go outside them, so the layers' own answers on a legacy path
+    /// (401, 413, 429, 503) carry them too.
     pub fn wrap_edge(&self, app: axum::Router) -> axum::Router {
         app.merge(crate::metrics::router())
             .merge(stream_token::router(self.auth.stream_tokens.clone()))
             .layer(self.http_layers())
+            .layer(axum::middleware::from_fn(crate::edge::extract::deprecation))
     }
 
     /// For the edge's in-process upstream (no TCP hop): only the access log, so each RPC still

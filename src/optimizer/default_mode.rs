@@ -7,8 +7,10 @@
 //! Submodules: [`mutation`] (operators, crossover), [`pareto_v1`] (front, dominance, tie-break),
 //! [`objectives`] (brevity, diversity, coverage), [`judge`] (stub and model judge, tournament),
 //! [`retrieval`] (TF-IDF over stored examples). The runtime owns `started`, the terminal event,
-//! the deadline and cancellation; this loop emits `mutation`, `progress`, `selected` per round
-//! and possibly `early_stop`.
+//! the deadline (`MAX_WALL_TIME_S`: past it the job fails `deadline_exceeded`) and
+//! cancellation; this loop emits `mutation`, `progress`, `selected` per round and possibly
+//! `early_stop`, and pauses `DEFAULT_MODE_ITERATION_DELAY_MS` after each round as the original
+//! did.
 
 pub mod judge;
 pub mod mutation;
@@ -68,6 +70,8 @@ struct Plan {
     max_candidates: usize,
     top_n: usize,
     pareto_v2: bool,
+    /// `DEFAULT_MODE_ITERATION_DELAY_MS` after every iteration.
+    pause: Duration,
 }
 
 impl Plan {
@@ -118,10 +122,14 @@ impl Plan {
                 .target_model_id
                 .clone()
                 .unwrap_or_else(|| settings.target_model_default.clone()),
-            rubric: spec
-                .evaluation_rubric
-                .clone()
-                .or_else(|| settings.evaluation_rubric_default.clone()),
+            // Never empty: the request's, else `EVALUATION_RUBRIC_DEFAULT` (the original's).
+            rubric: Some(
+                spec.evaluation_rubric
+                    .clone()
+                    .filter(|r| !r.trim().is_empty())
+                    .unwrap_or_else(|| settings.default_rubric()),
+            ),
+            pause: Duration::from_millis(settings.default_mode_iteration_delay_ms),
             tournament_size: spec.tournament_size.unwrap_or(settings.tournament_size) as usize,
             recombination_rate: spec
                 .recombination_rate
@@ -339,6 +347,14 @@ impl Optimizer for DefaultOptimizer {
             }
             base = chosen;
             pool = ranked;
+            // The original's pacing (`asyncio.sleep(0.05)` after each iteration): clients rely
+            // on a fresh job still running when they cancel it, and on pings in the gaps.
+            if !plan.pause.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(plan.pause) => {}
+                    _ = ctx.cancel.cancelled() => return Err(Stopped.into()),
+                }
+            }
         }
 
         // The best candidate's scores as reported when it was chosen (the same inputs would give

@@ -1,7 +1,8 @@
 //! Eval jobs (`mode: eval`): score one prompt on a dataset (a built-in pack or the stored
 //! examples) with the job's metrics, concurrently (`EVAL_MAX_CONCURRENCY` per job under the
 //! global cap), streaming `eval_case` per example in dataset order, then `eval_finished`.
-//! Metric calls are reserved before dispatch like GEPA's.
+//! Metric calls are reserved before dispatch like GEPA's. The request's `name` is only a label
+//! (as in the original); `eval_started` carries the original's `{task, examples}` too.
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -12,6 +13,10 @@ use super::gepa::{Models, load_examples, metrics_for};
 use super::{JobContext, OptimizeError, Optimizer};
 use crate::domain::gepa::{EvalCase, EvalFinished, EvalResult, EvalStarted};
 use crate::domain::{EventPayload, JobResult};
+
+/// The system prompt of an eval request that names none (its `task` is then the first
+/// example's input, as in the original).
+pub const DEFAULT_EVAL_PROMPT: &str = "You are a helpful assistant. Answer concisely.";
 
 /// Runs eval jobs.
 pub struct EvalOptimizer {
@@ -36,14 +41,27 @@ impl Optimizer for EvalOptimizer {
             .map_or(settings.eval_max_examples, |n| n as usize)
             .min(settings.eval_max_examples);
         examples.truncate(cap);
-        let name = spec
-            .dataset
-            .as_ref()
-            .map_or_else(|| "examples".to_string(), |d| d.name.clone());
+        // The label the client gave (`name`), else the dataset's name.
+        let name = spec.eval_name.clone().unwrap_or_else(|| {
+            spec.dataset
+                .as_ref()
+                .map_or_else(|| "examples".to_string(), |d| d.name.clone())
+        });
+        // The original's `task`: the prompt, or the first example's input when none was given.
+        let task = if spec.prompt == DEFAULT_EVAL_PROMPT {
+            examples
+                .first()
+                .map(|e| e.input.clone())
+                .unwrap_or_default()
+        } else {
+            spec.prompt.clone()
+        };
         ctx.events
             .emit(EventPayload::EvalStarted(EvalStarted {
                 name: name.clone(),
                 total: examples.len() as u32,
+                task,
+                examples: examples.len() as u32,
             }))
             .await?;
         let mut budget = Budget::new(

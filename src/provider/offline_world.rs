@@ -522,6 +522,18 @@ impl ModelProvider for OfflineWorld {
         "offline_world"
     }
 
+    #[tracing::instrument(
+        name = "provider_call",
+        skip_all,
+        fields(
+            otel.name = "provider_call",
+            provider = "offline_world",
+            model = %request.model,
+            attempts = 1,
+            prompt_tokens = tracing::field::Empty,
+            completion_tokens = tracing::field::Empty,
+        )
+    )]
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
@@ -533,6 +545,9 @@ impl ModelProvider for OfflineWorld {
             .map(|m| m.content.split_whitespace().count() as u64)
             .sum();
         let completion_tokens = text.split_whitespace().count() as u64;
+        let span = tracing::Span::current();
+        span.record("prompt_tokens", prompt_tokens);
+        span.record("completion_tokens", completion_tokens);
         Ok(Completion {
             text,
             usage: Usage {

@@ -14,6 +14,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::store_health::StoreHealth;
 use crate::domain::{Event, JobRecord};
 use crate::store::{JobStore, JobUpdate, PendingEvent, Turn, WriteBatch};
 
@@ -60,6 +61,11 @@ pub(crate) struct LiveJob {
     pub halted: tokio::sync::Notify,
     /// The acknowledgement of the newest event its optimizer emitted without waiting.
     unacked: Mutex<Option<(u64, Ack)>>,
+    /// Why one of its events could not be written (set by the writer, which then cancels the
+    /// job so the runtime ends it: see `Inner::end_unpersisted`).
+    store_failure: std::sync::OnceLock<String>,
+    /// Claimed by whoever ends the job after a store failure (once).
+    ended_unpersisted: std::sync::atomic::AtomicBool,
     /// Human feedback and candidates (`SteerJob`), handed to every run of the job.
     pub steering: crate::workbench::Steering,
 }
@@ -86,8 +92,34 @@ impl LiveJob {
             cancel: CancellationToken::new(),
             halted: tokio::sync::Notify::new(),
             unacked: Mutex::new(None),
+            store_failure: std::sync::OnceLock::new(),
+            ended_unpersisted: std::sync::atomic::AtomicBool::new(false),
             steering: crate::workbench::Steering::default(),
         }
+    }
+
+    /// One of this job's writes failed for good: remember why and stop the job.
+    pub fn fail_store(&self, error: &str) {
+        let _ = self.store_failure.set(error.to_string());
+        self.cancel.cancel();
+    }
+
+    /// Why one of its writes failed, if one did.
+    pub fn store_failure(&self) -> Option<&str> {
+        self.store_failure.get().map(String::as_str)
+    }
+
+    /// True for the first caller only: it ends the job after a store failure.
+    pub fn claim_unpersisted_end(&self) -> bool {
+        !self
+            .ended_unpersisted
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Hands an event that could not be made durable to the watchers: only the terminal event
+    /// that tells them a store failure ended the job.
+    pub fn publish_unpersisted(&self, event: Arc<Event>) {
+        self.publish(event);
     }
 
     /// Remembers the newest unacknowledged event; returns the one it replaces.
@@ -230,12 +262,15 @@ impl EventWriter {
     /// runnable job; on its own thread it is woken directly. It still runs on the caller's
     /// runtime (`Handle::block_on`), so database connections opened by a commit belong to the
     /// runtime's I/O driver like every other connection of the store.
-    pub fn spawn(store: Arc<dyn JobStore>, queue: usize) -> Self {
+    ///
+    /// A batch that fails for good marks `health` (cleared by the next batch that commits) and
+    /// stops every job whose event it held.
+    pub fn spawn(store: Arc<dyn JobStore>, queue: usize, health: Arc<StoreHealth>) -> Self {
         let (tx, rx) = mpsc::channel::<Request>(queue.max(16));
         let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("innerloop-writer".into())
-            .spawn(move || runtime.block_on(run_writer(store, rx)))
+            .spawn(move || runtime.block_on(run_writer(store, rx, health)))
             .expect("start the event writer thread");
         EventWriter { tx }
     }
@@ -293,7 +328,11 @@ type InFlight = futures_util::future::BoxFuture<'static, std::thread::Result<Com
 /// prepared (the store renders its rows before it needs the connection). Commits still land in
 /// queue order (N+1 takes its turn when N is done), and batches finish — publish, acknowledge —
 /// strictly in order.
-async fn run_writer(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<Request>) {
+async fn run_writer(
+    store: Arc<dyn JobStore>,
+    mut rx: mpsc::Receiver<Request>,
+    health: Arc<StoreHealth>,
+) {
     let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     // Resolves when the newest commit is done.
     let mut turn: Option<oneshot::Receiver<()>> = None;
@@ -305,7 +344,7 @@ async fn run_writer(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<Request>) {
         if inflight.len() >= 2 || (!open && !inflight.is_empty()) {
             // N+1 is prepared: finish N before taking more.
             if let Some(done) = inflight.next().await {
-                finish(done);
+                finish(done, &health);
             }
             continue;
         }
@@ -322,7 +361,7 @@ async fn run_writer(store: Arc<dyn JobStore>, mut rx: mpsc::Receiver<Request>) {
                 }
             }
             Some(done) = inflight.next(), if !inflight.is_empty() => {
-                finish(done);
+                finish(done, &health);
                 continue;
             }
         }
@@ -411,7 +450,7 @@ fn assemble(requests: &mut Vec<Request>) -> (WriteBatch, Parts) {
 }
 
 /// Publishes and acknowledges a committed batch, in request order.
-fn finish(joined: std::thread::Result<Committed>) {
+fn finish(joined: std::thread::Result<Committed>, health: &StoreHealth) {
     let Ok(Committed {
         batch,
         parts,
@@ -423,23 +462,26 @@ fn finish(joined: std::thread::Result<Committed>) {
         tracing::error!("batch commit panicked");
         return;
     };
-    match outcome {
-        Outcome::Batch(outcome) => {
-            for (part, ack) in parts {
-                if outcome.is_ok() {
-                    part.publish(&batch);
+    let outcomes = match outcome {
+        Outcome::Batch(outcome) => vec![outcome; parts.len()],
+        Outcome::Each(outcomes) => outcomes,
+    };
+    match outcomes.iter().find_map(|o| o.as_ref().err()) {
+        Some(err) => health.write_failed(err),
+        None => health.write_succeeded(),
+    }
+    for ((part, ack), outcome) in parts.into_iter().zip(outcomes) {
+        match &outcome {
+            Ok(()) => part.publish(&batch),
+            // An event that is not durable never reaches a watcher: its job cannot go on (its
+            // log would have a hole), so it is stopped and ended by the runtime.
+            Err(err) => {
+                if let Part::Event { job, .. } = &part {
+                    job.fail_store(err);
                 }
-                let _ = ack.send(outcome.clone());
             }
         }
-        Outcome::Each(outcomes) => {
-            for ((part, ack), outcome) in parts.into_iter().zip(outcomes) {
-                if outcome.is_ok() {
-                    part.publish(&batch);
-                }
-                let _ = ack.send(outcome);
-            }
-        }
+        let _ = ack.send(outcome);
     }
 }
 
@@ -579,6 +621,12 @@ mod tests {
         async fn get_checkpoint(&self, id: &str) -> Result<Option<serde_json::Value>> {
             self.0.get_checkpoint(id).await
         }
+        async fn append_checkpoint_part(&self, id: &str, part: &str) -> Result<()> {
+            self.0.append_checkpoint_part(id, part).await
+        }
+        async fn checkpoint_parts(&self, id: &str) -> Result<Vec<String>> {
+            self.0.checkpoint_parts(id).await
+        }
     }
 
     fn record(id: &str) -> JobRecord {
@@ -610,7 +658,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_commit_is_not_overtaken_by_the_next_batch() {
         let store = Arc::new(Picky(MemoryStore::new()));
-        let writer = EventWriter::spawn(store.clone(), 16);
+        let writer = EventWriter::spawn(store.clone(), 16, Arc::default());
         let job = Arc::new(LiveJob::new(record("job"), 8));
         let event = |id: u64| PendingEvent {
             event: Arc::new(Event {
@@ -649,7 +697,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_that_fails_on_its_own_does_not_fail_its_batch_neighbours() {
         let store = Arc::new(Picky(MemoryStore::new()));
-        let writer = EventWriter::spawn(store.clone(), 16);
+        let writer = EventWriter::spawn(store.clone(), 16, Arc::default());
         // Queued back to back (the writer has not run yet): one batch.
         let good = writer.insert(record("good")).await;
         let bad = writer.insert(record("bad")).await;

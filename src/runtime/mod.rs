@@ -3,6 +3,7 @@
 //! Transports call it; it knows nothing about HTTP or gRPC.
 
 mod event_log;
+mod store_health;
 mod watch;
 
 use std::collections::HashMap;
@@ -26,6 +27,8 @@ use crate::store::{
 };
 
 use event_log::{EventWriter, HaltReason, LiveJob};
+pub use store_health::Problems as StoreProblems;
+use store_health::StoreHealth;
 pub use watch::WatchStream;
 
 /// Page size cap of [`JobRuntime::list`].
@@ -68,6 +71,8 @@ struct Inner {
     /// Background loops (reaper); cancelled on shutdown.
     stop: CancellationToken,
     draining: AtomicBool,
+    /// Whether the store takes writes (see [`store_health`]).
+    health: Arc<StoreHealth>,
 }
 
 impl JobRuntime {
@@ -77,7 +82,8 @@ impl JobRuntime {
         store: Arc<dyn JobStore>,
         optimizers: HashMap<Mode, Arc<dyn Optimizer>>,
     ) -> Result<JobRuntime> {
-        let writer = EventWriter::spawn(store.clone(), event_log::WRITER_QUEUE);
+        let health = Arc::new(StoreHealth::default());
+        let writer = EventWriter::spawn(store.clone(), event_log::WRITER_QUEUE, health.clone());
         let runtime = JobRuntime {
             inner: Arc::new(Inner {
                 settings,
@@ -88,10 +94,12 @@ impl JobRuntime {
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 draining: AtomicBool::new(false),
+                health,
             }),
         };
         runtime.recover_interrupted().await?;
         runtime.spawn_reaper();
+        runtime.spawn_store_monitor();
         Ok(runtime)
     }
 
@@ -106,6 +114,47 @@ impl JobRuntime {
     /// False once shutdown has begun (readiness probes use it).
     pub fn is_accepting(&self) -> bool {
         !self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// What keeps the store from taking writes, if anything (readiness turns off while it
+    /// lasts).
+    pub fn store_problems(&self) -> StoreProblems {
+        self.inner.health.problems()
+    }
+
+    /// Changes of [`Self::store_problems`].
+    pub fn subscribe_store_problems(&self) -> tokio::sync::watch::Receiver<StoreProblems> {
+        self.inner.health.subscribe()
+    }
+
+    /// Watches the store's health until shutdown: probes a failing store, notices its SQLite
+    /// files disappearing, and then stops every live job (each ends `store_unavailable`).
+    fn spawn_store_monitor(&self) {
+        let sqlite =
+            (self.inner.store.kind() == "sqlite").then(|| self.inner.settings.sqlite_file());
+        tokio::spawn(store_health::monitor(
+            self.inner.health.clone(),
+            self.inner.store.clone(),
+            sqlite,
+            self.inner.stop.clone(),
+        ));
+        let inner = self.inner.clone();
+        let mut problems = self.inner.health.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = inner.stop.cancelled() => return,
+                    changed = problems.changed() => if changed.is_err() { return },
+                }
+                let lost = problems.borrow_and_update().files.clone();
+                if let Some(lost) = lost {
+                    let jobs: Vec<Arc<LiveJob>> = inner.live_map().values().cloned().collect();
+                    for job in jobs {
+                        job.fail_store(&lost);
+                    }
+                }
+            }
+        });
     }
 
     /// Creates a job (or returns the one an unexpired idempotency key names) and starts it.
@@ -124,6 +173,9 @@ impl JobRuntime {
     ) -> Result<Created> {
         if !self.is_accepting() {
             return Err(Error::Unavailable("server is shutting down".into()));
+        }
+        if let Some(why) = self.inner.health.problems().describe() {
+            return Err(Error::Unavailable(why));
         }
         let Some(optimizer) = self.inner.optimizers.get(&spec.mode) else {
             return Err(Error::invalid(
@@ -765,7 +817,7 @@ impl Inner {
     /// Ends a live job with a terminal event (first caller wins; the event and the final record
     /// commit together) and releases it. `Err(Stopped)` when it was already terminal.
     async fn terminate(
-        &self,
+        self: &Arc<Self>,
         job: &Arc<LiveJob>,
         payload: EventPayload,
     ) -> Result<JobRecord, Stopped> {
@@ -774,7 +826,7 @@ impl Inner {
 
     /// [`Inner::terminate`] with the job's best-so-far result.
     async fn terminate_with(
-        &self,
+        self: &Arc<Self>,
         job: &Arc<LiveJob>,
         payload: EventPayload,
         partial: Option<JobResult>,
@@ -787,11 +839,76 @@ impl Inner {
         Self::await_ack(job, id, ack).await?;
         job.cancel.cancel();
         job.halted.notify_waiters();
+        if job.store_failure().is_some() {
+            // The terminal event itself could not be written.
+            return self.end_unpersisted(job).await.ok_or(Stopped);
+        }
         let record = job.state.lock().await.record.clone();
         self.live_map().remove(&job.id);
         crate::metrics::job_ended(record.status);
         tracing::info!(job_id = %job.id, status = %record.status, "job ended");
         Ok(record)
+    }
+
+    /// Ends a job one of whose writes failed for good (the writer stopped it): its watchers get
+    /// a terminal `failed` event with error `store_unavailable` at once (it cannot be durable
+    /// yet), and a background task writes that ending once the store takes writes again (until
+    /// shutdown; a restart's recovery ends the job otherwise). `None` when someone else ended it.
+    async fn end_unpersisted(self: &Arc<Self>, job: &Arc<LiveJob>) -> Option<JobRecord> {
+        if !job.claim_unpersisted_end() {
+            return None;
+        }
+        let reason = job.store_failure().unwrap_or("write failed").to_string();
+        let payload = EventPayload::Failed {
+            error: "store_unavailable".into(),
+            message: format!(
+                "the job's progress could not be saved ({reason}); the job was stopped"
+            ),
+        };
+        let (event, record) = {
+            let mut state = job.state.lock().await;
+            let id = state.next_id;
+            state.next_id += 1;
+            apply_terminal(&mut state.record, &payload, id, None);
+            let event = Arc::new(Event {
+                id,
+                job_id: job.id.clone(),
+                ts: now_epoch_s(),
+                payload,
+            });
+            (event, state.record.clone())
+        };
+        job.cancel.cancel();
+        // Stays in the live map (readers get its final state from memory, late watchers its
+        // terminal event from the ring) until the ending is saved.
+        job.publish_unpersisted(event.clone());
+        crate::metrics::job_ended(record.status);
+        tracing::error!(job_id = %job.id, error = %reason, "job ended: its events could not be saved");
+        let batch = WriteBatch {
+            events: vec![PendingEvent::rendered(event)],
+            updates: vec![JobUpdate::of(&record)],
+            ..WriteBatch::default()
+        };
+        let inner = self.clone();
+        let job_id = job.id.clone();
+        // Not on `tasks`: shutdown must not wait for a store that may never come back.
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = inner.stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+                if inner.health.problems().files.is_some() {
+                    return;
+                }
+                if inner.store.write(&batch).await.is_ok() {
+                    inner.live_map().remove(&job_id);
+                    tracing::info!(job_id = %job_id, "ending of a job stopped by a store failure saved");
+                    return;
+                }
+            }
+        });
+        Some(record)
     }
 
     /// Marks a job running, in memory and in the store, and returns its run's halt token
@@ -905,12 +1022,22 @@ impl Inner {
             Duration::from_secs_f64(crate::optimizer::wall_time_s(&spec, &self.settings));
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(deadline, optimizer.run(ctx)) => outcome,
-            // Whoever cancelled already wrote the terminal event.
-            _ = job.cancel.cancelled() => return,
+            // Whoever cancelled already wrote the terminal event, unless a store failure did.
+            _ = job.cancel.cancelled() => {
+                if job.store_failure().is_some() {
+                    self.end_unpersisted(&job).await;
+                }
+                return;
+            }
         };
         let payload = match outcome {
             Ok(Ok(result)) => EventPayload::Finished(result),
-            Ok(Err(OptimizeError::Stopped)) => return,
+            Ok(Err(OptimizeError::Stopped)) => {
+                if job.store_failure().is_some() {
+                    self.end_unpersisted(&job).await;
+                }
+                return;
+            }
             Ok(Err(OptimizeError::Halted)) => {
                 self.after_halt(&job).await;
                 return;

@@ -18,6 +18,7 @@ struct State {
     idempotency: HashMap<String, (JobId, f64, Option<String>)>,
     examples: BTreeMap<String, Example>,
     checkpoints: HashMap<JobId, serde_json::Value>,
+    checkpoint_parts: HashMap<JobId, Vec<String>>,
 }
 
 /// A [`JobStore`] that keeps everything in process memory.
@@ -129,6 +130,7 @@ impl JobStore for MemoryStore {
         let mut state = self.lock();
         state.events.remove(id);
         state.checkpoints.remove(id);
+        state.checkpoint_parts.remove(id);
         state.idempotency.retain(|_, (job, _, _)| job != id);
         Ok(state.jobs.remove(id).is_some())
     }
@@ -207,6 +209,7 @@ impl JobStore for MemoryStore {
             state.jobs.remove(id);
             state.events.remove(id);
             state.checkpoints.remove(id);
+            state.checkpoint_parts.remove(id);
         }
         let State {
             jobs, idempotency, ..
@@ -243,10 +246,30 @@ impl JobStore for MemoryStore {
     }
 
     async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()> {
-        self.lock()
+        let mut state = self.lock();
+        state
             .checkpoints
             .insert(job_id.to_string(), checkpoint.clone());
+        state.checkpoint_parts.remove(job_id);
         Ok(())
+    }
+
+    async fn append_checkpoint_part(&self, job_id: &str, part: &str) -> Result<()> {
+        self.lock()
+            .checkpoint_parts
+            .entry(job_id.to_string())
+            .or_default()
+            .push(part.to_string());
+        Ok(())
+    }
+
+    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .lock()
+            .checkpoint_parts
+            .get(job_id)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>> {

@@ -232,9 +232,15 @@ pub trait JobStore: Send + Sync + 'static {
     async fn list_examples(&self, limit: usize, offset: usize) -> Result<Vec<Example>>;
     async fn delete_example(&self, id: &str) -> Result<bool>;
 
-    /// Saves an engine checkpoint for a job, replacing the previous one.
+    /// Saves an engine checkpoint for a job (the base), replacing the previous one and its
+    /// parts, in one commit.
     async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()>;
     async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>>;
+    /// Appends a part (JSON text: what changed since the base or the previous part) to a job's
+    /// checkpoint. Incremental checkpoints write these instead of rewriting the base.
+    async fn append_checkpoint_part(&self, job_id: &str, part: &str) -> Result<()>;
+    /// The parts appended since the base, in order.
+    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>>;
 }
 
 /// Opens the store `JOB_STORE` names: SQLite creates its data directory and file when missing;

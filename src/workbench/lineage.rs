@@ -227,6 +227,8 @@ mod tests {
             candidate_id: id,
             score: (a + b) / 2.0,
             val_scores: BTreeMap::from([("v1".into(), a), ("v2".into(), b)]),
+            cost: 0.0,
+            len: 0,
         })
     }
 

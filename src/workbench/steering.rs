@@ -70,16 +70,11 @@ impl SteerRequest {
                 ));
             }
             for (name, text) in &c.components {
-                if name.is_empty()
-                    || text.trim().is_empty()
-                    || text.chars().count() > crate::domain::spec::MAX_PROMPT_CHARS
-                {
+                // No length cap of its own: MAX_REQUEST_BYTES bounds the body (issue 16).
+                if name.is_empty() || text.trim().is_empty() {
                     return Err(Error::invalid(
                         &["body", "candidate", "components", name.as_str()],
-                        format!(
-                            "component texts must be 1 to {} characters",
-                            crate::domain::spec::MAX_PROMPT_CHARS
-                        ),
+                        "component texts must not be empty",
                     ));
                 }
             }

@@ -26,6 +26,7 @@ pub fn test_settings() -> Settings {
     Settings {
         job_store: StoreKind::Memory,
         require_auth: false,
+        dev_mode: true,
         max_wall_time_s: 60.0,
         shutdown_grace_s: 5.0,
         ..Settings::default()

@@ -60,6 +60,7 @@ pub fn test_settings() -> Settings {
         shutdown_grace_s: 2.0,
         // These tests are about the edge; auth and limits are covered by tests/layers_*.
         require_auth: false,
+        dev_mode: true,
         rate_limit_per_min: 600_000,
         rate_limit_burst: 100_000,
         ..Settings::default()

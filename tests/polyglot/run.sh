@@ -15,7 +15,7 @@ rm -rf "$work/gen" && mkdir -p "$work/gen"
 touch "$work/gen/innerloop/__init__.py" "$work/gen/innerloop/v1/__init__.py"
 port=$("$work/venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 bin=${INNERLOOP_BIN:-$root/target/debug/innerloop}
-JOB_STORE=memory GRPC_PORT=$port PORT=0 REQUIRE_AUTH=false LOG_LEVEL=warn "$bin" serve &
+JOB_STORE=memory GRPC_PORT=$port PORT=0 LOG_LEVEL=warn "$bin" serve --dev &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

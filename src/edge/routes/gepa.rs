@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::edge::EdgeState;
 use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::{CallContext, JobIdPath, JsonBody, QueryPairs};
-use crate::edge::json::{CreatedJob, ExampleBody, ExampleId, resolve_target_model};
+use crate::edge::json::{CreatedJob, ExampleBody, ExampleId, OptimizeBody, resolve_target_model};
 use crate::grpc::convert;
 use crate::grpc::pb;
 use crate::grpc::pb::eval_service_client::EvalServiceClient;
@@ -43,9 +43,10 @@ pub struct ExamplePage {
 /// `POST /v1/eval/start` body (the original's keys, plus `prompt` and `metrics`).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct EvalBody {
-    /// The built-in dataset (or `examples`, the stored ones).
-    #[schema(value_type = Option<crate::edge::json::DatasetName>)]
+    /// A label for the run (any string, echoed in `eval_started`); it never selects data.
     pub name: Option<String>,
+    /// A built-in pack to evaluate instead of the stored examples.
+    pub dataset: Option<crate::edge::json::DatasetBody>,
     pub target_model: Option<String>,
     pub target_model_id: Option<String>,
     pub model_id: Option<String>,
@@ -215,6 +216,10 @@ pub async fn start(
         .to_string();
     let request = pb::StartEvalRequest {
         name: body.name,
+        dataset: body.dataset.map(|d| pb::DatasetRef {
+            name: d.name,
+            split: d.split,
+        }),
         target_model_id: resolve_target_model(
             body.target_model,
             body.target_model_id,
@@ -238,6 +243,25 @@ pub async fn start(
         &state,
         ctx.principal_id(),
     )))
+}
+
+/// `GET /v1/eval/{job_id}`: an eval job's state; `result` (an `EvalResult`) is null until it
+/// is terminal.
+#[utoipa::path(
+    get, path = "/v1/eval/{job_id}", tag = "eval",
+    params(("job_id" = String, Path)),
+    responses(
+        (status = 200, body = crate::edge::json::JobState),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn get(
+    state: State<EdgeState>,
+    ctx: CallContext,
+    job_id: JobIdPath,
+) -> Result<Json<crate::edge::json::JobState>, ApiError> {
+    // Eval jobs live in the same job log as optimize jobs.
+    super::optimize::get(state, ctx, job_id).await
 }
 
 /// `GET /v1/eval/{job_id}/events`: the job's SSE stream (same framing and resume rules as
@@ -266,4 +290,46 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     // Eval jobs live in the same job log as optimize jobs: one handler serves both routes.
     super::optimize::events(state, ctx, version, headers, query, job_id).await
+}
+
+/// `POST /v1/optimize/estimate` answer: what a GEPA request is predicted to spend.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EstimateBody {
+    pub metric_calls: u64,
+    pub reflection_calls: u64,
+    pub iterations: u64,
+    pub task_tokens: u64,
+    pub reflection_tokens: u64,
+    /// `task_tokens + reflection_tokens`.
+    pub tokens: u64,
+    pub cost_usd: f64,
+    pub train_examples: u32,
+    pub val_examples: u32,
+}
+
+/// Predicts metric calls, reflection calls, tokens and cost of an optimize request (the same
+/// body as `POST /v1/optimize`) without creating a job.
+pub async fn estimate(
+    State(state): State<EdgeState>,
+    ctx: CallContext,
+    JsonBody(body): JsonBody<OptimizeBody>,
+) -> Result<Json<EstimateBody>, ApiError> {
+    let request = body.into_pb(None, String::new());
+    let e = state
+        .upstream()
+        .optimizer()
+        .estimate_job(ctx.request(request))
+        .await?
+        .into_inner();
+    Ok(Json(EstimateBody {
+        metric_calls: e.metric_calls,
+        reflection_calls: e.reflection_calls,
+        iterations: e.iterations,
+        task_tokens: e.task_tokens,
+        reflection_tokens: e.reflection_tokens,
+        tokens: e.task_tokens + e.reflection_tokens,
+        cost_usd: e.cost_usd,
+        train_examples: e.train_examples,
+        val_examples: e.val_examples,
+    }))
 }

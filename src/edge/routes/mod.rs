@@ -32,6 +32,7 @@ pub fn optimize() -> Router<EdgeState> {
         .route("/optimize/{job_id}/events", get(optimize::events))
         .route("/optimize/{job_id}/pause", post(optimize::pause))
         .route("/optimize/{job_id}/resume", post(optimize::resume))
+        .route("/optimize/estimate", post(gepa::estimate))
 }
 
 /// The admin routes (never aliased).
@@ -57,6 +58,7 @@ pub fn examples() -> Router<EdgeState> {
 pub fn eval() -> Router<EdgeState> {
     Router::new()
         .route("/eval/start", post(gepa::start))
+        .route("/eval/{job_id}", get(gepa::get))
         .route("/eval/{job_id}/events", get(gepa::events))
 }
 

@@ -54,6 +54,7 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 )]
 pub async fn create(
     State(state): State<EdgeState>,
+    principal: Option<axum::Extension<crate::layers::auth::Principal>>,
     ctx: CallContext,
     query: QueryPairs,
     headers: HeaderMap,
@@ -66,11 +67,12 @@ pub async fn create(
         .create_job(ctx.request(request))
         .await?
         .into_inner();
-    Ok(Json(CreatedJob::new(
-        created.job_id,
-        &state,
-        ctx.principal_id(),
-    )))
+    let mut answer = CreatedJob::new(created.job_id, &state, ctx.principal_id());
+    if principal.is_none() {
+        // An anonymous creator (`REQUIRE_AUTH=false`) may not read the job: no stream token.
+        answer.stream_token = None;
+    }
+    Ok(Json(answer))
 }
 
 /// A job's state; `result` is null until the job is terminal.

@@ -155,6 +155,7 @@ impl Budget {
                 .limits
                 .max_tokens
                 .map(|max| max.saturating_sub(self.spent.tokens)),
+            rollouts: self.spent.metric_calls,
         }
     }
 }

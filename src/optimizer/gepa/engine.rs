@@ -4,34 +4,24 @@
 use std::sync::Arc;
 
 use super::budget::{Budget, StopReason};
-use super::evaluator::{Evaluator, render_system};
+use super::evaluator::{BatchStop, Evaluator, render_system};
 use super::frontier;
-use super::reflection::{self, Record};
 use super::state::{
-    Candidate, CheckpointRef, EvalRecord, GepaState, Memo, Origin, cache_key, candidate_hash, fnv1a,
+    Candidate, CheckpointJournal, CheckpointPartRef, CheckpointRef, EvalRecord, GepaState, Memo,
+    StateDeltaRef, cache_key, candidate_hash,
 };
 use crate::domain::gepa::{
-    Acceptance, CandidateProposed, CandidateScored, CandidateSelector, CandidateVerdict,
-    FrontierEntry, FrontierUpdated, GenerationStarted, JudgeScored, LessonsUpdated,
-    MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted, ValidationPolicy,
+    Acceptance, CandidateScored, CandidateSelector, FrontierEntry, FrontierUpdated,
+    GenerationStarted, JudgeScored, LessonsUpdated, ValidationPolicy,
 };
 use crate::domain::{EventPayload, Example, ObjectiveScores};
 use crate::optimizer::{JobContext, OptimizeError};
-use crate::provider::{ChatMessage, CompletionRequest, ModelProvider, ProviderError};
+use crate::provider::{ModelProvider, ProviderError};
 
 /// Validation examples a merge child is first judged on.
 pub const MERGE_SUBSAMPLE: usize = 5;
-/// A minibatch where the parent scores at least this everywhere is skipped.
-const PERFECT_SCORE: f64 = 1.0;
-/// Lessons kept in the result.
-const MAX_LESSONS: usize = 20;
 /// Epsilon of the epsilon-greedy selector.
 const EPSILON: f64 = 0.1;
-/// Rejected proposals kept for reflection memory (per job; the prompt shows those of the parent
-/// and component being reflected on).
-const MAX_REJECTED: usize = 24;
-/// Rejected proposals shown in one reflection prompt.
-const MEMORY_IN_PROMPT: usize = 3;
 
 /// Why the loop ended early, or why it failed.
 pub enum Halt {
@@ -55,6 +45,25 @@ pub fn provider_failed(err: &ProviderError) -> OptimizeError {
     OptimizeError::Failed {
         code: "provider_error".into(),
         message: format!("model provider failed: {err}"),
+    }
+}
+
+/// A JSON value's size as text, roughly (strings and numbers; enough to weigh parts against
+/// their base without rendering the base twice).
+fn estimated_size(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Null | serde_json::Value::Bool(_) => 5,
+        serde_json::Value::Number(_) => 12,
+        serde_json::Value::String(s) => s.len() + 2,
+        serde_json::Value::Array(items) => {
+            2 + items.iter().map(|v| estimated_size(v) + 1).sum::<usize>()
+        }
+        serde_json::Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() + 4 + estimated_size(v))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -85,6 +94,9 @@ pub struct Config {
     pub validation: ValidationPolicy,
     /// The engine before issue 20: worst-case start rule, no reflection memory.
     pub legacy: bool,
+    /// Reflective proposals per generation (`None`: as many minibatches as the job's
+    /// concurrency holds).
+    pub parallel: Option<usize>,
 }
 
 pub struct Engine<'a> {
@@ -97,8 +109,13 @@ pub struct Engine<'a> {
     pub state: GepaState,
     /// Model answers paid for (checkpointed with the top-of-iteration state).
     pub memo: Memo,
-    /// The state at the top of the current iteration, as checkpointed.
+    /// The state at the top of the iteration of the last base write (what a whole write
+    /// carries until a base with a state exists).
     pub top: serde_json::Value,
+    /// `lessons_updated` already sent in this generation.
+    pub lessons_sent: bool,
+    /// What has been written of the checkpoint (incremental writes).
+    pub journal: CheckpointJournal,
 }
 
 /// What one iteration achieved (idle iterations count towards `converged`).
@@ -116,70 +133,107 @@ impl Engine<'_> {
 
     /// Evaluates `candidate` on `examples` (indices into train or val), serving cached rollouts
     /// and reserving budget for the rest BEFORE dispatching them.
-    #[tracing::instrument(
-        name = "evaluate",
-        skip_all,
-        fields(
-            otel.name = if on_val { "evaluate" } else { "minibatch" },
-            set = if on_val { "val" } else { "train" },
-            examples = indices.len(),
-            misses = tracing::field::Empty,
-        )
-    )]
     pub async fn evaluate(
         &mut self,
         candidate: &Candidate,
         on_val: bool,
         indices: &[usize],
     ) -> Result<Vec<EvalRecord>, Halt> {
-        let hash = candidate_hash(candidate);
-        let set = if on_val { &self.val } else { &self.train };
-        let keys: Vec<String> = indices
-            .iter()
-            .map(|i| cache_key(hash, &set[*i].id))
-            .collect();
-        let mut misses: Vec<usize> = Vec::new();
-        for (k, key) in keys.iter().enumerate() {
-            if !self.memo.cache.contains_key(key) && !misses.iter().any(|m| keys[*m] == *key) {
-                misses.push(k);
+        let mut out = self.evaluate_many(&[(candidate, on_val, indices)]).await?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Evaluates several (candidate, set, indices) items at once: the uncached rollouts of all
+    /// of them are reserved together, then dispatched together under the job's concurrency
+    /// cap. Results are per item, in order, whatever order the answers arrive in.
+    #[tracing::instrument(
+        name = "evaluate",
+        skip_all,
+        fields(
+            otel.name = if items.iter().all(|i| !i.1) { "minibatch" } else { "evaluate" },
+            set = if items.iter().all(|i| !i.1) { "train" } else { "val" },
+            items = items.len(),
+            misses = tracing::field::Empty,
+        )
+    )]
+    pub async fn evaluate_many(
+        &mut self,
+        items: &[(&Candidate, bool, &[usize])],
+    ) -> Result<Vec<Vec<EvalRecord>>, Halt> {
+        let mut keys: Vec<Vec<String>> = Vec::with_capacity(items.len());
+        // (item, position) of every distinct uncached rollout, in order.
+        let mut misses: Vec<(usize, usize)> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (n, (candidate, on_val, indices)) in items.iter().enumerate() {
+            let hash = candidate_hash(candidate);
+            let set = if *on_val { &self.val } else { &self.train };
+            let item_keys: Vec<String> = indices
+                .iter()
+                .map(|i| cache_key(hash, &set[*i].id))
+                .collect();
+            for (k, key) in item_keys.iter().enumerate() {
+                if !self.memo.cache.contains_key(key) && seen.insert(key.clone()) {
+                    misses.push((n, k));
+                }
             }
+            keys.push(item_keys);
         }
         tracing::Span::current().record("misses", misses.len());
         self.budget
             .reserve(misses.len() as u64)
             .map_err(Halt::Budget)?;
-        let system = render_system(candidate);
-        let examples: Vec<&Example> = misses.iter().map(|k| &set[indices[*k]]).collect();
-        // A halt (pause, hand-over) drops the calls in flight: the memo saved so far is what
-        // a resume replays, so only these are paid twice.
-        let rollouts = tokio::select! {
-            rollouts = self.eval.batch(&system, &examples) => rollouts,
-            _ = self.ctx.halt.cancelled() => return Err(Halt::Error(OptimizeError::Halted)),
-        }
-        .map_err(|e| Halt::Error(provider_failed(&e)))?;
+        let systems: Vec<String> = items.iter().map(|(c, _, _)| render_system(c)).collect();
+        let example = |n: usize, k: usize| {
+            let (_, on_val, indices) = items[n];
+            let set = if on_val { &self.val } else { &self.train };
+            &set[indices[k]]
+        };
+        let pairs: Vec<(&str, &Example)> = misses
+            .iter()
+            .map(|(n, k)| (systems[*n].as_str(), example(*n, *k)))
+            .collect();
+        // A halt (pause, hand-over) keeps the rollouts already answered and drops only the
+        // calls in flight: those are what a resume pays twice.
+        let (rollouts, halted) = match self.eval.batch_pairs_until(&pairs, &self.ctx.halt).await {
+            Ok(rollouts) => (rollouts, false),
+            Err(BatchStop::Halted(done)) => (done, true),
+            Err(BatchStop::Failed(e)) => return Err(Halt::Error(provider_failed(&e))),
+        };
+        // Calls reserved but never answered are given back, so the checkpoint's spend is
+        // exactly what its memo holds.
+        let unanswered = (misses.len() - rollouts.len()) as u64;
+        self.budget.spent.metric_calls -= unanswered;
+        let answered = rollouts.len();
         let mut judged = Vec::new();
-        for (k, rollout) in misses.iter().zip(rollouts) {
+        for ((n, k), rollout) in misses.iter().zip(rollouts) {
             self.budget.record(rollout.cost_usd, rollout.tokens);
             if let Some(score) = rollout.judge_score {
-                judged.push((set[indices[*k]].id.clone(), score));
+                judged.push((example(*n, *k).id.clone(), score));
             }
-            self.memo.cache.insert(keys[*k].clone(), rollout.record);
+            self.memo.cache.insert(keys[*n][*k].clone(), rollout.record);
+            self.journal.fresh_cache.push(keys[*n][*k].clone());
         }
-        if !misses.is_empty() {
+        if answered > 0 {
             self.save().await;
         }
         for (example_id, score) in judged {
-            self.emit(EventPayload::JudgeScored(JudgeScored { example_id, score }))
-                .await?;
+            self.emit(EventPayload::JudgeScored(JudgeScored {
+                id: example_id.clone(),
+                judge_score: score,
+                example_id,
+                score,
+            }))
+            .await?;
+        }
+        if halted {
+            return Err(Halt::Error(OptimizeError::Halted));
         }
         Ok(keys
             .iter()
-            .map(|k| {
-                self.memo.cache.get(k).cloned().unwrap_or(EvalRecord {
-                    output: String::new(),
-                    score: 0.0,
-                    feedback: String::new(),
-                })
+            .map(|item| {
+                item.iter()
+                    .map(|k| self.memo.cache.get(k).cloned().unwrap_or_default())
+                    .collect()
             })
             .collect())
     }
@@ -303,27 +357,43 @@ impl Engine<'_> {
         frontier::best(&self.state.val_scores)
     }
 
-    /// Events after a candidate joined the pool.
-    pub async fn announce(&self, id: usize) -> Result<(), Halt> {
-        let val_scores = self
-            .val
-            .iter()
-            .zip(&self.state.val_scores[id])
-            .map(|(e, s)| (e.id.clone(), *s))
-            .collect();
-        self.emit(EventPayload::CandidateScored(CandidateScored {
-            candidate_id: id as u32,
-            score: self.state.aggregate(id),
-            val_scores,
-        }))
-        .await?;
+    /// Announces the candidates added since the last announcement (`candidate_scored` each),
+    /// then `frontier_updated` (always) and the original's `selected` (when any was added).
+    pub async fn announce(&mut self, r#gen: u32) -> Result<(), Halt> {
+        let added = std::mem::take(&mut self.state.unannounced);
+        for (id, cost) in &added {
+            let id = *id;
+            let val_scores = self
+                .val
+                .iter()
+                .zip(&self.state.val_scores[id])
+                .map(|(e, s)| (e.id.clone(), *s))
+                .collect();
+            self.emit(EventPayload::CandidateScored(CandidateScored {
+                candidate_id: id as u32,
+                score: self.state.aggregate(id),
+                val_scores,
+                cost: *cost,
+                len: super::evaluator::render_system(&self.state.candidates[id])
+                    .chars()
+                    .count() as u32,
+            }))
+            .await?;
+        }
         let best = self.best();
+        let frontier = self.frontier_entries();
         self.emit(EventPayload::FrontierUpdated(FrontierUpdated {
-            frontier: self.frontier_entries(),
+            r#gen,
+            size: frontier.len() as u32,
+            best: self.state.aggregate(best),
+            frontier,
             best_id: best as u32,
             best_score: self.state.aggregate(best),
         }))
         .await?;
+        if added.is_empty() {
+            return Ok(());
+        }
         self.emit(EventPayload::Selected {
             candidate: self.state.candidates[best]
                 .get(crate::domain::gepa::DEFAULT_COMPONENT)
@@ -334,45 +404,142 @@ impl Engine<'_> {
         .await
     }
 
-    /// Writes the checkpoint: top-of-iteration state, memo, spend.
-    pub async fn save(&self) {
+    /// `lessons_updated` (the original's: every generation), at most once per generation.
+    pub(super) async fn emit_lessons(&mut self) -> Result<(), Halt> {
+        if self.lessons_sent {
+            return Ok(());
+        }
+        self.lessons_sent = true;
+        let lessons = self.state.lessons.clone();
+        self.emit(EventPayload::LessonsUpdated(LessonsUpdated {
+            count: lessons.len() as u32,
+            sample: lessons.iter().rev().take(3).rev().cloned().collect(),
+            lessons,
+        }))
+        .await
+    }
+
+    /// Writes the checkpoint after a batch of answers: a part with the memo entries added
+    /// since the last write and the spend (a whole write until a base exists).
+    pub async fn save(&mut self) {
+        self.write_checkpoint(false).await;
+    }
+
+    /// Writes what changed since the last write (see `state`'s module doc). `at_top`: the state
+    /// is the top of an iteration and goes into the write; a base is rewritten then once the
+    /// parts outweigh it.
+    async fn write_checkpoint(&mut self, at_top: bool) {
         // The checkpoint must not get ahead of the event log: on resume, ids continue after the
         // last stored event, and every event before this point must be among them.
         if self.ctx.events.flush().await.is_err() {
             return;
         }
+        let journal = &self.journal;
+        if at_top && journal.rebase_due() {
+            let top = match serde_json::to_value(&self.state) {
+                Ok(top) => top,
+                Err(err) => {
+                    tracing::warn!(error = %err, "state not serialisable");
+                    return;
+                }
+            };
+            self.top = top;
+            let written = self.put_base().await;
+            if let Some(bytes) = written {
+                self.journal = CheckpointJournal {
+                    pool_written: self.state.candidates.len(),
+                    has_base: true,
+                    base_bytes: bytes,
+                    ..CheckpointJournal::default()
+                };
+            }
+            return;
+        }
+        if !journal.has_base {
+            // No state written yet (the seed's validation): the whole memo with the last top.
+            if self.put_base().await.is_some() {
+                self.journal.fresh_cache.clear();
+                self.journal.fresh_reflections.clear();
+            }
+            return;
+        }
+        let part = CheckpointPartRef {
+            state: at_top.then(|| StateDeltaRef::of(&self.state, journal.pool_written)),
+            memo: journal.memo_delta(&self.memo),
+            spent: &self.budget.spent,
+        };
+        let text = match serde_json::to_string(&part) {
+            Ok(text) => text,
+            Err(err) => {
+                tracing::warn!(error = %err, "checkpoint part not serialisable");
+                return;
+            }
+        };
+        match self
+            .ctx
+            .store
+            .append_checkpoint_part(&self.ctx.job_id, &text)
+            .await
+        {
+            Ok(()) => {
+                let journal = &mut self.journal;
+                journal.parts_bytes += text.len();
+                journal.fresh_cache.clear();
+                journal.fresh_reflections.clear();
+                if at_top {
+                    journal.pool_written = self.state.candidates.len();
+                }
+            }
+            Err(err) => {
+                // The next top of an iteration writes a whole base again.
+                tracing::warn!(job_id = %self.ctx.job_id, error = %err, "checkpoint part not saved");
+                self.journal.has_base = false;
+            }
+        }
+    }
+
+    /// Writes the whole checkpoint (`top`, memo, spend) as a new base; its size when written.
+    async fn put_base(&self) -> Option<usize> {
         let checkpoint = CheckpointRef {
             state: &self.top,
             memo: &self.memo,
             spent: &self.budget.spent,
         };
-        match serde_json::to_value(&checkpoint) {
-            Ok(value) => {
-                if let Err(err) = self
-                    .ctx
-                    .store
-                    .put_checkpoint(&self.ctx.job_id, &value)
-                    .await
-                {
-                    tracing::warn!(job_id = %self.ctx.job_id, error = %err, "checkpoint not saved");
-                }
+        let value = match serde_json::to_value(&checkpoint) {
+            Ok(value) => value,
+            Err(err) => {
+                tracing::warn!(error = %err, "checkpoint not serialisable");
+                return None;
             }
-            Err(err) => tracing::warn!(error = %err, "checkpoint not serialisable"),
+        };
+        match self
+            .ctx
+            .store
+            .put_checkpoint(&self.ctx.job_id, &value)
+            .await
+        {
+            Ok(()) => Some(estimated_size(&value)),
+            Err(err) => {
+                tracing::warn!(job_id = %self.ctx.job_id, error = %err, "checkpoint not saved");
+                None
+            }
         }
     }
 
     /// Snapshots the state at the top of an iteration and saves it.
     async fn checkpoint(&mut self) {
         self.state.spent = self.budget.spent.clone();
-        match serde_json::to_value(&self.state) {
-            Ok(top) => self.top = top,
-            Err(err) => tracing::warn!(error = %err, "state not serialisable"),
-        }
-        self.save().await;
+        self.write_checkpoint(true).await;
     }
 
-    /// Runs iterations until a budget stops the search. Returns the stop reason.
+    /// Runs iterations until a budget stops the search. Returns the stop reason. Candidates the
+    /// last generation added are not announced (the original never scored them either): the
+    /// `finished` result lists them with their scores.
     pub async fn run(&mut self) -> Result<StopReason, OptimizeError> {
+        self.iterate().await
+    }
+
+    async fn iterate(&mut self) -> Result<StopReason, OptimizeError> {
         loop {
             // What a human queued (`SteerJob`) joins the state before it is checkpointed; a run
             // that is halting leaves it queued for the next run.
@@ -458,22 +625,31 @@ impl Engine<'_> {
     )]
     async fn iteration(&mut self, merge_due: bool) -> Result<Outcome, Halt> {
         let generation = self.state.generation + 1;
+        self.lessons_sent = false;
         self.emit(EventPayload::GenerationStarted(GenerationStarted {
             generation,
             budget: self.budget.usage(self.state.generation),
+            r#gen: generation,
+            population_size: self.state.candidates.len() as u32,
         }))
         .await?;
-        if merge_due && self.try_merge(generation).await? {
+        // The original scores the population at the start of a generation: candidates added by
+        // the previous one are announced here, before this generation's reflection.
+        self.announce(generation).await?;
+        let outcome = if merge_due && self.try_merge(generation).await? {
             tracing::Span::current().record("phase", "merge");
             self.state.last_accepted = false;
-            return Ok(Outcome::Progress);
-        }
-        tracing::Span::current().record("phase", "reflective_mutation");
-        self.state.last_accepted = false;
-        self.reflective_mutation(generation).await
+            Outcome::Progress
+        } else {
+            tracing::Span::current().record("phase", "reflective_mutation");
+            self.state.last_accepted = false;
+            self.reflective_round(generation).await?
+        };
+        self.emit_lessons().await?;
+        Ok(outcome)
     }
 
-    fn select_parent(&mut self) -> usize {
+    pub(super) fn select_parent(&mut self) -> usize {
         let scores = &self.state.val_scores;
         match self.cfg.selector {
             CandidateSelector::Pareto => frontier::sample_pareto(scores, &mut self.state.rng),
@@ -482,272 +658,5 @@ impl Engine<'_> {
                 frontier::epsilon_greedy(scores, EPSILON, &mut self.state.rng)
             }
         }
-    }
-
-    async fn reflective_mutation(&mut self, generation: u32) -> Result<Outcome, Halt> {
-        let parent =
-            tracing::info_span!("select", otel.name = "select", selector = ?self.cfg.selector)
-                .in_scope(|| self.select_parent());
-        self.emit(EventPayload::ParentSelected(ParentSelected {
-            generation,
-            candidate_id: parent as u32,
-            selector: serde_json::to_value(self.cfg.selector)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            score: self.state.aggregate(parent),
-        }))
-        .await?;
-        let mut size = self.cfg.minibatch.min(self.train.len()).max(1);
-        if let Some(left) = self.budget.metric_calls_left() {
-            size = size.min((left / 2).max(1) as usize);
-        }
-        let batch = self
-            .state
-            .sampler
-            .next_batch(self.train.len(), size, &mut self.state.rng);
-        let example_ids: Vec<String> = batch.iter().map(|i| self.train[*i].id.clone()).collect();
-        let parent_candidate = self.state.candidates[parent].clone();
-        let parent_records = self.evaluate(&parent_candidate, false, &batch).await?;
-        let parent_scores: Vec<f64> = parent_records.iter().map(|r| r.score).collect();
-        if parent_scores.iter().all(|s| *s >= PERFECT_SCORE) {
-            self.emit(EventPayload::MinibatchEvaluated(MinibatchEvaluated {
-                generation,
-                candidate_id: parent as u32,
-                example_ids,
-                parent_scores,
-                child_scores: Vec::new(),
-            }))
-            .await?;
-            return Ok(Outcome::Idle);
-        }
-        let n = self.cfg.components.len().max(1);
-        let component = self.cfg.components[self.state.next_component[parent] % n].clone();
-        self.state.next_component[parent] += 1;
-        let feedback = self.feedback_for(&component);
-        self.emit(EventPayload::ReflectionStarted(ReflectionStarted {
-            generation,
-            candidate_id: parent as u32,
-            component: component.clone(),
-            feedback: feedback.clone(),
-        }))
-        .await?;
-        let current = parent_candidate
-            .get(&component)
-            .cloned()
-            .unwrap_or_default();
-        let memory: Vec<super::state::Rejected> = if self.cfg.legacy {
-            Vec::new()
-        } else {
-            let mut recent: Vec<_> = self
-                .state
-                .rejected
-                .iter()
-                .rev()
-                .filter(|r| r.parent == parent && r.component == component)
-                .take(MEMORY_IN_PROMPT)
-                .cloned()
-                .collect();
-            recent.reverse();
-            recent
-        };
-        let (rule_text, prompt, lessons) = {
-            let records: Vec<Record<'_>> = batch
-                .iter()
-                .zip(&parent_records)
-                .map(|(i, eval)| Record {
-                    example: &self.train[*i],
-                    eval,
-                })
-                .collect();
-            let lessons = reflection::lessons(&records);
-            match &self.cfg.reflection {
-                None => (
-                    Some(reflection::rule_based(&current, &records)),
-                    None,
-                    lessons,
-                ),
-                Some(_) => (
-                    None,
-                    Some(super::steer::with_feedback(
-                        reflection::with_memory(
-                            reflection::reflection_prompt(&current, &records),
-                            &memory,
-                        ),
-                        &feedback,
-                    )),
-                    lessons,
-                ),
-            }
-        };
-        let rule_based = rule_text.is_some();
-        let new_text = match (rule_text, prompt, self.cfg.reflection.clone()) {
-            (Some(text), _, _) => text,
-            (None, Some(prompt), Some((provider, model))) => {
-                let answer = self.reflect(provider, model, prompt).await?;
-                let text = reflection::parse_fenced(&answer);
-                if text.is_empty() {
-                    current.clone()
-                } else {
-                    text
-                }
-            }
-            _ => current.clone(),
-        };
-        self.emit(EventPayload::ReflectionFinished(ReflectionFinished {
-            generation,
-            component: component.clone(),
-            rule_based,
-        }))
-        .await?;
-        self.emit(EventPayload::CandidateProposed(CandidateProposed {
-            generation,
-            parent_ids: vec![parent as u32],
-            component: component.clone(),
-            text: new_text.clone(),
-        }))
-        .await?;
-        let proposed_component = component.clone();
-        let proposed_text = new_text.clone();
-        let mut child = parent_candidate.clone();
-        child.insert(component, new_text);
-        let repeat = !self.state.proposed.insert(candidate_hash(&child));
-
-        let child_records = self.evaluate(&child, false, &batch).await?;
-        let child_scores: Vec<f64> = child_records.iter().map(|r| r.score).collect();
-        let (before, after) = (
-            parent_scores.iter().sum::<f64>(),
-            child_scores.iter().sum::<f64>(),
-        );
-        self.emit(EventPayload::MinibatchEvaluated(MinibatchEvaluated {
-            generation,
-            candidate_id: parent as u32,
-            example_ids,
-            parent_scores,
-            child_scores,
-        }))
-        .await?;
-        // A child whose text is already in the pool (the parent itself or any earlier
-        // candidate) adds nothing: its evaluations come from the cache, so accepting it again
-        // would count as progress for free and the no-progress stop would never fire.
-        let already_in_pool = self.state.candidates.contains(&child);
-        let accepted = match self.cfg.acceptance {
-            Acceptance::StrictImprovement => after > before,
-            Acceptance::ImprovementOrEqual => after >= before,
-        } && !already_in_pool;
-        let remember = |state: &mut GepaState, before: f64, after: f64| {
-            if !already_in_pool {
-                state.rejected.push(super::state::Rejected {
-                    parent,
-                    component: proposed_component.clone(),
-                    text: proposed_text.clone(),
-                    before,
-                    after,
-                    size: batch.len(),
-                });
-                let overflow = state.rejected.len().saturating_sub(MAX_REJECTED);
-                state.rejected.drain(..overflow);
-            }
-        };
-        if !accepted {
-            remember(&mut self.state, before, after);
-            self.emit(EventPayload::CandidateRejected(CandidateVerdict {
-                generation,
-                candidate_id: None,
-                parent_ids: vec![parent as u32],
-                before,
-                after,
-            }))
-            .await?;
-            let idle = repeat || already_in_pool;
-            return Ok(if idle {
-                Outcome::Idle
-            } else {
-                Outcome::Progress
-            });
-        }
-        let Some((scores, missing)) = self.validate_child(&child, &[parent]).await? else {
-            remember(&mut self.state, before, after);
-            self.emit(EventPayload::CandidateRejected(CandidateVerdict {
-                generation,
-                candidate_id: None,
-                parent_ids: vec![parent as u32],
-                before,
-                after,
-            }))
-            .await?;
-            return Ok(Outcome::Progress);
-        };
-        let id = self.state.add(
-            child,
-            vec![parent],
-            Origin::Reflection,
-            scores,
-            self.budget.spent.metric_calls,
-        );
-        self.state.set_imputed(id, missing);
-        self.emit(EventPayload::CandidateAccepted(CandidateVerdict {
-            generation,
-            candidate_id: Some(id as u32),
-            parent_ids: vec![parent as u32],
-            before,
-            after,
-        }))
-        .await?;
-        self.announce(id).await?;
-        if !lessons.is_empty() {
-            for lesson in lessons {
-                if !self.state.lessons.contains(&lesson) {
-                    self.state.lessons.push(lesson);
-                }
-            }
-            let overflow = self.state.lessons.len().saturating_sub(MAX_LESSONS);
-            self.state.lessons.drain(..overflow);
-            self.emit(EventPayload::LessonsUpdated(LessonsUpdated {
-                lessons: self.state.lessons.clone(),
-            }))
-            .await?;
-        }
-        if self.cfg.use_merge && self.state.merge_attempts < self.cfg.max_merges {
-            self.state.merges_due += 1;
-        }
-        self.state.last_accepted = true;
-        Ok(Outcome::Progress)
-    }
-
-    #[tracing::instrument(name = "reflect", skip_all, fields(otel.name = "reflect", model = %model))]
-    async fn reflect(
-        &mut self,
-        provider: Arc<dyn ModelProvider>,
-        model: String,
-        prompt: String,
-    ) -> Result<String, Halt> {
-        let key = format!("{:016x}", fnv1a(&[&model, &prompt]));
-        if let Some(answer) = self.memo.reflections.get(&key) {
-            return Ok(answer.clone());
-        }
-        if let Some(reason) = self.budget.spending_stop() {
-            return Err(Halt::Budget(reason));
-        }
-        let request = CompletionRequest {
-            model: model.clone(),
-            messages: vec![ChatMessage::user(prompt)],
-            temperature: Some(1.0),
-            max_tokens: None,
-            seed: None,
-        };
-        let completion = tokio::select! {
-            completion = provider.complete(request) => completion,
-            _ = self.ctx.halt.cancelled() => return Err(Halt::Error(OptimizeError::Halted)),
-        }
-        .map_err(|e| Halt::Error(provider_failed(&e)))?;
-        let cost = self.eval.prices.cost(&model, completion.usage);
-        self.budget.record(
-            cost,
-            completion.usage.prompt_tokens + completion.usage.completion_tokens,
-        );
-        self.memo.reflections.insert(key, completion.text.clone());
-        self.save().await;
-        Ok(completion.text)
     }
 }

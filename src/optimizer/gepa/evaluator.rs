@@ -25,6 +25,14 @@ pub struct Rollout {
     pub judge_score: Option<f64>,
 }
 
+/// Why [`Evaluator::batch_until`] stopped early.
+#[derive(Debug)]
+pub enum BatchStop {
+    /// Halted: the rollouts completed so far, in input order.
+    Halted(Vec<Rollout>),
+    Failed(ProviderError),
+}
+
 /// Everything needed to run rollouts for one job.
 pub struct Evaluator {
     pub task: Arc<dyn ModelProvider>,
@@ -120,6 +128,60 @@ impl Evaluator {
         })
     }
 
+    /// [`Evaluator::batch`], stopping early when `halt` is cancelled: then the rollouts
+    /// completed so far in input order come back as `Halted` (only the ones in flight, at most
+    /// `per_job`, are lost), so a pause keeps what was already paid for.
+    /// [`Evaluator::batch_pairs`] until `halt`: on a halt, the rollouts answered so far (a
+    /// prefix, in input order) come back in [`BatchStop::Halted`].
+    pub async fn batch_pairs_until(
+        &self,
+        pairs: &[(&str, &Example)],
+        halt: &tokio_util::sync::CancellationToken,
+    ) -> Result<Vec<Rollout>, BatchStop> {
+        let mut pending = futures_util::stream::FuturesOrdered::new();
+        let mut results = Vec::with_capacity(pairs.len());
+        let mut next = 0;
+        while next < pairs.len() || !pending.is_empty() {
+            while next < pairs.len() && pending.len() < self.per_job.max(1) {
+                pending.push_back(self.rollout(pairs[next].0, pairs[next].1));
+                next += 1;
+            }
+            let done = tokio::select! {
+                done = pending.next() => done,
+                _ = halt.cancelled() => return Err(BatchStop::Halted(results)),
+            };
+            if let Some(result) = done {
+                results.push(result.map_err(BatchStop::Failed)?);
+            }
+        }
+        Ok(results)
+    }
+
+    pub async fn batch_until(
+        &self,
+        system: &str,
+        examples: &[&Example],
+        halt: &tokio_util::sync::CancellationToken,
+    ) -> Result<Vec<Rollout>, BatchStop> {
+        let mut pending = futures_util::stream::FuturesOrdered::new();
+        let mut results = Vec::with_capacity(examples.len());
+        let mut next = 0;
+        while next < examples.len() || !pending.is_empty() {
+            while next < examples.len() && pending.len() < self.per_job.max(1) {
+                pending.push_back(self.rollout(system, examples[next]));
+                next += 1;
+            }
+            let done = tokio::select! {
+                done = pending.next() => done,
+                _ = halt.cancelled() => return Err(BatchStop::Halted(results)),
+            };
+            if let Some(result) = done {
+                results.push(result.map_err(BatchStop::Failed)?);
+            }
+        }
+        Ok(results)
+    }
+
     /// Runs `system` on every example, `per_job` at a time; results in input order. The first
     /// provider failure fails the batch (a dead provider ends the job clearly).
     pub async fn batch(
@@ -127,13 +189,23 @@ impl Evaluator {
         system: &str,
         examples: &[&Example],
     ) -> Result<Vec<Rollout>, ProviderError> {
+        let pairs: Vec<(&str, &Example)> = examples.iter().map(|e| (system, *e)).collect();
+        self.batch_pairs(&pairs).await
+    }
+
+    /// Runs each (system prompt, example) pair, `per_job` at a time (several candidates share
+    /// the job's cap); results in input order, whatever order they finish in.
+    pub async fn batch_pairs(
+        &self,
+        pairs: &[(&str, &Example)],
+    ) -> Result<Vec<Rollout>, ProviderError> {
         // A hand-rolled `buffered` (no closures: keeps the future `Send` for any lifetime).
         let mut pending = futures_util::stream::FuturesOrdered::new();
-        let mut results = Vec::with_capacity(examples.len());
+        let mut results = Vec::with_capacity(pairs.len());
         let mut next = 0;
-        while next < examples.len() || !pending.is_empty() {
-            while next < examples.len() && pending.len() < self.per_job.max(1) {
-                pending.push_back(self.rollout(system, examples[next]));
+        while next < pairs.len() || !pending.is_empty() {
+            while next < pairs.len() && pending.len() < self.per_job.max(1) {
+                pending.push_back(self.rollout(pairs[next].0, pairs[next].1));
                 next += 1;
             }
             if let Some(result) = pending.next().await {

@@ -210,6 +210,7 @@ impl Engine<'_> {
             attempts: self.state.merge_attempts,
         }))
         .await?;
+        let cost_before = self.budget.spent.cost_usd;
         if accepted && let Some((scores, missing)) = self.validate_child(&child, &[i, j]).await? {
             let id = self.state.add(
                 child,
@@ -219,7 +220,9 @@ impl Engine<'_> {
                 self.budget.spent.metric_calls,
             );
             self.state.set_imputed(id, missing);
-            self.announce(id).await?;
+            self.state
+                .unannounced
+                .push((id, self.budget.spent.cost_usd - cost_before));
         }
         Ok(true)
     }

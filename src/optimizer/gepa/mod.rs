@@ -10,13 +10,17 @@
 //! - [`metrics`]: metrics with feedback, and the server's LLM judge.
 //! - [`evaluator`]: concurrent rollouts under per-job and global caps.
 //! - [`engine`]: the loop.
+//! - [`proposals`]: reflective mutation, several proposals per generation, reproducibly.
+//! - [`estimate`]: metric calls, reflection calls, tokens and cost predicted before a run.
 
 pub mod budget;
 pub mod engine;
+pub mod estimate;
 pub mod evaluator;
 pub mod frontier;
 pub mod merge;
 pub mod metrics;
+pub mod proposals;
 pub mod reflection;
 pub mod state;
 pub mod steer;
@@ -143,13 +147,13 @@ impl Models {
 pub async fn load_examples(
     ctx: &JobContext,
 ) -> Result<(Vec<Example>, &'static str), OptimizeError> {
-    examples_of(&ctx.spec, &ctx.store).await
+    examples_of(&ctx.spec, ctx.store.as_ref()).await
 }
 
-/// [`load_examples`] of a spec.
-async fn examples_of(
+/// [`load_examples`] for a spec that is not (yet) a job.
+pub async fn examples_of(
     spec: &JobSpec,
-    store: &Arc<dyn crate::store::JobStore>,
+    store: &dyn crate::store::JobStore,
 ) -> Result<(Vec<Example>, &'static str), OptimizeError> {
     if !spec.examples.is_empty() {
         return Ok((spec.examples.clone(), "exact_match"));
@@ -176,6 +180,42 @@ pub fn metrics_for(spec: &JobSpec, default: &str) -> Vec<Metric> {
         spec.metrics.iter().map(String::as_str).collect()
     };
     names.into_iter().filter_map(Metric::parse).collect()
+}
+
+/// Predicts what a GEPA request will spend ([`estimate`]), with the server's defaults.
+pub async fn estimate_request(
+    spec: &JobSpec,
+    settings: &Settings,
+    store: &dyn crate::store::JobStore,
+) -> Result<estimate::Estimate, OptimizeError> {
+    let (examples, _) = examples_of(spec, store).await?;
+    let split = datasets::split(examples);
+    let prices = Prices::parse(settings.model_prices_json.as_deref()).unwrap_or_default();
+    let task_model = spec
+        .target_model_id
+        .clone()
+        .unwrap_or_else(|| settings.target_model_default.clone());
+    let reflection_model = settings
+        .reflection_model_id
+        .clone()
+        .unwrap_or_else(|| task_model.clone());
+    Ok(estimate::estimate(
+        &estimate::Request {
+            prompt: &spec.prompt,
+            train: &split.train,
+            val: &split.val,
+            max_metric_calls: spec
+                .budget
+                .max_rollouts
+                .unwrap_or(settings.gepa_default_max_metric_calls),
+            max_generations: spec.budget.max_generations,
+            minibatch: spec.gepa.minibatch_size.unwrap_or(3) as usize,
+            validation: spec.gepa.validation_policy,
+            task_model: &task_model,
+            reflection_model: &reflection_model,
+        },
+        &prices,
+    ))
 }
 
 fn failed(code: &str, message: impl Into<String>) -> OptimizeError {
@@ -263,11 +303,14 @@ impl Optimizer for GepaOptimizer {
                 reflection,
                 validation: spec.gepa.validation_policy,
                 legacy: spec.gepa.legacy_budget,
+                parallel: spec.gepa.parallel_proposals.map(|n| n as usize),
             },
             budget: Budget::new(limits, spent),
             state,
             memo,
             top: serde_json::Value::Null,
+            lessons_sent: false,
+            journal: Default::default(),
             train: split.train,
             val: split.val,
         };
@@ -283,7 +326,12 @@ impl Optimizer for GepaOptimizer {
             };
             engine.state.val_scores[0] = scores;
             engine.state.discovered_at[0] = engine.budget.spent.metric_calls;
-            for step in [engine.announce(0).await, engine.emit_budget().await] {
+            engine
+                .state
+                .unannounced
+                .push((0, engine.budget.spent.cost_usd));
+            let announced = engine.announce(0).await;
+            for step in [announced, engine.emit_budget().await] {
                 if let Err(Halt::Error(err)) = step {
                     return Err(err);
                 }
@@ -332,7 +380,7 @@ impl Optimizer for GepaOptimizer {
         let spec = job.spec;
         let seed = seed_candidate(spec);
         let checkpoint = load_checkpoint(job.store, job.job_id, &seed).await?;
-        let (examples, _) = examples_of(spec, job.store).await.ok()?;
+        let (examples, _) = examples_of(spec, job.store.as_ref()).await.ok()?;
         let split = datasets::split(examples);
         let budget = Budget::new(limits_for(spec, job.settings), checkpoint.spent);
         let state = &checkpoint.state;
@@ -382,14 +430,18 @@ async fn load_checkpoint(
     job_id: &str,
     seed: &Candidate,
 ) -> Option<Checkpoint> {
-    match store.get_checkpoint(job_id).await {
-        Ok(Some(value)) => serde_json::from_value::<Checkpoint>(value)
-            .ok()
-            .filter(|c| {
-                c.state.version == STATE_VERSION && c.state.candidates.first() == Some(seed)
-            }),
-        _ => None,
+    let Ok(Some(value)) = store.get_checkpoint(job_id).await else {
+        return None;
+    };
+    let mut checkpoint = serde_json::from_value::<Checkpoint>(value).ok()?;
+    match store.checkpoint_parts(job_id).await {
+        Ok(parts) => checkpoint.apply(&parts),
+        Err(err) => {
+            tracing::warn!(job_id, error = %err, "checkpoint parts unreadable; resuming from the base")
+        }
     }
+    Some(checkpoint)
+        .filter(|c| c.state.version == STATE_VERSION && c.state.candidates.first() == Some(seed))
 }
 
 /// Scores the seed and the best candidate on the held-out set (outside the search budget).

@@ -2,6 +2,13 @@
 //! (candidates, lineage, origins, per-instance validation scores, discovery budget, round-robin
 //! pointers), counters, the RNG, the minibatch sampler, merge bookkeeping, the evaluation cache
 //! (every model answer already paid for) and the lessons so far. Serde round-trips it exactly.
+//!
+//! Checkpoints are incremental: a **base** (the whole [`Checkpoint`]) and **parts** appended
+//! after it ([`CheckpointPartRef`]): the memo entries added since the previous write, the spend,
+//! and — at the top of an iteration — the state with only the pool entries added since
+//! ([`StateDeltaRef`]; the pool is append-only). A resume reads the base and applies the parts
+//! in order ([`Checkpoint::apply`]). The engine rewrites the base at the top of an iteration once
+//! the parts outweigh it, so bytes written per iteration stay proportional to what changed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,7 +46,7 @@ impl Origin {
 }
 
 /// One evaluated rollout: the model's output and the metric's verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
     pub output: String,
     pub score: f64,
@@ -120,6 +127,11 @@ pub struct GepaState {
     /// Recent rejected reflection proposals (reflection memory), oldest first.
     #[serde(default)]
     pub rejected: Vec<Rejected>,
+    /// Candidates added but not yet announced, with the USD their validation cost: announced
+    /// (`candidate_scored`, `frontier_updated`, `selected`) at the start of the next generation,
+    /// where the original's event order puts scoring, or when the search ends.
+    #[serde(default)]
+    pub unannounced: Vec<(usize, f64)>,
     /// Human feedback taken from the job's steering inbox, newest last (at most
     /// `workbench::steering::MAX_FEEDBACK`); every later reflection on its component sees it.
     #[serde(default)]
@@ -165,6 +177,180 @@ pub struct CheckpointRef<'a> {
     pub spent: &'a Spent,
 }
 
+/// One appended part of a checkpoint, by reference (see the module doc).
+#[derive(Serialize)]
+pub struct CheckpointPartRef<'a> {
+    /// The state at the top of an iteration, when one began since the previous write.
+    pub state: Option<StateDeltaRef<'a>>,
+    pub memo: MemoDeltaRef<'a>,
+    pub spent: &'a Spent,
+}
+
+/// Memo entries added since the previous write.
+#[derive(Serialize)]
+pub struct MemoDeltaRef<'a> {
+    pub cache: BTreeMap<&'a str, &'a EvalRecord>,
+    pub reflections: BTreeMap<&'a str, &'a String>,
+}
+
+/// A [`GepaState`] whose append-only pool vectors (candidates, parents, origins, val_scores,
+/// discovered_at) hold only the entries from `pool_from` on; every other field whole.
+/// Hidden contract: every field of [`GepaState`] is here (a unit test checks the key sets).
+#[derive(Serialize)]
+pub struct StateDeltaRef<'a> {
+    pub pool_from: usize,
+    pub version: u32,
+    pub candidates: &'a [Candidate],
+    pub parents: &'a [Vec<usize>],
+    pub origins: &'a [Origin],
+    pub val_scores: &'a [Vec<f64>],
+    pub discovered_at: &'a [u64],
+    pub next_component: &'a [usize],
+    pub generation: u32,
+    pub rng: &'a SeededRng,
+    pub spent: &'a Spent,
+    pub sampler: &'a Sampler,
+    pub merges_due: u32,
+    pub merge_attempts: u32,
+    pub last_accepted: bool,
+    pub tried_merges: &'a BTreeSet<(usize, usize, usize)>,
+    pub merged: &'a BTreeSet<u64>,
+    pub proposed: &'a BTreeSet<u64>,
+    pub lessons: &'a [String],
+    pub idle_iterations: u32,
+}
+
+impl<'a> StateDeltaRef<'a> {
+    /// `state` with its pool from `pool_from` on.
+    pub fn of(state: &'a GepaState, pool_from: usize) -> Self {
+        let from = pool_from.min(state.candidates.len());
+        StateDeltaRef {
+            pool_from: from,
+            version: state.version,
+            candidates: &state.candidates[from..],
+            parents: &state.parents[from..],
+            origins: &state.origins[from..],
+            val_scores: &state.val_scores[from..],
+            discovered_at: &state.discovered_at[from..],
+            next_component: &state.next_component,
+            generation: state.generation,
+            rng: &state.rng,
+            spent: &state.spent,
+            sampler: &state.sampler,
+            merges_due: state.merges_due,
+            merge_attempts: state.merge_attempts,
+            last_accepted: state.last_accepted,
+            tried_merges: &state.tried_merges,
+            merged: &state.merged,
+            proposed: &state.proposed,
+            lessons: &state.lessons,
+            idle_iterations: state.idle_iterations,
+        }
+    }
+}
+
+/// A part as read back.
+#[derive(Debug, Deserialize)]
+struct CheckpointPart {
+    state: Option<StateDelta>,
+    memo: Memo,
+    spent: Spent,
+}
+
+/// [`StateDeltaRef`] as read back: the pool entries from `pool_from` and a whole state
+/// otherwise (its pool vectors hold only the new entries).
+#[derive(Debug, Deserialize)]
+struct StateDelta {
+    pool_from: usize,
+    #[serde(flatten)]
+    state: GepaState,
+}
+
+impl Checkpoint {
+    /// Applies parts (JSON texts, in order) to this base. A part that does not parse, or whose
+    /// pool does not line up, ends the replay there: the checkpoint stays what it was before it
+    /// (older but consistent; a resume then re-runs more and pays for nothing it holds).
+    pub fn apply(&mut self, parts: &[String]) {
+        for text in parts {
+            let Ok(part) = serde_json::from_str::<CheckpointPart>(text) else {
+                tracing::warn!("unreadable checkpoint part; resuming from the parts before it");
+                return;
+            };
+            if let Some(delta) = part.state {
+                let StateDelta { pool_from, state } = delta;
+                if pool_from > self.state.candidates.len() {
+                    tracing::warn!("checkpoint part does not follow its base; ignoring the rest");
+                    return;
+                }
+                let mut whole = std::mem::replace(&mut self.state, state);
+                whole.candidates.truncate(pool_from);
+                whole.parents.truncate(pool_from);
+                whole.origins.truncate(pool_from);
+                whole.val_scores.truncate(pool_from);
+                whole.discovered_at.truncate(pool_from);
+                let new = &mut self.state;
+                whole.candidates.append(&mut new.candidates);
+                whole.parents.append(&mut new.parents);
+                whole.origins.append(&mut new.origins);
+                whole.val_scores.append(&mut new.val_scores);
+                whole.discovered_at.append(&mut new.discovered_at);
+                new.candidates = whole.candidates;
+                new.parents = whole.parents;
+                new.origins = whole.origins;
+                new.val_scores = whole.val_scores;
+                new.discovered_at = whole.discovered_at;
+            }
+            self.memo.cache.extend(part.memo.cache);
+            self.memo.reflections.extend(part.memo.reflections);
+            self.spent = part.spent;
+        }
+    }
+}
+
+/// What the engine has written of its checkpoint, so the next write appends only what changed.
+#[derive(Debug, Default)]
+pub struct CheckpointJournal {
+    /// Memo keys added since the last write (cache, reflections).
+    pub fresh_cache: Vec<String>,
+    pub fresh_reflections: Vec<String>,
+    /// Pool entries already written.
+    pub pool_written: usize,
+    /// A base with a state has been written (parts may follow it).
+    pub has_base: bool,
+    pub base_bytes: usize,
+    /// Bytes of the parts written since the base.
+    pub parts_bytes: usize,
+}
+
+/// Parts are appended until they outweigh the base (and at least this much), then the base
+/// is rewritten: bytes written per iteration stay proportional to what changed.
+pub const MIN_PARTS_BYTES_BEFORE_REBASE: usize = 256 * 1024;
+
+impl CheckpointJournal {
+    /// Whether the next top-of-iteration write should be a new base.
+    pub fn rebase_due(&self) -> bool {
+        !self.has_base || self.parts_bytes > self.base_bytes.max(MIN_PARTS_BYTES_BEFORE_REBASE)
+    }
+
+    /// The memo entries added since the last write.
+    pub fn memo_delta<'a>(&self, memo: &'a Memo) -> MemoDeltaRef<'a> {
+        MemoDeltaRef {
+            cache: self
+                .fresh_cache
+                .iter()
+                .filter_map(|k| memo.cache.get_key_value(k))
+                .map(|(k, v)| (k.as_str(), v))
+                .collect(),
+            reflections: self
+                .fresh_reflections
+                .iter()
+                .filter_map(|k| memo.reflections.get_key_value(k))
+                .map(|(k, v)| (k.as_str(), v))
+                .collect(),
+        }
+    }
+}
+
 impl GepaState {
     pub fn new(seed: Candidate, seed_scores: Vec<f64>, rng: SeededRng, spent: Spent) -> Self {
         GepaState {
@@ -189,6 +375,7 @@ impl GepaState {
             idle_iterations: 0,
             imputed: Vec::new(),
             rejected: Vec::new(),
+            unannounced: Vec::new(),
             human_feedback: Vec::new(),
         }
     }
@@ -293,6 +480,95 @@ mod tests {
         // 30 draws over 5 ids: padding keeps every id within one use of the others.
         let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
         assert!(max - min <= 1, "{counts:?}");
+    }
+
+    fn sample_state() -> GepaState {
+        let seed: Candidate = [("system_prompt".to_string(), "be nice".to_string())].into();
+        let mut state =
+            GepaState::new(seed.clone(), vec![0.5], SeededRng::new(3), Spent::default());
+        state.add(seed, vec![0], Origin::Reflection, vec![1.0], 4);
+        state.tried_merges.insert((1, 2, 0));
+        state
+    }
+
+    #[test]
+    fn the_state_delta_carries_every_field_of_the_state() {
+        let state = sample_state();
+        let whole = serde_json::to_value(&state).unwrap();
+        let delta = serde_json::to_value(StateDeltaRef::of(&state, 1)).unwrap();
+        let mut whole_keys: Vec<&String> = whole.as_object().unwrap().keys().collect();
+        let mut delta_keys: Vec<&String> = delta
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "pool_from")
+            .collect();
+        whole_keys.sort();
+        delta_keys.sort();
+        assert_eq!(
+            delta_keys, whole_keys,
+            "a GepaState field is missing from StateDeltaRef: add it there"
+        );
+    }
+
+    #[test]
+    fn a_base_and_its_parts_read_back_as_the_whole_checkpoint() {
+        let mut state = sample_state();
+        let mut memo = Memo::default();
+        memo.cache.insert("a/1".into(), record(0.5));
+        let base_spent = Spent {
+            metric_calls: 1,
+            ..Spent::default()
+        };
+        let base = serde_json::to_value(CheckpointRef {
+            state: &serde_json::to_value(&state).unwrap(),
+            memo: &memo,
+            spent: &base_spent,
+        })
+        .unwrap();
+        // A mid-iteration part (memo only), then a top-of-iteration part with a new candidate.
+        let mut journal = CheckpointJournal {
+            pool_written: state.candidates.len(),
+            has_base: true,
+            ..CheckpointJournal::default()
+        };
+        memo.cache.insert("b/1".into(), record(1.0));
+        journal.fresh_cache.push("b/1".into());
+        let spent = Spent {
+            metric_calls: 2,
+            ..Spent::default()
+        };
+        let part1 = serde_json::to_string(&CheckpointPartRef {
+            state: None,
+            memo: journal.memo_delta(&memo),
+            spent: &spent,
+        })
+        .unwrap();
+        journal.fresh_cache.clear();
+        let parent = state.candidates[1].clone();
+        state.add(parent, vec![1], Origin::Merge, vec![0.25], 2);
+        state.generation = 3;
+        memo.reflections.insert("r".into(), "answer".into());
+        journal.fresh_reflections.push("r".into());
+        let part2 = serde_json::to_string(&CheckpointPartRef {
+            state: Some(StateDeltaRef::of(&state, journal.pool_written)),
+            memo: journal.memo_delta(&memo),
+            spent: &spent,
+        })
+        .unwrap();
+        let mut read: Checkpoint = serde_json::from_value(base).unwrap();
+        read.apply(&[part1, part2]);
+        assert_eq!(read.state, state);
+        assert_eq!(read.memo, memo);
+        assert_eq!(read.spent, spent);
+    }
+
+    fn record(score: f64) -> EvalRecord {
+        EvalRecord {
+            output: "o".into(),
+            score,
+            feedback: "f".into(),
+        }
     }
 
     #[test]

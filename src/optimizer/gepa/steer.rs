@@ -53,6 +53,7 @@ impl Engine<'_> {
     }
 
     async fn adopt_candidate(&mut self, human: HumanCandidate) -> Result<(), Halt> {
+        let cost_before = self.budget.spent.cost_usd;
         let parent = human.parent_id as usize;
         let Some(parent_candidate) = self.state.candidates.get(parent).cloned() else {
             tracing::warn!(job_id = %self.ctx.job_id, parent, "human candidate names no candidate of the pool");
@@ -110,7 +111,10 @@ impl Engine<'_> {
             after: score,
         }))
         .await?;
-        self.announce(id).await?;
+        // Announced with the next generation's scoring, as reflection children are.
+        self.state
+            .unannounced
+            .push((id, self.budget.spent.cost_usd - cost_before));
         self.state.proposed.insert(super::state::candidate_hash(
             &self.state.candidates[id].clone(),
         ));

@@ -490,18 +490,47 @@ impl JobStore for SqlStore {
     async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()> {
         let data = to_json(checkpoint)?;
         with_pool!(self, write, |pool| {
+            let mut tx = pool.begin().await?;
             sqlx::query(
-            "INSERT INTO checkpoints (job_id, data, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at"
-        )
-        .bind(job_id)
-        .bind(&data)
-        .bind(now_epoch_s())
-        .execute(pool)
-        .await?
-        .rows_affected()
+                "INSERT INTO checkpoints (job_id, data, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(job_id)
+            .bind(&data)
+            .bind(now_epoch_s())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM checkpoint_parts WHERE job_id = $1")
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         });
         Ok(())
+    }
+
+    async fn append_checkpoint_part(&self, job_id: &str, part: &str) -> Result<()> {
+        with_pool!(self, write, |pool| sqlx::query(
+            "INSERT INTO checkpoint_parts (job_id, seq, data) VALUES ($1, \
+             (SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoint_parts WHERE job_id = $1), $2)"
+        )
+        .bind(job_id)
+        .bind(part)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>> {
+        let parts: Vec<String> = with_pool!(self, read, |pool| sqlx::query_scalar(
+            "SELECT data FROM checkpoint_parts WHERE job_id = $1 ORDER BY seq"
+        )
+        .bind(job_id)
+        .fetch_all(pool)
+        .await?);
+        Ok(parts)
     }
 
     async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>> {

@@ -1,0 +1,432 @@
+//! Reflective mutation with several proposals per generation. Parents and minibatches are
+//! drawn in order from the seeded RNG; then the parents' minibatches, the reflections and the
+//! children's minibatches each run together under the job's concurrency cap; then acceptance
+//! and validation run in proposal order. Every answer is stored by its position, so the result
+//! depends only on the seed and the inputs, never on which call finished first.
+
+use std::sync::Arc;
+
+use super::engine::{Engine, Halt, Outcome, provider_failed};
+use super::reflection::{self, Record};
+use super::state::{Candidate, EvalRecord, Origin, Rejected, candidate_hash, fnv1a};
+use crate::domain::EventPayload;
+use crate::domain::gepa::{
+    Acceptance, CandidateProposed, CandidateVerdict, MinibatchEvaluated, ParentSelected,
+    ReflectionFinished, ReflectionStarted,
+};
+use crate::optimizer::OptimizeError;
+use crate::provider::{ChatMessage, CompletionRequest, ModelProvider};
+
+/// A minibatch where the parent scores at least this everywhere is skipped.
+const PERFECT_SCORE: f64 = 1.0;
+/// Lessons kept in the result.
+const MAX_LESSONS: usize = 20;
+/// Rejected proposals kept for reflection memory (per job; the prompt shows those of the parent
+/// and component being reflected on).
+const MAX_REJECTED: usize = 24;
+/// Rejected proposals shown in one reflection prompt.
+const MEMORY_IN_PROMPT: usize = 3;
+
+/// One proposal in flight.
+struct Proposal {
+    parent: usize,
+    batch: Vec<usize>,
+    parent_candidate: Candidate,
+    parent_records: Vec<EvalRecord>,
+    component: String,
+    /// The offline rule-based operator's text, or the reflection prompt.
+    rule_text: Option<String>,
+    prompt: Option<String>,
+}
+
+impl Engine<'_> {
+    /// Proposals this generation: the configured number, else as many minibatches as the job's
+    /// concurrency holds; fewer when the budget left does not cover them.
+    fn proposals_now(&self, size: usize) -> usize {
+        let wanted = self
+            .cfg
+            .parallel
+            .unwrap_or(self.eval.per_job / size.max(1))
+            .max(1);
+        match self.budget.metric_calls_left() {
+            Some(left) => wanted.min((left / (2 * size as u64).max(1)).max(1) as usize),
+            None => wanted,
+        }
+    }
+
+    pub(super) async fn reflective_round(&mut self, generation: u32) -> Result<Outcome, Halt> {
+        let mut size = self.cfg.minibatch.min(self.train.len()).max(1);
+        if let Some(left) = self.budget.metric_calls_left() {
+            size = size.min((left / 2).max(1) as usize);
+        }
+        let k = if self.cfg.legacy {
+            1
+        } else {
+            self.proposals_now(size)
+        };
+        // 1. Parents and minibatches, in order.
+        let mut drawn: Vec<(usize, Vec<usize>)> = Vec::with_capacity(k);
+        for _ in 0..k {
+            let parent =
+                tracing::info_span!("select", otel.name = "select", selector = ?self.cfg.selector)
+                    .in_scope(|| self.select_parent());
+            self.emit(EventPayload::ParentSelected(ParentSelected {
+                generation,
+                candidate_id: parent as u32,
+                selector: serde_json::to_value(self.cfg.selector)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                score: self.state.aggregate(parent),
+            }))
+            .await?;
+            let batch = self
+                .state
+                .sampler
+                .next_batch(self.train.len(), size, &mut self.state.rng);
+            drawn.push((parent, batch));
+        }
+        // 2. The parents on their minibatches, together.
+        let parents: Vec<Candidate> = drawn
+            .iter()
+            .map(|(p, _)| self.state.candidates[*p].clone())
+            .collect();
+        let items: Vec<(&Candidate, bool, &[usize])> = drawn
+            .iter()
+            .zip(&parents)
+            .map(|((_, batch), c)| (c, false, batch.as_slice()))
+            .collect();
+        let records = self.evaluate_many(&items).await?;
+        // 3. Skip perfect minibatches; pick components; build the reflection inputs.
+        let mut live: Vec<Proposal> = Vec::new();
+        let mut new_lessons = Vec::new();
+        for (((parent, batch), parent_candidate), parent_records) in
+            drawn.into_iter().zip(parents).zip(records)
+        {
+            if parent_records.iter().all(|r| r.score >= PERFECT_SCORE) {
+                self.emit(EventPayload::MinibatchEvaluated(MinibatchEvaluated {
+                    generation,
+                    candidate_id: parent as u32,
+                    example_ids: self.ids(&batch),
+                    parent_scores: parent_records.iter().map(|r| r.score).collect(),
+                    child_scores: Vec::new(),
+                }))
+                .await?;
+                continue;
+            }
+            let n = self.cfg.components.len().max(1);
+            let component = self.cfg.components[self.state.next_component[parent] % n].clone();
+            self.state.next_component[parent] += 1;
+            let feedback = self.feedback_for(&component);
+            self.emit(EventPayload::ReflectionStarted(ReflectionStarted {
+                generation,
+                candidate_id: parent as u32,
+                component: component.clone(),
+                r#gen: generation,
+                feedback: feedback.clone(),
+            }))
+            .await?;
+            let current = parent_candidate
+                .get(&component)
+                .cloned()
+                .unwrap_or_default();
+            let memory = self.memory(parent, &component);
+            let (rule_text, prompt) = {
+                let records: Vec<Record<'_>> = batch
+                    .iter()
+                    .zip(&parent_records)
+                    .map(|(i, eval)| Record {
+                        example: &self.train[*i],
+                        eval,
+                    })
+                    .collect();
+                new_lessons.extend(reflection::lessons(&records));
+                match &self.cfg.reflection {
+                    None => (Some(reflection::rule_based(&current, &records)), None),
+                    Some(_) => (
+                        None,
+                        Some(super::steer::with_feedback(
+                            reflection::with_memory(
+                                reflection::reflection_prompt(&current, &records),
+                                &memory,
+                            ),
+                            &feedback,
+                        )),
+                    ),
+                }
+            };
+            live.push(Proposal {
+                parent,
+                batch,
+                parent_candidate,
+                parent_records,
+                component,
+                rule_text,
+                prompt,
+            });
+        }
+        if live.is_empty() {
+            return Ok(Outcome::Idle);
+        }
+        // Lessons come from the feedback reflection reads (the original's order: between
+        // reflection_started and reflection_finished).
+        for lesson in new_lessons {
+            if !self.state.lessons.contains(&lesson) {
+                self.state.lessons.push(lesson);
+            }
+        }
+        let overflow = self.state.lessons.len().saturating_sub(MAX_LESSONS);
+        self.state.lessons.drain(..overflow);
+        self.emit_lessons().await?;
+        // 4. Reflections, together.
+        let prompts: Vec<Option<String>> = live.iter().map(|p| p.prompt.clone()).collect();
+        let answers = self.reflect_many(&prompts).await?;
+        let mut children: Vec<(Candidate, bool, String)> = Vec::with_capacity(live.len());
+        for (p, answer) in live.iter().zip(answers) {
+            let current = p
+                .parent_candidate
+                .get(&p.component)
+                .cloned()
+                .unwrap_or_default();
+            let text = match (&p.rule_text, answer) {
+                (Some(text), _) => text.clone(),
+                (None, Some(answer)) => {
+                    let text = reflection::parse_fenced(&answer);
+                    if text.is_empty() { current } else { text }
+                }
+                (None, None) => current,
+            };
+            self.emit(EventPayload::ReflectionFinished(ReflectionFinished {
+                generation,
+                component: p.component.clone(),
+                rule_based: p.rule_text.is_some(),
+                r#gen: generation,
+            }))
+            .await?;
+            self.emit(EventPayload::CandidateProposed(CandidateProposed {
+                generation,
+                parent_ids: vec![p.parent as u32],
+                component: p.component.clone(),
+                text: text.clone(),
+            }))
+            .await?;
+            let mut child = p.parent_candidate.clone();
+            child.insert(p.component.clone(), text.clone());
+            let repeat = !self.state.proposed.insert(candidate_hash(&child));
+            children.push((child, repeat, text));
+        }
+        // 5. The children on the same minibatches, together.
+        let items: Vec<(&Candidate, bool, &[usize])> = live
+            .iter()
+            .zip(&children)
+            .map(|(p, (child, _, _))| (child, false, p.batch.as_slice()))
+            .collect();
+        let child_records = self.evaluate_many(&items).await?;
+        // 6. Acceptance and validation, in proposal order.
+        let mut outcome = Outcome::Idle;
+        for ((p, (child, repeat, text)), records) in
+            live.into_iter().zip(children).zip(child_records)
+        {
+            if self
+                .judge(generation, p, child, repeat, text, records)
+                .await?
+                == Outcome::Progress
+            {
+                outcome = Outcome::Progress;
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn ids(&self, batch: &[usize]) -> Vec<String> {
+        batch.iter().map(|i| self.train[*i].id.clone()).collect()
+    }
+
+    /// The recent rejected proposals for this parent and component (reflection memory).
+    fn memory(&self, parent: usize, component: &str) -> Vec<Rejected> {
+        if self.cfg.legacy {
+            return Vec::new();
+        }
+        let mut recent: Vec<Rejected> = self
+            .state
+            .rejected
+            .iter()
+            .rev()
+            .filter(|r| r.parent == parent && r.component == component)
+            .take(MEMORY_IN_PROMPT)
+            .cloned()
+            .collect();
+        recent.reverse();
+        recent
+    }
+
+    /// Accepts or rejects one child on its minibatch; validates and adds an accepted one.
+    async fn judge(
+        &mut self,
+        generation: u32,
+        p: Proposal,
+        child: Candidate,
+        repeat: bool,
+        text: String,
+        child_records: Vec<EvalRecord>,
+    ) -> Result<Outcome, Halt> {
+        let parent = p.parent;
+        let parent_scores: Vec<f64> = p.parent_records.iter().map(|r| r.score).collect();
+        let child_scores: Vec<f64> = child_records.iter().map(|r| r.score).collect();
+        let (before, after) = (
+            parent_scores.iter().sum::<f64>(),
+            child_scores.iter().sum::<f64>(),
+        );
+        self.emit(EventPayload::MinibatchEvaluated(MinibatchEvaluated {
+            generation,
+            candidate_id: parent as u32,
+            example_ids: self.ids(&p.batch),
+            parent_scores,
+            child_scores,
+        }))
+        .await?;
+        // A child whose text is already in the pool (the parent itself or any earlier
+        // candidate) adds nothing: its evaluations come from the cache, so accepting it again
+        // would count as progress for free and the no-progress stop would never fire.
+        let already_in_pool = self.state.candidates.contains(&child);
+        let accepted = match self.cfg.acceptance {
+            Acceptance::StrictImprovement => after > before,
+            Acceptance::ImprovementOrEqual => after >= before,
+        } && !already_in_pool;
+        let rejected = Rejected {
+            parent,
+            component: p.component.clone(),
+            text,
+            before,
+            after,
+            size: p.batch.len(),
+        };
+        let verdict = CandidateVerdict {
+            generation,
+            candidate_id: None,
+            parent_ids: vec![parent as u32],
+            before,
+            after,
+        };
+        if !accepted {
+            if !already_in_pool {
+                self.remember(rejected);
+            }
+            self.emit(EventPayload::CandidateRejected(verdict)).await?;
+            return Ok(if repeat || already_in_pool {
+                Outcome::Idle
+            } else {
+                Outcome::Progress
+            });
+        }
+        let cost_before = self.budget.spent.cost_usd;
+        let Some((scores, missing)) = self.validate_child(&child, &[parent]).await? else {
+            self.remember(rejected);
+            self.emit(EventPayload::CandidateRejected(verdict)).await?;
+            return Ok(Outcome::Progress);
+        };
+        let id = self.state.add(
+            child,
+            vec![parent],
+            Origin::Reflection,
+            scores,
+            self.budget.spent.metric_calls,
+        );
+        self.state.set_imputed(id, missing);
+        self.emit(EventPayload::CandidateAccepted(CandidateVerdict {
+            candidate_id: Some(id as u32),
+            ..verdict
+        }))
+        .await?;
+        self.state
+            .unannounced
+            .push((id, self.budget.spent.cost_usd - cost_before));
+        if self.cfg.use_merge && self.state.merge_attempts < self.cfg.max_merges {
+            self.state.merges_due += 1;
+        }
+        self.state.last_accepted = true;
+        Ok(Outcome::Progress)
+    }
+
+    fn remember(&mut self, rejected: Rejected) {
+        self.state.rejected.push(rejected);
+        let overflow = self.state.rejected.len().saturating_sub(MAX_REJECTED);
+        self.state.rejected.drain(..overflow);
+    }
+
+    /// Answers of the reflection model to each prompt (`None` where there is none), asked
+    /// together; answers already paid for come from the memo.
+    #[tracing::instrument(name = "reflect", skip_all, fields(otel.name = "reflect", prompts = prompts.len()))]
+    async fn reflect_many(
+        &mut self,
+        prompts: &[Option<String>],
+    ) -> Result<Vec<Option<String>>, Halt> {
+        let Some((provider, model)) = self.cfg.reflection.clone() else {
+            return Ok(vec![None; prompts.len()]);
+        };
+        let keys: Vec<Option<String>> = prompts
+            .iter()
+            .map(|p| p.as_ref().map(|p| format!("{:016x}", fnv1a(&[&model, p]))))
+            .collect();
+        let missing: Vec<usize> = (0..prompts.len())
+            .filter(|i| {
+                keys[*i]
+                    .as_ref()
+                    .is_some_and(|k| !self.memo.reflections.contains_key(k))
+            })
+            .collect();
+        if !missing.is_empty() {
+            if let Some(reason) = self.budget.spending_stop() {
+                return Err(Halt::Budget(reason));
+            }
+            let calls = missing.iter().map(|i| {
+                ask(
+                    provider.clone(),
+                    model.clone(),
+                    prompts[*i].clone().unwrap_or_default(),
+                )
+            });
+            // A halt (pause, hand-over) drops the calls in flight (see `evaluate`).
+            let answers = tokio::select! {
+                answers = futures_util::future::join_all(calls) => answers,
+                _ = self.ctx.halt.cancelled() => return Err(Halt::Error(OptimizeError::Halted)),
+            };
+            for (i, answer) in missing.iter().zip(answers) {
+                let completion = answer.map_err(|e| Halt::Error(provider_failed(&e)))?;
+                let cost = self.eval.prices.cost(&model, completion.usage);
+                self.budget.record(
+                    cost,
+                    completion.usage.prompt_tokens + completion.usage.completion_tokens,
+                );
+                if let Some(key) = &keys[*i] {
+                    self.memo.reflections.insert(key.clone(), completion.text);
+                    self.journal.fresh_reflections.push(key.clone());
+                }
+            }
+            self.save().await;
+        }
+        Ok(keys
+            .iter()
+            .map(|k| {
+                k.as_ref()
+                    .and_then(|k| self.memo.reflections.get(k).cloned())
+            })
+            .collect())
+    }
+}
+
+async fn ask(
+    provider: Arc<dyn ModelProvider>,
+    model: String,
+    prompt: String,
+) -> Result<crate::provider::Completion, crate::provider::ProviderError> {
+    provider
+        .complete(CompletionRequest {
+            model,
+            messages: vec![ChatMessage::user(prompt)],
+            temperature: Some(1.0),
+            max_tokens: None,
+            seed: None,
+        })
+        .await
+}

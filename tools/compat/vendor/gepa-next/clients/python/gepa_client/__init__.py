@@ -1,0 +1,3 @@
+from .client import GepaClient, JobState, SSEEnvelope
+
+__all__ = ["GepaClient", "SSEEnvelope", "JobState"]
