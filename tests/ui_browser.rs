@@ -18,6 +18,7 @@ use innerloop::server::{self, Listeners};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "tok-browser";
+const FEEDBACK: &str = "Say which rule applies before answering.";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
@@ -75,7 +76,7 @@ impl Browser {
             "--disable-component-update".into(),
             "--disable-sync".into(),
             "--disable-dev-shm-usage".into(),
-            "--window-size=1400,2400".into(),
+            "--window-size=1400,1850".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
         let caps = json!({"capabilities": {"alwaysMatch": {
@@ -297,10 +298,10 @@ fn examples_jsonl() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_started_from_the_form_streams_events_draws_its_lineage_and_finishes() {
+async fn a_run_started_from_the_form_is_paused_steered_resumed_and_finishes_with_its_lineage() {
     let (model_url, fake) = fake_llm::start().await;
     // Slow enough that the run is watched live, not only replayed.
-    *fake.latency.lock().unwrap() = Duration::from_millis(15);
+    *fake.latency.lock().unwrap() = Duration::from_millis(40);
     let server = start_server(model_url).await;
     let browser = Browser::start().await;
     browser.goto(&format!("{}/ui", server.base)).await;
@@ -331,6 +332,38 @@ async fn a_run_started_from_the_form_streams_events_draws_its_lineage_and_finish
             "document.querySelectorAll('#log li[data-type=generation_started]').length >= 1",
         )
         .await;
+
+    // Pause, steer (feedback + a hand-written candidate), resume.
+    browser.click("#btn-pause").await;
+    browser
+        .wait_for(
+            "the run to pause",
+            "document.body.dataset.status === 'paused'",
+        )
+        .await;
+    browser.click("#btn-steer").await;
+    browser.set_value("steer-feedback", FEEDBACK).await;
+    browser
+        .set_value(
+            "steer-text",
+            &format!(
+                "{}\nWritten by hand. {}",
+                fake_llm::SEED_PROMPT,
+                fake_llm::DOUBLE_RULE
+            ),
+        )
+        .await;
+    browser.click("#steer-add").await;
+    browser.screenshot("steer-dialog.png").await;
+    browser.click("#steer-send").await;
+    browser
+        .wait_for(
+            "the steering to be accepted",
+            "document.getElementById('notice').textContent === 'steering sent'",
+        )
+        .await;
+    browser.click("#btn-resume").await;
+
     browser
         .wait_for(
             "the run to finish",
@@ -354,10 +387,28 @@ async fn a_run_started_from_the_form_streams_events_draws_its_lineage_and_finish
                 diff: document.querySelectorAll('#diff ins').length,
                 jobs: document.querySelectorAll('#jobs tbody tr').length,
                 terminal: document.querySelectorAll('#log li[data-type=finished]').length,
+                human: document.querySelectorAll('#lineage .node[data-origin=human]').length,
+                paused: document.querySelectorAll('#log li[data-type=paused]').length,
+                resumed: document.querySelectorAll('#log li[data-type=resumed]').length,
+                steered: [...document.querySelectorAll('#log li[data-type=reflection_started]')]
+                    .filter((li) => li.textContent.includes('human feedback: ' + arguments[0])).length,
             };",
-            json!([]),
+            json!([FEEDBACK]),
         )
         .await;
+    assert_eq!(
+        (drawn["paused"].as_u64(), drawn["resumed"].as_u64()),
+        (Some(1), Some(1)),
+        "{drawn}"
+    );
+    assert!(
+        drawn["steered"].as_u64().unwrap() >= 1,
+        "a reflection got the feedback: {drawn}"
+    );
+    assert_eq!(
+        drawn["human"], 1,
+        "the hand-written candidate is in the lineage: {drawn}"
+    );
     assert!(drawn["edges"].as_u64().unwrap() >= 1, "{drawn}");
     assert_eq!(drawn["plot"], 1, "{drawn}");
     assert_eq!(

@@ -8,7 +8,7 @@ const EVENT_TYPES = [
   "shutdown", "generation_started", "parent_selected", "minibatch_evaluated", "reflection_started",
   "reflection_finished", "candidate_proposed", "candidate_accepted", "candidate_rejected",
   "candidate_scored", "judge_scored", "frontier_updated", "lessons_updated", "merge_attempted",
-  "budget_progress", "eval_started", "eval_case", "eval_finished", "steered", "paused", "resumed",
+  "budget_progress", "eval_started", "eval_case", "eval_finished", "paused", "resumed", "suspended",
   "error",
 ];
 const MAX_LOG = 500;
@@ -28,7 +28,6 @@ const state = {
   budget: null,
   firstTs: null,
   lastTs: null,
-  summaries: new Map(), // job id -> {best, calls, cost} of terminal jobs (results never change)
   lineageTimer: null,
 };
 
@@ -147,51 +146,26 @@ function parseExamples(text) {
 
 // ---------- job list ----------
 
-function summarize(result) {
-  if (!result) return null;
-  if (result.budget && "best_score" in result) {
-    return { best: result.best_score, calls: result.budget.metric_calls_used, cost: result.budget.cost_usd };
-  }
-  if ("cases" in result) return { best: result.score, calls: result.metric_calls_used, cost: result.cost_usd };
-  if ("error" in result) return { best: null, calls: null, cost: null, error: result.error };
-  return { best: null, calls: null, cost: null };
-}
-
 async function refreshJobs() {
   let list;
   try { list = await api("GET", "/v1/admin/jobs?limit=25"); } catch (e) { fail(e); return; }
   const body = $("jobs").querySelector("tbody");
   body.replaceChildren();
   for (const job of list.jobs) {
-    if (TERMINAL.includes(job.status) && !state.summaries.has(job.job_id)) {
-      try {
-        const full = await api("GET", "/v1/optimize/" + job.job_id);
-        state.summaries.set(job.job_id, summarize(full.result) || {});
-      } catch (_) { /* deleted meanwhile */ }
-    }
-    let s = state.summaries.get(job.job_id) || {};
-    if (job.job_id === state.jobId && !TERMINAL.includes(job.status)) s = liveSummary();
-    const tr = el("tr", { "data-job": job.job_id });
+    const p = job.progress || {};
+    const calls = p.metric_calls_used == null ? "–" : p.metric_calls_used + (p.metric_calls_budget ? "/" + p.metric_calls_budget : "");
+    const tr = el("tr", { "data-job": job.job_id, title: job.request ? job.request.mode + ": " + job.request.prompt_head : job.job_id });
     if (job.job_id === state.jobId) tr.className = "selected";
     tr.append(
-      el("td", { title: job.job_id }, short(job.job_id)),
+      el("td", {}, short(job.job_id)),
       el("td", {}, job.status),
-      el("td", {}, fmtScore(s.best)),
-      el("td", {}, s.calls == null ? "–" : String(s.calls)),
-      el("td", {}, s.cost == null ? "–" : fmtCost(s.cost)),
+      el("td", {}, fmtScore(p.best_score)),
+      el("td", {}, calls),
+      el("td", {}, p.cost_usd == null ? "–" : fmtCost(p.cost_usd)),
     );
     tr.addEventListener("click", () => selectJob(job.job_id));
     body.append(tr);
   }
-}
-
-function liveSummary() {
-  const best = state.lineage ? bestCandidate() : null;
-  return {
-    best: best ? best.score : null,
-    calls: state.budget ? state.budget.metric_calls_used : null,
-    cost: state.budget ? state.budget.cost_usd : null,
-  };
 }
 
 // ---------- starting a run ----------
@@ -398,6 +372,14 @@ async function refreshLineage() {
   }
   if (jobId !== state.jobId) return;
   state.lineage = lineage;
+  const origin = $("branched-from");
+  origin.replaceChildren();
+  if (lineage.branched_from) {
+    const b = lineage.branched_from;
+    const link = el("a", { href: "#job=" + b.job_id }, short(b.job_id) + (b.candidate_id != null ? " #" + b.candidate_id : " (checkpoint)"));
+    link.addEventListener("click", (e) => { e.preventDefault(); selectJob(b.job_id); });
+    origin.append(document.createTextNode("branched from "), link);
+  }
   const best = bestCandidate();
   if (best) $("g-best").textContent = fmtScore(best.score);
   renderPlot();
@@ -449,7 +431,7 @@ function renderLineage() {
   const depth = depths(candidates);
   const rows = new Map();
   const pos = new Map();
-  const colW = 90, rowH = 38, pad = 24;
+  const colW = 150, rowH = 38, pad = 24;
   for (const c of candidates) {
     const level = depth.get(c.id);
     const row = rows.get(level) || 0;
@@ -470,10 +452,10 @@ function renderLineage() {
   }
   for (const c of candidates) {
     const p = pos.get(c.id);
-    const g = svg("g", { class: "node" + (c.id === state.lineage.best_id ? " best" : ""), "data-id": String(c.id), transform: "translate(" + p.x + "," + p.y + ")" });
+    const g = svg("g", { class: "node " + c.origin + (c.id === state.lineage.best_id ? " best" : ""), "data-id": String(c.id), "data-origin": c.origin, transform: "translate(" + p.x + "," + p.y + ")" });
     g.append(svg("circle", { r: 12, fill: scoreColor(c.score) }));
     g.append(svg("text", { x: 0, y: 4, "text-anchor": "middle" }, String(c.id)));
-    g.append(svg("text", { x: 16, y: 4 }, c.origin === "seed" ? "seed" : c.origin === "reflection" ? fmtScore(c.score) : c.origin + " " + fmtScore(c.score)));
+    g.append(svg("text", { x: 16, y: 4 }, c.origin === "reflection" ? fmtScore(c.score) : c.origin + " " + fmtScore(c.score)));
     g.append(svg("title", {}, "#" + c.id + " " + c.origin + " score " + fmtScore(c.score)));
     g.addEventListener("click", () => pickCandidate(c.id));
     root.append(g);
@@ -532,7 +514,6 @@ function selectCandidate(id) {
     }
     box.append(document.createTextNode("\n\n"));
   }
-  if ($("steer-text")) $("steer-text").value = c.components.system_prompt || "";
 }
 
 function renderMatrix() {
@@ -623,6 +604,10 @@ function wire() {
   $("btn-download-run").addEventListener("click", () => download("run-" + short(state.jobId) + ".json", "application/json",
     JSON.stringify({ job: state.job, candidates: state.lineage, events: state.events }, null, 2)));
   $("btn-steer").addEventListener("click", () => {
+    // The candidate text starts as the selected candidate's (filled once, when the dialog opens).
+    const selected = state.lineage && state.lineage.candidates.find((k) => k.id === state.selected);
+    const component = $("steer-component").value.trim() || "system_prompt";
+    $("steer-text").value = selected ? selected.components[component] || "" : "";
     $("steer-add").checked = false;
     $("steer-dialog").showModal();
   });
