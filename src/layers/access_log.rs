@@ -125,7 +125,14 @@ const KNOWN_ROUTES: &[&str] = &[
 /// [`UNMATCHED`]: the metric label set stays bounded whatever clients send.
 pub fn route_template(path: &str) -> String {
     const COLLECTIONS: &[&str] = &["optimize", "jobs", "eval", "examples"];
-    const LITERALS: &[&str] = &["start", "bulk", "events", "cancel", "stream-token", "estimate"];
+    const LITERALS: &[&str] = &[
+        "start",
+        "bulk",
+        "events",
+        "cancel",
+        "stream-token",
+        "estimate",
+    ];
     let mut out = String::with_capacity(path.len());
     let mut previous = "";
     for segment in path.split('/').skip(1) {

@@ -413,6 +413,7 @@ fn limits_for(spec: &JobSpec, settings: &Settings) -> Limits {
         max_cost_usd: spec.budget.max_cost,
         max_tokens: spec.budget.max_tokens,
         deadline: Some(Instant::now() + Duration::from_secs_f64(wall * WALL_TIME_SHARE)),
+        hard_deadline: Some(Instant::now() + Duration::from_secs_f64(wall)),
     }
 }
 
