@@ -68,13 +68,12 @@ pub async fn branch(
                     "a branch from the checkpoint keeps the job's examples",
                 ));
             }
-            let checkpoint = runtime
-                .store()
-                .get_checkpoint(job_id)
-                .await?
-                .ok_or_else(|| {
-                    Error::invalid(&["from_checkpoint"], "the job has no checkpoint yet")
-                })?;
+            let checkpoint =
+                crate::optimizer::gepa::whole_checkpoint(runtime.store().as_ref(), job_id)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::invalid(&["from_checkpoint"], "the job has no checkpoint yet")
+                    })?;
             (Some(checkpoint), None)
         }
     };

@@ -47,7 +47,7 @@ pub async fn lineage(runtime: &JobRuntime, job_id: &str) -> Result<Lineage> {
     };
     let checkpoint = match result {
         Some(_) => None,
-        None => store.get_checkpoint(job_id).await?,
+        None => crate::optimizer::gepa::whole_checkpoint(store.as_ref(), job_id).await?,
     };
     let mut lineage = lineage::fold(
         lineage::seed_components(&record.spec),
