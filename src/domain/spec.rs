@@ -359,10 +359,10 @@ impl JobSpec {
             ));
         }
         for (name, text) in &self.gepa.components {
-            if name.is_empty() || name.len() > 100 || name == DEFAULT_COMPONENT {
+            if name.is_empty() || name.chars().count() > 100 || name == DEFAULT_COMPONENT {
                 errors.push(FieldError::new(
                     &["gepa", "components", name],
-                    "component names must be 1-100 bytes and not system_prompt",
+                    "component names must be 1-100 characters and not system_prompt",
                 ));
             }
             if text.chars().count() > MAX_PROMPT_CHARS {

@@ -75,7 +75,7 @@ pub struct GepaBody {
     #[schema(maximum = 100)]
     pub max_merge_invocations: Option<u32>,
     /// Extra named components evolved next to `prompt`.
-    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    #[schema(schema_with = components_schema)]
     pub components: Option<std::collections::BTreeMap<String, String>>,
 }
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -83,6 +83,26 @@ pub struct GepaBody {
 pub enum ModeName {
     Default,
     Gepa,
+}
+
+/// `gepa.components`: names of 1 to 100 characters other than `system_prompt`, text values.
+fn components_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .description(Some(
+            "Extra named components evolved next to `prompt`: names of 1 to 100 characters \
+             other than `system_prompt`, text values.",
+        ))
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(100))
+                .pattern(Some("^(?!system_prompt$)")),
+        ))
+        .build()
 }
 
 /// `dataset` of [`OptimizeBody`].
