@@ -237,6 +237,29 @@ impl JobSpec {
                 "max_rollouts must be >= 1",
             ));
         }
+        if self.gepa.components.len() > 16 {
+            errors.push(FieldError::new(
+                &["gepa", "components"],
+                "at most 16 components",
+            ));
+        }
+        for (name, text) in &self.gepa.components {
+            if name.is_empty()
+                || name.chars().count() > 100
+                || name == super::gepa::DEFAULT_COMPONENT
+            {
+                errors.push(FieldError::new(
+                    &["gepa", "components", name],
+                    "component names must be 1-100 characters and not system_prompt",
+                ));
+            }
+            if text.chars().count() > MAX_PROMPT_CHARS {
+                errors.push(FieldError::new(
+                    &["gepa", "components", name],
+                    format!("component text must be at most {MAX_PROMPT_CHARS} characters"),
+                ));
+            }
+        }
         // The documented range (int64): larger values are refused, not silently taken.
         for (name, value) in [
             ("max_rollouts", self.budget.max_rollouts),
@@ -316,9 +339,6 @@ impl JobSpec {
                 "max_merge_invocations must be at most 100",
             ));
         }
-        if matches!(self.mode, Mode::Gepa | Mode::Eval) {
-            self.validate_gepa(&mut errors);
-        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -345,31 +365,6 @@ impl JobSpec {
         for (i, example) in self.examples.iter().enumerate() {
             if let Some(path) = too_deep_in_map(&example.meta, 4, MAX_JSON_DEPTH) {
                 report(vec!["examples".into(), i.to_string(), "meta".into()], path);
-            }
-        }
-    }
-
-    /// Rules of `mode: "gepa"`: known dataset and metrics, sane GEPA options.
-    fn validate_gepa(&self, errors: &mut Vec<FieldError>) {
-        use super::gepa::DEFAULT_COMPONENT;
-        if self.gepa.components.len() > 16 {
-            errors.push(FieldError::new(
-                &["gepa", "components"],
-                "at most 16 components",
-            ));
-        }
-        for (name, text) in &self.gepa.components {
-            if name.is_empty() || name.chars().count() > 100 || name == DEFAULT_COMPONENT {
-                errors.push(FieldError::new(
-                    &["gepa", "components", name],
-                    "component names must be 1-100 characters and not system_prompt",
-                ));
-            }
-            if text.chars().count() > MAX_PROMPT_CHARS {
-                errors.push(FieldError::new(
-                    &["gepa", "components", name],
-                    format!("component text must be at most {MAX_PROMPT_CHARS} characters"),
-                ));
             }
         }
     }
