@@ -232,6 +232,23 @@ impl JobSpec {
                 "max_rollouts must be >= 1",
             ));
         }
+        if self.gepa.components.len() > 16 {
+            errors.push(FieldError::new(
+                &["gepa", "components"],
+                "at most 16 components",
+            ));
+        }
+        for name in self.gepa.components.keys() {
+            if name.is_empty()
+                || name.chars().count() > 100
+                || name == super::gepa::DEFAULT_COMPONENT
+            {
+                errors.push(FieldError::new(
+                    &["gepa", "components", name],
+                    "component names must be 1-100 characters and not system_prompt",
+                ));
+            }
+        }
         // The documented range (int64): larger values are refused, not silently taken.
         for (name, value) in [
             ("max_rollouts", self.budget.max_rollouts),
@@ -311,9 +328,6 @@ impl JobSpec {
                 "parallel_proposals must be between 1 and 16",
             ));
         }
-        if matches!(self.mode, Mode::Gepa | Mode::Eval) {
-            self.validate_gepa(&mut errors);
-        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -340,25 +354,6 @@ impl JobSpec {
         for (i, example) in self.examples.iter().enumerate() {
             if let Some(path) = too_deep_in_map(&example.meta, 4, MAX_JSON_DEPTH) {
                 report(vec!["examples".into(), i.to_string(), "meta".into()], path);
-            }
-        }
-    }
-
-    /// Rules of `mode: "gepa"`: known dataset and metrics, sane GEPA options.
-    fn validate_gepa(&self, errors: &mut Vec<FieldError>) {
-        use super::gepa::DEFAULT_COMPONENT;
-        if self.gepa.components.len() > 16 {
-            errors.push(FieldError::new(
-                &["gepa", "components"],
-                "at most 16 components",
-            ));
-        }
-        for name in self.gepa.components.keys() {
-            if name.is_empty() || name.len() > 100 || name == DEFAULT_COMPONENT {
-                errors.push(FieldError::new(
-                    &["gepa", "components", name],
-                    "component names must be 1-100 bytes and not system_prompt",
-                ));
             }
         }
     }

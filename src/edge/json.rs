@@ -10,8 +10,8 @@ use crate::grpc::{convert, pb};
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizeBody {
-    /// The prompt to evolve (not blank).
-    #[schema(min_length = 1, max_length = 20000, pattern = r"\S")]
+    /// The prompt to evolve (not blank; only `MAX_REQUEST_BYTES` bounds its length).
+    #[schema(min_length = 1, pattern = r"\S")]
     pub prompt: String,
     /// Free-form context.
     #[schema(value_type = Option<Object>)]
@@ -26,7 +26,6 @@ pub struct OptimizeBody {
     /// Spending limits.
     pub budget: Option<BudgetBody>,
     /// Inline examples; numeric ids become strings, missing ids are generated.
-    #[schema(max_items = 1000)]
     pub examples: Option<Vec<ExampleBody>>,
     /// `brevity`, `diversity`, `coverage` (default all three).
     #[schema(value_type = Option<Vec<ObjectiveName>>)]
@@ -50,7 +49,6 @@ pub struct OptimizeBody {
     pub recombination_rate: Option<f64>,
     #[schema(minimum = 1, maximum = 1000)]
     pub early_stop_patience: Option<u32>,
-    #[schema(max_length = 20000)]
     pub evaluation_rubric: Option<String>,
     /// GEPA knobs (mode `gepa` only).
     pub gepa: Option<GepaBody>,
@@ -75,7 +73,7 @@ pub struct GepaBody {
     #[schema(maximum = 100)]
     pub max_merge_invocations: Option<u32>,
     /// Extra named components evolved next to `prompt`.
-    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    #[schema(schema_with = components_schema)]
     pub components: Option<std::collections::BTreeMap<String, String>>,
     /// `subsample` (default) or `full`.
     pub validation_policy: Option<String>,
@@ -90,6 +88,26 @@ pub struct GepaBody {
 pub enum ModeName {
     Default,
     Gepa,
+}
+
+/// `gepa.components`: names of 1 to 100 characters other than `system_prompt`, text values.
+fn components_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .description(Some(
+            "Extra named components evolved next to `prompt`: names of 1 to 100 characters \
+             other than `system_prompt`, text values.",
+        ))
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(100))
+                .pattern(Some("^(?!system_prompt$)")),
+        ))
+        .build()
 }
 
 /// `dataset` of [`OptimizeBody`].

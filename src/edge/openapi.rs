@@ -147,6 +147,20 @@ impl Modify for LayerResponses {
                     .iter()
                     .flatten()
                     .any(|p| matches!(p, RefOr::T(p) if p.name == "page_token"));
+                // Job ids are what the server issues (UUIDs): at most 128 bytes, documented
+                // as 1 to 128 characters of [A-Za-z0-9_-] (anything else is a 404 or a 422).
+                for param in op.parameters.iter_mut().flatten() {
+                    if let RefOr::T(param) = param
+                        && param.name == "job_id"
+                    {
+                        param.schema = Some(RefOr::T(utoipa::openapi::schema::Schema::Object(
+                            utoipa::openapi::schema::ObjectBuilder::new()
+                                .schema_type(utoipa::openapi::schema::Type::String)
+                                .pattern(Some("^[A-Za-z0-9_-]{1,128}$"))
+                                .build(),
+                        )));
+                    }
+                }
                 if has_path_param || has_page_token {
                     op.responses
                         .responses

@@ -126,12 +126,20 @@ pub fn router<S: Clone + Send + Sync + 'static>(tokens: StreamTokens) -> axum::R
                       Path(job_id): Path<String>| {
         let tokens = tokens.clone();
         async move {
+            if !crate::edge::extract::job_id_shape_ok(&job_id) {
+                use axum::response::IntoResponse;
+                return crate::edge::error::ApiError::invalid(
+                    &["path", "job_id"],
+                    "job_id must be 1 to 128 of A-Z, a-z, 0-9, _ and -",
+                )
+                .into_response();
+            }
             let minter = principal.map_or_else(|| "0".to_string(), |p| p.0.id);
             let issued = tokens.issue(&job_id, &minter);
-            axum::Json(serde_json::json!({
+            axum::response::IntoResponse::into_response(axum::Json(serde_json::json!({
                 "stream_token": issued.token,
                 "expires_at": issued.expires_at,
-            }))
+            })))
         }
     };
     axum::Router::new().route("/v1/optimize/{job_id}/stream-token", post(issue))

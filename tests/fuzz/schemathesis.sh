@@ -26,6 +26,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 # SSE routes stream until their job ends: their schema is a stream, not a JSON document.
+# Run from $work: schemathesis keeps its cache (.schemathesis/) in the current directory.
+cd "$work"
 "$work/venv/bin/st" run "http://127.0.0.1:$port/v1/openapi.json" \
   --checks all \
   --header "Authorization: Bearer $token" \
