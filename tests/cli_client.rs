@@ -373,6 +373,7 @@ async fn examples_import_reads_csv_and_eval_wait_prints_the_score() {
 async fn the_token_comes_from_the_environment_or_a_file() {
     let settings = Settings {
         require_auth: true,
+        dev_mode: false,
         api_bearer_tokens: vec!["tok-cli".into()],
         ..test_settings()
     };

@@ -68,9 +68,7 @@ pub async fn branch(
                     "a branch from the checkpoint keeps the job's examples",
                 ));
             }
-            let checkpoint = runtime
-                .store()
-                .get_checkpoint(job_id)
+            let checkpoint = super::full_checkpoint(runtime, job_id)
                 .await?
                 .ok_or_else(|| {
                     Error::invalid(&["from_checkpoint"], "the job has no checkpoint yet")

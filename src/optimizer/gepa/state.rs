@@ -218,6 +218,10 @@ pub struct StateDeltaRef<'a> {
     pub proposed: &'a BTreeSet<u64>,
     pub lessons: &'a [String],
     pub idle_iterations: u32,
+    pub imputed: &'a [Vec<usize>],
+    pub rejected: &'a [Rejected],
+    pub unannounced: &'a [(usize, f64)],
+    pub human_feedback: &'a [crate::workbench::HumanFeedback],
 }
 
 impl<'a> StateDeltaRef<'a> {
@@ -245,6 +249,10 @@ impl<'a> StateDeltaRef<'a> {
             proposed: &state.proposed,
             lessons: &state.lessons,
             idle_iterations: state.idle_iterations,
+            imputed: &state.imputed,
+            rejected: &state.rejected,
+            unannounced: &state.unannounced,
+            human_feedback: &state.human_feedback,
         }
     }
 }
