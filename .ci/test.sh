@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what the tests need (PostgreSQL when none is
-# running, chromium for the browser test, buf from npm, Python venvs for the polyglot client and
-# the original's client), then runs the quality gates and every test. The README's test command;
-# `.ci/run` calls exactly this.
+# running, chromium for the browser test, buf from npm, Python venvs for the polyglot client,
+# the original's client and schemathesis), then runs the quality gates and every test. The
+# README's test command; `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -41,6 +41,9 @@ tests/polyglot/run.sh
 
 step "compat: the original's Python client, unchanged (tools/compat)"
 tools/compat/run_python_client.sh
+
+step "schemathesis: contract fuzzing of the REST edge (bounded examples and time)"
+tests/fuzz/schemathesis.sh
 
 # Last, so its summary closes the output. Benches are not run here (they print ratios on demand).
 step "cargo test"

@@ -382,7 +382,11 @@ impl Settings {
             .ok()
             .and_then(|v| v.as_object().map(|m| m.keys().cloned().collect()))
             .unwrap_or_default();
-        for (name, value) in std::env::vars() {
+        // `vars_os`: `vars()` panics on a non-UTF-8 variable anywhere in the environment.
+        for (name, value) in std::env::vars_os() {
+            let (Ok(name), Ok(value)) = (name.into_string(), value.into_string()) else {
+                continue;
+            };
             let key = name.to_ascii_lowercase();
             if known.contains(&key) && !NOT_FROM_ENV.contains(&key.as_str()) {
                 from_env.push((key, name, value));

@@ -5,8 +5,11 @@
 
 mod contract_support;
 
-use contract_support::{Server, TOKEN, settings};
+use contract_support::{Server, settings};
 use innerloop::config::Settings;
+use innerloop::grpc::pb;
+use innerloop::grpc::pb::job_service_client::JobServiceClient;
+use innerloop::grpc::pb::optimizer_service_client::OptimizerServiceClient;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -156,6 +159,28 @@ async fn require_auth_false_opens_job_creation_and_nothing_else() {
         (status, state["job_id"].as_str()),
         (200, Some(job.as_str()))
     );
+
+    // The same rule on the core's gRPC surface: CreateJob is open, reading is not.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let created = OptimizerServiceClient::new(channel.clone())
+        .create_job(pb::OptimizeRequest {
+            prompt: "anonymous over grpc".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("anonymous CreateJob")
+        .into_inner();
+    let read = JobServiceClient::new(channel)
+        .get_job(pb::GetJobRequest {
+            job_id: created.job_id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(read.code(), tonic::Code::Unauthenticated);
 }
 
 #[tokio::test]
@@ -350,5 +375,4 @@ async fn error_details_are_empty_except_for_validation_errors() {
     assert!(limited.headers().contains_key("retry-after"));
     let (status, error) = error_of(limited).await;
     assert_eq!((status, &error["details"]), (429, &json!({})));
-    let _ = TOKEN;
 }

@@ -69,7 +69,15 @@ async fn cancel_right_after_create(server: &Server, cancel: (Method, &str)) {
         Some("cancelled"),
         "{names:?}"
     );
-    assert!(sse.ends_with("event: cancelled\n") || sse.contains("event: cancelled\n"));
+    assert!(sse.contains("event: cancelled\n"));
+    // Cancelling again: 409 `not_cancelable`, with `details: {}`.
+    let again = server.authed(cancel.0.clone(), &path).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    let error = &again.json::<Value>().await.unwrap()["error"];
+    assert_eq!(
+        (error["code"].as_str(), &error["details"]),
+        (Some("not_cancelable"), &json!({}))
+    );
 }
 
 #[tokio::test]

@@ -512,13 +512,14 @@ async fn a_wall_time_above_the_server_maximum_and_a_max_cost_without_a_price_are
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gepa_job_stops_at_its_own_wall_time_with_a_result() {
-    // Offline (LocalEcho, rule-based reflection on toy_qa): it keeps finding new texts, so
-    // only the wall time stops it. MAX_WALL_TIME_S (default mode's) is far shorter than the
-    // job's own wall time, and does not apply to GEPA.
+    // Offline on toy_qa, with calls slow enough (250 ms) that the ten idle iterations the
+    // search needs before it may stop as `converged` outlast the wall time: only the wall time
+    // stops it. MAX_WALL_TIME_S (default mode's) is far shorter than the job's own wall time,
+    // and does not apply to GEPA.
     let core = Core::start(
         Settings {
             max_wall_time_s: 0.2,
-            local_echo_latency_ms: 20,
+            local_echo_latency_ms: 250,
             eval_max_concurrency: 16,
             ..common::test_settings()
         },

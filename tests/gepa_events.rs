@@ -39,7 +39,10 @@ async fn start() -> Server {
         rate_limit_per_min: 600_000,
         rate_limit_burst: 100_000,
         max_wall_time_s: 60.0,
-        model_prices_json: Some(r#"{"task": {"input": 1.0, "output": 2.0}}"#.into()),
+        // The task model of these jobs, and reflection (the server's default model).
+        model_prices_json: Some(
+            r#"{"task": {"input": 1.0, "output": 2.0}, "openai/gpt-4o-mini": {"input": 1.0, "output": 1.0}}"#.into(),
+        ),
         ..Settings::default()
     };
     let listeners = Listeners::ephemeral().await.unwrap();
@@ -252,5 +255,52 @@ async fn estimate_predicts_the_spend_of_a_request_before_it_runs() {
         )
         .await;
     assert_eq!(status, 422, "{error}");
+    server.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_result_and_events_carry_a_per_proposal_cost_ledger() {
+    let server = start().await;
+    let body = json!({
+        "prompt": "Answer with the item named in the input.",
+        "mode": "gepa",
+        "dataset": {"name": "world_wrap"},
+        "budget": {"max_rollouts": 200},
+        "target_model_id": "task",
+        "seed": 4,
+        "gepa": {"use_merge": false},
+    });
+    let events = stream_job(&server, &body).await;
+    let result = &events.last().unwrap().1;
+    let ledger = result["proposals"].as_array().expect("ledger");
+    let verdicts: Vec<&Value> = events
+        .iter()
+        .filter(|(n, _)| n == "candidate_accepted" || n == "candidate_rejected")
+        .map(|(_, d)| d)
+        .collect();
+    assert!(!ledger.is_empty());
+    assert_eq!(ledger.len(), verdicts.len());
+    let mut calls = 0;
+    for (entry, event) in ledger.iter().zip(&verdicts) {
+        assert_eq!(entry, *event, "the ledger is the verdict events' data");
+        let cost = &entry["cost"];
+        calls += cost["metric_calls"].as_u64().unwrap();
+        // Priced model ("task" for both roles here): every proposal paid for its minibatches
+        // and its reflection; no judge in this job.
+        assert!(cost["task_usd"].as_f64().unwrap() > 0.0, "{entry}");
+        assert!(cost["reflection_usd"].as_f64().unwrap() > 0.0, "{entry}");
+        assert_eq!(cost["judge_usd"], 0.0, "{entry}");
+    }
+    // Without merges, everything spent is the seed's validation, the ledger, and the parents'
+    // minibatches skipped as perfect (no proposal: at most 3 calls each).
+    let used = result["budget"]["metric_calls_used"].as_u64().unwrap();
+    let skipped = events
+        .iter()
+        .filter(|(n, d)| n == "minibatch_evaluated" && d["child_scores"] == json!([]))
+        .count() as u64;
+    assert!(
+        calls + 50 <= used && used <= calls + 50 + 3 * skipped,
+        "{calls} {used} {skipped}"
+    );
     server.end().await;
 }

@@ -76,13 +76,25 @@ async fn examples_are_upserted_listed_and_deleted_over_grpc() {
         .into_inner();
     assert_eq!(page.examples.len(), 1);
 
-    let too_long = client
+    // MAX_REQUEST_BYTES is the only size limit: a long input under it is stored, a message
+    // over it is refused as payload_too_large.
+    client
         .bulk_upsert_examples(pb::BulkUpsertExamplesRequest {
             examples: vec![example("x", &"y".repeat(20_001), "z")],
         })
         .await
+        .expect("no hidden field cap");
+    let too_long = client
+        .bulk_upsert_examples(pb::BulkUpsertExamplesRequest {
+            examples: vec![example("x", &"y".repeat(70_000), "z")],
+        })
+        .await
         .unwrap_err();
-    assert_eq!(too_long.code(), tonic::Code::InvalidArgument);
+    assert_eq!(too_long.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(
+        innerloop::grpc::convert::error_from_status(&too_long).code,
+        innerloop::error::ErrorCode::PayloadTooLarge
+    );
     core.shutdown().await;
 }
 

@@ -227,7 +227,7 @@ async fn integers_written_with_a_zero_fraction_are_accepted() {
 }
 
 #[tokio::test]
-async fn gepa_option_ranges_hold_in_default_mode_too() {
+async fn documented_ranges_and_names_hold_in_default_mode_too() {
     let server = TestServer::start().await;
     let body = json!({"prompt": "p", "gepa": {"minibatch_size": 0}});
     let (status, answer) = post(&server, "/v1/optimize", &body).await;
@@ -240,6 +240,12 @@ async fn gepa_option_ranges_hold_in_default_mode_too() {
             .any(|s| s == "minibatch_size"),
         "{answer}"
     );
+    let body = json!({"prompt": "p", "budget": {"max_rollouts": 0}});
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 422, "{answer}");
+    let body = json!({"prompt": "p", "dataset": {"name": "no-such-pack"}});
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 422, "{answer}");
     server.shutdown().await;
 }
 
@@ -267,5 +273,21 @@ async fn operations_that_answer_422_for_long_ids_and_bad_page_tokens_document_it
     assert_eq!(status, 422);
     let (status, _) = server.get_json("/v1/admin/jobs?page_token=bogus").await;
     assert_eq!(status, 422);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn budget_counts_past_the_documented_int64_range_are_refused() {
+    let server = TestServer::start().await;
+    let body = json!({"prompt": "p", "budget": {"max_tokens": 9_223_372_036_854_775_808_u64}});
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        answer["error"]["details"]["errors"][0]["loc"],
+        json!(["body", "budget", "max_tokens"])
+    );
+    let body = json!({"prompt": "p", "budget": {"max_tokens": 9_223_372_036_854_775_807_u64}});
+    let (status, answer) = post(&server, "/v1/optimize", &body).await;
+    assert_eq!(status, 200, "{answer}");
     server.shutdown().await;
 }

@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::{Core, collect, test_settings, ticker};
-use innerloop::domain::{Event, Example, JobId, JobRecord, JobStatus};
+use innerloop::domain::{
+    Event, EventPayload, Example, JobId, JobRecord, JobResult, JobStatus, Mode,
+};
 use innerloop::error::{Error, Result};
 use innerloop::grpc::pb;
+use innerloop::optimizer::{JobContext, OptimizeError, Optimizer};
 use innerloop::store::{IdempotencyClaim, JobStore, ListJobsQuery, MemoryStore, Turn, WriteBatch};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -255,4 +258,109 @@ async fn a_sqlite_database_deleted_under_the_server_stops_it_taking_work() {
         other => panic!("expected a failed payload, got {other:?}"),
     }
     core.shutdown().await;
+}
+
+/// Emits `progress` events carrying `bytes` of text, 1 ms apart, until stopped.
+struct Padded {
+    bytes: usize,
+}
+
+#[async_trait]
+impl Optimizer for Padded {
+    async fn run(&self, ctx: JobContext) -> std::result::Result<JobResult, OptimizeError> {
+        for iteration in 0.. {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                _ = ctx.cancel.cancelled() => return Err(OptimizeError::Stopped),
+            }
+            let proposal: String = (0..self.bytes)
+                .map(|i| char::from(b'a' + ((i * 7 + iteration as usize) % 26) as u8))
+                .collect();
+            ctx.events
+                .emit(EventPayload::Progress {
+                    iteration,
+                    proposal,
+                    target_model: "m".into(),
+                    rubric: None,
+                    scores: Default::default(),
+                })
+                .await?;
+        }
+        Err(OptimizeError::Stopped)
+    }
+}
+
+/// Mounts a tmpfs of `size` on a new directory; `None` (the test is skipped) when the machine
+/// does not allow it (not root, no mount privilege in the container).
+fn small_tmpfs(size: &str) -> Option<tempfile::TempDir> {
+    let dir = tempfile::tempdir().ok()?;
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir.path())
+        .output()
+        .ok()?;
+    mounted.status.success().then_some(dir)
+}
+
+fn unmount(dir: &tempfile::TempDir) {
+    // Lazy: the store's pool may hold its files for a moment after shutdown.
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(dir.path())
+        .status();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_full_disk_no_job_is_left_running_and_readiness_turns_off() {
+    let Some(dir) = small_tmpfs("1m") else {
+        eprintln!("skipped: cannot mount a small tmpfs here");
+        return;
+    };
+    let settings = innerloop::config::Settings {
+        job_store: innerloop::config::StoreKind::Sqlite,
+        data_dir: dir.path().to_path_buf(),
+        ..test_settings()
+    };
+    let store = innerloop::store::open(&settings).await.unwrap();
+    // Events of ~4 KiB each: a few hundred fill the disk.
+    let mut optimizers: std::collections::HashMap<Mode, Arc<dyn Optimizer>> = Default::default();
+    optimizers.insert(Mode::Default, Arc::new(Padded { bytes: 4096 }));
+    let core = Core::start_with_store(settings, Some(optimizers), store).await;
+    let mut optimizer = core.optimizer().await;
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(
+            optimizer
+                .create_job(common::request("p"))
+                .await
+                .unwrap()
+                .into_inner()
+                .job_id,
+        );
+    }
+    eventually_serving(&core, ServingStatus::NotServing, Duration::from_secs(30)).await;
+    let mut client = core.jobs().await;
+    for job_id in &jobs {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let job = client
+                .get_job(pb::GetJobRequest {
+                    job_id: job_id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if job.status == pb::JobStatus::Failed as i32 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "job {job_id} left {:?}",
+                job.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    core.shutdown().await;
+    unmount(&dir);
 }

@@ -295,7 +295,8 @@ fn fake_job(rollouts: u64) -> Value {
         "target_model": fake_llm::TASK_MODEL,
         "seed": 7,
         "budget": {"max_rollouts": rollouts},
-        "gepa": {"minibatch_size": 1, "use_merge": false},
+        // One proposal per generation: the tests below count generations and read lineage.
+        "gepa": {"minibatch_size": 1, "use_merge": false, "parallel_proposals": 1},
     })
 }
 

@@ -156,6 +156,9 @@ pub struct GepaResult {
     /// Seed vs best on the held-out `test` split, when the request had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<TestReport>,
+    /// The cost ledger: every proposal's verdict and what it spent, in order.
+    #[serde(default)]
+    pub proposals: Vec<CandidateVerdict>,
 }
 
 /// Seed vs best on the held-out `test` split, scored after the search and outside its budget.
@@ -252,7 +255,8 @@ pub struct CandidateProposed {
     pub text: String,
 }
 
-/// `candidate_accepted` and `candidate_rejected`: minibatch sums before (parent) and after.
+/// `candidate_accepted` and `candidate_rejected`: minibatch sums before (parent) and after,
+/// and what the proposal cost. The result's `proposals` is the ledger of every verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandidateVerdict {
     pub generation: u32,
@@ -261,6 +265,18 @@ pub struct CandidateVerdict {
     pub parent_ids: Vec<u32>,
     pub before: f64,
     pub after: f64,
+    #[serde(default)]
+    pub cost: ProposalCost,
+}
+
+/// What one proposal spent: its minibatches and validation (task and judge calls) and its
+/// reflection. Answers replayed from a checkpoint's memo count as free.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProposalCost {
+    pub metric_calls: u64,
+    pub task_usd: f64,
+    pub reflection_usd: f64,
+    pub judge_usd: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -361,6 +377,7 @@ mod tests {
             stop_reason: "max_metric_calls".into(),
             test: None,
             error: None,
+            proposals: Vec::new(),
         }
     }
 
@@ -390,6 +407,7 @@ mod tests {
             parent_ids: vec![0],
             before: 1.0,
             after: 2.0,
+            cost: ProposalCost::default(),
         });
         assert_eq!(event.type_name(), "candidate_accepted");
         let data = event.data_json();

@@ -224,6 +224,26 @@ impl JobSpec {
                 "early_stop_patience must be between 1 and 1000",
             ));
         }
+        if let Some(n) = self.budget.max_rollouts
+            && n == 0
+        {
+            errors.push(FieldError::new(
+                &["budget", "max_rollouts"],
+                "max_rollouts must be >= 1",
+            ));
+        }
+        // The documented range (int64): larger values are refused, not silently taken.
+        for (name, value) in [
+            ("max_rollouts", self.budget.max_rollouts),
+            ("max_tokens", self.budget.max_tokens),
+        ] {
+            if value.is_some_and(|v| v > i64::MAX as u64) {
+                errors.push(FieldError::new(
+                    &["budget", name],
+                    format!("{name} must be at most {}", i64::MAX),
+                ));
+            }
+        }
         if let Some(cost) = self.budget.max_cost
             && !(cost.is_finite() && cost >= 0.0)
         {
@@ -240,8 +260,33 @@ impl JobSpec {
                 "max_wall_time_s must be > 0",
             ));
         }
-        // The documented ranges of `gepa` options hold in every mode (the default mode ignores
-        // the options, but does not accept values the schema forbids).
+        // Built-in dataset and metric names and the documented ranges of `gepa` options hold
+        // in every mode (the default mode ignores them, but does not accept values the schema
+        // forbids).
+        use super::gepa::{DATASET_NAMES, METRIC_NAMES};
+        if let Some(dataset) = &self.dataset
+            && !DATASET_NAMES.contains(&dataset.name.as_str())
+        {
+            errors.push(FieldError::new(
+                &["dataset", "name"],
+                format!(
+                    "unknown dataset {:?}; expected one of {}",
+                    dataset.name,
+                    DATASET_NAMES.join(", ")
+                ),
+            ));
+        }
+        for (i, metric) in self.metrics.iter().enumerate() {
+            if !METRIC_NAMES.contains(&metric.as_str()) {
+                errors.push(FieldError::new(
+                    &["metrics", &i.to_string()],
+                    format!(
+                        "unknown metric {metric:?}; expected one of {}",
+                        METRIC_NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
         if let Some(n) = self.gepa.minibatch_size
             && !(1..=64).contains(&n)
         {
@@ -256,6 +301,14 @@ impl JobSpec {
             errors.push(FieldError::new(
                 &["gepa", "max_merge_invocations"],
                 "max_merge_invocations must be at most 100",
+            ));
+        }
+        if let Some(n) = self.gepa.parallel_proposals
+            && !(1..=16).contains(&n)
+        {
+            errors.push(FieldError::new(
+                &["gepa", "parallel_proposals"],
+                "parallel_proposals must be between 1 and 16",
             ));
         }
         if matches!(self.mode, Mode::Gepa | Mode::Eval) {
@@ -293,38 +346,7 @@ impl JobSpec {
 
     /// Rules of `mode: "gepa"`: known dataset and metrics, sane GEPA options.
     fn validate_gepa(&self, errors: &mut Vec<FieldError>) {
-        use super::gepa::{DATASET_NAMES, DEFAULT_COMPONENT, METRIC_NAMES};
-        if let Some(dataset) = &self.dataset
-            && !DATASET_NAMES.contains(&dataset.name.as_str())
-        {
-            errors.push(FieldError::new(
-                &["dataset", "name"],
-                format!(
-                    "unknown dataset {:?}; expected one of {}",
-                    dataset.name,
-                    DATASET_NAMES.join(", ")
-                ),
-            ));
-        }
-        for (i, metric) in self.metrics.iter().enumerate() {
-            if !METRIC_NAMES.contains(&metric.as_str()) {
-                errors.push(FieldError::new(
-                    &["metrics", &i.to_string()],
-                    format!(
-                        "unknown metric {metric:?}; expected one of {}",
-                        METRIC_NAMES.join(", ")
-                    ),
-                ));
-            }
-        }
-        if let Some(n) = self.gepa.parallel_proposals
-            && !(1..=16).contains(&n)
-        {
-            errors.push(FieldError::new(
-                &["gepa", "parallel_proposals"],
-                "parallel_proposals must be between 1 and 16",
-            ));
-        }
+        use super::gepa::DEFAULT_COMPONENT;
         if self.gepa.components.len() > 16 {
             errors.push(FieldError::new(
                 &["gepa", "components"],
@@ -338,14 +360,6 @@ impl JobSpec {
                     "component names must be 1-100 bytes and not system_prompt",
                 ));
             }
-        }
-        if let Some(n) = self.budget.max_rollouts
-            && n == 0
-        {
-            errors.push(FieldError::new(
-                &["budget", "max_rollouts"],
-                "max_rollouts must be >= 1",
-            ));
         }
     }
 }

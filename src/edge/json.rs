@@ -21,6 +21,7 @@ pub struct OptimizeBody {
     /// A built-in example pack.
     pub dataset: Option<DatasetBody>,
     /// Metric names, e.g. `exact_match`.
+    #[schema(value_type = Option<Vec<MetricName>>)]
     pub metrics: Option<Vec<String>>,
     /// Spending limits.
     pub budget: Option<BudgetBody>,
@@ -74,7 +75,7 @@ pub struct GepaBody {
     #[schema(maximum = 100)]
     pub max_merge_invocations: Option<u32>,
     /// Extra named components evolved next to `prompt`.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub components: Option<std::collections::BTreeMap<String, String>>,
     /// `subsample` (default) or `full`.
     pub validation_policy: Option<String>,
@@ -95,6 +96,7 @@ pub enum ModeName {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetBody {
+    #[schema(value_type = DatasetName)]
     pub name: String,
     pub split: Option<String>,
 }
@@ -105,7 +107,7 @@ pub struct DatasetBody {
 pub struct BudgetBody {
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     pub max_generations: Option<u32>,
-    /// At least 1 (checked in mode `gepa`).
+    /// At least 1.
     #[schema(minimum = 1)]
     pub max_rollouts: Option<u64>,
     #[schema(minimum = 0)]

@@ -9,7 +9,7 @@ use crate::domain::gepa::{
     FrontierUpdated, GenerationStarted, GepaOptions, GepaResult, JudgeScored, LessonsUpdated,
     MergeAttempted, MinibatchEvaluated, ParentSelected, ReflectionFinished, ReflectionStarted,
 };
-use crate::domain::gepa::{TestReport, ValidationPolicy};
+use crate::domain::gepa::{ProposalCost, TestReport, ValidationPolicy};
 use crate::error::FieldError;
 
 type P = pb::job_event::Payload;
@@ -181,6 +181,18 @@ pub fn gepa_result_to_pb(r: &GepaResult) -> pb::GepaResult {
             metric_calls: t.metric_calls,
         }),
         error: r.error.clone(),
+        proposals: r
+            .proposals
+            .iter()
+            .map(|v| pb::ProposalVerdict {
+                generation: v.generation,
+                candidate_id: v.candidate_id,
+                parent_ids: v.parent_ids.clone(),
+                before: v.before,
+                after: v.after,
+                cost: Some(cost_to_pb(&v.cost)),
+            })
+            .collect(),
     }
 }
 
@@ -218,6 +230,18 @@ pub fn gepa_result_from_pb(r: pb::GepaResult) -> GepaResult {
             metric_calls: t.metric_calls,
         }),
         error: r.error,
+        proposals: r
+            .proposals
+            .into_iter()
+            .map(|v| CandidateVerdict {
+                generation: v.generation,
+                candidate_id: v.candidate_id,
+                parent_ids: v.parent_ids,
+                before: v.before,
+                after: v.after,
+                cost: cost_from_pb(v.cost),
+            })
+            .collect(),
     }
 }
 
@@ -243,6 +267,25 @@ pub fn eval_result_from_pb(r: pb::EvalResult) -> EvalResult {
     }
 }
 
+fn cost_to_pb(c: &ProposalCost) -> pb::ProposalCost {
+    pb::ProposalCost {
+        metric_calls: c.metric_calls,
+        task_usd: c.task_usd,
+        reflection_usd: c.reflection_usd,
+        judge_usd: c.judge_usd,
+    }
+}
+
+fn cost_from_pb(c: Option<pb::ProposalCost>) -> ProposalCost {
+    let c = c.unwrap_or_default();
+    ProposalCost {
+        metric_calls: c.metric_calls,
+        task_usd: c.task_usd,
+        reflection_usd: c.reflection_usd,
+        judge_usd: c.judge_usd,
+    }
+}
+
 fn verdict_to_pb(v: &CandidateVerdict) -> pb::CandidateVerdict {
     pb::CandidateVerdict {
         generation: v.generation,
@@ -250,6 +293,7 @@ fn verdict_to_pb(v: &CandidateVerdict) -> pb::CandidateVerdict {
         parent_ids: v.parent_ids.clone(),
         before: v.before,
         after: v.after,
+        cost: Some(cost_to_pb(&v.cost)),
     }
 }
 
@@ -260,6 +304,7 @@ fn verdict_from_pb(v: pb::CandidateVerdict) -> CandidateVerdict {
         parent_ids: v.parent_ids,
         before: v.before,
         after: v.after,
+        cost: cost_from_pb(v.cost),
     }
 }
 
@@ -626,6 +671,12 @@ pub fn samples() -> Vec<EventPayload> {
         parent_ids: vec![0],
         before: 1.0,
         after: 2.0,
+        cost: ProposalCost {
+            metric_calls: 3,
+            task_usd: 0.5,
+            reflection_usd: 0.25,
+            judge_usd: 0.0,
+        },
     };
     let scores: std::collections::BTreeMap<String, f64> = [("a".to_string(), 1.0)].into();
     let case = EvalCase {
@@ -754,6 +805,19 @@ pub fn samples() -> Vec<EventPayload> {
                 metric_calls: 4,
             }),
             error: None,
+            proposals: vec![CandidateVerdict {
+                generation: 1,
+                candidate_id: Some(1),
+                parent_ids: vec![0],
+                before: 1.0,
+                after: 2.0,
+                cost: ProposalCost {
+                    metric_calls: 5,
+                    task_usd: 0.5,
+                    reflection_usd: 0.25,
+                    judge_usd: 0.125,
+                },
+            }],
         }))),
         EventPayload::Finished(JobResult::Eval(EvalResult {
             name: "toy_qa".into(),

@@ -107,15 +107,22 @@ impl JobService for JobServiceImpl {
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let req = request.into_inner();
+        // Tokens are the offsets we issue: at most 18 digits, nothing else (not "+5").
+        let issued =
+            req.page_token.len() <= 18 && req.page_token.bytes().all(|b| b.is_ascii_digit());
         let offset = if req.page_token.is_empty() {
             0
         } else {
-            req.page_token.parse::<usize>().map_err(|_| {
-                Status::from(Error::invalid(
-                    &["page_token"],
-                    "page_token is not one we issued",
-                ))
-            })?
+            req.page_token
+                .parse::<usize>()
+                .ok()
+                .filter(|_| issued)
+                .ok_or_else(|| {
+                    Status::from(Error::invalid(
+                        &["page_token"],
+                        "page_token is not one we issued",
+                    ))
+                })?
         };
         let mut statuses = Vec::new();
         for raw in req.status {

@@ -6,9 +6,10 @@
 //!   it, see [`propagate_to_grpc`]), kept as a [`RequestId`] extension, and set on every response.
 //! - A `request` span (OpenTelemetry name `METHOD route`) is parented on the W3C `traceparent` of
 //!   the request, so an edge span → gRPC span chain forms a single trace.
-//! - When the response head is ready: one `access` log line with method, route, status, gRPC code,
-//!   duration, request id, client IP, principal id (never the token) and job id when the path
-//!   names one. Headers are never logged.
+//! - When the response head is ready: one `access` log line with method, route (a bounded label:
+//!   ids as `{id}`, unknown paths `unmatched`), path, status, gRPC code, duration, request id,
+//!   client IP, principal id (never the token) and job id when the path names one. Headers and
+//!   query strings are never logged.
 //! - Metrics: `http_requests_total` / `http_request_duration_seconds` on HTTP,
 //!   `grpc_server_handled_total` / `grpc_server_handling_seconds` on gRPC; open streams count in
 //!   `sse_clients` / `active_watchers` until their body is dropped.
@@ -322,6 +323,7 @@ where
                     transport,
                     %method,
                     %route,
+                    %path,
                     status,
                     grpc_code = %code,
                     duration_ms,

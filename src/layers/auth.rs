@@ -133,7 +133,7 @@ impl Authenticator {
             .unwrap_or(true);
         if auth.required && auth.configured.is_empty() && no_file_tokens {
             tracing::warn!(
-                "REQUIRE_AUTH=true but no bearer token is configured (API_BEARER_TOKENS, API_BEARER_TOKENS_FILE): every authenticated request will be refused"
+                "no bearer token is configured (API_BEARER_TOKENS, API_BEARER_TOKENS_FILE): every request that needs one will be refused (use --dev to turn authentication off)"
             );
         }
         auth

@@ -248,6 +248,7 @@ mod tests {
             parent_ids: vec![parent],
             before: 0.0,
             after: 1.0,
+            cost: Default::default(),
         }
     }
 

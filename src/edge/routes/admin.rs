@@ -18,7 +18,7 @@ use crate::grpc::pb;
     get, path = "/v1/admin/jobs", tag = "admin",
     params(
         ("limit" = Option<i64>, Query, minimum = 1, description = "Page size (default 50), clamped to 500"),
-        ("page_token" = Option<String>, Query, description = "next_page_token of the previous page"),
+        ("page_token" = Option<String>, Query, pattern = "^[0-9]{0,18}$", description = "next_page_token of the previous page"),
     ),
     responses((status = 200, body = JobList), (status = 422, body = ErrorBody))
 )]

@@ -12,7 +12,7 @@ use super::state::{
 };
 use crate::domain::gepa::{
     Acceptance, CandidateScored, CandidateSelector, FrontierEntry, FrontierUpdated,
-    GenerationStarted, JudgeScored, LessonsUpdated, ValidationPolicy,
+    GenerationStarted, JudgeScored, LessonsUpdated, ProposalCost, ValidationPolicy,
 };
 use crate::domain::{EventPayload, Example, ObjectiveScores};
 use crate::optimizer::{JobContext, OptimizeError};
@@ -116,6 +116,10 @@ pub struct Engine<'a> {
     pub lessons_sent: bool,
     /// What has been written of the checkpoint (incremental writes).
     pub journal: CheckpointJournal,
+    /// Spend since the job (re)started, for the per-proposal ledger (not checkpointed).
+    pub spend: ProposalCost,
+    /// Per item of the last `evaluate_many`: what its uncached rollouts cost.
+    pub item_spend: Vec<ProposalCost>,
 }
 
 /// What one iteration achieved (idle iterations count towards `converged`).
@@ -205,8 +209,14 @@ impl Engine<'_> {
         self.budget.spent.metric_calls -= unanswered;
         let answered = rollouts.len();
         let mut judged = Vec::new();
+        self.item_spend = vec![ProposalCost::default(); items.len()];
         for ((n, k), rollout) in misses.iter().zip(rollouts) {
             self.budget.record(rollout.cost_usd, rollout.tokens);
+            for spend in [&mut self.item_spend[*n], &mut self.spend] {
+                spend.metric_calls += 1;
+                spend.task_usd += rollout.cost_usd - rollout.judge_cost_usd;
+                spend.judge_usd += rollout.judge_cost_usd;
+            }
             if let Some(score) = rollout.judge_score {
                 judged.push((example(*n, *k).id.clone(), score));
             }

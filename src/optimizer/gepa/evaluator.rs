@@ -20,6 +20,8 @@ use crate::provider::{ChatMessage, CompletionRequest, ModelProvider, ProviderErr
 pub struct Rollout {
     pub record: EvalRecord,
     pub cost_usd: f64,
+    /// The judge's share of `cost_usd`.
+    pub judge_cost_usd: f64,
     pub tokens: u64,
     /// The judge's score when `llm_judge` ran.
     pub judge_score: Option<f64>,
@@ -87,6 +89,7 @@ impl Evaluator {
             })
             .await?;
         let mut cost_usd = self.prices.cost(&self.model, completion.usage);
+        let mut judge_cost_usd = 0.0;
         let mut used = tokens(completion.usage);
         let output = completion.text;
         let mut verdicts: Vec<Scored> = Vec::new();
@@ -99,7 +102,9 @@ impl Evaluator {
                     if v.score < 1.0 {
                         v.feedback = super::metrics::with_context(v.feedback, example);
                     }
-                    cost_usd += self.prices.cost(self.judge.model(), usage);
+                    let judge_cost = self.prices.cost(self.judge.model(), usage);
+                    cost_usd += judge_cost;
+                    judge_cost_usd += judge_cost;
                     used += tokens(usage);
                     judge_score = Some(v.score);
                     verdicts.push(v);
@@ -123,6 +128,7 @@ impl Evaluator {
                 feedback,
             },
             cost_usd,
+            judge_cost_usd,
             tokens: used,
             judge_score,
         })

@@ -311,6 +311,8 @@ impl Optimizer for GepaOptimizer {
             top: serde_json::Value::Null,
             lessons_sent: false,
             journal: Default::default(),
+            spend: Default::default(),
+            item_spend: Vec::new(),
             train: split.train,
             val: split.val,
         };
@@ -525,5 +527,6 @@ fn snapshot_result(
         stop_reason: stop_reason.into(),
         test: None,
         error: None,
+        proposals: state.proposals.clone(),
     }
 }

@@ -12,7 +12,7 @@ use super::state::{Candidate, EvalRecord, Origin, Rejected, candidate_hash, fnv1
 use crate::domain::EventPayload;
 use crate::domain::gepa::{
     Acceptance, CandidateProposed, CandidateVerdict, MinibatchEvaluated, ParentSelected,
-    ReflectionFinished, ReflectionStarted,
+    ProposalCost, ReflectionFinished, ReflectionStarted,
 };
 use crate::optimizer::OptimizeError;
 use crate::provider::{ChatMessage, CompletionRequest, ModelProvider};
@@ -37,6 +37,8 @@ struct Proposal {
     /// The offline rule-based operator's text, or the reflection prompt.
     rule_text: Option<String>,
     prompt: Option<String>,
+    /// Spent so far: the parent's minibatch, then the reflection and the child's minibatch.
+    cost: ProposalCost,
 }
 
 impl Engine<'_> {
@@ -97,11 +99,15 @@ impl Engine<'_> {
             .map(|((_, batch), c)| (c, false, batch.as_slice()))
             .collect();
         let records = self.evaluate_many(&items).await?;
+        let parent_spend = std::mem::take(&mut self.item_spend);
         // 3. Skip perfect minibatches; pick components; build the reflection inputs.
         let mut live: Vec<Proposal> = Vec::new();
         let mut new_lessons = Vec::new();
-        for (((parent, batch), parent_candidate), parent_records) in
-            drawn.into_iter().zip(parents).zip(records)
+        for ((((parent, batch), parent_candidate), parent_records), cost) in drawn
+            .into_iter()
+            .zip(parents)
+            .zip(records)
+            .zip(parent_spend)
         {
             if parent_records.iter().all(|r| r.score >= PERFECT_SCORE) {
                 self.emit(EventPayload::MinibatchEvaluated(MinibatchEvaluated {
@@ -163,6 +169,7 @@ impl Engine<'_> {
                 component,
                 rule_text,
                 prompt,
+                cost,
             });
         }
         if live.is_empty() {
@@ -180,7 +187,10 @@ impl Engine<'_> {
         self.emit_lessons().await?;
         // 4. Reflections, together.
         let prompts: Vec<Option<String>> = live.iter().map(|p| p.prompt.clone()).collect();
-        let answers = self.reflect_many(&prompts).await?;
+        let (answers, reflection_usd) = self.reflect_many(&prompts).await?;
+        for (p, usd) in live.iter_mut().zip(reflection_usd) {
+            p.cost.reflection_usd += usd;
+        }
         let mut children: Vec<(Candidate, bool, String)> = Vec::with_capacity(live.len());
         for (p, answer) in live.iter().zip(answers) {
             let current = p
@@ -222,6 +232,9 @@ impl Engine<'_> {
             .map(|(p, (child, _, _))| (child, false, p.batch.as_slice()))
             .collect();
         let child_records = self.evaluate_many(&items).await?;
+        for (p, spend) in live.iter_mut().zip(std::mem::take(&mut self.item_spend)) {
+            add(&mut p.cost, &spend);
+        }
         // 6. Acceptance and validation, in proposal order.
         let mut outcome = Outcome::Idle;
         for ((p, (child, repeat, text)), records) in
@@ -301,17 +314,19 @@ impl Engine<'_> {
             after,
             size: p.batch.len(),
         };
-        let verdict = CandidateVerdict {
+        let mut verdict = CandidateVerdict {
             generation,
             candidate_id: None,
             parent_ids: vec![parent as u32],
             before,
             after,
+            cost: p.cost.clone(),
         };
         if !accepted {
             if !already_in_pool {
                 self.remember(rejected);
             }
+            self.state.proposals.push(verdict.clone());
             self.emit(EventPayload::CandidateRejected(verdict)).await?;
             return Ok(if repeat || already_in_pool {
                 Outcome::Idle
@@ -320,8 +335,12 @@ impl Engine<'_> {
             });
         }
         let cost_before = self.budget.spent.cost_usd;
-        let Some((scores, missing)) = self.validate_child(&child, &[parent]).await? else {
+        let spend_before = self.spend.clone();
+        let validated = self.validate_child(&child, &[parent]).await?;
+        add(&mut verdict.cost, &since(&self.spend, &spend_before));
+        let Some((scores, missing)) = validated else {
             self.remember(rejected);
+            self.state.proposals.push(verdict.clone());
             self.emit(EventPayload::CandidateRejected(verdict)).await?;
             return Ok(Outcome::Progress);
         };
@@ -333,11 +352,9 @@ impl Engine<'_> {
             self.budget.spent.metric_calls,
         );
         self.state.set_imputed(id, missing);
-        self.emit(EventPayload::CandidateAccepted(CandidateVerdict {
-            candidate_id: Some(id as u32),
-            ..verdict
-        }))
-        .await?;
+        verdict.candidate_id = Some(id as u32);
+        self.state.proposals.push(verdict.clone());
+        self.emit(EventPayload::CandidateAccepted(verdict)).await?;
         self.state
             .unannounced
             .push((id, self.budget.spent.cost_usd - cost_before));
@@ -360,9 +377,10 @@ impl Engine<'_> {
     async fn reflect_many(
         &mut self,
         prompts: &[Option<String>],
-    ) -> Result<Vec<Option<String>>, Halt> {
+    ) -> Result<(Vec<Option<String>>, Vec<f64>), Halt> {
+        let mut usd = vec![0.0; prompts.len()];
         let Some((provider, model)) = self.cfg.reflection.clone() else {
-            return Ok(vec![None; prompts.len()]);
+            return Ok((vec![None; prompts.len()], usd));
         };
         let keys: Vec<Option<String>> = prompts
             .iter()
@@ -394,6 +412,8 @@ impl Engine<'_> {
             for (i, answer) in missing.iter().zip(answers) {
                 let completion = answer.map_err(|e| Halt::Error(provider_failed(&e)))?;
                 let cost = self.eval.prices.cost(&model, completion.usage);
+                usd[*i] = cost;
+                self.spend.reflection_usd += cost;
                 self.budget.record(
                     cost,
                     completion.usage.prompt_tokens + completion.usage.completion_tokens,
@@ -405,13 +425,31 @@ impl Engine<'_> {
             }
             self.save().await;
         }
-        Ok(keys
+        let answers = keys
             .iter()
             .map(|k| {
                 k.as_ref()
                     .and_then(|k| self.memo.reflections.get(k).cloned())
             })
-            .collect())
+            .collect();
+        Ok((answers, usd))
+    }
+}
+
+fn add(to: &mut ProposalCost, more: &ProposalCost) {
+    to.metric_calls += more.metric_calls;
+    to.task_usd += more.task_usd;
+    to.reflection_usd += more.reflection_usd;
+    to.judge_usd += more.judge_usd;
+}
+
+/// What was spent between two snapshots of the running total.
+fn since(now: &ProposalCost, before: &ProposalCost) -> ProposalCost {
+    ProposalCost {
+        metric_calls: now.metric_calls - before.metric_calls,
+        task_usd: now.task_usd - before.task_usd,
+        reflection_usd: now.reflection_usd - before.reflection_usd,
+        judge_usd: now.judge_usd - before.judge_usd,
     }
 }
 

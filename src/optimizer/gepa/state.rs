@@ -136,6 +136,9 @@ pub struct GepaState {
     /// `workbench::steering::MAX_FEEDBACK`); every later reflection on its component sees it.
     #[serde(default)]
     pub human_feedback: Vec<crate::workbench::HumanFeedback>,
+    /// The cost ledger: every proposal's verdict and spend, in order.
+    #[serde(default)]
+    pub proposals: Vec<crate::domain::gepa::CandidateVerdict>,
 }
 
 /// A reflection proposal that lost on its minibatch (or its validation subsample).
@@ -222,6 +225,7 @@ pub struct StateDeltaRef<'a> {
     pub rejected: &'a [Rejected],
     pub unannounced: &'a [(usize, f64)],
     pub human_feedback: &'a [crate::workbench::HumanFeedback],
+    pub proposals: &'a [crate::domain::gepa::CandidateVerdict],
 }
 
 impl<'a> StateDeltaRef<'a> {
@@ -253,6 +257,7 @@ impl<'a> StateDeltaRef<'a> {
             rejected: &state.rejected,
             unannounced: &state.unannounced,
             human_feedback: &state.human_feedback,
+            proposals: &state.proposals,
         }
     }
 }
@@ -385,6 +390,7 @@ impl GepaState {
             rejected: Vec::new(),
             unannounced: Vec::new(),
             human_feedback: Vec::new(),
+            proposals: Vec::new(),
         }
     }
 

@@ -54,6 +54,7 @@ impl Engine<'_> {
 
     async fn adopt_candidate(&mut self, human: HumanCandidate) -> Result<(), Halt> {
         let cost_before = self.budget.spent.cost_usd;
+        let calls_before = self.budget.spent.metric_calls;
         let parent = human.parent_id as usize;
         let Some(parent_candidate) = self.state.candidates.get(parent).cloned() else {
             tracing::warn!(job_id = %self.ctx.job_id, parent, "human candidate names no candidate of the pool");
@@ -90,6 +91,11 @@ impl Engine<'_> {
                 parent_ids: vec![parent as u32],
                 before: parent_score,
                 after: 0.0,
+                cost: crate::domain::gepa::ProposalCost {
+                    metric_calls: self.budget.spent.metric_calls - calls_before,
+                    task_usd: self.budget.spent.cost_usd - cost_before,
+                    ..Default::default()
+                },
             }))
             .await?;
             return Ok(());
@@ -109,6 +115,11 @@ impl Engine<'_> {
             parent_ids: vec![parent as u32],
             before: parent_score,
             after: score,
+            cost: crate::domain::gepa::ProposalCost {
+                metric_calls: self.budget.spent.metric_calls - calls_before,
+                task_usd: self.budget.spent.cost_usd - cost_before,
+                ..Default::default()
+            },
         }))
         .await?;
         // Announced with the next generation's scoring, as reflection children are.
