@@ -50,7 +50,11 @@ fn commit_env() {
         watched.push(branch);
     }
     for path in watched {
-        if let Some(file) = git(&["rev-parse", "--git-path", &path]) {
+        // Only files that exist: a missing one (no `packed-refs` yet) would rerun this script,
+        // and rebuild the crate, on every build.
+        if let Some(file) = git(&["rev-parse", "--git-path", &path])
+            && std::path::Path::new(&file).exists()
+        {
             println!("cargo:rerun-if-changed={file}");
         }
     }

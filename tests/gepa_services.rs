@@ -168,9 +168,14 @@ async fn an_eval_job_scores_every_stored_example_and_streams_each_case() {
         assert!((result.score - want).abs() < 1e-9, "score {}", result.score);
     }
 
+    // `name` is a label; an unknown pack is chosen with `dataset`.
     let bad = eval
         .start_eval(pb::StartEvalRequest {
             name: Some("nope".into()),
+            dataset: Some(pb::DatasetRef {
+                name: "nope".into(),
+                split: None,
+            }),
             ..Default::default()
         })
         .await

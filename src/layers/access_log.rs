@@ -100,6 +100,12 @@ const KNOWN_ROUTES: &[&str] = &[
     "/optimize/{id}",
     "/optimize/{id}/events",
     "/optimize/{id}/stream-token",
+    "/optimize/{id}/pause",
+    "/optimize/{id}/resume",
+    "/optimize/{id}/candidates",
+    "/optimize/{id}/steer",
+    "/optimize/{id}/branch",
+    "/optimize/estimate",
     "/admin/jobs",
     "/admin/jobs/{id}",
     "/admin/jobs/{id}/cancel",
@@ -109,13 +115,24 @@ const KNOWN_ROUTES: &[&str] = &[
     "/eval/start",
     "/eval/{id}",
     "/eval/{id}/events",
+    "/ui",
+    "/ui/",
+    "/ui/app.js",
+    "/ui/style.css",
 ];
 
 /// A path with ids replaced by `{id}` when it is one of the edge's routes, else
 /// [`UNMATCHED`]: the metric label set stays bounded whatever clients send.
 pub fn route_template(path: &str) -> String {
     const COLLECTIONS: &[&str] = &["optimize", "jobs", "eval", "examples"];
-    const LITERALS: &[&str] = &["start", "bulk", "events", "cancel", "stream-token"];
+    const LITERALS: &[&str] = &[
+        "start",
+        "bulk",
+        "events",
+        "cancel",
+        "stream-token",
+        "estimate",
+    ];
     let mut out = String::with_capacity(path.len());
     let mut previous = "";
     for segment in path.split('/').skip(1) {
@@ -397,6 +414,20 @@ mod tests {
         assert_eq!(route_template("/v1/eval/start"), "/v1/eval/start");
         assert_eq!(route_template("/v1/healthz"), "/v1/healthz");
         assert_eq!(route_template("/optimize/j1"), "/optimize/{id}");
+        // Routes added after the table was written: pause/resume, workbench, estimate, the page.
+        assert_eq!(
+            route_template("/v1/optimize/j1/pause"),
+            "/v1/optimize/{id}/pause"
+        );
+        assert_eq!(
+            route_template("/v1/optimize/j1/candidates"),
+            "/v1/optimize/{id}/candidates"
+        );
+        assert_eq!(
+            route_template("/v1/optimize/estimate"),
+            "/v1/optimize/estimate"
+        );
+        assert_eq!(route_template("/ui/app.js"), "/ui/app.js");
     }
 
     #[test]

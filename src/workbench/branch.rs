@@ -69,7 +69,7 @@ pub async fn branch(
                 ));
             }
             let mut checkpoint =
-                super::full_checkpoint(runtime, job_id)
+                crate::optimizer::gepa::whole_checkpoint(runtime.store().as_ref(), job_id)
                     .await?
                     .ok_or_else(|| {
                         Error::invalid(&["from_checkpoint"], "the job has no checkpoint yet")

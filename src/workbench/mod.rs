@@ -47,7 +47,7 @@ pub async fn lineage(runtime: &JobRuntime, job_id: &str) -> Result<Lineage> {
     };
     let checkpoint = match result {
         Some(_) => None,
-        None => full_checkpoint(runtime, job_id).await?,
+        None => crate::optimizer::gepa::whole_checkpoint(store.as_ref(), job_id).await?,
     };
     let mut lineage = lineage::fold(
         lineage::seed_components(&record.spec),
@@ -89,31 +89,4 @@ pub async fn steer(runtime: &JobRuntime, job_id: &str, request: SteerRequest) ->
         }
     }
     steering.push(request)
-}
-
-/// A GEPA job's checkpoint as one JSON value: the stored base with its appended parts applied
-/// (`{"state", "memo", "spent"}`). None when it has none (or an unreadable one).
-pub async fn full_checkpoint(
-    runtime: &JobRuntime,
-    job_id: &str,
-) -> Result<Option<serde_json::Value>> {
-    use crate::optimizer::gepa::state::{Checkpoint, CheckpointRef};
-    let store = runtime.store();
-    let Some(base) = store.get_checkpoint(job_id).await? else {
-        return Ok(None);
-    };
-    let Ok(mut checkpoint) = serde_json::from_value::<Checkpoint>(base) else {
-        return Ok(None);
-    };
-    checkpoint.apply(&store.checkpoint_parts(job_id).await?);
-    let state = serde_json::to_value(&checkpoint.state)
-        .map_err(|e| Error::Internal(format!("checkpoint state: {e}")))?;
-    let whole = CheckpointRef {
-        state: &state,
-        memo: &checkpoint.memo,
-        spent: &checkpoint.spent,
-    };
-    serde_json::to_value(&whole)
-        .map(Some)
-        .map_err(|e| Error::Internal(format!("checkpoint: {e}")))
 }

@@ -5,7 +5,7 @@
 //! Also holds the model price table (`MODEL_PRICES_JSON`).
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,9 @@ pub struct Limits {
     pub max_tokens: Option<u64>,
     /// The engine stops starting iterations after this instant.
     pub deadline: Option<Instant>,
+    /// When the job's wall time runs out (`deadline` is a share of it): no iteration starts
+    /// unless one as slow as the slowest so far would end before this instant.
+    pub hard_deadline: Option<Instant>,
 }
 
 /// What has been spent; checkpointed.
@@ -61,11 +64,17 @@ impl StopReason {
 pub struct Budget {
     pub limits: Limits,
     pub spent: Spent,
+    /// The slowest iteration so far (not checkpointed: a resumed run learns it again).
+    slowest_iteration: Duration,
 }
 
 impl Budget {
     pub fn new(limits: Limits, spent: Spent) -> Self {
-        Budget { limits, spent }
+        Budget {
+            limits,
+            spent,
+            slowest_iteration: Duration::ZERO,
+        }
     }
 
     /// Metric calls still available (`None` = unlimited).
@@ -118,6 +127,11 @@ impl Budget {
         None
     }
 
+    /// Records how long an iteration took (see [`Limits::hard_deadline`]).
+    pub fn observe_iteration(&mut self, took: Duration) {
+        self.slowest_iteration = self.slowest_iteration.max(took);
+    }
+
     /// Checked at the top of each iteration: `generation` iterations have completed and the next
     /// one needs at least `needed` metric calls.
     pub fn stop_before_iteration(&self, generation: u32, needed: u64) -> Option<StopReason> {
@@ -128,7 +142,13 @@ impl Budget {
         {
             return Some(StopReason::MaxGenerations);
         }
-        if self.limits.deadline.is_some_and(|d| Instant::now() >= d) {
+        let now = Instant::now();
+        if self.limits.deadline.is_some_and(|d| now >= d)
+            || self
+                .limits
+                .hard_deadline
+                .is_some_and(|d| now + self.slowest_iteration >= d)
+        {
             return Some(StopReason::WallTime);
         }
         if let Some(reason) = self.spending_stop() {
@@ -268,5 +288,24 @@ mod tests {
         };
         assert_eq!(prices.cost("m", usage), 2.0);
         assert_eq!(prices.cost("other", usage), 0.0);
+    }
+
+    #[test]
+    fn no_iteration_starts_that_the_slowest_so_far_says_would_overrun_the_wall_time() {
+        let mut budget = Budget::new(
+            Limits {
+                hard_deadline: Some(Instant::now() + Duration::from_secs(10)),
+                ..Limits::default()
+            },
+            Spent::default(),
+        );
+        assert_eq!(budget.stop_before_iteration(0, 1), None);
+        budget.observe_iteration(Duration::from_secs(3));
+        assert_eq!(budget.stop_before_iteration(1, 1), None);
+        budget.observe_iteration(Duration::from_secs(11));
+        assert_eq!(
+            budget.stop_before_iteration(2, 1),
+            Some(StopReason::WallTime)
+        );
     }
 }

@@ -586,7 +586,10 @@ impl Engine<'_> {
             if self.state.idle_iterations >= self.idle_limit() {
                 return Ok(StopReason::Converged);
             }
-            match self.iteration(merge_due).await {
+            let started = std::time::Instant::now();
+            let outcome = self.iteration(merge_due).await;
+            self.budget.observe_iteration(started.elapsed());
+            match outcome {
                 Ok(Outcome::Progress) => self.state.idle_iterations = 0,
                 Ok(Outcome::Idle) => self.state.idle_iterations += 1,
                 Err(Halt::Budget(reason)) => return Ok(reason),

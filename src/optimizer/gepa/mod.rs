@@ -413,6 +413,7 @@ fn limits_for(spec: &JobSpec, settings: &Settings) -> Limits {
         max_cost_usd: spec.budget.max_cost,
         max_tokens: spec.budget.max_tokens,
         deadline: Some(Instant::now() + Duration::from_secs_f64(wall * WALL_TIME_SHARE)),
+        hard_deadline: Some(Instant::now() + Duration::from_secs_f64(wall)),
     }
 }
 
@@ -444,6 +445,27 @@ async fn load_checkpoint(
     }
     Some(checkpoint)
         .filter(|c| c.state.version == STATE_VERSION && c.state.candidates.first() == Some(seed))
+}
+
+/// A job's whole checkpoint as stored JSON: its base with the incremental parts applied (what
+/// a branch copies and the workbench reads; the base alone may be generations old). `None`
+/// when the job has none.
+pub async fn whole_checkpoint(
+    store: &dyn crate::store::JobStore,
+    job_id: &str,
+) -> crate::error::Result<Option<serde_json::Value>> {
+    let Some(base) = store.get_checkpoint(job_id).await? else {
+        return Ok(None);
+    };
+    let parts = store.checkpoint_parts(job_id).await?;
+    if parts.is_empty() {
+        return Ok(Some(base));
+    }
+    let Ok(mut checkpoint) = serde_json::from_value::<Checkpoint>(base.clone()) else {
+        return Ok(Some(base));
+    };
+    checkpoint.apply(&parts);
+    Ok(Some(serde_json::to_value(&checkpoint).unwrap_or(base)))
 }
 
 /// Scores the seed and the best candidate on the held-out set (outside the search budget).

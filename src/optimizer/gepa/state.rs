@@ -165,7 +165,7 @@ pub struct Memo {
 
 /// What is stored: the state at the top of the current iteration, the answers paid for since
 /// (and before), and the spend including them.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub state: GepaState,
     pub memo: Memo,
