@@ -444,7 +444,11 @@ async fn pause_steer_resume_and_branch_from_the_command_line() {
     let text = dir.path().join("candidate.txt");
     std::fs::write(
         &text,
-        format!("{}\n{}", fake_llm::SEED_PROMPT, fake_llm::MIRROR_RULE),
+        format!(
+            "{}\nWritten by hand. {}",
+            fake_llm::SEED_PROMPT,
+            fake_llm::MIRROR_RULE
+        ),
     )
     .unwrap();
     let steered = cli(

@@ -453,7 +453,7 @@ async fn a_branch_from_a_candidate_is_a_new_job_seeded_with_it_that_names_its_or
 async fn a_branch_from_the_checkpoint_continues_the_search_with_its_pool_and_spend() {
     let (url, _fake) = fake_llm::start().await;
     let edge = start_with(fake_settings(url)).await;
-    let parent = edge.post("/optimize", fake_job(24)).await;
+    let parent = edge.post("/optimize", fake_job(60)).await;
     let parent_id = parent["job_id"].as_str().unwrap();
     let finished = edge.wait_terminal(parent_id).await;
     let parent_pool = finished["result"]["candidates"].as_array().unwrap().clone();

@@ -68,12 +68,17 @@ pub async fn branch(
                     "a branch from the checkpoint keeps the job's examples",
                 ));
             }
-            let checkpoint =
+            let mut checkpoint =
                 crate::optimizer::gepa::whole_checkpoint(runtime.store().as_ref(), job_id)
                     .await?
                     .ok_or_else(|| {
                         Error::invalid(&["from_checkpoint"], "the job has no checkpoint yet")
                     })?;
+            // A branch is asked for to search on: its patience starts afresh (a converged
+            // job's idle count would stop it at once).
+            if let Some(idle) = checkpoint.pointer_mut("/state/idle_iterations") {
+                *idle = serde_json::json!(0);
+            }
             (Some(checkpoint), None)
         }
     };
