@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import httpx
 from gepa_client import GepaClient
 
 GEPA_DIR, BASE = sys.argv[1], sys.argv[2].rstrip("/")
@@ -41,8 +42,23 @@ async def main():
             seed=7,
             model_id="openai/gpt-4o-mini",
         )
-        again = await client.create_job("Write a short haiku about the sea", idempotency_key="compat-1")
+        again = await client.create_job(
+            "Write a short haiku about the sea",
+            iterations=2,
+            idempotency_key="compat-1",
+            examples=[{"id": 1, "input": "waves on the shore"}],
+            objectives=["brevity", "diversity", "coverage"],
+            seed=7,
+            model_id="openai/gpt-4o-mini",
+        )
         check(again == job, f"create_job returns a job id; idempotent replay returns it again ({job})")
+        # Ours (issue 18): the same key with a different body is a 409, where the original
+        # silently returned the first job for whatever the second body asked.
+        try:
+            await client.create_job("Write a short haiku about the sea", idempotency_key="compat-1")
+            check(False, "the same key with a different body is refused")
+        except httpx.HTTPStatusError as err:
+            check(err.response.status_code == 409, f"the same key with a different body is 409 ({err.response.status_code})")
 
         events = await collect(client.stream(job))
         types = [e.type for e in events]
