@@ -160,7 +160,7 @@ async fn candidates_route_lists_the_pool_with_lineage_texts_scores_and_rejected_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn candidates_of_unknown_jobs_are_404_and_of_default_jobs_422() {
+async fn candidates_of_unknown_jobs_are_404_and_of_default_jobs_409_invalid_job_state() {
     let edge = start().await;
     let (status, body) = edge
         .get("/optimize/00000000-0000-0000-0000-000000000000/candidates")
@@ -174,8 +174,9 @@ async fn candidates_of_unknown_jobs_are_404_and_of_default_jobs_422() {
             created["job_id"].as_str().unwrap()
         ))
         .await;
-    assert_eq!(status, 422, "{body}");
-    assert_eq!(body["error"]["code"], "validation_error");
+    // The job exists; its mode has no candidates: a state conflict, not a malformed request.
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_job_state");
     edge.shutdown().await;
 }
 

@@ -41,10 +41,11 @@ pub async fn branch(
 ) -> Result<Created> {
     let record = runtime.get(job_id).await?;
     if record.spec.mode != Mode::Gepa {
-        return Err(Error::invalid(
-            &["job_id"],
-            "only gepa jobs can be branched",
-        ));
+        return Err(Error::InvalidJobState {
+            job_id: job_id.into(),
+            status: record.status.to_string(),
+            action: "only gepa jobs can be branched",
+        });
     }
     let mut spec = record.spec.clone();
     let (checkpoint, candidate_id) = match request.from {

@@ -18,14 +18,15 @@ use crate::runtime::JobRuntime;
 const PAGE: usize = 5_000;
 
 /// The candidates of `job_id` as its log, checkpoint and result tell them.
-/// A validation error for jobs that are not GEPA jobs (they have no candidates).
+/// `invalid_job_state` (409) for jobs that are not GEPA jobs (they have no candidates).
 pub async fn lineage(runtime: &JobRuntime, job_id: &str) -> Result<Lineage> {
     let record = runtime.get(job_id).await?;
     if record.spec.mode != Mode::Gepa {
-        return Err(Error::invalid(
-            &["job_id"],
-            "only gepa jobs have candidates",
-        ));
+        return Err(Error::InvalidJobState {
+            job_id: job_id.into(),
+            status: record.status.to_string(),
+            action: "only gepa jobs have candidates",
+        });
     }
     let store = runtime.store();
     let mut events = Vec::new();

@@ -45,14 +45,9 @@ pub struct SteerRequest {
 }
 
 impl SteerRequest {
-    /// Checks sizes and that something is asked for.
+    /// Checks what is asked for (an empty request asks for nothing and is fine).
     pub fn validate(&self) -> Result<()> {
-        if self.feedback.is_none() && self.candidate.is_none() {
-            return Err(Error::invalid(
-                &["body"],
-                "give feedback, a candidate, or both",
-            ));
-        }
+        // Neither feedback nor a candidate: nothing to queue, and nothing wrong with that.
         if let Some(f) = &self.feedback {
             let chars = f.text.chars().count();
             if f.text.trim().is_empty() || chars > MAX_FEEDBACK_CHARS {

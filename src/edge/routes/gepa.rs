@@ -198,7 +198,9 @@ pub async fn delete(
     request_body = EvalBody,
     responses(
         (status = 200, description = "Started (or replayed)", body = CreatedJob),
-        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with a different request (idempotency_conflict)", body = ErrorBody),
+        (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
     )

@@ -47,7 +47,9 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     request_body = OptimizeBody,
     responses(
         (status = 200, description = "Created (or replayed)", body = CreatedJob),
-        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with a different request (idempotency_conflict)", body = ErrorBody),
+        (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
     )

@@ -45,7 +45,8 @@ pub struct Candidates {
     responses(
         (status = 200, body = Candidates),
         (status = 404, body = ErrorBody),
-        (status = 422, description = "Not a gepa job", body = ErrorBody),
+        (status = 409, description = "Not a gepa job (invalid_job_state)", body = ErrorBody),
+        (status = 422, body = ErrorBody),
     )
 )]
 pub async fn candidates(
@@ -111,7 +112,8 @@ pub struct Steered {
         (status = 200, body = Steered),
         (status = 404, body = ErrorBody),
         (status = 409, description = "Not a running or paused gepa job (invalid_job_state)", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, description = "Nothing to do (neither feedback nor a candidate), or an invalid one", body = ErrorBody),
     )
 )]
 pub async fn steer(
@@ -171,6 +173,8 @@ pub struct BranchBody {
     responses(
         (status = 200, body = CreatedJob),
         (status = 404, body = ErrorBody),
+        (status = 409, description = "Not a gepa job (invalid_job_state)", body = ErrorBody),
+        (status = 415, body = ErrorBody),
         (status = 422, body = ErrorBody),
     )
 )]
