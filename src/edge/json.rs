@@ -76,6 +76,7 @@ pub struct GepaBody {
     #[schema(schema_with = components_schema)]
     pub components: Option<std::collections::BTreeMap<String, String>>,
     /// `subsample` (default) or `full`.
+    #[schema(value_type = Option<ValidationPolicyName>)]
     pub validation_policy: Option<String>,
     /// Reproduce the engine before issue 20 (benchmarks only).
     pub legacy_budget: Option<bool>,
@@ -132,8 +133,9 @@ pub struct BudgetBody {
     pub max_cost: Option<f64>,
     /// Tokens over task, reflection and judge calls.
     pub max_tokens: Option<u64>,
-    /// Wall time of a GEPA job in seconds (> 0; capped by the server's `GEPA_MAX_WALL_TIME_S`).
-    #[schema(exclusive_minimum = 0)]
+    /// Wall time of a GEPA job in seconds (> 0; at most the server's `GEPA_MAX_WALL_TIME_S`,
+    /// 86400 by default).
+    #[schema(exclusive_minimum = 0, maximum = 86400)]
     pub max_wall_time_s: Option<f64>,
 }
 
@@ -171,6 +173,14 @@ pub enum ObjectiveName {
     Brevity,
     Diversity,
     Coverage,
+}
+
+/// Documentation only: `gepa.validation_policy`.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum ValidationPolicyName {
+    Subsample,
+    Full,
 }
 
 /// Documentation only: `gepa.candidate_selector`.

@@ -74,8 +74,8 @@ pub async fn candidates(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SteerBody {
-    /// Feedback the job's next reflections receive.
-    #[schema(max_length = 4000)]
+    /// Feedback the job's next reflections receive (not blank).
+    #[schema(min_length = 1, max_length = 4000, pattern = r"\S")]
     pub feedback: Option<String>,
     /// The component the feedback is about (default: every component).
     pub component: Option<String>,
@@ -89,9 +89,24 @@ pub struct SteerBody {
 pub struct HumanCandidateBody {
     /// The parent's candidate id (default 0, the seed).
     pub parent_id: Option<u32>,
-    /// Component name → new text, e.g. `{"system_prompt": "…"}`.
-    #[schema(value_type = Object)]
+    /// Component name → new text, e.g. `{"system_prompt": "…"}` (at least one).
+    #[schema(schema_with = candidate_components_schema)]
     pub components: std::collections::BTreeMap<String, String>,
+}
+
+/// `components` of [`HumanCandidateBody`]: an object of strings with at least one entry.
+fn candidate_components_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::Object))
+        .additional_properties(Some(AdditionalProperties::from(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::String))
+                .min_length(Some(1))
+                .pattern(Some(r"\S")),
+        )))
+        .min_properties(Some(1))
+        .build()
 }
 
 /// `POST /v1/optimize/{job_id}/steer` answer.
