@@ -105,6 +105,11 @@ fn candidate_components_schema() -> utoipa::openapi::schema::Object {
                 .min_length(Some(1))
                 .pattern(Some(r"\S")),
         )))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::String))
+                .min_length(Some(1)),
+        ))
         .min_properties(Some(1))
         .build()
 }
