@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{Completion, CompletionRequest, ModelProvider, ProviderError, Usage};
+use super::{Completion, CompletionRequest, ModelProvider, ProviderError};
 
 /// Echoes the last user message back, optionally after a fixed simulated latency.
 #[derive(Debug, Default, Clone)]
@@ -47,21 +47,6 @@ impl ModelProvider for LocalEcho {
             .find(|m| m.role == "user")
             .map(|m| m.content.clone())
             .unwrap_or_default();
-        let prompt_tokens = request
-            .messages
-            .iter()
-            .map(|m| m.content.split_whitespace().count() as u64)
-            .sum();
-        let completion_tokens = text.split_whitespace().count() as u64;
-        let span = tracing::Span::current();
-        span.record("prompt_tokens", prompt_tokens);
-        span.record("completion_tokens", completion_tokens);
-        Ok(Completion {
-            text,
-            usage: Usage {
-                prompt_tokens,
-                completion_tokens,
-            },
-        })
+        Ok(super::offline_completion(&request, text))
     }
 }

@@ -84,6 +84,27 @@ pub enum ProviderError {
     },
 }
 
+/// The answer of an offline provider (`LocalEcho`, the offline world) with its usage counted
+/// in whitespace-separated words, recorded on the current `provider_call` span.
+pub(crate) fn offline_completion(request: &CompletionRequest, text: String) -> Completion {
+    let prompt_tokens = request
+        .messages
+        .iter()
+        .map(|m| m.content.split_whitespace().count() as u64)
+        .sum();
+    let completion_tokens = text.split_whitespace().count() as u64;
+    let span = tracing::Span::current();
+    span.record("prompt_tokens", prompt_tokens);
+    span.record("completion_tokens", completion_tokens);
+    Completion {
+        text,
+        usage: Usage {
+            prompt_tokens,
+            completion_tokens,
+        },
+    }
+}
+
 fn plural_s(n: &u32) -> &'static str {
     if *n == 1 { "" } else { "s" }
 }

@@ -18,7 +18,7 @@
 
 use async_trait::async_trait;
 
-use super::{Completion, CompletionRequest, ModelProvider, ProviderError, Usage};
+use super::{Completion, CompletionRequest, ModelProvider, ProviderError};
 
 /// Letter case of an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -539,22 +539,7 @@ impl ModelProvider for OfflineWorld {
             tokio::time::sleep(self.latency).await;
         }
         let text = Self::respond(&request);
-        let prompt_tokens = request
-            .messages
-            .iter()
-            .map(|m| m.content.split_whitespace().count() as u64)
-            .sum();
-        let completion_tokens = text.split_whitespace().count() as u64;
-        let span = tracing::Span::current();
-        span.record("prompt_tokens", prompt_tokens);
-        span.record("completion_tokens", completion_tokens);
-        Ok(Completion {
-            text,
-            usage: Usage {
-                prompt_tokens,
-                completion_tokens,
-            },
-        })
+        Ok(super::offline_completion(&request, text))
     }
 }
 
