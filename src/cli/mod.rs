@@ -243,48 +243,9 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string_pretty(&JobState::from_pb(job))?);
             Ok(0)
         }
-        ClientCommand::Cancel(args) => {
-            let job = args
-                .server
-                .connect()?
-                .jobs()
-                .cancel_job(pb::CancelJobRequest {
-                    job_id: args.job_id,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            println!("{} {}", job.job_id, status_name(job.status));
-            Ok(0)
-        }
-        ClientCommand::Pause(args) => {
-            let job = args
-                .server
-                .connect()?
-                .jobs()
-                .pause_job(pb::PauseJobRequest {
-                    job_id: args.job_id,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            println!("{} {}", job.job_id, status_name(job.status));
-            Ok(0)
-        }
-        ClientCommand::Resume(args) => {
-            let job = args
-                .server
-                .connect()?
-                .jobs()
-                .resume_job(pb::ResumeJobRequest {
-                    job_id: args.job_id,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            println!("{} {}", job.job_id, status_name(job.status));
-            Ok(0)
-        }
+        ClientCommand::Cancel(args) => lifecycle(args, Lifecycle::Cancel).await,
+        ClientCommand::Pause(args) => lifecycle(args, Lifecycle::Pause).await,
+        ClientCommand::Resume(args) => lifecycle(args, Lifecycle::Resume).await,
         ClientCommand::Steer(args) => steer(args).await,
         ClientCommand::Branch(args) => branch(args).await,
         ClientCommand::Result(args) => result(args).await,
@@ -308,6 +269,27 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<i32> {
         }
         ClientCommand::Eval(args) => eval(args).await,
     }
+}
+
+/// The three lifecycle commands: one RPC on one job, then `<job id> <status>`.
+enum Lifecycle {
+    Cancel,
+    Pause,
+    Resume,
+}
+
+async fn lifecycle(args: JobArgs, action: Lifecycle) -> anyhow::Result<i32> {
+    let mut jobs = args.server.connect()?.jobs();
+    let job_id = args.job_id;
+    let job = match action {
+        Lifecycle::Cancel => jobs.cancel_job(pb::CancelJobRequest { job_id }).await,
+        Lifecycle::Pause => jobs.pause_job(pb::PauseJobRequest { job_id }).await,
+        Lifecycle::Resume => jobs.resume_job(pb::ResumeJobRequest { job_id }).await,
+    }
+    .map_err(status_error)?
+    .into_inner();
+    println!("{} {}", job.job_id, status_name(job.status));
+    Ok(0)
 }
 
 async fn follow_to_exit(
