@@ -22,6 +22,7 @@
 //! - [`workbench`]: a job's candidates and lineage as the workbench shows them.
 //! - [`metrics`]: process-wide Prometheus metrics and the `/v1/metrics` handlers.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Core, test_settings, ticker};
+use innerloop::api::pb;
 use innerloop::config::Settings;
-use innerloop::grpc::pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
@@ -333,7 +333,7 @@ async fn examples_import_reads_csv_and_eval_wait_prints_the_score() {
     let out = cli(&core, &["examples", "import", csv.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "imported 2 examples\n");
-    let listed = innerloop::grpc::pb::examples_service_client::ExamplesServiceClient::new(
+    let listed = innerloop::api::pb::examples_service_client::ExamplesServiceClient::new(
         core.channel().await,
     )
     .list_examples(pb::ListExamplesRequest::default())

@@ -6,10 +6,10 @@
 mod contract_support;
 
 use contract_support::{Server, settings};
+use innerloop::api::pb;
+use innerloop::api::pb::job_service_client::JobServiceClient;
+use innerloop::api::pb::optimizer_service_client::OptimizerServiceClient;
 use innerloop::config::Settings;
-use innerloop::grpc::pb;
-use innerloop::grpc::pb::job_service_client::JobServiceClient;
-use innerloop::grpc::pb::optimizer_service_client::OptimizerServiceClient;
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use common::Core;
 use fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
+use innerloop::api::pb;
+use innerloop::api::status::error_from_status;
+use innerloop::api::values::struct_from_json;
 use innerloop::config::{Settings, StoreKind};
 use innerloop::error::ErrorCode;
-use innerloop::grpc::convert::{error_from_status, struct_from_json};
-use innerloop::grpc::pb;
 use innerloop::store::{JobStore, SqlStore};
 
 fn settings(base_url: &str) -> Settings {

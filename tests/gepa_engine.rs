@@ -14,11 +14,11 @@ use std::time::Duration;
 use common::{Core, collect, test_settings, types};
 use fake_llm::{Fault, REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
 use futures_util::StreamExt;
+use innerloop::api::pb;
+use innerloop::api::values::struct_from_json;
 use innerloop::config::Settings;
 use innerloop::domain::gepa::GepaResult;
 use innerloop::domain::{EventPayload, JobResult, JobSpec, JobStatus, Mode};
-use innerloop::grpc::convert::struct_from_json;
-use innerloop::grpc::pb;
 use innerloop::runtime::JobRuntime;
 use innerloop::store::{JobStore, MemoryStore};
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Core, collect, test_settings, types};
-use innerloop::grpc::pb;
+use innerloop::api::pb;
 
 fn request(pack: &str, budget: u64) -> pb::OptimizeRequest {
     pb::OptimizeRequest {
@@ -140,7 +140,7 @@ async fn parallel_proposals_give_byte_identical_results_for_the_same_request() {
     assert!(first.candidates.len() > 2, "the run proposed and accepted");
     // The result as the REST edge renders it (protobuf maps have no stable byte order).
     let json = |r: pb::GepaResult| {
-        serde_json::to_string(&innerloop::grpc::convert_gepa::gepa_result_from_pb(r)).unwrap()
+        serde_json::to_string(&innerloop::domain::gepa::GepaResult::from(r)).unwrap()
     };
     let generations = first.generations;
     let (a, b) = (json(first), json(second));

@@ -6,11 +6,11 @@ mod fake_llm;
 
 use common::{Core, collect, test_settings, types};
 use fake_llm::{DOUBLE_RULE, MIRROR_RULE, REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
+use innerloop::api::pb;
+use innerloop::api::pb::eval_service_client::EvalServiceClient;
+use innerloop::api::pb::examples_service_client::ExamplesServiceClient;
+use innerloop::api::values::struct_from_json;
 use innerloop::config::Settings;
-use innerloop::grpc::convert::struct_from_json;
-use innerloop::grpc::pb;
-use innerloop::grpc::pb::eval_service_client::EvalServiceClient;
-use innerloop::grpc::pb::examples_service_client::ExamplesServiceClient;
 
 fn example(id: &str, input: &str, expected: &str) -> pb::Example {
     pb::Example {
@@ -92,7 +92,7 @@ async fn examples_are_upserted_listed_and_deleted_over_grpc() {
         .unwrap_err();
     assert_eq!(too_long.code(), tonic::Code::ResourceExhausted);
     assert_eq!(
-        innerloop::grpc::convert::error_from_status(&too_long).code,
+        innerloop::api::status::error_from_status(&too_long).code,
         innerloop::error::ErrorCode::PayloadTooLarge
     );
     core.shutdown().await;

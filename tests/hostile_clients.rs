@@ -5,9 +5,9 @@
 mod edge_support;
 
 use edge_support::TestServer;
+use innerloop::api::pb;
+use innerloop::api::values::struct_from_json;
 use innerloop::domain::depth::MAX_JSON_DEPTH;
-use innerloop::grpc::convert::struct_from_json;
-use innerloop::grpc::pb;
 use serde_json::{Value, json};
 use tonic::Code;
 

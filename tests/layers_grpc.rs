@@ -3,7 +3,7 @@
 
 mod layers_support;
 
-use innerloop::grpc::pb;
+use innerloop::api::pb;
 use layers_support::{TOKEN, capture_logs, settings, start_core};
 use pb::job_service_client::JobServiceClient;
 use pb::optimizer_service_client::OptimizerServiceClient;

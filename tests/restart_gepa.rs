@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
 use futures_util::StreamExt;
-use innerloop::grpc::convert::struct_from_json;
-use innerloop::grpc::pb;
+use innerloop::api::pb;
+use innerloop::api::values::struct_from_json;
 use pb::job_service_client::JobServiceClient;
 use pb::optimizer_service_client::OptimizerServiceClient;
 use tokio::process::{Child, Command};

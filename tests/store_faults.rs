@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::{Core, collect, test_settings, ticker};
+use innerloop::api::pb;
 use innerloop::domain::{
     Event, EventPayload, Example, JobId, JobRecord, JobResult, JobStatus, Mode,
 };
 use innerloop::error::{Error, Result};
-use innerloop::grpc::pb;
 use innerloop::optimizer::{JobContext, OptimizeError, Optimizer};
 use innerloop::store::{IdempotencyClaim, JobStore, ListJobsQuery, MemoryStore, Turn, WriteBatch};
 use tonic_health::pb::health_check_response::ServingStatus;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Core, collect, test_settings};
+use innerloop::api::pb;
 use innerloop::config::Settings;
 use innerloop::domain::JobResult;
-use innerloop::grpc::pb;
 use innerloop::server::{self, Listeners};
 use innerloop::workbench::lineage;
 use serde_json::{Value, json};

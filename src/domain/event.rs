@@ -10,7 +10,7 @@ use super::job::{JobId, JobResult, JobStatus};
 /// One entry of a job's event log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    /// Monotonic per job, from 1.
+    /// Increasing per job, from 1.
     pub id: u64,
     pub job_id: JobId,
     /// Unix epoch seconds.

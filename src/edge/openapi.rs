@@ -10,7 +10,6 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::error::{ErrorBody, ErrorObject};
 use super::json::{
     AcceptanceName, BudgetBody, CreatedJob, DatasetBody, DatasetName, ExampleBody, JobList,
     JobState, JobSummary, MetricName, ModeName, ObjectiveName, OptimizeBody, ProbeStatus,
@@ -19,6 +18,7 @@ use super::json::{
 use super::routes::gepa::{EvalBody, ExampleOut, ExamplePage, Upserted};
 use super::routes::workbench::{BranchBody, Candidates, HumanCandidateBody, SteerBody, Steered};
 use super::routes::{admin, gepa, optimize, probes, workbench};
+use crate::api::status::{ErrorBody, ErrorObject};
 
 /// One Server-Sent Event of an events route (the stream is a sequence of these). The first
 /// frame is only `retry`; `:` ping comments carry no event.

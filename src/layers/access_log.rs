@@ -167,7 +167,7 @@ fn known_rpc(path: &str) -> bool {
             .into_iter()
             .map(String::from)
             .collect();
-            let set = prost_types::FileDescriptorSet::decode(crate::grpc::pb::FILE_DESCRIPTOR_SET)
+            let set = prost_types::FileDescriptorSet::decode(crate::api::pb::FILE_DESCRIPTOR_SET)
                 .unwrap_or_default();
             for file in &set.file {
                 for service in &file.service {

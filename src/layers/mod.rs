@@ -39,6 +39,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::status;
 use crate::config::Settings;
 use crate::error::Error;
 
@@ -161,24 +162,21 @@ pub fn path_job_id(path: &str) -> Option<&str> {
 }
 
 /// An error response in the protocol of the request: a gRPC status encoded exactly as the
-/// services encode theirs ([`crate::grpc::convert::status_from_error`]: an `ErrorInfo` whose
-/// reason is the contract's code, `RetryInfo` and `retry-after` when rate limited), so an edge
-/// in front of this core maps it back to the same HTTP answer; or the contract's JSON error body
-/// (`{"error":{"code","message","details"}}`, with `Retry-After` when rate limited).
+/// services encode theirs ([`status::status_from_error`]: an `ErrorInfo` whose reason is the
+/// contract's code, `RetryInfo` and `retry-after` when rate limited), so an edge in front of
+/// this core maps it back to the same HTTP answer; or the contract's JSON envelope
+/// ([`status::ErrorBody`], with `Retry-After` when rate limited).
 pub fn reject<B: LayerBody>(grpc: bool, error: &Error) -> Response<B> {
-    let code = error.code();
     let retry_after = match error {
         Error::RateLimited { retry_after_s } => Some(HeaderValue::from(*retry_after_s)),
         _ => None,
     };
     let mut response = if grpc {
-        crate::grpc::convert::status_from_error(error).into_http::<B>()
+        status::status_from_error(error).into_http::<B>()
     } else {
-        let body = serde_json::json!({
-            "error": {"code": code.as_str(), "message": error.to_string(), "details": error.details()}
-        });
-        let mut response = Response::new(B::full(Bytes::from(body.to_string())));
-        *response.status_mut() = code.http_status();
+        let body = status::ErrorBody::from_error(error).to_json();
+        let mut response = Response::new(B::full(Bytes::from(body)));
+        *response.status_mut() = error.code().http_status();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
