@@ -264,7 +264,8 @@ pub fn create_request(
     })
 }
 
-/// Runs the spec's own validation and reports its errors after the decoder's `errors`.
+/// Validates the decoded spec ([`JobSpec::validate`]) and reports its errors after the
+/// decoder's `errors`.
 pub(super) fn validated(
     spec: &mut JobSpec,
     iterations: i64,

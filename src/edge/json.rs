@@ -106,8 +106,8 @@ fn components_schema() -> utoipa::openapi::schema::Object {
         .property_names(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .min_length(Some(1))
-                .max_length(Some(100))
+                .min_length(Some(*crate::api::limits::COMPONENT_NAME_CHARS.start()))
+                .max_length(Some(*crate::api::limits::COMPONENT_NAME_CHARS.end()))
                 .pattern(Some("^(?!system_prompt$)")),
         ))
         .build()
