@@ -200,7 +200,7 @@ pub async fn run_with_runtime(
     tracing::info!(%http_addr, "REST + SSE edge listening");
     let http_server = tokio::spawn(serve_protected_http(
         listeners.http,
-        protections.wrap_edge(edge::app(edge_state.clone())),
+        edge::protected_app(edge_state.clone(), &protections),
         &settings,
         stop_listeners.clone(),
     ));
@@ -290,7 +290,7 @@ pub async fn run_edge(
     }
     let server = tokio::spawn(serve_protected_http(
         http,
-        protections.wrap_edge(edge::app(edge_state.clone())),
+        edge::protected_app(edge_state.clone(), &protections),
         &settings,
         stop.clone(),
     ));

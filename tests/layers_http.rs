@@ -70,8 +70,8 @@ async fn start(settings: Settings) -> Edge {
                 "late"
             }),
         )
-        .merge(innerloop::metrics::router())
-        .merge(innerloop::layers::stream_token::router(
+        .merge(innerloop::edge::routes::metrics::router())
+        .merge(innerloop::edge::routes::stream_token::router(
             protections.auth.stream_tokens.clone(),
         ))
         .layer(protections.http_layers());

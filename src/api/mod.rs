@@ -10,6 +10,8 @@
 //!   (results, scores, budgets, candidates), [`gepa`] (GEPA options, estimates), [`examples`]
 //!   (stored examples, eval requests), [`workbench`] (lineage, steer, branch), and [`values`]
 //!   (`Struct` and `Timestamp`).
+//! - [`routes`]: the route catalogue (every REST route once, with its kind) that the edge
+//!   mounts and the layers classify requests by.
 //! - [`limits`]: every limit of the contract, for validation and for the OpenAPI document.
 //! - [`status`]: the one status table (`ErrorCode` ↔ gRPC code ↔ HTTP status), the one gRPC
 //!   encoding of an error (with `ErrorInfo`) and the JSON error envelope.
@@ -42,6 +44,7 @@ pub mod gepa_events;
 pub mod jobs;
 pub mod limits;
 pub mod results;
+pub mod routes;
 pub mod status;
 pub mod values;
 pub mod workbench;

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::error::ErrorCode;
+use crate::layers::Protections;
 use crate::layers::stream_token::StreamTokens;
 pub use error::ApiError;
 pub use upstream::Upstream;
@@ -136,4 +137,18 @@ pub fn with_edge_layers(router: Router) -> Router {
 /// The complete edge application.
 pub fn app(state: EdgeState) -> Router {
     with_edge_layers(router(state))
+}
+
+/// The edge as served, behind the layers: [`app`] plus `/v1/metrics`, `/v1/metricsz` (and
+/// aliases) and `POST /v1/optimize/{id}/stream-token`, all wrapped in
+/// [`Protections::http_layers`]. The deprecation headers go outside them, so the layers' own
+/// answers on a legacy path (401, 413, 429, 503) carry them too.
+pub fn protected_app(state: EdgeState, protections: &Protections) -> Router {
+    app(state)
+        .merge(routes::metrics::router())
+        .merge(routes::stream_token::router(
+            protections.auth.stream_tokens.clone(),
+        ))
+        .layer(protections.http_layers())
+        .layer(axum::middleware::from_fn(extract::deprecation))
 }
