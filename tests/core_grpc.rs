@@ -1,11 +1,11 @@
 //! The gRPC core end to end: a real server on 127.0.0.1:0 and tonic clients.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use innerloop::api::pb;
+use support::grpc::*;
 use tonic::Code;
 
 #[tokio::test]

@@ -2,10 +2,10 @@
 //! split and reports it; a tight budget is spent to within one minibatch and never exceeded;
 //! `max_generations: 1` runs exactly one generation. Real server on port 0, real gRPC client.
 
-mod common;
+mod support;
 
-use common::{Core, collect, test_settings, types};
 use innerloop::api::pb;
+use support::grpc::{Core, collect, test_settings, types};
 
 fn request(pack: &str, budget: u64) -> pb::OptimizeRequest {
     pb::OptimizeRequest {
