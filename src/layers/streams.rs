@@ -13,9 +13,9 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 
+use super::LayerBody;
 use super::auth::Principal;
 use super::client_ip::ClientIp;
-use super::LayerBody;
 use super::guard::{Guard, GuardLayer, Verdict};
 use crate::api::routes::{RouteKind, classify};
 use crate::error::Error;
