@@ -292,9 +292,12 @@ fn every_payload_round_trips_wire_domain_json() {
         let back = Event::try_from(decoded).expect("a known payload");
         assert_eq!(back, event, "{name} through the wire");
         // Domain → JSON → domain: the `data` object the SSE envelope and the stores carry.
-        let data: serde_json::Value =
-            serde_json::from_str(&event.payload.data_json_text()).expect("JSON");
-        assert_eq!(data, event.payload.data_json(), "{name} data text");
+        let data = event.payload.data_json();
+        assert_eq!(
+            event.payload.data_json_text(),
+            data.to_string(),
+            "{name}: the stores' one-pass text is the data object"
+        );
         let parsed = EventPayload::from_parts(name, data).expect("parses back");
         assert_eq!(parsed, event.payload, "{name} through JSON");
         // And the whole envelope names it.
