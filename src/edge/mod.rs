@@ -2,11 +2,12 @@
 //! each a thin mapping onto one call of the gRPC core through a real tonic client
 //! ([`Upstream`]), in-process under `innerloop serve` or over a channel under `innerloop edge`.
 //!
-//! - [`router`]: the routes with envelope-shaped 404/405 fallbacks; [`app`] adds the edge's own
-//!   middleware (request id outermost, deprecation headers). Auth, rate limits and metrics wrap
-//!   [`router`] from outside (`app(state)` is `with_edge_layers(router(state))`; put them
-//!   between the two).
-//! - [`error`]: the error envelope and THE gRPC → HTTP mapping; [`extract`]: extractors whose
+//! - [`router`]: the routes of the catalogue ([`crate::api::routes`]) with envelope-shaped
+//!   404/405 fallbacks; [`app`] adds the edge's own middleware (request id outermost,
+//!   deprecation headers); [`protected_app`] adds the metrics and stream-token routes and puts
+//!   everything behind the layers (what `serve` and `edge --upstream` run).
+//! - [`error`]: [`ApiError`], an HTTP error built from a core status (the mapping itself is
+//!   [`crate::api::status`]); [`extract`]: extractors whose
 //!   rejections use the envelope; [`json`]: the JSON shapes; [`sse`]: the SSE wire format;
 //!   [`openapi`]: `/v1/openapi.json`; [`ui`]: the workbench page at `/ui`.
 
