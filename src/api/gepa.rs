@@ -72,9 +72,10 @@ pub fn options_from_pb(
     }
 }
 
-impl From<Estimate> for pb::EstimateJobResponse {
-    fn from(e: Estimate) -> Self {
-        let Estimate {
+wire_fields!(
+    pb::EstimateJobResponse,
+    Estimate {
+        same: [
             metric_calls,
             reflection_calls,
             iterations,
@@ -83,16 +84,6 @@ impl From<Estimate> for pb::EstimateJobResponse {
             cost_usd,
             train_examples,
             val_examples,
-        } = e;
-        pb::EstimateJobResponse {
-            metric_calls,
-            reflection_calls,
-            iterations,
-            task_tokens,
-            reflection_tokens,
-            cost_usd,
-            train_examples,
-            val_examples,
-        }
+        ],
     }
-}
+);

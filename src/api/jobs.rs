@@ -104,24 +104,18 @@ pub fn request_summary(spec: &JobSpec) -> pb::RequestSummary {
     }
 }
 
-impl From<Progress> for pb::ProgressSummary {
-    fn from(progress: Progress) -> Self {
-        let Progress {
+wire_fields!(
+    pb::ProgressSummary,
+    Progress {
+        same: [
             generation,
             metric_calls_used,
             metric_calls_budget,
             best_score,
             cost_usd,
-        } = progress;
-        pb::ProgressSummary {
-            generation,
-            metric_calls_used,
-            metric_calls_budget,
-            best_score,
-            cost_usd,
-        }
+        ],
     }
-}
+);
 
 // ---------- the create request ----------
 
@@ -132,18 +126,25 @@ pub struct CreateRequest {
     pub idempotency_key: Option<String>,
 }
 
-same_fields!(
+wire_fields!(
     pb::Budget,
     Budget {
-        max_generations,
-        max_rollouts,
-        max_cost,
-        max_tokens,
-        max_wall_time_s,
+        same: [
+            max_generations,
+            max_rollouts,
+            max_cost,
+            max_tokens,
+            max_wall_time_s,
+        ],
     }
 );
 
-same_fields!(pb::DatasetRef, DatasetRef { name, split });
+wire_fields!(
+    pb::DatasetRef,
+    DatasetRef {
+        same: [name, split],
+    }
+);
 
 impl From<Example> for pb::Example {
     fn from(e: Example) -> Self {

@@ -16,22 +16,44 @@
 //! - [`status`]: the one status table (`ErrorCode` ↔ gRPC code ↔ HTTP status), the one gRPC
 //!   encoding of an error (with `ErrorInfo`) and the JSON error envelope.
 
-/// `From` both ways between a wire message and a domain struct whose fields have the same names
-/// and types. Both sides are destructured in full (no `..`), so a field added to either type is
-/// a compile error here until it is listed.
-macro_rules! same_fields {
-    ($wire:path, $domain:path { $($field:ident),+ $(,)? }) => {
+/// `From` both ways between a wire message and a domain struct with the same field names. Every
+/// field is listed once, by how it converts: `same` (moved as is), `each` (a collection whose
+/// items convert: repeated messages, maps), `message` (an embedded message the domain always
+/// has: `Some(..)` on the wire, its default when absent) and `optional` (an `Option` on both
+/// sides). Both sides are destructured in full (no `..`), so a field added to either type is a
+/// compile error here until it is listed.
+macro_rules! wire_fields {
+    ($wire:path, $domain:path {
+        $(same: [$($same:ident),* $(,)?] $(,)?)?
+        $(each: [$($each:ident),* $(,)?] $(,)?)?
+        $(message: [$($message:ident),* $(,)?] $(,)?)?
+        $(optional: [$($optional:ident),* $(,)?] $(,)?)?
+    }) => {
         impl From<$domain> for $wire {
             fn from(value: $domain) -> Self {
-                let $domain { $($field),+ } = value;
-                $wire { $($field),+ }
+                let $domain {
+                    $($($same,)*)? $($($each,)*)? $($($message,)*)? $($($optional,)*)?
+                } = value;
+                $wire {
+                    $($($same,)*)?
+                    $($($each: $each.into_iter().map(Into::into).collect(),)*)?
+                    $($($message: Some($message.into()),)*)?
+                    $($($optional: $optional.map(Into::into),)*)?
+                }
             }
         }
 
         impl From<$wire> for $domain {
             fn from(value: $wire) -> Self {
-                let $wire { $($field),+ } = value;
-                $domain { $($field),+ }
+                let $wire {
+                    $($($same,)*)? $($($each,)*)? $($($message,)*)? $($($optional,)*)?
+                } = value;
+                $domain {
+                    $($($same,)*)?
+                    $($($each: $each.into_iter().map(Into::into).collect(),)*)?
+                    $($($message: $message.unwrap_or_default().into(),)*)?
+                    $($($optional: $optional.map(Into::into),)*)?
+                }
             }
         }
     };

@@ -9,62 +9,34 @@ use crate::error::Error;
 use crate::workbench::branch::{BranchFrom, BranchRequest};
 use crate::workbench::{HumanCandidate, HumanFeedback, Lineage, RejectedProposal, SteerRequest};
 
-impl From<Lineage> for pb::ListCandidatesResponse {
-    fn from(l: Lineage) -> Self {
-        let Lineage {
-            candidates,
-            rejected,
-            val_example_ids,
-            best_id,
-            branched_from,
-        } = l;
-        pb::ListCandidatesResponse {
-            candidates: candidates.into_iter().map(Into::into).collect(),
-            rejected: rejected.into_iter().map(Into::into).collect(),
-            val_example_ids,
-            best_id,
-            branched_from: branched_from.map(Into::into),
-        }
-    }
-}
-
-impl From<pb::ListCandidatesResponse> for Lineage {
-    fn from(l: pb::ListCandidatesResponse) -> Self {
-        let pb::ListCandidatesResponse {
-            candidates,
-            rejected,
-            val_example_ids,
-            best_id,
-            branched_from,
-        } = l;
-        Lineage {
-            candidates: candidates.into_iter().map(Into::into).collect(),
-            rejected: rejected.into_iter().map(Into::into).collect(),
-            val_example_ids,
-            best_id,
-            branched_from: branched_from.map(Into::into),
-        }
-    }
-}
-
-same_fields!(
-    pb::RejectedProposal,
-    RejectedProposal {
-        generation,
-        parent_ids,
-        component,
-        text,
-        example_ids,
-        parent_scores,
-        child_scores,
+wire_fields!(
+    pb::ListCandidatesResponse,
+    Lineage {
+        same: [val_example_ids, best_id],
+        each: [candidates, rejected],
+        optional: [branched_from],
     }
 );
 
-same_fields!(
+wire_fields!(
+    pb::RejectedProposal,
+    RejectedProposal {
+        same: [
+            generation,
+            parent_ids,
+            component,
+            text,
+            example_ids,
+            parent_scores,
+            child_scores,
+        ],
+    }
+);
+
+wire_fields!(
     pb::BranchedFrom,
     BranchedFrom {
-        job_id,
-        candidate_id,
+        same: [job_id, candidate_id],
     }
 );
 

@@ -30,7 +30,8 @@ pub trait Guard: Clone + Send + Sync + 'static {
 
     fn admit<B>(&self, req: &Request<B>) -> Verdict<Self::Ticket>;
 
-    /// Runs the inner `call` of an admitted request (`grpc`: the caller's protocol).
+    /// Runs the inner `call` of an admitted request (`grpc`: the caller's protocol). By
+    /// default the ticket is held until the response head is ready.
     fn run<RB, E, F>(
         &self,
         ticket: Self::Ticket,
@@ -40,7 +41,15 @@ pub trait Guard: Clone + Send + Sync + 'static {
     where
         RB: LayerBody,
         E: Send + 'static,
-        F: Future<Output = Result<Response<RB>, E>> + Send + 'static;
+        F: Future<Output = Result<Response<RB>, E>> + Send + 'static,
+    {
+        let _ = grpc;
+        Box::pin(async move {
+            let response = call.await;
+            drop(ticket);
+            response
+        })
+    }
 }
 
 /// Applies [`GuardService`] with a guard `G`.

@@ -4,14 +4,11 @@
 //! long streams are bounded separately per principal ([`super::streams`]). Health and readiness
 //! are never shed, so probes do not restart a busy but healthy process.
 
-use std::future::Future;
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
-use http::{Request, Response};
+use http::Request;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::LayerBody;
 use super::guard::{Guard, GuardLayer, Verdict};
 use crate::api::routes::{RouteKind, classify};
 use crate::error::Error;
@@ -40,7 +37,8 @@ impl ShedLayer {
 }
 
 impl Guard for Shed {
-    /// A slot of the in-flight budget, held until the response head is ready.
+    /// A slot of the in-flight budget, held until the response head is ready (the default
+    /// [`Guard::run`]).
     type Ticket = OwnedSemaphorePermit;
 
     fn admit<B>(&self, req: &Request<B>) -> Verdict<OwnedSemaphorePermit> {
@@ -53,23 +51,5 @@ impl Guard for Shed {
                 "server is at capacity, retry shortly".into(),
             )),
         }
-    }
-
-    fn run<RB, E, F>(
-        &self,
-        permit: OwnedSemaphorePermit,
-        _grpc: bool,
-        call: F,
-    ) -> BoxFuture<'static, Result<Response<RB>, E>>
-    where
-        RB: LayerBody,
-        E: Send + 'static,
-        F: Future<Output = Result<Response<RB>, E>> + Send + 'static,
-    {
-        Box::pin(async move {
-            let response = call.await;
-            drop(permit);
-            response
-        })
     }
 }
