@@ -5,7 +5,5 @@ mod services;
 mod services_gepa;
 pub mod workbench;
 
-/// The generated protobuf types live in [`crate::api::pb`]; re-exported for existing callers.
-pub use crate::api::pb;
 pub use services::{JobServiceImpl, OptimizerServiceImpl, router};
 pub use services_gepa::{EvalServiceImpl, ExamplesServiceImpl};
