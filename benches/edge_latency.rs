@@ -15,10 +15,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use innerloop::api::pb;
+use innerloop::api::pb::job_service_client::JobServiceClient;
+use innerloop::api::pb::optimizer_service_client::OptimizerServiceClient;
 use innerloop::config::Settings;
-use innerloop::grpc::pb;
-use innerloop::grpc::pb::job_service_client::JobServiceClient;
-use innerloop::grpc::pb::optimizer_service_client::OptimizerServiceClient;
 use innerloop::server;
 
 const WARMUP: usize = 500;

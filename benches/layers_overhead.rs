@@ -9,8 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use innerloop::api::pb;
 use innerloop::config::Settings;
-use innerloop::grpc::{self, pb};
+use innerloop::grpc;
 use innerloop::layers::Protections;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;

@@ -308,8 +308,8 @@ async fn run_once(store: Arc<dyn JobStore>, jobs: usize, workload: Workload) -> 
 /// [`Workload::Api`]: `jobs` clients over a few HTTP/2 connections, each calling `Optimize` and
 /// reading its stream to the end.
 async fn run_api(runtime: JobRuntime, jobs: usize) -> Measure {
-    use innerloop::grpc::pb;
-    use innerloop::grpc::pb::optimizer_service_client::OptimizerServiceClient;
+    use innerloop::api::pb;
+    use innerloop::api::pb::optimizer_service_client::OptimizerServiceClient;
 
     let listeners = innerloop::server::Listeners::ephemeral()
         .await

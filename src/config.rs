@@ -483,7 +483,7 @@ impl Settings {
         if let Some(bad) = self
             .trusted_proxies
             .iter()
-            .find(|p| crate::layers::client_ip::IpNet::parse(p).is_none())
+            .find(|p| crate::net::IpNet::parse(p).is_none())
         {
             return fail(&format!(
                 "TRUSTED_PROXIES: {bad} is not an IP or CIDR block"

@@ -1,5 +1,7 @@
-//! The one error type that crosses module boundaries. Each [`ErrorCode`] knows its gRPC code, its
-//! HTTP status and the contract's error-code string, so transports never invent their own mapping.
+//! The one error type that crosses module boundaries, and the contract's error codes. It knows
+//! no transport and no database: each [`ErrorCode`]'s gRPC code and HTTP status are in
+//! [`crate::api::status`] (one table), and the stores map their own driver errors into
+//! [`Error::Store`].
 
 use std::fmt;
 
@@ -57,42 +59,6 @@ impl ErrorCode {
     /// Parses the contract's string back (used by the edge on gRPC error details).
     pub fn from_str_code(code: &str) -> Option<ErrorCode> {
         ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
-    }
-
-    /// The gRPC status code for this error.
-    pub fn grpc_code(self) -> tonic::Code {
-        match self {
-            ErrorCode::ValidationError => tonic::Code::InvalidArgument,
-            ErrorCode::NotFound => tonic::Code::NotFound,
-            ErrorCode::NotCancelable => tonic::Code::FailedPrecondition,
-            // ALREADY_EXISTS, not ABORTED: retrying the same call can never succeed (ABORTED
-            // says "retry at a higher level"); the key already names another request's job.
-            ErrorCode::IdempotencyConflict => tonic::Code::AlreadyExists,
-            ErrorCode::InvalidJobState => tonic::Code::FailedPrecondition,
-            ErrorCode::Unauthorized => tonic::Code::Unauthenticated,
-            ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => tonic::Code::ResourceExhausted,
-            ErrorCode::Unavailable => tonic::Code::Unavailable,
-            ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
-            ErrorCode::Internal => tonic::Code::Internal,
-        }
-    }
-
-    /// The HTTP status for this error. The contract fixes these (422 for validation, 409 for
-    /// not-cancelable); they win over the generic gRPC→HTTP table when the code is known.
-    pub fn http_status(self) -> http::StatusCode {
-        use http::StatusCode as S;
-        match self {
-            ErrorCode::ValidationError => S::UNPROCESSABLE_ENTITY,
-            ErrorCode::NotFound => S::NOT_FOUND,
-            ErrorCode::NotCancelable | ErrorCode::IdempotencyConflict => S::CONFLICT,
-            ErrorCode::InvalidJobState => S::CONFLICT,
-            ErrorCode::Unauthorized => S::UNAUTHORIZED,
-            ErrorCode::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
-            ErrorCode::RateLimited => S::TOO_MANY_REQUESTS,
-            ErrorCode::Unavailable => S::SERVICE_UNAVAILABLE,
-            ErrorCode::DeadlineExceeded => S::GATEWAY_TIMEOUT,
-            ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
-        }
     }
 }
 
@@ -193,12 +159,6 @@ impl Error {
             Error::Validation(errors) => serde_json::json!({ "errors": errors }),
             _ => serde_json::json!({}),
         }
-    }
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(err: sqlx::Error) -> Self {
-        Error::Store(err.to_string())
     }
 }
 

@@ -4,24 +4,35 @@
 //! selection, plus the original service's cheap default loop) and streams their progress.
 //!
 //! ## Layout: who owns what
-//! - [`domain`]: jobs, specs, events and results — plain data with the contract's JSON shapes.
+//! - [`domain`]: jobs, specs, events and results — plain data with the contract's JSON shapes,
+//!   and their rules (`JobSpec::validate`, [`domain::limits`]). No transport, no database.
 //! - [`optimizer`]: what a job runs ([`optimizer::Optimizer`]), reporting through an event sink.
 //! - [`provider`]: model access ([`provider::ModelProvider`]); `LocalEcho` is offline.
 //! - [`store`]: persistence behind [`store::JobStore`]: SQLite (default), Postgres, memory.
 //! - [`runtime`]: [`runtime::JobRuntime`] — lifecycle, event log, watchers, idempotency, reaper,
 //!   shutdown. Domain logic only; no HTTP or gRPC types.
-//! - [`grpc`]: the tonic core — protobuf types, proto ↔ domain conversions, the services.
-//! - [`edge`]: the axum REST + SSE `/v1` API, a gRPC client of the core (in-process or remote).
+//! - [`api`]: the contract boundary — the generated protobuf types ([`api::pb`]), every
+//!   proto ↔ domain conversion (`From`/`TryFrom` naming every field), the one status table and
+//!   error encodings ([`api::status`]), every limit ([`api::limits`]) and the route catalogue
+//!   ([`api::routes`]).
+//! - [`grpc`]: the tonic services, each a few lines: decode with [`api`], call the runtime,
+//!   encode.
+//! - [`edge`]: the axum REST + SSE `/v1` API, a gRPC client of the core (in-process or remote);
+//!   it mounts the catalogue's routes, [`edge::protected_app`] behind the layers.
 //! - [`cli`]: the client subcommands of the binary (`run`, `watch`, `ls`, …), over gRPC.
 //! - [`server`]: binds listeners and runs everything until a shutdown signal.
 //! - [`config`]: the one [`config::Settings`] type, layered and validated once.
-//! - [`error`]: the one [`error::Error`] type; each code knows its gRPC code and HTTP status.
+//! - [`error`]: the one [`error::Error`] type and the contract's error codes (their gRPC codes
+//!   and HTTP statuses are in [`api::status`]).
 //! - [`telemetry`]: structured logging set-up, and OTLP trace export when configured.
 //! - [`layers`]: tower layers shared by both transports — auth, rate limits, size limits,
-//!   timeouts, load shedding, access log, trace context.
+//!   timeouts, load shedding, access log, trace context. They classify requests with the route
+//!   catalogue and mount no routes.
 //! - [`workbench`]: a job's candidates and lineage as the workbench shows them.
-//! - [`metrics`]: process-wide Prometheus metrics and the `/v1/metrics` handlers.
+//! - [`metrics`]: process-wide Prometheus metrics (the registry; the edge serves it).
+//! - [`net`]: IP networks (CIDR blocks), for `TRUSTED_PROXIES`.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -30,6 +41,7 @@ pub mod error;
 pub mod grpc;
 pub mod layers;
 pub mod metrics;
+pub mod net;
 pub mod optimizer;
 pub mod provider;
 pub mod runtime;

@@ -7,8 +7,8 @@
 //!
 //! The access log layer records requests; the job runtime calls [`job_created`],
 //! [`job_ended`] and [`observe_store`]. [`render_text`] is the `/v1/metrics` body and [`render_json`] the
-//! `/v1/metricsz` object (the same numbers, read back from the same text). [`router`] mounts both
-//! (and their unversioned aliases) on an axum router for the edge.
+//! `/v1/metricsz` object (the same numbers, read back from the same text); the edge serves both
+//! (`crate::edge::routes::metrics`).
 
 use std::sync::LazyLock;
 
@@ -262,25 +262,6 @@ pub fn render_json() -> serde_json::Value {
         .unwrap_or(0.0);
     map.insert("ts".into(), serde_json::Value::from(ts));
     serde_json::Value::Object(map)
-}
-
-/// `GET /v1/metrics` and `/v1/metricsz` (and the unversioned aliases) for the edge. Mount it
-/// under the edge's layers: they are public like health (the auth layer lets them through
-/// unless `METRICS_REQUIRE_AUTH`), but still counted, logged and rate limited.
-pub fn router<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
-    use axum::routing::get;
-    let text = || async {
-        (
-            [(http::header::CONTENT_TYPE, TEXT_CONTENT_TYPE)],
-            render_text(),
-        )
-    };
-    let json = || async { axum::Json(render_json()) };
-    axum::Router::new()
-        .route("/v1/metrics", get(text))
-        .route("/metrics", get(text))
-        .route("/v1/metricsz", get(json))
-        .route("/metricsz", get(json))
 }
 
 #[cfg(test)]

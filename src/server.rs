@@ -200,7 +200,7 @@ pub async fn run_with_runtime(
     tracing::info!(%http_addr, "REST + SSE edge listening");
     let http_server = tokio::spawn(serve_protected_http(
         listeners.http,
-        protections.wrap_edge(edge::app(edge_state.clone())),
+        edge::protected_app(edge_state.clone(), &protections),
         &settings,
         stop_listeners.clone(),
     ));
@@ -209,7 +209,7 @@ pub async fn run_with_runtime(
     tracing::info!("shutting down: ending running jobs");
     edge_state.begin_draining();
     readiness.abort();
-    health.set_not_serving::<grpc::pb::optimizer_service_server::OptimizerServiceServer<grpc::OptimizerServiceImpl>>().await;
+    health.set_not_serving::<crate::api::pb::optimizer_service_server::OptimizerServiceServer<grpc::OptimizerServiceImpl>>().await;
     let grace = Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0));
     runtime.shutdown().await;
     // Watch streams have delivered their `shutdown` events; end whatever SSE is still open.
@@ -239,8 +239,9 @@ async fn follow_store_health(
     health: tonic_health::server::HealthReporter,
     stop: CancellationToken,
 ) {
-    type Core =
-        grpc::pb::optimizer_service_server::OptimizerServiceServer<grpc::OptimizerServiceImpl>;
+    type Core = crate::api::pb::optimizer_service_server::OptimizerServiceServer<
+        grpc::OptimizerServiceImpl,
+    >;
     let mut problems = runtime.subscribe_store_problems();
     loop {
         tokio::select! {
@@ -290,7 +291,7 @@ pub async fn run_edge(
     }
     let server = tokio::spawn(serve_protected_http(
         http,
-        protections.wrap_edge(edge::app(edge_state.clone())),
+        edge::protected_app(edge_state.clone(), &protections),
         &settings,
         stop.clone(),
     ));

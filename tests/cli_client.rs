@@ -1,8 +1,7 @@
 //! The client subcommands of the `innerloop` binary against a real server on 127.0.0.1:0:
 //! the binary runs as a child process, as a user would run it.
 
-mod common;
-mod fake_llm;
+mod support;
 
 use std::net::SocketAddr;
 
@@ -11,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Core, test_settings, ticker};
+use innerloop::api::pb;
 use innerloop::config::Settings;
-use innerloop::grpc::pb;
+use support::grpc::{Core, test_settings, ticker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
@@ -168,7 +167,7 @@ async fn watch_exits_two_when_the_job_is_cancelled_and_one_when_it_fails() {
     let created = core
         .optimizer()
         .await
-        .create_job(common::request("slow"))
+        .create_job(support::grpc::request("slow"))
         .await
         .unwrap()
         .into_inner();
@@ -256,7 +255,7 @@ async fn watch_resumes_after_a_dropped_connection_without_losing_or_repeating_ev
     let created = core
         .optimizer()
         .await
-        .create_job(common::request("p"))
+        .create_job(support::grpc::request("p"))
         .await
         .unwrap()
         .into_inner();
@@ -290,12 +289,12 @@ async fn ls_lists_jobs_newest_first_and_filters_by_status() {
     let core = Core::start(test_settings(), Some(ticker(200, 50))).await;
     let mut optimizer = core.optimizer().await;
     let a = optimizer
-        .create_job(common::request("a"))
+        .create_job(support::grpc::request("a"))
         .await
         .unwrap()
         .into_inner();
     let b = optimizer
-        .create_job(common::request("b"))
+        .create_job(support::grpc::request("b"))
         .await
         .unwrap()
         .into_inner();
@@ -333,7 +332,7 @@ async fn examples_import_reads_csv_and_eval_wait_prints_the_score() {
     let out = cli(&core, &["examples", "import", csv.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "imported 2 examples\n");
-    let listed = innerloop::grpc::pb::examples_service_client::ExamplesServiceClient::new(
+    let listed = innerloop::api::pb::examples_service_client::ExamplesServiceClient::new(
         core.channel().await,
     )
     .list_examples(pb::ListExamplesRequest::default())
@@ -405,17 +404,17 @@ async fn the_token_comes_from_the_environment_or_a_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_steer_resume_and_branch_from_the_command_line() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(5);
     let settings = Settings {
         use_model_stub: false,
         openai_base_url: Some(url),
-        reflection_model_id: Some(fake_llm::REFLECT_MODEL.into()),
+        reflection_model_id: Some(support::fake_llm::REFLECT_MODEL.into()),
         ..test_settings()
     };
     let core = Core::start(settings, None).await;
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = fake_llm::examples()
+    let lines: Vec<String> = support::fake_llm::examples()
         .into_iter()
         .map(|e| {
             serde_json::json!({"id": e.id, "input": e.input, "expected": e.expected}).to_string()
@@ -426,8 +425,8 @@ async fn pause_steer_resume_and_branch_from_the_command_line() {
         dir.path().join("job.yaml"),
         format!(
             "prompt: {:?}\nexamples: ex.jsonl\nmetric: exact_match\ntarget_model: {}\nseed: 7\nbudget: {{max_rollouts: 200}}\ngepa: {{minibatch_size: 1, use_merge: false}}\n",
-            fake_llm::SEED_PROMPT,
-            fake_llm::TASK_MODEL
+            support::fake_llm::SEED_PROMPT,
+            support::fake_llm::TASK_MODEL
         ),
     )
     .unwrap();
@@ -446,8 +445,8 @@ async fn pause_steer_resume_and_branch_from_the_command_line() {
         &text,
         format!(
             "{}\nWritten by hand. {}",
-            fake_llm::SEED_PROMPT,
-            fake_llm::MIRROR_RULE
+            support::fake_llm::SEED_PROMPT,
+            support::fake_llm::MIRROR_RULE
         ),
     )
     .unwrap();

@@ -3,15 +3,15 @@
 //! creation only, deprecation headers on every alias response, and `details: {}` on every error
 //! but validation errors.
 
-mod contract_support;
+mod support;
 
-use contract_support::{Server, settings};
+use innerloop::api::pb;
+use innerloop::api::pb::job_service_client::JobServiceClient;
+use innerloop::api::pb::optimizer_service_client::OptimizerServiceClient;
 use innerloop::config::Settings;
-use innerloop::grpc::pb;
-use innerloop::grpc::pb::job_service_client::JobServiceClient;
-use innerloop::grpc::pb::optimizer_service_client::OptimizerServiceClient;
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::contract::{Server, settings};
 
 const METRICS_ROUTES: [&str; 4] = ["/v1/metrics", "/v1/metricsz", "/metrics", "/metricsz"];
 

@@ -3,12 +3,12 @@
 //! `deadline_exceeded` past `MAX_WALL_TIME_S`, always names a rubric, and eval jobs treat `name`
 //! as a label over the stored examples.
 
-mod contract_support;
+mod support;
 
-use contract_support::{Server, events, settings};
 use innerloop::config::Settings;
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::contract::{Server, events, settings};
 
 /// `{"prompt":"xxx…"}` of exactly `bytes` bytes.
 fn body_of(bytes: usize) -> String {

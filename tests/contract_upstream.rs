@@ -2,18 +2,18 @@
 //! core layers' rejections back to the same HTTP answers as the core's own edge (issue 17):
 //! a core-side 413 stays `payload_too_large`, a core-side timeout is `deadline_exceeded`.
 
-mod contract_support;
+mod support;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use contract_support::{Server, settings};
 use futures_util::future::BoxFuture;
 use innerloop::config::Settings;
 use innerloop::layers::Protections;
 use serde_json::{Value, json};
+use support::contract::{Server, settings};
 use tokio_util::sync::CancellationToken;
 
 /// A standalone edge in front of `upstream` (a gRPC URL); returns its base URL.
@@ -55,7 +55,7 @@ async fn a_core_side_413_reaches_the_client_as_payload_too_large() {
     let http = reqwest::Client::new();
     let response = http
         .post(format!("{base}/v1/optimize"))
-        .bearer_auth(contract_support::TOKEN)
+        .bearer_auth(support::contract::TOKEN)
         .json(&json!({"prompt": "x".repeat(1_000)}))
         .send()
         .await
@@ -118,7 +118,7 @@ async fn a_core_side_timeout_reaches_the_client_as_deadline_exceeded() {
     let base = edge(format!("http://{grpc}"), stop.clone()).await;
     let response = reqwest::Client::new()
         .get(format!("{base}/v1/optimize/some-job"))
-        .bearer_auth(contract_support::TOKEN)
+        .bearer_auth(support::contract::TOKEN)
         .timeout(Duration::from_secs(10))
         .send()
         .await

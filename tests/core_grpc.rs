@@ -1,11 +1,11 @@
 //! The gRPC core end to end: a real server on 127.0.0.1:0 and tonic clients.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
-use innerloop::grpc::pb;
+use innerloop::api::pb;
+use support::grpc::*;
 use tonic::Code;
 
 #[tokio::test]
@@ -343,7 +343,7 @@ async fn invalid_requests_are_rejected_with_field_details() {
     };
     let status = client.create_job(bad).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let info = innerloop::grpc::convert::error_from_status(&status);
+    let info = innerloop::api::status::error_from_status(&status);
     assert_eq!(info.code.as_str(), "validation_error");
     let locs: Vec<String> = info.details["errors"]
         .as_array()

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use innerloop::api::pb;
+use innerloop::api::pb::optimizer_service_client::OptimizerServiceClient;
 use innerloop::config::{Settings, StoreKind};
-use innerloop::grpc::pb;
-use innerloop::grpc::pb::optimizer_service_client::OptimizerServiceClient;
 use innerloop::server::{self, Listeners};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

@@ -6,19 +6,19 @@
 //! (Restarts of the real binary — SIGTERM hand-over, pause across a restart — are in
 //! `tests/restart.rs`.)
 
-mod common;
-mod fake_llm;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Core;
-use fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
+use innerloop::api::pb;
+use innerloop::api::status::error_from_status;
+use innerloop::api::values::struct_from_json;
 use innerloop::config::{Settings, StoreKind};
 use innerloop::error::ErrorCode;
-use innerloop::grpc::convert::{error_from_status, struct_from_json};
-use innerloop::grpc::pb;
 use innerloop::store::{JobStore, SqlStore};
+use support::fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
+use support::grpc::Core;
 
 fn settings(base_url: &str) -> Settings {
     Settings {
@@ -28,13 +28,13 @@ fn settings(base_url: &str) -> Settings {
         provider_backoff_base_ms: 5,
         provider_max_retries: 1,
         eval_max_concurrency: 2,
-        ..common::test_settings()
+        ..support::grpc::test_settings()
     }
 }
 
 /// A GEPA request over the fake's examples (seed 7).
 fn gepa_request(max_rollouts: u64, key: &str) -> pb::OptimizeRequest {
-    let examples = fake_llm::examples()
+    let examples = support::fake_llm::examples()
         .into_iter()
         .map(|e| pb::Example {
             id: e.id,
@@ -144,8 +144,12 @@ async fn run_to_end(core: &Core, request: pb::OptimizeRequest) -> pb::Job {
 
 #[tokio::test]
 async fn the_same_idempotency_key_with_a_different_body_is_409_idempotency_conflict() {
-    let core = Core::start(common::test_settings(), Some(common::ticker(1, 0))).await;
-    let mut request = common::request("first prompt");
+    let core = Core::start(
+        support::grpc::test_settings(),
+        Some(support::grpc::ticker(1, 0)),
+    )
+    .await;
+    let mut request = support::grpc::request("first prompt");
     request.idempotency_key = "key-1".into();
     let first = create(&core, request.clone()).await;
     assert_eq!(
@@ -194,7 +198,7 @@ async fn sqlite_core(dir: &std::path::Path, settings: Settings) -> Core {
         job_store: StoreKind::Sqlite,
         ..settings
     };
-    Core::start_with_store(settings, Some(common::ticker(2, 0)), store).await
+    Core::start_with_store(settings, Some(support::grpc::ticker(2, 0)), store).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,10 +208,10 @@ async fn a_finished_job_stays_readable_after_its_memory_ttl_and_after_a_restart(
         job_ttl_finished_s: 0.05,
         job_reaper_interval_s: 0.05,
         idempotency_ttl_s: 600.0,
-        ..common::test_settings()
+        ..support::grpc::test_settings()
     };
     let core = sqlite_core(dir.path(), settings.clone()).await;
-    let mut request = common::request("kept");
+    let mut request = support::grpc::request("kept");
     request.idempotency_key = "kept-key".into();
     let job = run_to_end(&core, request.clone()).await;
     assert_eq!(job.status(), pb::JobStatus::Finished);
@@ -246,10 +250,10 @@ async fn job_retention_deletes_terminal_jobs_and_their_idempotency_keys_from_the
         job_retention_s: 0.2,
         job_reaper_interval_s: 0.05,
         idempotency_ttl_s: 600.0,
-        ..common::test_settings()
+        ..support::grpc::test_settings()
     };
     let core = sqlite_core(dir.path(), settings).await;
-    let mut request = common::request("short-lived");
+    let mut request = support::grpc::request("short-lived");
     request.idempotency_key = "retained-key".into();
     let job = run_to_end(&core, request.clone()).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -275,7 +279,7 @@ async fn job_retention_deletes_terminal_jobs_and_their_idempotency_keys_from_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_then_resume_over_grpc_continues_the_stream_and_ends_with_the_uninterrupted_result() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(10);
     let core = Core::start(settings(&url), None).await;
     let uninterrupted = gepa_result(&run_to_end(&core, gepa_request(60, "")).await);
@@ -356,7 +360,7 @@ async fn pause_then_resume_over_grpc_continues_the_stream_and_ends_with_the_unin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_and_resume_over_rest_and_a_paused_job_can_be_cancelled_with_its_best_so_far() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(10);
     let core = Core::start(settings(&url), None).await;
     let job_id = create(&core, gepa_request(300, "")).await;
@@ -408,7 +412,7 @@ async fn pause_and_resume_over_rest_and_a_paused_job_can_be_cancelled_with_its_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_gepa_job_keeps_its_best_candidate_so_far() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(10);
     let core = Core::start(settings(&url), None).await;
     let job_id = create(&core, gepa_request(300, "")).await;
@@ -437,7 +441,7 @@ async fn cancelling_a_running_gepa_job_keeps_its_best_candidate_so_far() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_failure_keeps_the_best_candidate_so_far_in_the_failed_result() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(10);
     let core = Core::start(settings(&url), None).await;
     let job_id = create(&core, gepa_request(300, "")).await;
@@ -458,8 +462,12 @@ async fn a_provider_failure_keeps_the_best_candidate_so_far_in_the_failed_result
 
 #[tokio::test]
 async fn pausing_a_default_mode_job_is_409_invalid_job_state() {
-    let core = Core::start(common::test_settings(), Some(common::ticker(1000, 20))).await;
-    let job_id = create(&core, common::request("not resumable")).await;
+    let core = Core::start(
+        support::grpc::test_settings(),
+        Some(support::grpc::ticker(1000, 20)),
+    )
+    .await;
+    let job_id = create(&core, support::grpc::request("not resumable")).await;
     let status = core
         .jobs()
         .await
@@ -473,7 +481,7 @@ async fn pausing_a_default_mode_job_is_409_invalid_job_state() {
 
 #[tokio::test]
 async fn a_wall_time_above_the_server_maximum_and_a_max_cost_without_a_price_are_422() {
-    let (url, _fake) = fake_llm::start().await;
+    let (url, _fake) = support::fake_llm::start().await;
     let core = Core::start(
         Settings {
             gepa_max_wall_time_s: 600.0,
@@ -521,7 +529,7 @@ async fn a_gepa_job_stops_at_its_own_wall_time_with_a_result() {
             max_wall_time_s: 0.2,
             local_echo_latency_ms: 100,
             eval_max_concurrency: 16,
-            ..common::test_settings()
+            ..support::grpc::test_settings()
         },
         None,
     )

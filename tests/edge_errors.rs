@@ -1,10 +1,10 @@
 //! Edge error responses against a real core + edge on port 0: every error code the routes
 //! produce, with its exact envelope, status and `X-Request-ID`.
 
-mod edge_support;
+mod support;
 
-use edge_support::TestServer;
 use serde_json::json;
+use support::edge::TestServer;
 
 fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())

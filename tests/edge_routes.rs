@@ -1,10 +1,10 @@
 //! The edge's REST routes against a real core + edge on port 0: happy paths, request ids
 //! and trace context, aliases and their deprecation headers, readiness, OpenAPI.
 
-mod edge_support;
+mod support;
 
-use edge_support::{ProbedEdge, TestServer, test_settings};
 use serde_json::json;
+use support::edge::{ProbedEdge, TestServer, test_settings};
 
 fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
@@ -84,7 +84,7 @@ async fn create_then_read_the_job_until_it_finishes() {
     assert_eq!(state["result"], json!(null));
 
     server.release(2);
-    let mut stream = edge_support::RawSse::connect(
+    let mut stream = support::edge::RawSse::connect(
         server
             .http
             .get(server.url(&format!("/v1/optimize/{job_id}/events"))),

@@ -2,10 +2,10 @@
 //! terminal end, resume (header and query) without gap or duplicate, several watchers, errors
 //! before and after the first byte, and release of the upstream watch on disconnect.
 
-mod edge_support;
+mod support;
 
-use edge_support::{ProbedEdge, RawSse, SseFrame, TestServer, eventually, test_settings};
 use serde_json::json;
+use support::edge::{ProbedEdge, RawSse, SseFrame, TestServer, eventually, test_settings};
 
 fn events_url(server: &TestServer, job_id: &str) -> String {
     server.url(&format!("/v1/optimize/{job_id}/events"))

@@ -3,24 +3,23 @@
 //! metric-call budget, faults are retried, a dead provider fails the job clearly, and a job
 //! killed mid-run resumes from its checkpoint to the same result as an uninterrupted run.
 
-mod common;
-mod fake_llm;
+mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Core, collect, test_settings, types};
-use fake_llm::{Fault, REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
 use futures_util::StreamExt;
+use innerloop::api::pb;
+use innerloop::api::values::struct_from_json;
 use innerloop::config::Settings;
 use innerloop::domain::gepa::GepaResult;
 use innerloop::domain::{EventPayload, JobResult, JobSpec, JobStatus, Mode};
-use innerloop::grpc::convert::struct_from_json;
-use innerloop::grpc::pb;
 use innerloop::runtime::JobRuntime;
 use innerloop::store::{JobStore, MemoryStore};
+use support::fake_llm::{Fault, REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
+use support::grpc::{Core, collect, test_settings, types};
 
 fn settings(base_url: &str) -> Settings {
     Settings {
@@ -36,7 +35,7 @@ fn settings(base_url: &str) -> Settings {
 fn spec(max_rollouts: u64) -> JobSpec {
     let mut spec = JobSpec::from_prompt(SEED_PROMPT);
     spec.mode = Mode::Gepa;
-    spec.examples = fake_llm::examples();
+    spec.examples = support::fake_llm::examples();
     spec.budget.max_rollouts = Some(max_rollouts);
     spec.target_model_id = Some(TASK_MODEL.into());
     spec.metrics = vec!["exact_match".into()];
@@ -67,9 +66,9 @@ fn gepa_result(events: &[EventPayload]) -> GepaResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gepa_over_grpc_raises_the_validation_score_within_the_metric_call_budget() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     let core = Core::start(settings(&url), None).await;
-    let examples = fake_llm::examples()
+    let examples = support::fake_llm::examples()
         .into_iter()
         .map(|e| pb::Example {
             id: e.id,
@@ -161,7 +160,7 @@ async fn gepa_over_grpc_raises_the_validation_score_within_the_metric_call_budge
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_budget_is_ever_exceeded_even_by_one_call() {
     for budget in [9, 16, 24, 31, 45] {
-        let (url, fake) = fake_llm::start().await;
+        let (url, fake) = support::fake_llm::start().await;
         let core = Core::start(settings(&url), None).await;
         let (_, events) = run_job(&core.runtime, spec(budget)).await;
         let result = gepa_result(&events);
@@ -178,7 +177,7 @@ async fn no_budget_is_ever_exceeded_even_by_one_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_429_500_and_timeouts_are_retried() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     fake.faults.lock().unwrap().extend([
         Fault::TooMany,
         Fault::Internal,
@@ -208,7 +207,7 @@ async fn injected_429_500_and_timeouts_are_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_provider_fails_the_job_clearly() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     fake.dead.store(true, Ordering::SeqCst);
     let core = Core::start(
         Settings {
@@ -282,7 +281,7 @@ fn crash_mid_run(store: Arc<MemoryStore>, settings: Settings, spec: JobSpec) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(15);
     let settings = Settings {
         eval_max_concurrency: 2,
@@ -297,7 +296,7 @@ async fn a_job_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run
 
     // Crashed after its first iteration, then restarted on the same store (another fake, to
     // count what the interrupted run paid).
-    let (url2, fake2) = fake_llm::start().await;
+    let (url2, fake2) = support::fake_llm::start().await;
     *fake2.latency.lock().unwrap() = Duration::from_millis(15);
     let settings = Settings {
         openai_base_url: Some(url2),
@@ -358,14 +357,14 @@ async fn a_job_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run
         fake2.task_calls(),
         fake.task_calls()
     );
-    let reflections = |f: &fake_llm::Fake| f.reflect_calls.load(Ordering::SeqCst);
+    let reflections = |f: &support::fake_llm::Fake| f.reflect_calls.load(Ordering::SeqCst);
     assert!(reflections(&fake2) <= reflections(&fake) + 1);
     core.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cost_is_priced_from_usage_and_max_cost_stops_the_search() {
-    let (url, _fake) = fake_llm::start().await;
+    let (url, _fake) = support::fake_llm::start().await;
     // 12 tokens per call at 1000 USD per million tokens: 0.012 USD per call.
     let prices = format!(
         r#"{{"{TASK_MODEL}": {{"input": 1000, "output": 1000}}, "{REFLECT_MODEL}": {{"input": 1000, "output": 1000}}}}"#

@@ -5,17 +5,17 @@
 //! (scored by eval jobs through the same edge). A second job with two components makes two
 //! frontier candidates share the seed as ancestor, so a merge is attempted.
 
-mod fake_llm;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
-use fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
 use futures_util::StreamExt;
 use innerloop::config::{Settings, StoreKind};
 use innerloop::server::{self, Listeners};
 use serde_json::{Value, json};
+use support::fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
 
 struct Edge {
     base: String,
@@ -154,9 +154,9 @@ fn bodies(examples: Vec<innerloop::domain::Example>) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gepa_over_sse_improves_the_held_out_score_within_the_servers_metric_call_count() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     let edge = start(&url).await;
-    let train_val = fake_llm::examples();
+    let train_val = support::fake_llm::examples();
     for e in &train_val {
         assert!(
             !HELD_OUT.iter().any(|w| e.input.ends_with(w)),
@@ -249,7 +249,7 @@ async fn two_components_edited_apart_from_one_seed_are_merged() {
     // second child edits the OTHER component with the other rule. The two children are then
     // the frontier's dominators, share the seed as ancestor and each kept a component the
     // other changed: a merge is due and eligible.
-    let (url, _fake) = fake_llm::start().await;
+    let (url, _fake) = support::fake_llm::start().await;
     let edge = start(&url).await;
     let examples = vec![
         example("train", "t-double", "double: apple", "appleapple"),

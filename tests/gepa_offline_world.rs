@@ -2,10 +2,10 @@
 //! split and reports it; a tight budget is spent to within one minibatch and never exceeded;
 //! `max_generations: 1` runs exactly one generation. Real server on port 0, real gRPC client.
 
-mod common;
+mod support;
 
-use common::{Core, collect, test_settings, types};
-use innerloop::grpc::pb;
+use innerloop::api::pb;
+use support::grpc::{Core, collect, test_settings, types};
 
 fn request(pack: &str, budget: u64) -> pb::OptimizeRequest {
     pb::OptimizeRequest {
@@ -140,7 +140,7 @@ async fn parallel_proposals_give_byte_identical_results_for_the_same_request() {
     assert!(first.candidates.len() > 2, "the run proposed and accepted");
     // The result as the REST edge renders it (protobuf maps have no stable byte order).
     let json = |r: pb::GepaResult| {
-        serde_json::to_string(&innerloop::grpc::convert_gepa::gepa_result_from_pb(r)).unwrap()
+        serde_json::to_string(&innerloop::domain::gepa::GepaResult::from(r)).unwrap()
     };
     let generations = first.generations;
     let (a, b) = (json(first), json(second));

@@ -1,16 +1,15 @@
 //! The examples and eval services over real gRPC, and GEPA offline (the offline world as task
 //! model and reflection).
 
-mod common;
-mod fake_llm;
+mod support;
 
-use common::{Core, collect, test_settings, types};
-use fake_llm::{DOUBLE_RULE, MIRROR_RULE, REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
+use innerloop::api::pb;
+use innerloop::api::pb::eval_service_client::EvalServiceClient;
+use innerloop::api::pb::examples_service_client::ExamplesServiceClient;
+use innerloop::api::values::struct_from_json;
 use innerloop::config::Settings;
-use innerloop::grpc::convert::struct_from_json;
-use innerloop::grpc::pb;
-use innerloop::grpc::pb::eval_service_client::EvalServiceClient;
-use innerloop::grpc::pb::examples_service_client::ExamplesServiceClient;
+use support::fake_llm::{DOUBLE_RULE, MIRROR_RULE, REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
+use support::grpc::{Core, collect, test_settings, types};
 
 fn example(id: &str, input: &str, expected: &str) -> pb::Example {
     pb::Example {
@@ -92,7 +91,7 @@ async fn examples_are_upserted_listed_and_deleted_over_grpc() {
         .unwrap_err();
     assert_eq!(too_long.code(), tonic::Code::ResourceExhausted);
     assert_eq!(
-        innerloop::grpc::convert::error_from_status(&too_long).code,
+        innerloop::api::status::error_from_status(&too_long).code,
         innerloop::error::ErrorCode::PayloadTooLarge
     );
     core.shutdown().await;
@@ -100,7 +99,7 @@ async fn examples_are_upserted_listed_and_deleted_over_grpc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_eval_job_scores_every_stored_example_and_streams_each_case() {
-    let (url, _fake) = fake_llm::start().await;
+    let (url, _fake) = support::fake_llm::start().await;
     let settings = Settings {
         use_model_stub: false,
         openai_base_url: Some(url),
@@ -108,7 +107,7 @@ async fn an_eval_job_scores_every_stored_example_and_streams_each_case() {
         ..test_settings()
     };
     let core = Core::start(settings, None).await;
-    let examples: Vec<pb::Example> = fake_llm::examples()
+    let examples: Vec<pb::Example> = support::fake_llm::examples()
         .into_iter()
         .map(|e| pb::Example {
             id: e.id,

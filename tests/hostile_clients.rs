@@ -2,13 +2,13 @@
 //! `validation_error` naming the field and the limit on every route that takes JSON, and
 //! INVALID_ARGUMENT on gRPC (never a 500 or an INTERNAL exposing the decoder's path).
 
-mod edge_support;
+mod support;
 
-use edge_support::TestServer;
+use innerloop::api::pb;
+use innerloop::api::values::struct_from_json;
 use innerloop::domain::depth::MAX_JSON_DEPTH;
-use innerloop::grpc::convert::struct_from_json;
-use innerloop::grpc::pb;
 use serde_json::{Value, json};
+use support::edge::TestServer;
 use tonic::Code;
 
 /// `{"a":{"a":…1}}` with `levels` objects.
@@ -163,7 +163,7 @@ async fn silent_connections_are_closed_and_cannot_lock_out_health_checks() {
         idle_connection_timeout_s: 1.0,
         max_connections: 40,
         max_connections_per_ip: 20,
-        ..edge_support::test_settings()
+        ..support::edge::test_settings()
     })
     .await;
     let http_addr = server.base.trim_start_matches("http://").to_string();

@@ -2,12 +2,12 @@
 //! every route, stream tokens for SSE, floods, body limits, the slowloris guard, request ids,
 //! logs without tokens and metrics — the same rules the gRPC tests check on the core.
 
-mod layers_support;
+mod support;
 
 use std::time::Duration;
 
-use layers_support::{TOKEN, capture_logs, settings, start_core};
 use serde_json::Value;
+use support::layers::{TOKEN, capture_logs, settings, start_core};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn client() -> reqwest::Client {
@@ -77,7 +77,7 @@ async fn every_edge_route_requires_a_valid_token_except_probes_and_metrics() {
     core.stop.cancel();
 }
 
-async fn create_job(core: &layers_support::Core) -> String {
+async fn create_job(core: &support::layers::Core) -> String {
     let created: Value = client()
         .post(core.edge("/v1/optimize"))
         .bearer_auth(TOKEN)

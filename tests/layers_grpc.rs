@@ -1,12 +1,12 @@
 //! The shared layers on the gRPC core: auth on every RPC, rate limits with `retry-after`,
 //! size limits, stream caps, request ids, logs without tokens, metrics.
 
-mod layers_support;
+mod support;
 
-use innerloop::grpc::pb;
-use layers_support::{TOKEN, capture_logs, settings, start_core};
+use innerloop::api::pb;
 use pb::job_service_client::JobServiceClient;
 use pb::optimizer_service_client::OptimizerServiceClient;
+use support::layers::{TOKEN, capture_logs, settings, start_core};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 

@@ -2,7 +2,7 @@
 //! body, stream tokens, rate limits with `Retry-After`, size limits with and without
 //! `Content-Length`, the slowloris guard, timeouts, stream caps, request ids, metrics, CORS.
 
-mod layers_support;
+mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,8 +16,8 @@ use axum::routing::{get, post};
 use futures_util::stream;
 use innerloop::config::Settings;
 use innerloop::layers::Protections;
-use layers_support::{TOKEN, capture_logs, settings};
 use serde_json::{Value, json};
+use support::layers::{TOKEN, capture_logs, settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -70,8 +70,8 @@ async fn start(settings: Settings) -> Edge {
                 "late"
             }),
         )
-        .merge(innerloop::metrics::router())
-        .merge(innerloop::layers::stream_token::router(
+        .merge(innerloop::edge::routes::metrics::router())
+        .merge(innerloop::edge::routes::stream_token::router(
             protections.auth.stream_tokens.clone(),
         ))
         .layer(protections.http_layers());

@@ -4,7 +4,7 @@
 //! whole chain edge → gRPC → job → iteration → provider call, and a gepa job's concurrent
 //! rollouts keep their minibatch span as parent.
 
-mod layers_support;
+mod support;
 
 use std::time::Duration;
 
@@ -13,7 +13,6 @@ use std::sync::Arc;
 use innerloop::config::Settings;
 use innerloop::runtime::JobRuntime;
 use innerloop::server::{self, Listeners};
-use layers_support::{TOKEN, settings};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -21,6 +20,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::trace::v1::Span;
+use support::layers::{TOKEN, settings};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;

@@ -1,16 +1,15 @@
 //! The OpenAI-compatible provider against the fake server: bearer auth without leaking the key,
 //! the per-provider concurrency cap, the circuit breaker, usage read from responses.
 
-mod common;
-mod fake_llm;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fake_llm::TASK_MODEL;
 use innerloop::provider::openai::{OpenAiCompatible, OpenAiConfig};
 use innerloop::provider::{ChatMessage, CompletionRequest, ModelProvider, ProviderError};
+use support::fake_llm::TASK_MODEL;
 
 fn request() -> CompletionRequest {
     CompletionRequest {
@@ -26,14 +25,14 @@ fn request() -> CompletionRequest {
 }
 
 fn config(url: &str) -> OpenAiConfig {
-    let mut config = OpenAiConfig::new(url, &common::test_settings());
+    let mut config = OpenAiConfig::new(url, &support::grpc::test_settings());
     config.backoff_base = Duration::from_millis(1);
     config
 }
 
 #[tokio::test]
 async fn answers_carry_usage_and_the_key_goes_only_in_the_bearer_header() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     let mut config = config(&url);
     config.api_key = Some("sk-secret-123".into());
     assert!(!format!("{config:?}").contains("sk-secret-123"));
@@ -50,7 +49,7 @@ async fn answers_carry_usage_and_the_key_goes_only_in_the_bearer_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_per_provider_is_capped() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(30);
     let mut config = config(&url);
     config.max_concurrency = 2;
@@ -69,7 +68,7 @@ async fn concurrency_per_provider_is_capped() {
 
 #[tokio::test]
 async fn the_circuit_opens_after_repeated_failures_and_fails_fast() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     fake.dead.store(true, Ordering::SeqCst);
     let mut config = config(&url);
     config.max_retries = 1;

@@ -3,12 +3,12 @@
 //! document lists nothing else, and the shapes clients rely on (create body, error envelope,
 //! security) are described. Also the `stream_token` of the create response (issue 5).
 
-mod layers_support;
+mod support;
 
 use std::collections::BTreeSet;
 
-use layers_support::{TOKEN, settings, start_core};
 use serde_json::{Value, json};
+use support::layers::{TOKEN, settings, start_core};
 
 /// Every `/v1` route the server serves, as the document names it, in an order in which probing
 /// them one after the other makes sense (`{job_id}` is a real job). Add a route to the router →
@@ -50,7 +50,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
     }
 }
 
-async fn document(core: &layers_support::Core) -> Value {
+async fn document(core: &support::layers::Core) -> Value {
     let response = reqwest::Client::new()
         .get(core.edge("/v1/openapi.json"))
         .bearer_auth(TOKEN)
@@ -61,7 +61,7 @@ async fn document(core: &layers_support::Core) -> Value {
     response.json().await.unwrap()
 }
 
-async fn create(core: &layers_support::Core) -> Value {
+async fn create(core: &support::layers::Core) -> Value {
     let response = reqwest::Client::new()
         .post(core.edge("/v1/optimize"))
         .bearer_auth(TOKEN)

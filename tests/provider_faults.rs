@@ -3,19 +3,18 @@
 //! answers fails the job with `provider_error` "provider timed out", naming the provider and the
 //! model, within `PROVIDER_TIMEOUT_S` × attempts.
 
-mod common;
-mod fake_llm;
+mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Core, test_settings};
-use fake_llm::{Fault, REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
 use futures_util::StreamExt;
 use innerloop::config::Settings;
 use innerloop::domain::{EventPayload, JobSpec, Mode};
 use innerloop::provider::openai::{OpenAiCompatible, OpenAiConfig};
 use innerloop::provider::{ChatMessage, CompletionRequest, ModelProvider, ProviderError};
+use support::fake_llm::{Fault, REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
+use support::grpc::{Core, test_settings};
 
 fn request() -> CompletionRequest {
     CompletionRequest {
@@ -42,7 +41,7 @@ fn malformed_count() -> f64 {
 
 #[tokio::test]
 async fn truncated_answers_are_retried_like_a_5xx_and_counted() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     fake.faults
         .lock()
         .unwrap()
@@ -66,7 +65,7 @@ async fn truncated_answers_are_retried_like_a_5xx_and_counted() {
 
 #[tokio::test]
 async fn a_call_given_up_on_says_how_many_attempts_were_made() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     fake.faults.lock().unwrap().extend([Fault::Truncated; 3]);
     let mut config = OpenAiConfig::new(&url, &test_settings());
     config.backoff_base = Duration::from_millis(1);
@@ -86,7 +85,7 @@ async fn a_call_given_up_on_says_how_many_attempts_were_made() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_never_answers_fails_the_job_as_provider_timed_out_naming_provider_and_model()
  {
-    let url = fake_llm::black_hole().await;
+    let url = support::fake_llm::black_hole().await;
     let timeout_s = 0.4;
     let retries = 1;
     let core = Core::start(
@@ -105,7 +104,7 @@ async fn a_provider_that_never_answers_fails_the_job_as_provider_timed_out_namin
     .await;
     let mut spec = JobSpec::from_prompt(SEED_PROMPT);
     spec.mode = Mode::Gepa;
-    spec.examples = fake_llm::examples();
+    spec.examples = support::fake_llm::examples();
     spec.budget.max_rollouts = Some(30);
     spec.target_model_id = Some(TASK_MODEL.into());
     spec.metrics = vec!["exact_match".into()];

@@ -6,7 +6,7 @@
 //! - (ignored, run by hand) ten jobs through three SIGTERMs at random moments, watched over SSE
 //!   with `Last-Event-ID` reconnects.
 
-mod fake_llm;
+mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,12 +15,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
 use futures_util::StreamExt;
-use innerloop::grpc::convert::struct_from_json;
-use innerloop::grpc::pb;
+use innerloop::api::pb;
+use innerloop::api::values::struct_from_json;
 use pb::job_service_client::JobServiceClient;
 use pb::optimizer_service_client::OptimizerServiceClient;
+use support::fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -174,7 +174,7 @@ impl Server {
 }
 
 fn gepa_request(seed: i64, max_rollouts: u64) -> pb::OptimizeRequest {
-    let examples = fake_llm::examples()
+    let examples = support::fake_llm::examples()
         .into_iter()
         .map(|e| pb::Example {
             id: e.id,
@@ -275,7 +275,7 @@ impl Drop for DataDir {
 
 /// The result of an uninterrupted run on a server of its own, and what the fake was paid.
 async fn uninterrupted(seed: i64, max_rollouts: u64) -> (pb::GepaResult, u64) {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(15);
     let data = DataDir::new();
     let server = start(data.path(), &url, 0).await;
@@ -289,7 +289,7 @@ async fn sigterm_mid_gepa_hands_the_job_over_and_the_restarted_run_ends_with_the
  {
     let (expected, paid_uninterrupted) = uninterrupted(7, 60).await;
 
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(15);
     let data = DataDir::new();
     let server = start(data.path(), &url, 1).await;
@@ -345,7 +345,7 @@ async fn a_job_paused_before_a_restart_stays_paused_and_resumed_ends_with_the_un
 {
     let (expected, _) = uninterrupted(11, 60).await;
 
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(15);
     let data = DataDir::new();
     let server = start(data.path(), &url, 1).await;
@@ -456,7 +456,7 @@ async fn ten_gepa_jobs_survive_three_sigterms_with_their_uninterrupted_results()
     let latency = Duration::from_millis(50);
 
     // Uninterrupted: all ten on one server.
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = latency;
     let data = DataDir::new();
     let server = start(data.path(), &url, 0).await;
@@ -482,7 +482,7 @@ async fn ten_gepa_jobs_survive_three_sigterms_with_their_uninterrupted_results()
     server.stop().await;
 
     // Interrupted three times.
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = latency;
     let data = DataDir::new();
     let mut server = start(data.path(), &url, 1).await;

@@ -4,21 +4,21 @@
 //! itself when they succeed again; a SQLite database deleted under the running server stops it
 //! taking work.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{Core, collect, test_settings, ticker};
+use innerloop::api::pb;
 use innerloop::domain::{
     Event, EventPayload, Example, JobId, JobRecord, JobResult, JobStatus, Mode,
 };
 use innerloop::error::{Error, Result};
-use innerloop::grpc::pb;
 use innerloop::optimizer::{JobContext, OptimizeError, Optimizer};
 use innerloop::store::{IdempotencyClaim, JobStore, ListJobsQuery, MemoryStore, Turn, WriteBatch};
+use support::grpc::{Core, collect, test_settings, ticker};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -146,7 +146,7 @@ async fn a_store_that_stops_writing_ends_the_job_tells_its_watchers_and_turns_re
     let core = Core::start_with_store(test_settings(), Some(ticker(400, 20)), store.clone()).await;
     let mut optimizer = core.optimizer().await;
     let job_id = optimizer
-        .create_job(common::request("p"))
+        .create_job(support::grpc::request("p"))
         .await
         .unwrap()
         .into_inner()
@@ -187,7 +187,7 @@ async fn a_store_that_stops_writing_ends_the_job_tells_its_watchers_and_turns_re
     // Not ready, and no new work, while the store cannot write.
     eventually_serving(&core, ServingStatus::NotServing, Duration::from_secs(5)).await;
     let refused = optimizer
-        .create_job(common::request("p"))
+        .create_job(support::grpc::request("p"))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
@@ -204,7 +204,12 @@ async fn a_store_that_stops_writing_ends_the_job_tells_its_watchers_and_turns_re
         assert!(tokio::time::Instant::now() < until, "ending never saved");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(optimizer.create_job(common::request("p")).await.is_ok());
+    assert!(
+        optimizer
+            .create_job(support::grpc::request("p"))
+            .await
+            .is_ok()
+    );
     core.shutdown().await;
 }
 
@@ -221,7 +226,7 @@ async fn a_sqlite_database_deleted_under_the_server_stops_it_taking_work() {
     let core = Core::start_with_store(settings, Some(ticker(10_000, 20)), store).await;
     let mut optimizer = core.optimizer().await;
     let job_id = optimizer
-        .create_job(common::request("p"))
+        .create_job(support::grpc::request("p"))
         .await
         .unwrap()
         .into_inner()
@@ -244,7 +249,7 @@ async fn a_sqlite_database_deleted_under_the_server_stops_it_taking_work() {
     }
     eventually_serving(&core, ServingStatus::NotServing, Duration::from_secs(5)).await;
     let refused = optimizer
-        .create_job(common::request("p"))
+        .create_job(support::grpc::request("p"))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable);
@@ -331,7 +336,7 @@ async fn on_a_full_disk_no_job_is_left_running_and_readiness_turns_off() {
     for _ in 0..3 {
         jobs.push(
             optimizer
-                .create_job(common::request("p"))
+                .create_job(support::grpc::request("p"))
                 .await
                 .unwrap()
                 .into_inner()

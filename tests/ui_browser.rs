@@ -6,7 +6,7 @@
 //! Screenshots land in `target/ui-artifacts/`. `.ci/test.sh` installs chromium and
 //! chromium-driver when missing; without them this test fails (it does not skip).
 
-mod fake_llm;
+mod support;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -270,7 +270,7 @@ async fn start_server(model_url: String) -> Server {
         shutdown_grace_s: 2.0,
         use_model_stub: false,
         openai_base_url: Some(model_url),
-        reflection_model_id: Some(fake_llm::REFLECT_MODEL.into()),
+        reflection_model_id: Some(support::fake_llm::REFLECT_MODEL.into()),
         ..Settings::default()
     };
     let listeners = Listeners::ephemeral().await.unwrap();
@@ -287,7 +287,7 @@ async fn start_server(model_url: String) -> Server {
 }
 
 fn examples_jsonl() -> String {
-    fake_llm::examples()
+    support::fake_llm::examples()
         .into_iter()
         .map(|e| {
             json!({"id": e.id, "input": e.input, "expected": e.expected, "meta": e.meta})
@@ -299,7 +299,7 @@ fn examples_jsonl() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_started_from_the_form_is_paused_steered_resumed_and_finishes_with_its_lineage() {
-    let (model_url, fake) = fake_llm::start().await;
+    let (model_url, fake) = support::fake_llm::start().await;
     // Slow enough that the run is watched live, not only replayed.
     *fake.latency.lock().unwrap() = Duration::from_millis(40);
     let server = start_server(model_url).await;
@@ -315,10 +315,12 @@ async fn a_run_started_from_the_form_is_paused_steered_resumed_and_finishes_with
         )
         .await;
 
-    browser.set_value("prompt", fake_llm::SEED_PROMPT).await;
+    browser
+        .set_value("prompt", support::fake_llm::SEED_PROMPT)
+        .await;
     browser.set_value("examples", &examples_jsonl()).await;
     browser
-        .set_value("target-model", fake_llm::TASK_MODEL)
+        .set_value("target-model", support::fake_llm::TASK_MODEL)
         .await;
     browser.set_value("metric", "exact_match").await;
     browser.set_value("max-rollouts", "120").await;
@@ -348,8 +350,8 @@ async fn a_run_started_from_the_form_is_paused_steered_resumed_and_finishes_with
             "steer-text",
             &format!(
                 "{}\nWritten by hand. {}",
-                fake_llm::SEED_PROMPT,
-                fake_llm::DOUBLE_RULE
+                support::fake_llm::SEED_PROMPT,
+                support::fake_llm::DOUBLE_RULE
             ),
         )
         .await;

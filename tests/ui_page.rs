@@ -2,9 +2,9 @@
 //! (it holds no data), from the binary, with a strict content security policy; the API it calls
 //! still needs the token.
 
-mod layers_support;
+mod support;
 
-use layers_support::{TOKEN, settings, start_core};
+use support::layers::{TOKEN, settings, start_core};
 
 #[tokio::test]
 async fn the_page_and_its_assets_are_served_without_a_token_and_the_api_still_needs_one() {

@@ -1,19 +1,18 @@
 //! The workbench API through the real edge and core (offline models): a GEPA job's candidates
 //! (`GET /v1/optimize/{id}/candidates`, `WorkbenchService.ListCandidates`).
 
-mod common;
-mod fake_llm;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Core, collect, test_settings};
+use innerloop::api::pb;
 use innerloop::config::Settings;
 use innerloop::domain::JobResult;
-use innerloop::grpc::pb;
 use innerloop::server::{self, Listeners};
 use innerloop::workbench::lineage;
 use serde_json::{Value, json};
+use support::grpc::{Core, collect, test_settings};
 
 struct Edge {
     base: String,
@@ -184,18 +183,18 @@ async fn candidates_of_unknown_jobs_are_404_and_of_default_jobs_409_invalid_job_
 /// alone. Folding the finished job's events (without its result) gives the result's pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_log_alone_rebuilds_the_pool_the_result_reports() {
-    let (url, _fake) = fake_llm::start().await;
+    let (url, _fake) = support::fake_llm::start().await;
     let settings = Settings {
         use_model_stub: false,
         openai_base_url: Some(url),
-        reflection_model_id: Some(fake_llm::REFLECT_MODEL.into()),
+        reflection_model_id: Some(support::fake_llm::REFLECT_MODEL.into()),
         ..test_settings()
     };
     let core = Core::start(settings, None).await;
     let request = pb::OptimizeRequest {
-        prompt: fake_llm::SEED_PROMPT.into(),
+        prompt: support::fake_llm::SEED_PROMPT.into(),
         mode: pb::Mode::Gepa as i32,
-        examples: fake_llm::examples()
+        examples: support::fake_llm::examples()
             .into_iter()
             .map(|e| pb::Example {
                 id: e.id,
@@ -205,7 +204,7 @@ async fn the_event_log_alone_rebuilds_the_pool_the_result_reports() {
             })
             .collect(),
         metrics: vec!["exact_match".into()],
-        target_model_id: Some(fake_llm::TASK_MODEL.into()),
+        target_model_id: Some(support::fake_llm::TASK_MODEL.into()),
         seed: Some(7),
         budget: Some(pb::Budget {
             max_rollouts: Some(80),
@@ -278,22 +277,22 @@ fn fake_settings(url: String) -> Settings {
     Settings {
         use_model_stub: false,
         openai_base_url: Some(url),
-        reflection_model_id: Some(fake_llm::REFLECT_MODEL.into()),
+        reflection_model_id: Some(support::fake_llm::REFLECT_MODEL.into()),
         ..test_settings()
     }
 }
 
 fn fake_job(rollouts: u64) -> Value {
-    let examples: Vec<Value> = fake_llm::examples()
+    let examples: Vec<Value> = support::fake_llm::examples()
         .into_iter()
         .map(|e| json!({"id": e.id, "input": e.input, "expected": e.expected}))
         .collect();
     json!({
-        "prompt": fake_llm::SEED_PROMPT,
+        "prompt": support::fake_llm::SEED_PROMPT,
         "mode": "gepa",
         "examples": examples,
         "metrics": ["exact_match"],
-        "target_model": fake_llm::TASK_MODEL,
+        "target_model": support::fake_llm::TASK_MODEL,
         "seed": 7,
         "budget": {"max_rollouts": rollouts},
         // One proposal per generation: the tests below count generations and read lineage.
@@ -308,7 +307,7 @@ const FEEDBACK: &str = "Mention that answers must be lower case.";
 /// candidate joins the pool as `human`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steering_a_paused_run_reaches_its_next_reflection_and_adds_a_human_candidate() {
-    let (url, fake) = fake_llm::start().await;
+    let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(5);
     let edge = start_with(fake_settings(url)).await;
     let created = edge.post("/optimize", fake_job(200)).await;
@@ -319,7 +318,11 @@ async fn steering_a_paused_run_reaches_its_next_reflection_and_adds_a_human_cand
     assert_eq!(paused["status"], "paused", "{paused}");
     let reflections_before = fake.reflection_prompts.lock().unwrap().len();
 
-    let human_text = format!("{}\n{}", fake_llm::SEED_PROMPT, fake_llm::DOUBLE_RULE);
+    let human_text = format!(
+        "{}\n{}",
+        support::fake_llm::SEED_PROMPT,
+        support::fake_llm::DOUBLE_RULE
+    );
     let steered = edge
         .post(
             &format!("/optimize/{job_id}/steer"),
@@ -400,7 +403,7 @@ async fn steering_a_paused_run_reaches_its_next_reflection_and_adds_a_human_cand
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_branch_from_a_candidate_is_a_new_job_seeded_with_it_that_names_its_origin() {
-    let (url, _fake) = fake_llm::start().await;
+    let (url, _fake) = support::fake_llm::start().await;
     let edge = start_with(fake_settings(url)).await;
     let parent = edge.post("/optimize", fake_job(60)).await;
     let parent_id = parent["job_id"].as_str().unwrap();
@@ -452,7 +455,7 @@ async fn a_branch_from_a_candidate_is_a_new_job_seeded_with_it_that_names_its_or
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_branch_from_the_checkpoint_continues_the_search_with_its_pool_and_spend() {
-    let (url, _fake) = fake_llm::start().await;
+    let (url, _fake) = support::fake_llm::start().await;
     let edge = start_with(fake_settings(url)).await;
     let parent = edge.post("/optimize", fake_job(60)).await;
     let parent_id = parent["job_id"].as_str().unwrap();

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use innerloop::api::pb;
+use innerloop::api::pb::job_service_client::JobServiceClient;
+use innerloop::api::pb::optimizer_service_client::OptimizerServiceClient;
 use innerloop::config::Settings;
-use innerloop::grpc::pb;
-use innerloop::grpc::pb::job_service_client::JobServiceClient;
-use innerloop::grpc::pb::optimizer_service_client::OptimizerServiceClient;
 use tokio::task::JoinSet;
 
 use crate::report::{self, target};

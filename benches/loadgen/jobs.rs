@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use innerloop::grpc::pb;
-use innerloop::grpc::pb::job_service_client::JobServiceClient;
-use innerloop::grpc::pb::optimizer_service_client::OptimizerServiceClient;
+use innerloop::api::pb;
+use innerloop::api::pb::job_service_client::JobServiceClient;
+use innerloop::api::pb::optimizer_service_client::OptimizerServiceClient;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 

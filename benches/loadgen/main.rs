@@ -21,7 +21,7 @@ mod unary;
 use std::time::Instant;
 
 use clap::Parser;
-use innerloop::grpc::pb;
+use innerloop::api::pb;
 
 /// Scenario names, in the order they run (`fanout` first: its RSS delta is cleanest in a fresh
 /// process, before other scenarios' freed memory can be reused).

@@ -8,11 +8,11 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::grpc::pb::eval_service_client::EvalServiceClient;
-use crate::grpc::pb::examples_service_client::ExamplesServiceClient;
-use crate::grpc::pb::job_service_client::JobServiceClient;
-use crate::grpc::pb::optimizer_service_client::OptimizerServiceClient;
-use crate::grpc::pb::workbench_service_client::WorkbenchServiceClient;
+use crate::api::pb::eval_service_client::EvalServiceClient;
+use crate::api::pb::examples_service_client::ExamplesServiceClient;
+use crate::api::pb::job_service_client::JobServiceClient;
+use crate::api::pb::optimizer_service_client::OptimizerServiceClient;
+use crate::api::pb::workbench_service_client::WorkbenchServiceClient;
 
 /// The environment variable holding the bearer token.
 pub const TOKEN_ENV: &str = "INNERLOOP_TOKEN";

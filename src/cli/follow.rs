@@ -10,8 +10,8 @@ use tonic::Code;
 
 use super::connect::Clients;
 use super::progress::Progress;
+use crate::api::pb;
 use crate::domain::JobStatus;
-use crate::grpc::{convert, pb};
 
 /// Reconnect attempts in a row before giving up (with back-off capped at 2 s: about a minute).
 const MAX_RECONNECTS: u32 = 30;
@@ -140,7 +140,7 @@ pub async fn follow(
                     if event.id <= progress.last_event_id {
                         continue;
                     }
-                    let Some(event) = convert::event_from_pb(event) else {
+                    let Ok(event) = crate::domain::Event::try_from(event) else {
                         continue;
                     };
                     let due = progress.observe(&event);

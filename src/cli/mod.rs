@@ -17,9 +17,9 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use crate::api::{jobs, pb};
 use crate::domain::{JobResult, JobStatus};
 use crate::edge::json::{JobList, JobState};
-use crate::grpc::{convert, pb};
 use connect::{Clients, ServerArgs};
 use follow::{Display, Ending};
 
@@ -310,7 +310,7 @@ async fn ls(args: LsArgs) -> anyhow::Result<i32> {
     for name in &args.status {
         let parsed = JobStatus::parse(name)
             .ok_or_else(|| anyhow::anyhow!("--status {name}: not a job status"))?;
-        status.push(convert::status_to_pb(parsed) as i32);
+        status.push(pb::JobStatus::from(parsed) as i32);
     }
     let list = args
         .server
@@ -439,12 +439,12 @@ async fn branch(args: BranchArgs) -> anyhow::Result<i32> {
 
 async fn result(args: ResultArgs) -> anyhow::Result<i32> {
     let job = get_job(&args.server.connect()?, &args.job_id).await?;
-    let status = convert::status_from_pb(job.status);
+    let status = jobs::job_status(job.status);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&JobState::from_pb(job))?);
         return Ok(0);
     }
-    let Some(result) = job.result.and_then(convert::result_from_pb) else {
+    let Some(result) = job.result.and_then(|r| JobResult::try_from(r).ok()) else {
         let name = status.map(JobStatus::as_str).unwrap_or("unknown");
         anyhow::bail!("job {} has no result (it is {name})", args.job_id);
     };
@@ -506,7 +506,7 @@ async fn get_job(clients: &Clients, job_id: &str) -> anyhow::Result<pb::Job> {
 }
 
 fn status_name(raw: i32) -> &'static str {
-    convert::status_from_pb(raw)
+    jobs::job_status(raw)
         .map(JobStatus::as_str)
         .unwrap_or("unknown")
 }

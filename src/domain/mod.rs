@@ -6,6 +6,7 @@ pub mod depth;
 pub mod event;
 pub mod gepa;
 pub mod job;
+pub mod limits;
 pub mod spec;
 
 pub use event::{Event, EventPayload, ObjectiveScores};

@@ -1,7 +1,11 @@
 //! What a client asks of a job, after transport decoding, and its validation.
 
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+
 use serde::{Deserialize, Serialize};
 
+use super::limits;
 use crate::error::{Error, FieldError};
 
 /// Which optimizer runs the job.
@@ -184,45 +188,30 @@ impl JobSpec {
             errors.push(FieldError::new(&["prompt"], "prompt must not be empty"));
         }
         self.validate_depth(&mut errors);
-        if let Some(t) = self.temperature
-            && !(0.0..=2.0).contains(&t)
-        {
-            errors.push(FieldError::new(
-                &["temperature"],
-                "temperature must be between 0 and 2",
-            ));
+        for (name, value, range) in [
+            ("temperature", self.temperature, &limits::TEMPERATURE),
+            (
+                "recombination_rate",
+                self.recombination_rate,
+                &limits::RECOMBINATION_RATE,
+            ),
+        ] {
+            check_range(&mut errors, &[name], value, range);
         }
-        if let Some(r) = self.recombination_rate
-            && !(0.0..=1.0).contains(&r)
-        {
-            errors.push(FieldError::new(
-                &["recombination_rate"],
-                "recombination_rate must be between 0 and 1",
-            ));
-        }
-        if let Some(n) = self.max_tokens
-            && !(1..=100_000).contains(&n)
-        {
-            errors.push(FieldError::new(
-                &["max_tokens"],
-                "max_tokens must be between 1 and 100000",
-            ));
-        }
-        if let Some(n) = self.tournament_size
-            && !(1..=64).contains(&n)
-        {
-            errors.push(FieldError::new(
-                &["tournament_size"],
-                "tournament_size must be between 1 and 64",
-            ));
-        }
-        if let Some(n) = self.early_stop_patience
-            && !(1..=1000).contains(&n)
-        {
-            errors.push(FieldError::new(
-                &["early_stop_patience"],
-                "early_stop_patience must be between 1 and 1000",
-            ));
+        for (name, value, range) in [
+            ("max_tokens", self.max_tokens, &limits::MAX_TOKENS),
+            (
+                "tournament_size",
+                self.tournament_size,
+                &limits::TOURNAMENT_SIZE,
+            ),
+            (
+                "early_stop_patience",
+                self.early_stop_patience,
+                &limits::EARLY_STOP_PATIENCE,
+            ),
+        ] {
+            check_range(&mut errors, &[name], value, range);
         }
         if let Some(n) = self.budget.max_rollouts
             && n == 0
@@ -232,20 +221,23 @@ impl JobSpec {
                 "max_rollouts must be >= 1",
             ));
         }
-        if self.gepa.components.len() > 16 {
+        if self.gepa.components.len() > limits::MAX_COMPONENTS {
             errors.push(FieldError::new(
                 &["gepa", "components"],
-                "at most 16 components",
+                format!("at most {} components", limits::MAX_COMPONENTS),
             ));
         }
+        let name_chars = &limits::COMPONENT_NAME_CHARS;
         for name in self.gepa.components.keys() {
-            if name.is_empty()
-                || name.chars().count() > 100
-                || name == super::gepa::DEFAULT_COMPONENT
+            if !name_chars.contains(&name.chars().count()) || name == super::gepa::DEFAULT_COMPONENT
             {
                 errors.push(FieldError::new(
                     &["gepa", "components", name],
-                    "component names must be 1-100 characters and not system_prompt",
+                    format!(
+                        "component names must be {}-{} characters and not system_prompt",
+                        name_chars.start(),
+                        name_chars.end()
+                    ),
                 ));
             }
         }
@@ -304,30 +296,29 @@ impl JobSpec {
                 ));
             }
         }
-        if let Some(n) = self.gepa.minibatch_size
-            && !(1..=64).contains(&n)
-        {
-            errors.push(FieldError::new(
-                &["gepa", "minibatch_size"],
-                "minibatch_size must be between 1 and 64",
-            ));
-        }
+        check_range(
+            &mut errors,
+            &["gepa", "minibatch_size"],
+            self.gepa.minibatch_size,
+            &limits::MINIBATCH_SIZE,
+        );
         if let Some(n) = self.gepa.max_merge_invocations
-            && n > 100
+            && n > limits::MAX_MERGE_INVOCATIONS
         {
             errors.push(FieldError::new(
                 &["gepa", "max_merge_invocations"],
-                "max_merge_invocations must be at most 100",
+                format!(
+                    "max_merge_invocations must be at most {}",
+                    limits::MAX_MERGE_INVOCATIONS
+                ),
             ));
         }
-        if let Some(n) = self.gepa.parallel_proposals
-            && !(1..=16).contains(&n)
-        {
-            errors.push(FieldError::new(
-                &["gepa", "parallel_proposals"],
-                "parallel_proposals must be between 1 and 16",
-            ));
-        }
+        check_range(
+            &mut errors,
+            &["gepa", "parallel_proposals"],
+            self.gepa.parallel_proposals,
+            &limits::PARALLEL_PROPOSALS,
+        );
         if errors.is_empty() {
             Ok(())
         } else {
@@ -356,6 +347,29 @@ impl JobSpec {
                 report(vec!["examples".into(), i.to_string(), "meta".into()], path);
             }
         }
+    }
+}
+
+/// `"<field> must be between <min> and <max>"` when `value` is set and outside `range` (NaN
+/// included).
+fn check_range<T: PartialOrd + Display + Copy>(
+    errors: &mut Vec<FieldError>,
+    loc: &[&str],
+    value: Option<T>,
+    range: &RangeInclusive<T>,
+) {
+    if let Some(value) = value
+        && !range.contains(&value)
+    {
+        let name = loc.last().copied().unwrap_or_default();
+        errors.push(FieldError::new(
+            loc,
+            format!(
+                "{name} must be between {} and {}",
+                range.start(),
+                range.end()
+            ),
+        ));
     }
 }
 
@@ -401,5 +415,25 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn range_messages_state_the_limits() {
+        let mut spec = JobSpec::from_prompt("p");
+        spec.temperature = Some(f64::NAN);
+        spec.max_tokens = Some(0);
+        spec.gepa.minibatch_size = Some(65);
+        let Err(Error::Validation(errors)) = spec.validate(1, 4) else {
+            panic!("invalid");
+        };
+        let messages: Vec<_> = errors.iter().map(|e| e.msg.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "temperature must be between 0 and 2",
+                "max_tokens must be between 1 and 100000",
+                "minibatch_size must be between 1 and 64",
+            ]
+        );
     }
 }

@@ -1,16 +1,17 @@
-//! The contract's error envelope, `{"error":{"code","message","details"}}`, and the one mapping
-//! from a gRPC status to an HTTP status and contract code ([`ApiError::from_status`]).
+//! An HTTP error of the edge ([`ApiError`]): a contract code, its HTTP status and the envelope
+//! ([`ErrorBody`], from [`crate::api::status`]), built from a gRPC status of the core
+//! ([`ApiError::from_status`]) or by the edge's own extractors.
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{HeaderValue, RETRY_AFTER};
-use serde::Serialize;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+pub use crate::api::status::ErrorBody;
+use crate::api::status::{self, http_status_for_grpc};
 use crate::error::ErrorCode;
-use crate::grpc::convert;
 
 /// One HTTP error as the contract renders it.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,45 +22,6 @@ pub struct ApiError {
     pub details: serde_json::Value,
     /// Seconds for `Retry-After` (rate limits; from the status's `RetryInfo`).
     pub retry_after_s: Option<u64>,
-}
-
-/// The body of every error response.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorObject,
-}
-
-/// `error` of [`ErrorBody`].
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorObject {
-    /// `validation_error`, `not_found`, `not_cancelable`, `unauthorized`, `payload_too_large`,
-    /// `rate_limited`, `unavailable`, `deadline_exceeded` or `internal_error`.
-    pub code: String,
-    pub message: String,
-    /// `{}` on every error but `validation_error`, whose `errors[{loc, msg}]` lists the fields.
-    #[schema(value_type = Object)]
-    pub details: serde_json::Value,
-}
-
-/// The googleapis `google/rpc/code.proto` HTTP mapping, used for statuses that carry no
-/// contract code of ours (another server, a tower layer, a transport failure).
-pub fn http_status_for_grpc(code: Code) -> StatusCode {
-    match code {
-        Code::Ok => StatusCode::OK,
-        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            StatusCode::BAD_REQUEST
-        }
-        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-    }
 }
 
 /// Where a core field lives in the HTTP request, so `loc` reads `["query","iterations"]`.
@@ -113,8 +75,8 @@ impl ApiError {
     /// A validation error on one field; `loc` starts with `body`, `query`, `path` or `header`.
     pub fn invalid(loc: &[&str], msg: impl Into<String>) -> ApiError {
         let msg = msg.into();
-        ApiError::new(ErrorCode::ValidationError, msg.clone())
-            .with_details(serde_json::json!({ "errors": [{ "loc": loc, "msg": msg }] }))
+        let details = crate::error::Error::invalid(loc, msg.clone()).details();
+        ApiError::new(ErrorCode::ValidationError, msg).with_details(details)
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {
@@ -122,13 +84,11 @@ impl ApiError {
     }
 
     /// THE mapping of a gRPC status: the contract code from the core's `ErrorInfo` (via
-    /// [`convert::error_from_status`]); the HTTP status from that code when the core sent one
+    /// [`status::error_from_status`]); the HTTP status from that code when the core sent one
     /// (422, 409, … as the contract fixes them), else from the googleapis table.
     pub fn from_status(status: &tonic::Status) -> ApiError {
-        let info = convert::error_from_status(status);
-        let ours = status
-            .get_details_error_info()
-            .is_some_and(|i| i.domain == convert::ERROR_DOMAIN);
+        let info = status::error_from_status(status);
+        let ours = info.ours;
         let http = if ours {
             info.code.http_status()
         } else {
@@ -158,15 +118,9 @@ impl ApiError {
         }
     }
 
-    /// The envelope as a JSON value (also the `data` of an SSE `error` event).
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
-            "error": {
-                "code": self.code.as_str(),
-                "message": self.message,
-                "details": self.details,
-            }
-        })
+    /// The envelope (also the `data` of an SSE `error` event).
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody::new(self.code, self.message.clone(), self.details.clone())
     }
 }
 
@@ -198,7 +152,7 @@ mod tests {
 
     #[test]
     fn core_codes_win_over_the_generic_table() {
-        let status = convert::status_from_error(&Error::NotCancelable {
+        let status = status::status_from_error(&Error::NotCancelable {
             job_id: "j".into(),
             status: "finished".into(),
         });
@@ -211,7 +165,7 @@ mod tests {
 
     #[test]
     fn validation_locs_get_their_http_source() {
-        let status = convert::status_from_error(&Error::Validation(vec![
+        let status = status::status_from_error(&Error::Validation(vec![
             crate::error::FieldError::new(&["prompt"], "prompt must not be empty"),
             crate::error::FieldError::new(&["iterations"], "iterations must be >= 1"),
         ]));
@@ -225,30 +179,5 @@ mod tests {
             err.details["errors"][1]["loc"],
             serde_json::json!(["query", "iterations"])
         );
-    }
-
-    #[test]
-    fn the_googleapis_table_holds() {
-        let table = [
-            (Code::Cancelled, 499),
-            (Code::Unknown, 500),
-            (Code::InvalidArgument, 400),
-            (Code::DeadlineExceeded, 504),
-            (Code::NotFound, 404),
-            (Code::AlreadyExists, 409),
-            (Code::PermissionDenied, 403),
-            (Code::ResourceExhausted, 429),
-            (Code::FailedPrecondition, 400),
-            (Code::Aborted, 409),
-            (Code::OutOfRange, 400),
-            (Code::Unimplemented, 501),
-            (Code::Internal, 500),
-            (Code::Unavailable, 503),
-            (Code::DataLoss, 500),
-            (Code::Unauthenticated, 401),
-        ];
-        for (code, http) in table {
-            assert_eq!(http_status_for_grpc(code).as_u16(), http, "{code:?}");
-        }
     }
 }

@@ -141,7 +141,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CallContext {
 
 /// True for ids of the shape the server issues and documents: 1 to 128 of `[A-Za-z0-9_-]`.
 pub fn job_id_shape_ok(id: &str) -> bool {
-    (1..=128).contains(&id.len())
+    (1..=crate::api::limits::MAX_JOB_ID_BYTES).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')

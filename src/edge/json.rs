@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::grpc::{convert, pb};
+use crate::api::values::{epoch_from_timestamp, struct_from_json};
+use crate::api::{jobs, pb};
+use crate::domain::JobResult;
 
 /// `POST /v1/optimize` body. Unknown fields are rejected.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -104,8 +106,8 @@ fn components_schema() -> utoipa::openapi::schema::Object {
         .property_names(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .min_length(Some(1))
-                .max_length(Some(100))
+                .min_length(Some(*crate::api::limits::COMPONENT_NAME_CHARS.start()))
+                .max_length(Some(*crate::api::limits::COMPONENT_NAME_CHARS.end()))
                 .pattern(Some("^(?!system_prompt$)")),
         ))
         .build()
@@ -241,7 +243,7 @@ impl ExampleBody {
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             input: self.input,
             expected: self.expected,
-            meta: self.meta.as_ref().map(convert::struct_from_json),
+            meta: self.meta.as_ref().map(struct_from_json),
         }
     }
 }
@@ -272,7 +274,7 @@ impl OptimizeBody {
             resolve_target_model(self.target_model, self.target_model_id, self.model_id);
         pb::OptimizeRequest {
             prompt: self.prompt,
-            context: self.context.as_ref().map(convert::struct_from_json),
+            context: self.context.as_ref().map(struct_from_json),
             mode: match self.mode {
                 None => pb::Mode::Unspecified,
                 Some(ModeName::Default) => pb::Mode::Default,
@@ -482,7 +484,7 @@ pub struct Version {
 }
 
 fn status_name(raw: i32) -> String {
-    convert::status_from_pb(raw)
+    jobs::job_status(raw)
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|| "unknown".to_string())
 }
@@ -491,13 +493,13 @@ impl JobState {
     pub fn from_pb(job: pb::Job) -> JobState {
         let result = job
             .result
-            .and_then(convert::result_from_pb)
+            .and_then(|r| JobResult::try_from(r).ok())
             .and_then(|r| serde_json::to_value(r).ok());
         JobState {
             job_id: job.job_id,
             status: status_name(job.status),
-            created_at: convert::epoch_from_timestamp(job.created_at.as_ref()),
-            updated_at: convert::epoch_from_timestamp(job.updated_at.as_ref()),
+            created_at: epoch_from_timestamp(job.created_at.as_ref()),
+            updated_at: epoch_from_timestamp(job.updated_at.as_ref()),
             result,
             request: job.request.map(RequestSummary::from_pb),
             progress: job.progress.map(ProgressSummary::from_pb),
@@ -514,8 +516,8 @@ impl JobList {
                 .map(|job| JobSummary {
                     job_id: job.job_id,
                     status: status_name(job.status),
-                    created_at: convert::epoch_from_timestamp(job.created_at.as_ref()),
-                    updated_at: convert::epoch_from_timestamp(job.updated_at.as_ref()),
+                    created_at: epoch_from_timestamp(job.created_at.as_ref()),
+                    updated_at: epoch_from_timestamp(job.updated_at.as_ref()),
                     request: job.request.map(RequestSummary::from_pb),
                     progress: job.progress.map(ProgressSummary::from_pb),
                 })

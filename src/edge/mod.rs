@@ -2,11 +2,12 @@
 //! each a thin mapping onto one call of the gRPC core through a real tonic client
 //! ([`Upstream`]), in-process under `innerloop serve` or over a channel under `innerloop edge`.
 //!
-//! - [`router`]: the routes with envelope-shaped 404/405 fallbacks; [`app`] adds the edge's own
-//!   middleware (request id outermost, deprecation headers). Auth, rate limits and metrics wrap
-//!   [`router`] from outside (`app(state)` is `with_edge_layers(router(state))`; put them
-//!   between the two).
-//! - [`error`]: the error envelope and THE gRPC → HTTP mapping; [`extract`]: extractors whose
+//! - [`router`]: the routes of the catalogue ([`crate::api::routes`]) with envelope-shaped
+//!   404/405 fallbacks; [`app`] adds the edge's own middleware (request id outermost,
+//!   deprecation headers); [`protected_app`] adds the metrics and stream-token routes and puts
+//!   everything behind the layers (what `serve` and `edge --upstream` run).
+//! - [`error`]: [`ApiError`], an HTTP error built from a core status (the mapping itself is
+//!   [`crate::api::status`]); [`extract`]: extractors whose
 //!   rejections use the envelope; [`json`]: the JSON shapes; [`sse`]: the SSE wire format;
 //!   [`openapi`]: `/v1/openapi.json`; [`ui`]: the workbench page at `/ui`.
 
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::error::ErrorCode;
+use crate::layers::Protections;
 use crate::layers::stream_token::StreamTokens;
 pub use error::ApiError;
 pub use upstream::Upstream;
@@ -136,4 +138,18 @@ pub fn with_edge_layers(router: Router) -> Router {
 /// The complete edge application.
 pub fn app(state: EdgeState) -> Router {
     with_edge_layers(router(state))
+}
+
+/// The edge as served, behind the layers: [`app`] plus `/v1/metrics`, `/v1/metricsz` (and
+/// aliases) and `POST /v1/optimize/{id}/stream-token`, all wrapped in
+/// [`Protections::http_layers`]. The deprecation headers go outside them, so the layers' own
+/// answers on a legacy path (401, 413, 429, 503) carry them too.
+pub fn protected_app(state: EdgeState, protections: &Protections) -> Router {
+    app(state)
+        .merge(routes::metrics::router())
+        .merge(routes::stream_token::router(
+            protections.auth.stream_tokens.clone(),
+        ))
+        .layer(protections.http_layers())
+        .layer(axum::middleware::from_fn(extract::deprecation))
 }

@@ -10,7 +10,6 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::error::{ErrorBody, ErrorObject};
 use super::json::{
     AcceptanceName, BudgetBody, CreatedJob, DatasetBody, DatasetName, ExampleBody, JobList,
     JobState, JobSummary, MetricName, ModeName, ObjectiveName, OptimizeBody, ProbeStatus,
@@ -19,6 +18,7 @@ use super::json::{
 use super::routes::gepa::{EvalBody, ExampleOut, ExamplePage, Upserted};
 use super::routes::workbench::{BranchBody, Candidates, HumanCandidateBody, SteerBody, Steered};
 use super::routes::{admin, gepa, optimize, probes, workbench};
+use crate::api::status::{ErrorBody, ErrorObject};
 
 /// One Server-Sent Event of an events route (the stream is a sequence of these). The first
 /// frame is only `retry`; `:` ping comments carry no event.
@@ -156,7 +156,10 @@ impl Modify for LayerResponses {
                         param.schema = Some(RefOr::T(utoipa::openapi::schema::Schema::Object(
                             utoipa::openapi::schema::ObjectBuilder::new()
                                 .schema_type(utoipa::openapi::schema::Type::String)
-                                .pattern(Some("^[A-Za-z0-9_-]{1,128}$"))
+                                .pattern(Some(format!(
+                                    "^[A-Za-z0-9_-]{{1,{}}}$",
+                                    crate::api::limits::MAX_JOB_ID_BYTES
+                                )))
                                 .build(),
                         )));
                     }
@@ -282,4 +285,79 @@ pub async fn document() -> Response {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::RangeInclusive;
+
+    use crate::api::limits;
+
+    /// The document's bounds are the limits the core enforces (utoipa's attributes take only
+    /// literals, so this ties them to [`limits`]).
+    #[test]
+    fn the_document_states_the_limits() {
+        let doc: serde_json::Value = serde_json::from_str(super::json()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let bounds = |schema: &str, field: &str| {
+            let property = &schemas[schema]["properties"][field];
+            (property["minimum"].as_f64(), property["maximum"].as_f64())
+        };
+        let floats = |r: &RangeInclusive<f64>| (Some(*r.start()), Some(*r.end()));
+        let ints =
+            |r: &RangeInclusive<u32>| (Some(f64::from(*r.start())), Some(f64::from(*r.end())));
+        assert_eq!(
+            bounds("OptimizeBody", "temperature"),
+            floats(&limits::TEMPERATURE)
+        );
+        assert_eq!(
+            bounds("OptimizeBody", "max_tokens"),
+            ints(&limits::MAX_TOKENS)
+        );
+        for schema in ["OptimizeBody", "EvalBody"] {
+            assert_eq!(
+                bounds(schema, "recombination_rate"),
+                floats(&limits::RECOMBINATION_RATE)
+            );
+            assert_eq!(
+                bounds(schema, "tournament_size"),
+                ints(&limits::TOURNAMENT_SIZE)
+            );
+            assert_eq!(
+                bounds(schema, "early_stop_patience"),
+                ints(&limits::EARLY_STOP_PATIENCE)
+            );
+        }
+        assert_eq!(
+            bounds("GepaBody", "minibatch_size"),
+            ints(&limits::MINIBATCH_SIZE)
+        );
+        assert_eq!(
+            bounds("GepaBody", "parallel_proposals"),
+            ints(&limits::PARALLEL_PROPOSALS)
+        );
+        assert_eq!(
+            bounds("GepaBody", "max_merge_invocations").1,
+            Some(f64::from(limits::MAX_MERGE_INVOCATIONS))
+        );
+        let names = &schemas["GepaBody"]["properties"]["components"]["propertyNames"];
+        assert_eq!(names["minLength"], *limits::COMPONENT_NAME_CHARS.start());
+        assert_eq!(names["maxLength"], *limits::COMPONENT_NAME_CHARS.end());
+        for (path, method) in [
+            ("/v1/optimize", "post"),
+            ("/v1/eval/start", "post"),
+            ("/v1/optimize/{job_id}/branch", "post"),
+        ] {
+            let parameters = doc["paths"][path][method]["parameters"].as_array().unwrap();
+            let key = parameters
+                .iter()
+                .find(|p| p["name"] == "Idempotency-Key")
+                .unwrap_or_else(|| panic!("{path} takes an Idempotency-Key"));
+            assert_eq!(
+                key["schema"]["maxLength"],
+                limits::MAX_IDEMPOTENCY_KEY_BYTES,
+                "{path}"
+            );
+        }
+    }
 }

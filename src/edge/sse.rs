@@ -15,8 +15,8 @@ use http::{HeaderMap, StatusCode, Version};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
+use crate::api::pb;
 use crate::domain::Event;
-use crate::grpc::{convert, pb};
 
 /// The comment frame sent while idle.
 pub const PING: &[u8] = b":\n\n";
@@ -38,7 +38,10 @@ pub fn event_frame(event: &Event) -> Bytes {
 
 /// The `error` event sent when the upstream fails after the stream started.
 pub fn error_frame(error: &ApiError) -> Bytes {
-    Bytes::from(format!("event: error\ndata: {}\n\n", error.body()))
+    Bytes::from(format!(
+        "event: error\ndata: {}\n\n",
+        error.body().to_json()
+    ))
 }
 
 /// The resume point: `Last-Event-ID` when present and non-empty (it shadows the query), else
@@ -106,7 +109,7 @@ fn frames(body: EventsBody) -> impl Stream<Item = Result<Bytes, Infallible>> + S
             match next {
                 Ok(Some(message)) => {
                     // A payload this build does not know (a newer core) is skipped.
-                    let Some(event) = convert::event_from_pb(message) else {
+                    let Ok(event) = Event::try_from(message) else {
                         continue;
                     };
                     if event.is_terminal() {

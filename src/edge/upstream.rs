@@ -9,8 +9,8 @@ use tonic::body::Body;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
-use crate::grpc::pb::job_service_client::JobServiceClient;
-use crate::grpc::pb::optimizer_service_client::OptimizerServiceClient;
+use crate::api::pb::job_service_client::JobServiceClient;
+use crate::api::pb::optimizer_service_client::OptimizerServiceClient;
 
 /// A failure of the transport under the clients (a concrete type: a bare boxed error trips
 /// the compiler's `Send` inference in the handlers).
@@ -90,18 +90,18 @@ impl Upstream {
 
     pub fn examples(
         &self,
-    ) -> crate::grpc::pb::examples_service_client::ExamplesServiceClient<GrpcTransport> {
-        crate::grpc::pb::examples_service_client::ExamplesServiceClient::new(self.transport.clone())
+    ) -> crate::api::pb::examples_service_client::ExamplesServiceClient<GrpcTransport> {
+        crate::api::pb::examples_service_client::ExamplesServiceClient::new(self.transport.clone())
     }
 
-    pub fn eval(&self) -> crate::grpc::pb::eval_service_client::EvalServiceClient<GrpcTransport> {
-        crate::grpc::pb::eval_service_client::EvalServiceClient::new(self.transport.clone())
+    pub fn eval(&self) -> crate::api::pb::eval_service_client::EvalServiceClient<GrpcTransport> {
+        crate::api::pb::eval_service_client::EvalServiceClient::new(self.transport.clone())
     }
 
     pub fn workbench(
         &self,
-    ) -> crate::grpc::pb::workbench_service_client::WorkbenchServiceClient<GrpcTransport> {
-        crate::grpc::pb::workbench_service_client::WorkbenchServiceClient::new(
+    ) -> crate::api::pb::workbench_service_client::WorkbenchServiceClient<GrpcTransport> {
+        crate::api::pb::workbench_service_client::WorkbenchServiceClient::new(
             self.transport.clone(),
         )
     }

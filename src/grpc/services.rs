@@ -1,14 +1,14 @@
-//! The tonic services. Each method decodes (via [`convert`]), calls the runtime, encodes.
+//! The tonic services. Each method decodes (via [`crate::api`]), calls the runtime, encodes.
 
 use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::convert;
-use super::pb;
-use super::pb::job_service_server::{JobService, JobServiceServer};
-use super::pb::optimizer_service_server::{OptimizerService, OptimizerServiceServer};
+use crate::api::jobs::{self, create_request, job_to_pb};
+use crate::api::pb;
+use crate::api::pb::job_service_server::{JobService, JobServiceServer};
+use crate::api::pb::optimizer_service_server::{OptimizerService, OptimizerServiceServer};
 use crate::error::Error;
 use crate::runtime::{JobRuntime, WatchStream};
 
@@ -16,7 +16,7 @@ use crate::runtime::{JobRuntime, WatchStream};
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>>;
 
 fn event_stream(watch: WatchStream) -> EventStream {
-    Box::pin(watch.map(|event| Ok(convert::event_to_pb(&event))))
+    Box::pin(watch.map(|event| Ok(pb::JobEvent::from(std::sync::Arc::unwrap_or_clone(event)))))
 }
 
 /// `innerloop.v1.OptimizerService`.
@@ -33,8 +33,7 @@ impl OptimizerService for OptimizerServiceImpl {
         &self,
         request: Request<pb::OptimizeRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let create =
-            convert::create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
+        let create = create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
         let created = self
             .runtime
             .create(create.spec, create.idempotency_key.as_deref())
@@ -47,8 +46,7 @@ impl OptimizerService for OptimizerServiceImpl {
         &self,
         request: Request<pb::OptimizeRequest>,
     ) -> Result<Response<pb::CreateJobResponse>, Status> {
-        let create =
-            convert::create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
+        let create = create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
         let created = self
             .runtime
             .create(create.spec, create.idempotency_key.as_deref())
@@ -62,8 +60,7 @@ impl OptimizerService for OptimizerServiceImpl {
         &self,
         request: Request<pb::OptimizeRequest>,
     ) -> Result<Response<pb::EstimateJobResponse>, Status> {
-        let create =
-            convert::create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
+        let create = create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
         let estimate = crate::optimizer::gepa::estimate_request(
             &create.spec,
             self.runtime.settings(),
@@ -71,9 +68,7 @@ impl OptimizerService for OptimizerServiceImpl {
         )
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(super::convert_gepa::estimate_to_pb(
-            &estimate,
-        )))
+        Ok(Response::new(estimate.into()))
     }
 }
 
@@ -99,7 +94,7 @@ impl JobService for JobServiceImpl {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let record = self.runtime.get(job_id(&request.get_ref().job_id)?).await?;
-        Ok(Response::new(convert::job_to_pb(&record, true)))
+        Ok(Response::new(job_to_pb(&record, true)))
     }
 
     async fn list_jobs(
@@ -126,7 +121,7 @@ impl JobService for JobServiceImpl {
         };
         let mut statuses = Vec::new();
         for raw in req.status {
-            match convert::status_from_pb(raw) {
+            match jobs::job_status(raw) {
                 Some(status) => statuses.push(status),
                 None => return Err(Error::invalid(&["status"], "unknown job status").into()),
             }
@@ -136,11 +131,7 @@ impl JobService for JobServiceImpl {
             .list(statuses, req.page_size as usize, offset)
             .await?;
         Ok(Response::new(pb::ListJobsResponse {
-            jobs: page
-                .jobs
-                .iter()
-                .map(|j| convert::job_to_pb(j, false))
-                .collect(),
+            jobs: page.jobs.iter().map(|j| job_to_pb(j, false)).collect(),
             next_page_token: page.next_offset.map(|o| o.to_string()).unwrap_or_default(),
         }))
     }
@@ -153,7 +144,7 @@ impl JobService for JobServiceImpl {
             .runtime
             .cancel(job_id(&request.get_ref().job_id)?)
             .await?;
-        Ok(Response::new(convert::job_to_pb(&record, true)))
+        Ok(Response::new(job_to_pb(&record, true)))
     }
 
     async fn delete_job(
@@ -175,7 +166,7 @@ impl JobService for JobServiceImpl {
             .runtime
             .pause(job_id(&request.get_ref().job_id)?)
             .await?;
-        Ok(Response::new(convert::job_to_pb(&record, true)))
+        Ok(Response::new(job_to_pb(&record, true)))
     }
 
     async fn resume_job(
@@ -186,7 +177,7 @@ impl JobService for JobServiceImpl {
             .runtime
             .resume(job_id(&request.get_ref().job_id)?)
             .await?;
-        Ok(Response::new(convert::job_to_pb(&record, true)))
+        Ok(Response::new(job_to_pb(&record, true)))
     }
 
     async fn watch_job(

@@ -1,12 +1,13 @@
-//! The examples and eval services: thin, decode via [`convert_gepa`], call the store or the
+//! The examples and eval services: thin, decode via [`crate::api`], call the store or the
 //! runtime, encode.
 
 use tonic::{Request, Response, Status};
 
-use super::convert_gepa::{self, MAX_EXAMPLES_PAGE};
-use super::pb;
-use super::pb::eval_service_server::EvalService;
-use super::pb::examples_service_server::ExamplesService;
+use crate::api::examples::{eval_request, examples_from_pb};
+use crate::api::limits::{DEFAULT_PAGE_SIZE, MAX_EXAMPLES_PAGE};
+use crate::api::pb;
+use crate::api::pb::eval_service_server::EvalService;
+use crate::api::pb::examples_service_server::ExamplesService;
 use crate::runtime::JobRuntime;
 
 /// `innerloop.v1.ExamplesService`.
@@ -21,7 +22,7 @@ impl ExamplesService for ExamplesServiceImpl {
         &self,
         request: Request<pb::BulkUpsertExamplesRequest>,
     ) -> Result<Response<pb::BulkUpsertExamplesResponse>, Status> {
-        let examples = convert_gepa::examples_from_pb(request.into_inner().examples)?;
+        let examples = examples_from_pb(request.into_inner().examples)?;
         let upserted = self.runtime.store().upsert_examples(&examples).await?;
         Ok(Response::new(pb::BulkUpsertExamplesResponse {
             upserted: upserted as u32,
@@ -34,7 +35,7 @@ impl ExamplesService for ExamplesServiceImpl {
     ) -> Result<Response<pb::ListExamplesResponse>, Status> {
         let req = request.into_inner();
         let limit = match req.limit {
-            0 => 50,
+            0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_EXAMPLES_PAGE),
         };
         let examples = self
@@ -43,7 +44,7 @@ impl ExamplesService for ExamplesServiceImpl {
             .list_examples(limit as usize, req.offset as usize)
             .await?;
         Ok(Response::new(pb::ListExamplesResponse {
-            examples: examples.iter().map(convert_gepa::example_to_pb).collect(),
+            examples: examples.into_iter().map(Into::into).collect(),
             limit,
             offset: req.offset,
         }))
@@ -74,7 +75,7 @@ impl EvalService for EvalServiceImpl {
         &self,
         request: Request<pb::StartEvalRequest>,
     ) -> Result<Response<pb::CreateJobResponse>, Status> {
-        let create = convert_gepa::eval_request(request.into_inner())?;
+        let create = eval_request(request.into_inner())?;
         let created = self
             .runtime
             .create(create.spec, create.idempotency_key.as_deref())

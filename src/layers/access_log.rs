@@ -28,7 +28,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::auth::Principal;
 use super::client_ip::{ClientIp, TrustedProxies};
 use super::streams::Guarded;
-use super::{LayerBody, RouteKind, is_grpc, path_job_id, route_kind};
+use super::{LayerBody, is_grpc};
+use crate::api::routes::{RouteKind, UNMATCHED, classify, path_job_id, template};
 use crate::metrics::{self, GrpcLabels, GrpcMethodLabels, HttpLabels, RouteLabels};
 
 /// The request id of the current request (request and response extension).
@@ -84,74 +85,6 @@ pub fn propagate_to_grpc(
     });
 }
 
-/// The label of every path that is not one of the edge's routes: random 404 paths must not
-/// become metric series of their own.
-pub const UNMATCHED: &str = "unmatched";
-
-/// The edge's routes, relative to `/v1` (aliases drop the prefix), with ids as `{id}`.
-const KNOWN_ROUTES: &[&str] = &[
-    "/healthz",
-    "/readyz",
-    "/version",
-    "/metrics",
-    "/metricsz",
-    "/openapi.json",
-    "/optimize",
-    "/optimize/{id}",
-    "/optimize/{id}/events",
-    "/optimize/{id}/stream-token",
-    "/optimize/{id}/pause",
-    "/optimize/{id}/resume",
-    "/optimize/{id}/candidates",
-    "/optimize/{id}/steer",
-    "/optimize/{id}/branch",
-    "/optimize/estimate",
-    "/admin/jobs",
-    "/admin/jobs/{id}",
-    "/admin/jobs/{id}/cancel",
-    "/examples",
-    "/examples/bulk",
-    "/examples/{id}",
-    "/eval/start",
-    "/eval/{id}",
-    "/eval/{id}/events",
-    "/ui",
-    "/ui/",
-    "/ui/app.js",
-    "/ui/style.css",
-];
-
-/// A path with ids replaced by `{id}` when it is one of the edge's routes, else
-/// [`UNMATCHED`]: the metric label set stays bounded whatever clients send.
-pub fn route_template(path: &str) -> String {
-    const COLLECTIONS: &[&str] = &["optimize", "jobs", "eval", "examples"];
-    const LITERALS: &[&str] = &[
-        "start",
-        "bulk",
-        "events",
-        "cancel",
-        "stream-token",
-        "estimate",
-    ];
-    let mut out = String::with_capacity(path.len());
-    let mut previous = "";
-    for segment in path.split('/').skip(1) {
-        out.push('/');
-        if COLLECTIONS.contains(&previous) && !LITERALS.contains(&segment) && !segment.is_empty() {
-            out.push_str("{id}");
-        } else {
-            out.push_str(segment);
-        }
-        previous = segment;
-    }
-    let relative = out.strip_prefix("/v1").unwrap_or(&out);
-    if KNOWN_ROUTES.contains(&relative) {
-        out
-    } else {
-        UNMATCHED.to_string()
-    }
-}
-
 /// Every RPC path this process serves (from the proto descriptor, plus health and
 /// reflection), so unknown gRPC paths share one label too.
 fn known_rpc(path: &str) -> bool {
@@ -167,7 +100,7 @@ fn known_rpc(path: &str) -> bool {
             .into_iter()
             .map(String::from)
             .collect();
-            let set = prost_types::FileDescriptorSet::decode(crate::grpc::pb::FILE_DESCRIPTOR_SET)
+            let set = prost_types::FileDescriptorSet::decode(crate::api::pb::FILE_DESCRIPTOR_SET)
                 .unwrap_or_default();
             for file in &set.file {
                 for service in &file.service {
@@ -296,10 +229,10 @@ where
                 UNMATCHED.to_string()
             }
         } else {
-            route_template(&path)
+            template(&path)
         };
         let job_id = path_job_id(&path).map(String::from);
-        let is_stream = matches!(route_kind(&path), RouteKind::Stream { .. });
+        let is_stream = matches!(classify(&path), RouteKind::Stream { .. });
         let span = tracing::info_span!(
             "request",
             otel.name = %format!("{} {}", if grpc { "RPC" } else { method.as_str() }, route),
@@ -402,39 +335,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_in_paths_become_placeholders() {
-        assert_eq!(
-            route_template("/v1/optimize/abc-123/events"),
-            "/v1/optimize/{id}/events"
-        );
-        assert_eq!(
-            route_template("/v1/admin/jobs/j1/cancel"),
-            "/v1/admin/jobs/{id}/cancel"
-        );
-        assert_eq!(route_template("/v1/eval/start"), "/v1/eval/start");
-        assert_eq!(route_template("/v1/healthz"), "/v1/healthz");
-        assert_eq!(route_template("/optimize/j1"), "/optimize/{id}");
-        // Routes added after the table was written: pause/resume, workbench, estimate, the page.
-        assert_eq!(
-            route_template("/v1/optimize/j1/pause"),
-            "/v1/optimize/{id}/pause"
-        );
-        assert_eq!(
-            route_template("/v1/optimize/j1/candidates"),
-            "/v1/optimize/{id}/candidates"
-        );
-        assert_eq!(
-            route_template("/v1/optimize/estimate"),
-            "/v1/optimize/estimate"
-        );
-        assert_eq!(route_template("/ui/app.js"), "/ui/app.js");
-    }
-
-    #[test]
-    fn unknown_paths_share_one_label() {
-        assert_eq!(route_template("/v1/nope-123"), UNMATCHED);
-        assert_eq!(route_template("/v1/optimize/j1/x/y"), UNMATCHED);
-        assert_eq!(route_template("/"), UNMATCHED);
+    fn unknown_rpcs_share_one_label() {
         assert!(known_rpc("/innerloop.v1.JobService/GetJob"));
         assert!(!known_rpc("/innerloop.v1.JobService/Nope"));
     }

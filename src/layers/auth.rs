@@ -29,7 +29,8 @@ use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 
 use super::stream_token::StreamTokens;
-use super::{LayerBody, RouteKind, is_grpc, reject, route_kind};
+use super::{LayerBody, is_grpc, reject};
+use crate::api::routes::{self, RouteKind, classify};
 use crate::config::Settings;
 use crate::error::Error;
 
@@ -149,13 +150,14 @@ impl Authenticator {
     /// client presented no credential at all (a wrong token is still a 401, as in the original).
     fn lets_anonymous<B>(&self, req: &Request<B>) -> bool {
         let path = req.uri().path();
-        if self.public_metrics && METRICS_PATHS.contains(&path) {
+        if self.public_metrics && routes::is_metrics(path) {
             return true;
         }
         if !self.anonymous_create || req.headers().contains_key(header::AUTHORIZATION) {
             return false;
         }
-        let rest_create = req.method() == http::Method::POST && CREATE_PATHS.contains(&path);
+        let rest_create = req.method() == http::Method::POST
+            && routes::find(path).is_some_and(|m| m.route.path == routes::OPTIMIZE);
         rest_create || (is_grpc(req) && path == GRPC_CREATE)
     }
 
@@ -208,10 +210,8 @@ impl Authenticator {
     }
 }
 
-/// The metrics routes (public unless `METRICS_REQUIRE_AUTH`).
-const METRICS_PATHS: &[&str] = &["/v1/metrics", "/v1/metricsz", "/metrics", "/metricsz"];
-/// Job creation, open to anonymous clients when `REQUIRE_AUTH=false`.
-const CREATE_PATHS: &[&str] = &["/v1/optimize", "/optimize"];
+/// gRPC job creation, open to anonymous clients when `REQUIRE_AUTH=false` (as the REST
+/// [`routes::OPTIMIZE`]).
 const GRPC_CREATE: &str = "/innerloop.v1.OptimizerService/CreateJob";
 
 /// Logs a loud warning when authentication is off (`--dev`) on a non-loopback address, and a
@@ -331,7 +331,7 @@ where
         let auth = self.auth.clone();
         Box::pin(async move {
             let grpc = is_grpc(&req);
-            let kind = route_kind(req.uri().path());
+            let kind = classify(req.uri().path());
             if !auth.required() || kind == RouteKind::Public {
                 return inner.call(req).await;
             }
@@ -357,7 +357,7 @@ where
                 }
                 // gRPC WatchJob with a forwarded stream token: check the message's job id.
                 (Some(token), RouteKind::Stream { job_id: None })
-                    if grpc && req.uri().path() == super::STREAMING_RPCS[0] =>
+                    if grpc && req.uri().path() == routes::STREAMING_RPCS[0] =>
                 {
                     let token = token.to_string();
                     let (parts, body) = req.into_parts();

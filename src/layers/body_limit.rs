@@ -182,7 +182,7 @@ impl<B> GrpcMessageLimit<B> {
                 if len > self.limit {
                     // Encoded as the services encode errors, so an edge in front of this core
                     // answers 413 `payload_too_large`, not 429.
-                    return Err(crate::grpc::convert::status_from_error(
+                    return Err(crate::api::status::status_from_error(
                         &Error::PayloadTooLarge { limit: self.limit },
                     ));
                 }

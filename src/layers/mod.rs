@@ -14,10 +14,10 @@
 //! (plus CORS); the slowloris guard is a property of the HTTP server, not of a layer, so the edge
 //! serves through [`http_server::serve`] (hyper with `http1().header_read_timeout`) instead of
 //! `axum::serve`. Each gRPC call the edge makes carries the caller's credential, request id,
-//! client IP and trace context ([`forward::forward_to_core`]). `crate::metrics::router()` serves
-//! `/v1/metrics` and `/v1/metricsz`; [`stream_token::router`] serves
-//! `POST /v1/optimize/{id}/stream-token`, and [`stream_token::StreamTokens::issue`] lets the
-//! create handler add a `stream_token` to its response.
+//! client IP and trace context ([`forward::forward_to_core`]). Layers mount no routes: which
+//! path is public, a stream or about a job comes from the route catalogue
+//! ([`crate::api::routes`]), and the edge mounts its routes itself
+//! ([`crate::edge::protected_app`]).
 
 pub mod access_log;
 pub mod auth;
@@ -25,6 +25,7 @@ pub mod body_limit;
 pub mod client_ip;
 pub mod connections;
 pub mod forward;
+pub mod guard;
 pub mod http_server;
 pub mod rate_limit;
 pub mod shed;
@@ -39,6 +40,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::status;
 use crate::config::Settings;
 use crate::error::Error;
 
@@ -88,97 +90,22 @@ pub fn is_grpc<B>(req: &Request<B>) -> bool {
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
-/// What a route is, as far as the layers care.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteKind {
-    /// Health, readiness and gRPC reflection: no auth, no rate limit.
-    Public,
-    /// A long-lived stream (SSE events, `WatchJob`, `Optimize`): no timeout, counted against the
-    /// per-principal stream cap. `job_id` is known for SSE routes (from the path).
-    Stream { job_id: Option<String> },
-    /// Everything else.
-    Unary,
-}
-
-const PUBLIC_HTTP: &[&str] = &[
-    "/v1/healthz",
-    "/v1/readyz",
-    "/healthz",
-    "/readyz",
-    // The workbench page (`crate::edge::ui::PATHS`): static, it asks for the token itself.
-    "/ui",
-    "/ui/",
-    "/ui/app.js",
-    "/ui/style.css",
-];
-const PUBLIC_GRPC_PREFIXES: &[&str] = &[
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1.ServerReflection/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-];
-/// Server-streaming RPCs of the core (the health `Watch` is public and not capped).
-pub const STREAMING_RPCS: &[&str] = &[
-    "/innerloop.v1.JobService/WatchJob",
-    "/innerloop.v1.OptimizerService/Optimize",
-];
-
-/// Classifies a request by its path.
-pub fn route_kind(path: &str) -> RouteKind {
-    if PUBLIC_HTTP.contains(&path) || PUBLIC_GRPC_PREFIXES.iter().any(|p| path.starts_with(p)) {
-        return RouteKind::Public;
-    }
-    if STREAMING_RPCS.contains(&path) {
-        return RouteKind::Stream { job_id: None };
-    }
-    if let Some(job_id) = sse_job_id(path) {
-        return RouteKind::Stream {
-            job_id: Some(job_id.to_string()),
-        };
-    }
-    RouteKind::Unary
-}
-
-/// The job id of an SSE events route (`/v1/optimize/{id}/events`, `/v1/eval/{id}/events` and
-/// their unversioned aliases).
-pub fn sse_job_id(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/v1").unwrap_or(path);
-    let rest = rest
-        .strip_prefix("/optimize/")
-        .or_else(|| rest.strip_prefix("/eval/"))?;
-    let job_id = rest.strip_suffix("/events")?;
-    (!job_id.is_empty() && !job_id.contains('/')).then_some(job_id)
-}
-
-/// The job id a request names in its path, for logs (`/v1/optimize/{id}…`, `/v1/admin/jobs/{id}…`).
-pub fn path_job_id(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/v1").unwrap_or(path);
-    let rest = rest
-        .strip_prefix("/optimize/")
-        .or_else(|| rest.strip_prefix("/eval/"))
-        .or_else(|| rest.strip_prefix("/admin/jobs/"))?;
-    let id = rest.split('/').next()?;
-    (!id.is_empty() && id != "start" && id != "bulk").then_some(id)
-}
-
 /// An error response in the protocol of the request: a gRPC status encoded exactly as the
-/// services encode theirs ([`crate::grpc::convert::status_from_error`]: an `ErrorInfo` whose
-/// reason is the contract's code, `RetryInfo` and `retry-after` when rate limited), so an edge
-/// in front of this core maps it back to the same HTTP answer; or the contract's JSON error body
-/// (`{"error":{"code","message","details"}}`, with `Retry-After` when rate limited).
+/// services encode theirs ([`status::status_from_error`]: an `ErrorInfo` whose reason is the
+/// contract's code, `RetryInfo` and `retry-after` when rate limited), so an edge in front of
+/// this core maps it back to the same HTTP answer; or the contract's JSON envelope
+/// ([`status::ErrorBody`], with `Retry-After` when rate limited).
 pub fn reject<B: LayerBody>(grpc: bool, error: &Error) -> Response<B> {
-    let code = error.code();
     let retry_after = match error {
         Error::RateLimited { retry_after_s } => Some(HeaderValue::from(*retry_after_s)),
         _ => None,
     };
     let mut response = if grpc {
-        crate::grpc::convert::status_from_error(error).into_http::<B>()
+        status::status_from_error(error).into_http::<B>()
     } else {
-        let body = serde_json::json!({
-            "error": {"code": code.as_str(), "message": error.to_string(), "details": error.details()}
-        });
-        let mut response = Response::new(B::full(Bytes::from(body.to_string())));
-        *response.status_mut() = code.http_status();
+        let body = status::ErrorBody::from_error(error).to_json();
+        let mut response = Response::new(B::full(Bytes::from(body)));
+        *response.status_mut() = error.code().http_status();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -272,17 +199,6 @@ impl Protections {
             .into_inner()
     }
 
-    /// Protects the edge's app: adds `/v1/metrics`, `/v1/metricsz` (and aliases) and
-    /// `POST /v1/optimize/{id}/stream-token`, then wraps everything in [`Self::http_layers`].
-    /// The deprecation headers go outside them, so the layers' own answers on a legacy path
-    /// (401, 413, 429, 503) carry them too.
-    pub fn wrap_edge(&self, app: axum::Router) -> axum::Router {
-        app.merge(crate::metrics::router())
-            .merge(stream_token::router(self.auth.stream_tokens.clone()))
-            .layer(self.http_layers())
-            .layer(axum::middleware::from_fn(crate::edge::extract::deprecation))
-    }
-
     /// For the edge's in-process upstream (no TCP hop): only the access log, so each RPC still
     /// gets its log line, its gRPC metrics and a span that is a child of the edge's span, while
     /// the caller is authenticated, limited and sized once, by the edge's layers.
@@ -367,35 +283,4 @@ pub fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
             http::HeaderName::from_static("x-request-id"),
             header::RETRY_AFTER,
         ])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_are_classified_by_path() {
-        assert_eq!(route_kind("/v1/healthz"), RouteKind::Public);
-        assert_eq!(
-            route_kind("/grpc.health.v1.Health/Check"),
-            RouteKind::Public
-        );
-        assert_eq!(
-            route_kind("/innerloop.v1.JobService/WatchJob"),
-            RouteKind::Stream { job_id: None }
-        );
-        assert_eq!(
-            route_kind("/v1/optimize/abc/events"),
-            RouteKind::Stream {
-                job_id: Some("abc".into())
-            }
-        );
-        assert_eq!(route_kind("/v1/optimize/abc"), RouteKind::Unary);
-        assert_eq!(
-            route_kind("/innerloop.v1.JobService/GetJob"),
-            RouteKind::Unary
-        );
-        assert_eq!(path_job_id("/v1/admin/jobs/j1/cancel"), Some("j1"));
-        assert_eq!(path_job_id("/v1/eval/start"), None);
-    }
 }

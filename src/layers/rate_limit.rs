@@ -23,7 +23,8 @@ use tower_governor::key_extractor::KeyExtractor;
 
 use super::auth::Principal;
 use super::client_ip::ClientIp;
-use super::{LayerBody, RouteKind, is_grpc, reject, route_kind};
+use super::{LayerBody, is_grpc, reject};
+use crate::api::routes::{RouteKind, classify};
 use crate::config::Settings;
 use crate::error::Error;
 
@@ -158,7 +159,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if route_kind(req.uri().path()) == RouteKind::Public {
+        if classify(req.uri().path()) == RouteKind::Public {
             let clone = self.inner.clone();
             let mut inner = std::mem::replace(&mut self.inner, clone);
             return Box::pin(inner.call(req));

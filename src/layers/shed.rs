@@ -5,14 +5,12 @@
 //! are never shed, so probes do not restart a busy but healthy process.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
-use http::{Request, Response};
-use tokio::sync::Semaphore;
-use tower::{Layer, Service};
+use http::Request;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{LayerBody, RouteKind, is_grpc, reject, route_kind};
+use super::guard::{Guard, GuardLayer, Verdict};
+use crate::api::routes::{RouteKind, classify};
 use crate::error::Error;
 
 /// The in-flight budget of one transport.
@@ -25,68 +23,33 @@ impl Gate {
     }
 }
 
-/// Applies [`ShedService`].
+/// The shedding guard of one transport.
 #[derive(Clone)]
-pub struct ShedLayer {
-    gate: Gate,
-}
+pub struct Shed(Gate);
+
+/// Applies the shedding guard.
+pub type ShedLayer = GuardLayer<Shed>;
 
 impl ShedLayer {
     pub fn new(gate: Gate) -> Self {
-        ShedLayer { gate }
+        GuardLayer(Shed(gate))
     }
 }
 
-impl<S> Layer<S> for ShedLayer {
-    type Service = ShedService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        ShedService {
-            inner,
-            gate: self.gate.clone(),
+impl Guard for Shed {
+    /// A slot of the in-flight budget, held until the response head is ready (the default
+    /// [`Guard::run`]).
+    type Ticket = OwnedSemaphorePermit;
+
+    fn admit<B>(&self, req: &Request<B>) -> Verdict<OwnedSemaphorePermit> {
+        if classify(req.uri().path()) == RouteKind::Public {
+            return Verdict::Pass;
         }
-    }
-}
-
-#[derive(Clone)]
-pub struct ShedService<S> {
-    inner: S,
-    gate: Gate,
-}
-
-impl<S, B, RB> Service<Request<B>> for ShedService<S>
-where
-    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-    RB: LayerBody,
-{
-    type Response = Response<RB>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<RB>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        if route_kind(req.uri().path()) == RouteKind::Public {
-            return Box::pin(inner.call(req));
+        match self.0.0.clone().try_acquire_owned() {
+            Ok(permit) => Verdict::Admit(permit),
+            Err(_) => Verdict::Reject(Error::Unavailable(
+                "server is at capacity, retry shortly".into(),
+            )),
         }
-        let Ok(permit) = self.gate.0.clone().try_acquire_owned() else {
-            let grpc = is_grpc(&req);
-            return Box::pin(async move {
-                Ok(reject::<RB>(
-                    grpc,
-                    &Error::Unavailable("server is at capacity, retry shortly".into()),
-                ))
-            });
-        };
-        Box::pin(async move {
-            let response = inner.call(req).await;
-            drop(permit);
-            response
-        })
     }
 }

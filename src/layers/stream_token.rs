@@ -116,35 +116,6 @@ impl StreamTokens {
     }
 }
 
-/// `POST /v1/optimize/{job_id}/stream-token` → `{"stream_token": "…", "expires_at": <unix s>}`.
-/// Mount it under the layers: the auth layer admits only bearer tokens here (a stream token
-/// cannot mint another), and the token is minted in the name of that bearer's principal.
-pub fn router<S: Clone + Send + Sync + 'static>(tokens: StreamTokens) -> axum::Router<S> {
-    use axum::extract::Path;
-    use axum::routing::post;
-    let issue = move |principal: Option<axum::Extension<super::auth::Principal>>,
-                      Path(job_id): Path<String>| {
-        let tokens = tokens.clone();
-        async move {
-            if !crate::edge::extract::job_id_shape_ok(&job_id) {
-                use axum::response::IntoResponse;
-                return crate::edge::error::ApiError::invalid(
-                    &["path", "job_id"],
-                    "job_id must be 1 to 128 of A-Z, a-z, 0-9, _ and -",
-                )
-                .into_response();
-            }
-            let minter = principal.map_or_else(|| "0".to_string(), |p| p.0.id);
-            let issued = tokens.issue(&job_id, &minter);
-            axum::response::IntoResponse::into_response(axum::Json(serde_json::json!({
-                "stream_token": issued.token,
-                "expires_at": issued.expires_at,
-            })))
-        }
-    };
-    axum::Router::new().route("/v1/optimize/{job_id}/stream-token", post(issue))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //! 429 `rate_limited` / RESOURCE_EXHAUSTED with `Retry-After: 1`.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -11,11 +12,12 @@ use std::task::{Context, Poll};
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use tower::{Layer, Service};
 
+use super::LayerBody;
 use super::auth::Principal;
 use super::client_ip::ClientIp;
-use super::{LayerBody, RouteKind, is_grpc, reject, route_kind};
+use super::guard::{Guard, GuardLayer, Verdict};
+use crate::api::routes::{RouteKind, classify};
 use crate::error::Error;
 
 /// Open streams per key.
@@ -122,63 +124,46 @@ pub fn caller_key<B>(req: &Request<B>) -> String {
     }
 }
 
-/// Applies [`StreamCapService`].
+/// The per-principal stream cap.
 #[derive(Clone)]
-pub struct StreamCapLayer {
-    counter: StreamCounter,
-}
+pub struct StreamCap(StreamCounter);
+
+/// Applies the stream cap.
+pub type StreamCapLayer = GuardLayer<StreamCap>;
 
 impl StreamCapLayer {
     pub fn new(counter: StreamCounter) -> Self {
-        StreamCapLayer { counter }
+        GuardLayer(StreamCap(counter))
     }
 }
 
-impl<S> Layer<S> for StreamCapLayer {
-    type Service = StreamCapService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        StreamCapService {
-            inner,
-            counter: self.counter.clone(),
+impl Guard for StreamCap {
+    /// The caller's stream slot, held by the response body until the stream ends.
+    type Ticket = StreamSlot;
+
+    fn admit<B>(&self, req: &Request<B>) -> Verdict<StreamSlot> {
+        if !matches!(classify(req.uri().path()), RouteKind::Stream { .. }) {
+            return Verdict::Pass;
+        }
+        match self.0.try_open(&caller_key(req)) {
+            Some(slot) => Verdict::Admit(slot),
+            None => Verdict::Reject(Error::RateLimited { retry_after_s: 1 }),
         }
     }
-}
 
-#[derive(Clone)]
-pub struct StreamCapService<S> {
-    inner: S,
-    counter: StreamCounter,
-}
-
-impl<S, B, RB> Service<Request<B>> for StreamCapService<S>
-where
-    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-    RB: LayerBody,
-{
-    type Response = Response<RB>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<RB>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        if !matches!(route_kind(req.uri().path()), RouteKind::Stream { .. }) {
-            return Box::pin(inner.call(req));
-        }
-        let Some(slot) = self.counter.try_open(&caller_key(&req)) else {
-            let grpc = is_grpc(&req);
-            return Box::pin(async move {
-                Ok(reject::<RB>(grpc, &Error::RateLimited { retry_after_s: 1 }))
-            });
-        };
+    fn run<RB, E, F>(
+        &self,
+        slot: StreamSlot,
+        _grpc: bool,
+        call: F,
+    ) -> BoxFuture<'static, Result<Response<RB>, E>>
+    where
+        RB: LayerBody,
+        E: Send + 'static,
+        F: Future<Output = Result<Response<RB>, E>> + Send + 'static,
+    {
         Box::pin(async move {
-            let response = inner.call(req).await?;
+            let response = call.await?;
             Ok(response.map(|body| RB::wrap(Guarded::new(body, slot))))
         })
     }

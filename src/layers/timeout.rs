@@ -3,68 +3,56 @@
 //! public routes are never timed out: only the time to the response head is bounded here, and
 //! streams have no such bound at all.
 
-use std::task::{Context, Poll};
+use std::future::Future;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
-use tower::{Layer, Service};
 
-use super::{LayerBody, RouteKind, is_grpc, reject_deadline, route_kind};
+use super::guard::{Guard, GuardLayer, Verdict};
+use super::{LayerBody, reject_deadline};
+use crate::api::routes::{RouteKind, classify};
 
-/// Applies [`UnaryTimeoutService`].
+/// The unary deadline.
 #[derive(Clone)]
-pub struct UnaryTimeoutLayer {
+pub struct UnaryTimeout {
     after: Duration,
 }
+
+/// Applies the unary deadline.
+pub type UnaryTimeoutLayer = GuardLayer<UnaryTimeout>;
 
 impl UnaryTimeoutLayer {
     pub fn new(after: Duration) -> Self {
-        UnaryTimeoutLayer { after }
+        GuardLayer(UnaryTimeout { after })
     }
 }
 
-impl<S> Layer<S> for UnaryTimeoutLayer {
-    type Service = UnaryTimeoutService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        UnaryTimeoutService {
-            inner,
-            after: self.after,
+impl Guard for UnaryTimeout {
+    type Ticket = ();
+
+    fn admit<B>(&self, req: &Request<B>) -> Verdict<()> {
+        if classify(req.uri().path()) == RouteKind::Unary {
+            Verdict::Admit(())
+        } else {
+            Verdict::Pass
         }
     }
-}
 
-#[derive(Clone)]
-pub struct UnaryTimeoutService<S> {
-    inner: S,
-    after: Duration,
-}
-
-impl<S, B, RB> Service<Request<B>> for UnaryTimeoutService<S>
-where
-    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-    RB: LayerBody,
-{
-    type Response = Response<RB>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<RB>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        if route_kind(req.uri().path()) != RouteKind::Unary {
-            return Box::pin(inner.call(req));
-        }
-        let grpc = is_grpc(&req);
+    fn run<RB, E, F>(
+        &self,
+        (): (),
+        grpc: bool,
+        call: F,
+    ) -> BoxFuture<'static, Result<Response<RB>, E>>
+    where
+        RB: LayerBody,
+        E: Send + 'static,
+        F: Future<Output = Result<Response<RB>, E>> + Send + 'static,
+    {
         let after = self.after;
         Box::pin(async move {
-            match tokio::time::timeout(after, inner.call(req)).await {
+            match tokio::time::timeout(after, call).await {
                 Ok(response) => response,
                 Err(_) => Ok(reject_deadline::<RB>(grpc, after)),
             }

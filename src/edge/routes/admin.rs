@@ -7,11 +7,11 @@ use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
 
+use crate::api::pb;
 use crate::edge::EdgeState;
 use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::{CallContext, JobIdPath, QueryPairs};
 use crate::edge::json::{JobList, JobState};
-use crate::grpc::pb;
 
 /// Jobs, newest first, one page at a time.
 #[utoipa::path(

@@ -7,14 +7,14 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, Version};
 use serde::{Deserialize, Serialize};
 
+use crate::api::pb;
+use crate::api::pb::eval_service_client::EvalServiceClient;
+use crate::api::pb::examples_service_client::ExamplesServiceClient;
+use crate::api::values::{json_from_struct, struct_from_json};
 use crate::edge::EdgeState;
 use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::{CallContext, JobIdPath, JsonBody, QueryPairs};
 use crate::edge::json::{CreatedJob, ExampleBody, ExampleId, OptimizeBody, resolve_target_model};
-use crate::grpc::convert;
-use crate::grpc::pb;
-use crate::grpc::pb::eval_service_client::EvalServiceClient;
-use crate::grpc::pb::examples_service_client::ExamplesServiceClient;
 
 /// `{"upserted": N}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -101,7 +101,7 @@ pub async fn bulk(
             },
             input: e.input,
             expected: e.expected,
-            meta: e.meta.as_ref().map(convert::struct_from_json),
+            meta: e.meta.as_ref().map(struct_from_json),
         })
         .collect();
     let reply = examples_client(&state)
@@ -157,11 +157,7 @@ pub async fn list(
                 id: e.id,
                 input: e.input,
                 expected: e.expected,
-                meta: e
-                    .meta
-                    .as_ref()
-                    .map(convert::json_from_struct)
-                    .unwrap_or_default(),
+                meta: e.meta.as_ref().map(json_from_struct).unwrap_or_default(),
             })
             .collect(),
         limit: page.limit,

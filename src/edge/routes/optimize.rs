@@ -6,12 +6,12 @@ use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, Version};
 
+use crate::api::pb;
 use crate::edge::EdgeState;
 use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::{CallContext, JobIdPath, JsonBody, QueryPairs};
 use crate::edge::json::{CreatedJob, JobState, OptimizeBody};
 use crate::edge::sse;
-use crate::grpc::pb;
 
 /// The `?iterations=` parameter: an integer ≥ 1 (the core clamps it to `MAX_ITERATIONS`).
 fn iterations(query: &QueryPairs) -> Result<Option<u32>, ApiError> {

@@ -7,14 +7,13 @@ use axum::extract::State;
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
+use crate::api::pb;
 use crate::domain::gepa::CandidateInfo;
 use crate::edge::EdgeState;
 use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::{CallContext, JobIdPath, JsonBody};
 use crate::edge::json::{BudgetBody, CreatedJob, DatasetBody, ExampleBody, GepaBody};
 use crate::edge::routes::optimize::idempotency_key;
-use crate::grpc::pb;
-use crate::grpc::workbench::lineage_from_pb;
 use crate::workbench::RejectedProposal;
 
 /// `GET /v1/optimize/{job_id}/candidates` answer.
@@ -60,7 +59,7 @@ pub async fn candidates(
         .list_candidates(ctx.request(pb::ListCandidatesRequest { job_id }))
         .await?
         .into_inner();
-    let lineage = lineage_from_pb(answer);
+    let lineage = crate::workbench::Lineage::from(answer);
     Ok(Json(Candidates {
         candidates: lineage.candidates,
         rejected: lineage.rejected,

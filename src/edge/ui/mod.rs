@@ -8,13 +8,11 @@ use axum::routing::get;
 use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 
 use super::EdgeState;
+use crate::api::routes;
 
 const INDEX: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
 const STYLE_CSS: &str = include_str!("style.css");
-
-/// The page's paths (public: no token needed to load the page itself).
-pub const PATHS: [&str; 4] = ["/ui", "/ui/", "/ui/app.js", "/ui/style.css"];
 
 /// Everything from this origin only; inline SVG and `blob:` downloads are allowed.
 const CSP: &str = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; \
@@ -48,8 +46,8 @@ async fn style_css() -> Response {
 /// `/ui` and its assets.
 pub fn routes() -> Router<EdgeState> {
     Router::new()
-        .route("/ui", get(index))
-        .route("/ui/", get(index))
-        .route("/ui/app.js", get(app_js))
-        .route("/ui/style.css", get(style_css))
+        .route(routes::UI, get(index))
+        .route(routes::UI_SLASH, get(index))
+        .route(routes::UI_SCRIPT, get(app_js))
+        .route(routes::UI_STYLE, get(style_css))
 }

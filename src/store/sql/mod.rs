@@ -82,6 +82,13 @@ fn closed() -> Error {
     Error::Store("the store is closed".into())
 }
 
+/// A driver error is a store error (`?` on sqlx calls); the crate's `Error` knows no driver.
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        Error::Store(err.to_string())
+    }
+}
+
 impl SqlStore {
     async fn list_where(
         &self,

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use innerloop::api::pb;
+use innerloop::api::pb::job_service_client::JobServiceClient;
+use innerloop::api::pb::optimizer_service_client::OptimizerServiceClient;
 use innerloop::config::{Settings, StoreKind};
 use innerloop::domain::job::DefaultResult;
 use innerloop::domain::{EventPayload, JobResult, Mode, ObjectiveScores};
-use innerloop::grpc::pb;
-use innerloop::grpc::pb::job_service_client::JobServiceClient;
-use innerloop::grpc::pb::optimizer_service_client::OptimizerServiceClient;
 use innerloop::optimizer::{JobContext, OptimizeError, Optimizer};
 use innerloop::runtime::JobRuntime;
 use innerloop::server::{self, Listeners};

@@ -1,0 +1,300 @@
+//! Jobs on the wire: their status, state, summary and progress (domain → wire), and the
+//! create request (wire → a validated [`JobSpec`]).
+
+use super::gepa::options_from_pb;
+use super::values::{json_from_struct, timestamp_from_epoch};
+use super::{Missing, limits, pb};
+use crate::domain::job::{JobRecord, Progress};
+use crate::domain::{Budget, DatasetRef, Example, JobSpec, JobStatus, Mode, Objective};
+use crate::error::{Error, FieldError};
+
+// ---------- status ----------
+
+impl From<JobStatus> for pb::JobStatus {
+    fn from(status: JobStatus) -> Self {
+        match status {
+            JobStatus::Pending => pb::JobStatus::Pending,
+            JobStatus::Running => pb::JobStatus::Running,
+            JobStatus::Finished => pb::JobStatus::Finished,
+            JobStatus::Failed => pb::JobStatus::Failed,
+            JobStatus::Cancelled => pb::JobStatus::Cancelled,
+            JobStatus::Shutdown => pb::JobStatus::Shutdown,
+            JobStatus::Paused => pb::JobStatus::Paused,
+        }
+    }
+}
+
+impl TryFrom<pb::JobStatus> for JobStatus {
+    type Error = Missing;
+    fn try_from(status: pb::JobStatus) -> Result<Self, Missing> {
+        Ok(match status {
+            pb::JobStatus::Unspecified => return Err(Missing("status")),
+            pb::JobStatus::Pending => JobStatus::Pending,
+            pb::JobStatus::Running => JobStatus::Running,
+            pb::JobStatus::Finished => JobStatus::Finished,
+            pb::JobStatus::Failed => JobStatus::Failed,
+            pb::JobStatus::Cancelled => JobStatus::Cancelled,
+            pb::JobStatus::Shutdown => JobStatus::Shutdown,
+            pb::JobStatus::Paused => JobStatus::Paused,
+        })
+    }
+}
+
+/// The domain status of a raw wire value; `None` for unspecified or unknown values.
+pub fn job_status(raw: i32) -> Option<JobStatus> {
+    let status = pb::JobStatus::try_from(raw).ok()?;
+    JobStatus::try_from(status).ok()
+}
+
+// ---------- job state ----------
+
+/// A job's state on the wire; `with_result` is false for list pages (results can be large).
+pub fn job_to_pb(record: &JobRecord, with_result: bool) -> pb::Job {
+    let JobRecord {
+        id,
+        status,
+        created_at,
+        updated_at,
+        spec,
+        result,
+        last_event_id,
+        progress,
+    } = record;
+    pb::Job {
+        job_id: id.clone(),
+        status: pb::JobStatus::from(*status) as i32,
+        created_at: Some(timestamp_from_epoch(*created_at)),
+        updated_at: Some(timestamp_from_epoch(*updated_at)),
+        result: result
+            .as_ref()
+            .filter(|_| with_result)
+            .map(|r| r.clone().into()),
+        last_event_id: *last_event_id,
+        request: Some(request_summary(spec)),
+        progress: Some(progress.clone().into()),
+    }
+}
+
+/// What a job list shows of its request (not a conversion of the whole spec).
+pub fn request_summary(spec: &JobSpec) -> pb::RequestSummary {
+    let dataset = match (&spec.dataset, spec.examples.is_empty()) {
+        (Some(d), _) => d.name.clone(),
+        (None, false) => "inline".to_string(),
+        (None, true) => String::new(),
+    };
+    pb::RequestSummary {
+        mode: match spec.mode {
+            Mode::Default => "default",
+            Mode::Gepa => "gepa",
+            Mode::Eval => "eval",
+        }
+        .to_string(),
+        prompt_head: spec
+            .prompt
+            .chars()
+            .take(limits::PROMPT_HEAD_CHARS)
+            .collect(),
+        dataset,
+        examples: u32::try_from(spec.examples.len()).unwrap_or(u32::MAX),
+        max_generations: spec.budget.max_generations,
+        max_rollouts: spec.budget.max_rollouts,
+        max_cost: spec.budget.max_cost,
+        max_tokens: spec.budget.max_tokens,
+        max_wall_time_s: spec.budget.max_wall_time_s,
+    }
+}
+
+wire_fields!(
+    pb::ProgressSummary,
+    Progress {
+        same: [
+            generation,
+            metric_calls_used,
+            metric_calls_budget,
+            best_score,
+            cost_usd,
+        ],
+    }
+);
+
+// ---------- the create request ----------
+
+/// A decoded, validated create request.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub spec: JobSpec,
+    pub idempotency_key: Option<String>,
+}
+
+wire_fields!(
+    pb::Budget,
+    Budget {
+        same: [
+            max_generations,
+            max_rollouts,
+            max_cost,
+            max_tokens,
+            max_wall_time_s,
+        ],
+    }
+);
+
+wire_fields!(
+    pb::DatasetRef,
+    DatasetRef {
+        same: [name, split],
+    }
+);
+
+impl From<Example> for pb::Example {
+    fn from(e: Example) -> Self {
+        let Example {
+            id,
+            input,
+            expected,
+            meta,
+        } = e;
+        pb::Example {
+            id,
+            input,
+            expected,
+            meta: Some(super::values::struct_from_json(&meta)),
+        }
+    }
+}
+
+/// An example as sent (a missing id gets a UUID); its `meta` depth is checked by the caller.
+impl From<pb::Example> for Example {
+    fn from(e: pb::Example) -> Self {
+        let pb::Example {
+            id,
+            input,
+            expected,
+            meta,
+        } = e;
+        Example {
+            id: if id.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                id
+            },
+            input,
+            expected,
+            meta: meta.as_ref().map(json_from_struct).unwrap_or_default(),
+        }
+    }
+}
+
+/// Decodes and validates an `OptimizeRequest`; every problem is reported at once.
+pub fn create_request(
+    req: pb::OptimizeRequest,
+    max_iterations: u32,
+) -> Result<CreateRequest, Error> {
+    let pb::OptimizeRequest {
+        prompt,
+        context,
+        mode,
+        dataset,
+        metrics,
+        budget,
+        examples,
+        objectives,
+        seed,
+        target_model_id,
+        temperature,
+        max_tokens,
+        tournament_size,
+        recombination_rate,
+        early_stop_patience,
+        evaluation_rubric,
+        iterations,
+        idempotency_key,
+        gepa,
+    } = req;
+    let mut errors: Vec<FieldError> = Vec::new();
+    let mode = match pb::Mode::try_from(mode) {
+        Ok(pb::Mode::Unspecified | pb::Mode::Default) => Mode::Default,
+        Ok(pb::Mode::Gepa) => Mode::Gepa,
+        Err(_) => {
+            errors.push(FieldError::new(&["mode"], "mode must be default or gepa"));
+            Mode::Default
+        }
+    };
+    let objectives = if objectives.is_empty() {
+        None
+    } else {
+        let mut parsed = Vec::new();
+        for (i, name) in objectives.iter().enumerate() {
+            match Objective::parse(name) {
+                Some(o) => parsed.push(o),
+                None => errors.push(FieldError::new(
+                    &["objectives", &i.to_string()],
+                    format!("unknown objective {name:?}; expected brevity, diversity or coverage"),
+                )),
+            }
+        }
+        Some(parsed)
+    };
+    let mut spec = JobSpec {
+        prompt,
+        context: context.as_ref().map(json_from_struct),
+        mode,
+        dataset: dataset.map(Into::into),
+        metrics,
+        budget: budget.map(Into::into).unwrap_or_default(),
+        examples: examples.into_iter().map(Into::into).collect(),
+        objectives,
+        seed: seed.filter(|s| *s != 0),
+        target_model_id: target_model_id.filter(|m| !m.is_empty()),
+        temperature,
+        max_tokens,
+        tournament_size,
+        recombination_rate,
+        early_stop_patience,
+        evaluation_rubric,
+        iterations: 1,
+        gepa: options_from_pb(gepa, &mut errors),
+        eval_name: None,
+        branched_from: None,
+    };
+    let iterations = i64::from(iterations.unwrap_or(1));
+    validated(&mut spec, iterations, max_iterations, errors)?;
+    Ok(CreateRequest {
+        spec,
+        idempotency_key: idempotency_key_from_pb(idempotency_key)?,
+    })
+}
+
+/// Validates the decoded spec ([`JobSpec::validate`]) and reports its errors after the
+/// decoder's `errors`.
+pub(super) fn validated(
+    spec: &mut JobSpec,
+    iterations: i64,
+    max_iterations: u32,
+    mut errors: Vec<FieldError>,
+) -> Result<(), Error> {
+    match spec.validate(iterations, max_iterations) {
+        Ok(()) if errors.is_empty() => Ok(()),
+        Ok(()) => Err(Error::Validation(errors)),
+        Err(Error::Validation(more)) => {
+            errors.extend(more);
+            Err(Error::Validation(errors))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// An idempotency key as sent: empty means none; longer than
+/// [`limits::MAX_IDEMPOTENCY_KEY_BYTES`] is a validation error.
+pub fn idempotency_key_from_pb(key: String) -> Result<Option<String>, Error> {
+    if key.len() > limits::MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(Error::invalid(
+            &["idempotency_key"],
+            format!(
+                "idempotency_key must be at most {} bytes",
+                limits::MAX_IDEMPOTENCY_KEY_BYTES
+            ),
+        ));
+    }
+    Ok(Some(key).filter(|k| !k.is_empty()))
+}
