@@ -3,7 +3,7 @@
 
 use super::jobs::{CreateRequest, idempotency_key_from_pb, validated};
 use super::pb;
-use crate::domain::depth::{MAX_JSON_DEPTH, message, too_deep_in_map};
+use crate::domain::depth::check_map;
 use crate::domain::{DatasetRef, Example, JobSpec, Mode};
 use crate::error::{Error, FieldError};
 /// The system prompt of an eval request that names none.
@@ -19,16 +19,8 @@ pub fn examples_from_pb(examples: Vec<pb::Example>) -> Result<Vec<Example>, Erro
         .map(|(i, e)| {
             let example = Example::from(e);
             // Level 3, as in the REST body (a bare list of examples).
-            if let Some(path) = too_deep_in_map(&example.meta, 3, MAX_JSON_DEPTH) {
-                let index = i.to_string();
-                let loc: Vec<String> = ["examples", &index, "meta"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .chain(path)
-                    .collect();
-                let loc: Vec<&str> = loc.iter().map(String::as_str).collect();
-                errors.push(FieldError::new(&loc, message()));
-            }
+            let index = i.to_string();
+            check_map(&example.meta, 3, &["examples", &index, "meta"], &mut errors);
             example
         })
         .collect();

@@ -5,12 +5,33 @@
 //! request's root object, with a validation error naming the field: the edge on the raw body
 //! ([`first_too_deep`]), the core on the decoded fields ([`too_deep`]).
 
+use crate::error::FieldError;
+
 /// Levels of objects and arrays a request may nest, its root object being level 1.
 pub const MAX_JSON_DEPTH: usize = 32;
 
 /// The message of a too-deep field.
 pub fn message() -> String {
     format!("nested deeper than the limit of {MAX_JSON_DEPTH} levels")
+}
+
+/// Adds a validation error to `errors` when `map` (at level `level`; `prefix` is where it sits
+/// in the request) nests deeper than [`MAX_JSON_DEPTH`]: its `loc` is `prefix` followed by the
+/// path to the first value too deep.
+pub fn check_map(
+    map: &serde_json::Map<String, serde_json::Value>,
+    level: usize,
+    prefix: &[&str],
+    errors: &mut Vec<FieldError>,
+) {
+    if let Some(path) = too_deep_in_map(map, level, MAX_JSON_DEPTH) {
+        let loc: Vec<&str> = prefix
+            .iter()
+            .copied()
+            .chain(path.iter().map(String::as_str))
+            .collect();
+        errors.push(FieldError::new(&loc, message()));
+    }
 }
 
 /// The path (keys and indices) of the first object or array inside `value` that lies deeper

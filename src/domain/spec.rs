@@ -331,21 +331,12 @@ impl JobSpec {
     /// Free-form JSON no deeper than [`super::depth::MAX_JSON_DEPTH`] levels from the request's
     /// root (`context` sits at level 2, an example's `meta` at level 4).
     fn validate_depth(&self, errors: &mut Vec<FieldError>) {
-        use super::depth::{MAX_JSON_DEPTH, message, too_deep_in_map};
-        let mut report = |prefix: Vec<String>, path: Vec<String>| {
-            let loc: Vec<String> = prefix.into_iter().chain(path).collect();
-            let loc: Vec<&str> = loc.iter().map(String::as_str).collect();
-            errors.push(FieldError::new(&loc, message()));
-        };
-        if let Some(context) = &self.context
-            && let Some(path) = too_deep_in_map(context, 2, MAX_JSON_DEPTH)
-        {
-            report(vec!["context".into()], path);
+        if let Some(context) = &self.context {
+            super::depth::check_map(context, 2, &["context"], errors);
         }
         for (i, example) in self.examples.iter().enumerate() {
-            if let Some(path) = too_deep_in_map(&example.meta, 4, MAX_JSON_DEPTH) {
-                report(vec!["examples".into(), i.to_string(), "meta".into()], path);
-            }
+            let index = i.to_string();
+            super::depth::check_map(&example.meta, 4, &["examples", &index, "meta"], errors);
         }
     }
 }

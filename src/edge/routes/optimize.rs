@@ -88,13 +88,8 @@ pub async fn get(
     ctx: CallContext,
     JobIdPath(job_id): JobIdPath,
 ) -> Result<Json<JobState>, ApiError> {
-    let job = state
-        .upstream()
-        .jobs()
-        .get_job(ctx.request(pb::GetJobRequest { job_id }))
-        .await?
-        .into_inner();
-    Ok(Json(JobState::from_pb(job)))
+    let mut jobs = state.upstream().jobs();
+    job_state(jobs.get_job(ctx.request(pb::GetJobRequest { job_id }))).await
 }
 
 /// Cancel a running job: 200 with the state, already `cancelled`.
@@ -112,13 +107,8 @@ pub async fn cancel(
     ctx: CallContext,
     JobIdPath(job_id): JobIdPath,
 ) -> Result<Json<JobState>, ApiError> {
-    let job = state
-        .upstream()
-        .jobs()
-        .cancel_job(ctx.request(pb::CancelJobRequest { job_id }))
-        .await?
-        .into_inner();
-    Ok(Json(JobState::from_pb(job)))
+    let mut jobs = state.upstream().jobs();
+    job_state(jobs.cancel_job(ctx.request(pb::CancelJobRequest { job_id }))).await
 }
 
 /// Pause a running GEPA job at its next safe point: 200 with the state, already `paused`.
@@ -136,13 +126,8 @@ pub async fn pause(
     ctx: CallContext,
     JobIdPath(job_id): JobIdPath,
 ) -> Result<Json<JobState>, ApiError> {
-    let job = state
-        .upstream()
-        .jobs()
-        .pause_job(ctx.request(pb::PauseJobRequest { job_id }))
-        .await?
-        .into_inner();
-    Ok(Json(JobState::from_pb(job)))
+    let mut jobs = state.upstream().jobs();
+    job_state(jobs.pause_job(ctx.request(pb::PauseJobRequest { job_id }))).await
 }
 
 /// Resume a paused job from its checkpoint: 200 with the state, `running`.
@@ -160,13 +145,8 @@ pub async fn resume(
     ctx: CallContext,
     JobIdPath(job_id): JobIdPath,
 ) -> Result<Json<JobState>, ApiError> {
-    let job = state
-        .upstream()
-        .jobs()
-        .resume_job(ctx.request(pb::ResumeJobRequest { job_id }))
-        .await?
-        .into_inner();
-    Ok(Json(JobState::from_pb(job)))
+    let mut jobs = state.upstream().jobs();
+    job_state(jobs.resume_job(ctx.request(pb::ResumeJobRequest { job_id }))).await
 }
 
 /// Server-Sent Events of a job: `retry:` prelude, then `id`/`event`/`data` frames, `:` pings
@@ -210,4 +190,11 @@ pub async fn events(
         upstream,
         state.stream_stop(),
     ))
+}
+
+/// The JSON state of the job a core call answers with.
+async fn job_state(
+    answer: impl Future<Output = Result<tonic::Response<pb::Job>, tonic::Status>>,
+) -> Result<Json<JobState>, ApiError> {
+    Ok(Json(JobState::from_pb(answer.await?.into_inner())))
 }
