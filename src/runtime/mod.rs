@@ -1100,9 +1100,19 @@ impl Inner {
         job.publish_unpersisted(event.clone());
         crate::metrics::job_ended(record.status);
         tracing::error!(job_id = %job.id, error = %reason, "job ended: its events could not be saved");
+        let fences = if self.replica.shared {
+            vec![Fence {
+                job_id: job.id.clone(),
+                epoch: job.epoch,
+            }]
+        } else {
+            Vec::new()
+        };
         let batch = WriteBatch {
             events: vec![PendingEvent::rendered(event)],
             updates: vec![JobUpdate::of(&record)],
+            // Not written if another replica took the job over meanwhile.
+            fences,
             ..WriteBatch::default()
         };
         let inner = self.clone();

@@ -151,7 +151,11 @@ impl Inner {
             steal: false,
             reclaim_own: false,
         };
-        for claimed in self.store.claim_jobs(&claim).await? {
+        for mut claimed in self.store.claim_jobs(&claim).await? {
+            // The caller acts on the job itself: the command left for the owner is done.
+            if claimed.requested.take().is_some() {
+                self.store.clear_request(job_id).await?;
+            }
             self.adopt(claimed).await?;
         }
         Ok(self.live_job(job_id))
