@@ -439,7 +439,11 @@ impl Settings {
         if self.job_lease_s.is_nan() || self.job_lease_s < 2.0 * self.job_lease_heartbeat_s {
             return fail("JOB_LEASE_S must be at least twice JOB_LEASE_HEARTBEAT_S");
         }
-        if self.replica_id.as_deref().is_some_and(|id| id.trim().is_empty()) {
+        if self
+            .replica_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
             return fail("REPLICA_ID must not be blank");
         }
         // Settings that would silently do nothing are refused.

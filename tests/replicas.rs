@@ -47,7 +47,13 @@ fn free_port() -> u16 {
 
 /// Starts one replica named `name` on `db_url`, its models at `llm_url`, and waits until its
 /// gRPC port answers. `env` overrides settings.
-async fn start(dir: &Path, name: &str, db_url: &str, llm_url: &str, env: &[(&str, &str)]) -> Replica {
+async fn start(
+    dir: &Path,
+    name: &str,
+    db_url: &str,
+    llm_url: &str,
+    env: &[(&str, &str)],
+) -> Replica {
     let grpc_port = free_port();
     let http_port = free_port();
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
@@ -101,7 +107,10 @@ async fn start(dir: &Path, name: &str, db_url: &str, llm_url: &str, env: &[(&str
             }
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{name} exited during start-up ({status}); see {}", dir.display());
+            panic!(
+                "{name} exited during start-up ({status}); see {}",
+                dir.display()
+            );
         }
         assert!(Instant::now() < deadline, "{name} did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -158,10 +167,13 @@ impl Replica {
     /// The whole history of a job, watched to its end.
     async fn history(&self, job_id: &str) -> Vec<pb::JobEvent> {
         let sink = Arc::new(Mutex::new(Vec::new()));
-        tokio::time::timeout(Duration::from_secs(120), self.record(job_id, 0, sink.clone()))
-            .await
-            .unwrap_or_else(|_| panic!("watching {job_id} on {} did not end", self.name))
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            self.record(job_id, 0, sink.clone()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("watching {job_id} on {} did not end", self.name))
+        .unwrap();
         let events = sink.lock().unwrap().clone();
         events
     }
@@ -285,8 +297,15 @@ impl Cluster {
     }
 
     fn url(&self) -> String {
-        let sep = if self.admin_url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-csearch_path%3D{}", self.admin_url, self.schema)
+        let sep = if self.admin_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!(
+            "{}{sep}options=-csearch_path%3D{}",
+            self.admin_url, self.schema
+        )
     }
 
     fn dir(&self) -> &Path {
@@ -363,7 +382,10 @@ async fn jobs_created_on_one_replica_run_on_the_others() {
         let history = b.history(id).await;
         assert_dense(&history);
         assert_eq!(history.last().unwrap().r#type, "finished", "{id}");
-        assert_eq!(history[0].r#type, "started", "{id}: a queued job starts fresh");
+        assert_eq!(
+            history[0].r#type, "started",
+            "{id}: a queued job starts fresh"
+        );
         owners.insert(cluster.owner(id).await.expect("an owner ran it"));
     }
     assert!(
@@ -429,7 +451,11 @@ async fn a_cancel_sent_to_b_stops_a_job_run_by_a() {
         .unwrap()
         .into_inner();
     eprintln!("cancel through b answered in {:?}", started.elapsed());
-    assert_eq!(job.status(), pb::JobStatus::Cancelled, "b answers with the job cancelled");
+    assert_eq!(
+        job.status(),
+        pb::JobStatus::Cancelled,
+        "b answers with the job cancelled"
+    );
     tokio::time::timeout(Duration::from_secs(30), watcher)
         .await
         .expect("a's watcher ends")
@@ -437,7 +463,11 @@ async fn a_cancel_sent_to_b_stops_a_job_run_by_a() {
     let events = on_a.lock().unwrap().clone();
     assert_dense(&events);
     assert_eq!(events.last().unwrap().r#type, "cancelled");
-    assert_eq!(cluster.owner(&job_id).await.as_deref(), Some("a"), "a ended it");
+    assert_eq!(
+        cluster.owner(&job_id).await.as_deref(),
+        Some("a"),
+        "a ended it"
+    );
     // A second cancel, anywhere, says it is over.
     let again = b
         .jobs()
@@ -482,7 +512,10 @@ async fn kill_9_of_the_owner_resumes_the_job_elsewhere_with_the_uninterrupted_re
         gepa_result(&b.get(&reference).await),
         "the resumed run ends with the uninterrupted result"
     );
-    assert!(takeover < Duration::from_secs(30), "takeover took {takeover:?}");
+    assert!(
+        takeover < Duration::from_secs(30),
+        "takeover took {takeover:?}"
+    );
     b.stop().await;
     c.stop().await;
 }
@@ -504,7 +537,10 @@ async fn a_graceful_stop_hands_the_job_over_at_once() {
     wait_until("the hand-over", || count(&on_b, "resumed") >= 1).await;
     let handover = stopping.elapsed();
     eprintln!("hand-over {handover:?} after SIGTERM (lease 60 s)");
-    assert!(handover < Duration::from_secs(15), "hand-over took {handover:?}");
+    assert!(
+        handover < Duration::from_secs(15),
+        "hand-over took {handover:?}"
+    );
     tokio::time::timeout(Duration::from_secs(120), watcher)
         .await
         .expect("the job ends on b")
@@ -569,7 +605,10 @@ async fn a_stale_owners_late_write_is_rejected() {
     let by_a = a.claim_jobs(&claim("a", now)).await.unwrap();
     assert_eq!(by_a.len(), 1);
     assert_eq!(by_a[0].epoch, 1);
-    assert!(b.claim_jobs(&claim("b", now)).await.unwrap().is_empty(), "a's lease holds");
+    assert!(
+        b.claim_jobs(&claim("b", now)).await.unwrap().is_empty(),
+        "a's lease holds"
+    );
     // a stops renewing; after expiry b claims it.
     let by_b = b.claim_jobs(&claim("b", now + 11.0)).await.unwrap();
     assert_eq!(by_b.len(), 1);
@@ -604,14 +643,20 @@ async fn a_stale_owners_late_write_is_rejected() {
         .unwrap();
     assert_eq!(late, vec!["job".to_string()], "a's write is fenced");
     assert!(b.events_after("job", 0, 10).await.unwrap().is_empty());
-    assert_eq!(b.get_job("job").await.unwrap().unwrap().status, JobStatus::Pending);
+    assert_eq!(
+        b.get_job("job").await.unwrap().unwrap().status,
+        JobStatus::Pending
+    );
     let current = b
         .write_fenced(&batch(1, 2, JobStatus::Running), ready())
         .await
         .unwrap();
     assert!(current.is_empty(), "the owner's write goes through");
     assert_eq!(b.events_after("job", 0, 10).await.unwrap().len(), 1);
-    assert_eq!(b.get_job("job").await.unwrap().unwrap().status, JobStatus::Running);
+    assert_eq!(
+        b.get_job("job").await.unwrap().unwrap().status,
+        JobStatus::Running
+    );
     a.close().await;
     b.close().await;
 }

@@ -15,8 +15,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::store_health::StoreHealth;
-use crate::domain::{Event, JobRecord};
 use crate::domain::JobId;
+use crate::domain::{Event, JobRecord};
 use crate::store::{Fence, JobStore, JobUpdate, PendingEvent, Turn, WriteBatch};
 
 /// Mutable state of a running job, guarded by one async mutex so ids are assigned, terminal
@@ -122,9 +122,7 @@ impl LiveJob {
     /// Another replica owns the job now: stop it here, without a terminal event. True for the
     /// first call.
     pub fn fence(&self) -> bool {
-        let first = !self
-            .fenced
-            .swap(true, std::sync::atomic::Ordering::SeqCst);
+        let first = !self.fenced.swap(true, std::sync::atomic::Ordering::SeqCst);
         if first {
             tracing::warn!(job_id = %self.id, epoch = self.epoch, "job lease lost: another replica runs it now");
             self.cancel.cancel();
@@ -623,7 +621,9 @@ async fn commit_fenced(
         }
         tracing::warn!(error = %err, attempt, "batch commit failed, retrying");
         tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
-        outcome = store.write_fenced(batch, Box::pin(std::future::ready(()))).await;
+        outcome = store
+            .write_fenced(batch, Box::pin(std::future::ready(())))
+            .await;
     }
     let err = match outcome {
         Ok(lost) => {

@@ -439,10 +439,15 @@ impl JobRuntime {
     pub async fn pause(&self, job_id: &str) -> Result<JobRecord> {
         let action = "only a running GEPA job can be paused";
         if self.inner.replica.shared && self.inner.live_job(job_id).is_none() {
-            let record = self.elsewhere(job_id, action, |r, resumable| {
-                resumable && matches!(r.status, JobStatus::Pending | JobStatus::Running | JobStatus::Paused)
-            })
-            .await?;
+            let record = self
+                .elsewhere(job_id, action, |r, resumable| {
+                    resumable
+                        && matches!(
+                            r.status,
+                            JobStatus::Pending | JobStatus::Running | JobStatus::Paused
+                        )
+                })
+                .await?;
             if record.status == JobStatus::Paused {
                 return Ok(record);
             }
@@ -678,7 +683,6 @@ impl JobRuntime {
         // paused jobs have no terminal event to end them).
         self.inner.stop.cancel();
     }
-
 }
 
 impl Inner {

@@ -270,7 +270,11 @@ impl Inner {
                 Ok(state) => state.record.status.is_terminal(),
                 Err(_) => true,
             };
-            if !ended && self.live_job(&job.id).is_some_and(|j| Arc::ptr_eq(&j, &job)) {
+            if !ended
+                && self
+                    .live_job(&job.id)
+                    .is_some_and(|j| Arc::ptr_eq(&j, &job))
+            {
                 job.fence();
             }
         }
@@ -286,7 +290,11 @@ impl Inner {
     fn fence_all(&self, why: &str) {
         let jobs: Vec<Arc<LiveJob>> = self.live_map().values().cloned().collect();
         if !jobs.is_empty() {
-            tracing::error!(jobs = jobs.len(), why, "stopping every job: leases may be lost");
+            tracing::error!(
+                jobs = jobs.len(),
+                why,
+                "stopping every job: leases may be lost"
+            );
         }
         for job in jobs {
             job.fence();

@@ -48,7 +48,10 @@ const TAIL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(super) async fn start(inner: Arc<Inner>, job_id: &str, after: u64) -> Result<WatchStream> {
     // Subscribe before anything is replayed, so nothing published meanwhile is missed.
-    let woken = inner.replica.shared.then(|| inner.replica.subscribe(job_id));
+    let woken = inner
+        .replica
+        .shared
+        .then(|| inner.replica.subscribe(job_id));
     let live = inner.live_job(job_id);
     let subscription = live.as_ref().map(|job| job.tx.subscribe());
     if live.is_none() {
