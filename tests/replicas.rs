@@ -174,8 +174,7 @@ impl Replica {
         .await
         .unwrap_or_else(|_| panic!("watching {job_id} on {} did not end", self.name))
         .unwrap();
-        let events = sink.lock().unwrap().clone();
-        events
+        sink.lock().unwrap().clone()
     }
 
     async fn kill(mut self) {

@@ -390,7 +390,9 @@ impl JobRuntime {
             .await_stored(job_id, |status| status.is_terminal())
             .await?
         {
-            replica::Awaited::Stored(record) if record.status == JobStatus::Cancelled => Ok(record),
+            replica::Awaited::Stored(record) if record.status == JobStatus::Cancelled => {
+                Ok(*record)
+            }
             replica::Awaited::Stored(record) => Err(not_cancelable(record.status)),
             replica::Awaited::Live(job) => self.cancel_live(job).await,
         }
@@ -398,22 +400,19 @@ impl JobRuntime {
 
     /// Cancels a job live in this process.
     async fn cancel_live(&self, job: Arc<LiveJob>) -> Result<JobRecord> {
-        let job_id = job.id.as_str();
+        let partial = self.inner.partial_result(&job, "cancelled").await;
+        match self
+            .inner
+            .terminate_with(&job, EventPayload::Cancelled {}, partial)
+            .await
         {
-            let partial = self.inner.partial_result(&job, "cancelled").await;
-            match self
-                .inner
-                .terminate_with(&job, EventPayload::Cancelled {}, partial)
-                .await
-            {
-                Ok(record) => return Ok(record),
-                Err(Stopped) => {
-                    let status = job.state.lock().await.record.status;
-                    return Err(Error::NotCancelable {
-                        job_id: job_id.into(),
-                        status: status.to_string(),
-                    });
-                }
+            Ok(record) => Ok(record),
+            Err(Stopped) => {
+                let status = job.state.lock().await.record.status;
+                Err(Error::NotCancelable {
+                    job_id: job.id.clone(),
+                    status: status.to_string(),
+                })
             }
         }
     }
@@ -455,7 +454,7 @@ impl JobRuntime {
             let paused = |s: JobStatus| s == JobStatus::Paused || s.is_terminal();
             match self.inner.await_stored(job_id, paused).await? {
                 replica::Awaited::Stored(record) if record.status == JobStatus::Paused => {
-                    return Ok(record);
+                    return Ok(*record);
                 }
                 replica::Awaited::Stored(record) => {
                     return Err(Error::InvalidJobState {
@@ -523,7 +522,7 @@ impl JobRuntime {
             let resumed = |s: JobStatus| s != JobStatus::Paused;
             match self.inner.await_stored(job_id, resumed).await? {
                 replica::Awaited::Stored(record) if !record.status.is_terminal() => {
-                    return Ok(record);
+                    return Ok(*record);
                 }
                 replica::Awaited::Stored(record) => {
                     return Err(Error::InvalidJobState {

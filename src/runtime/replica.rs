@@ -373,7 +373,7 @@ impl Inner {
                 return Err(crate::error::Error::JobNotFound(job_id.to_string()));
             };
             if done(record.status) {
-                return Ok(Awaited::Stored(record));
+                return Ok(Awaited::Stored(Box::new(record)));
             }
             if let Some(job) = self.claim_one(job_id).await? {
                 return Ok(Awaited::Live(job));
@@ -398,7 +398,7 @@ impl Inner {
 /// What [`Inner::await_stored`] found.
 pub(super) enum Awaited {
     /// The stored job reached the awaited state.
-    Stored(crate::domain::JobRecord),
+    Stored(Box<crate::domain::JobRecord>),
     /// Its owner was gone and this replica claimed it: act on it here.
     Live(Arc<LiveJob>),
 }
