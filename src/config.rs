@@ -84,6 +84,17 @@ pub struct Settings {
     /// SQLite file; relative paths are under `data_dir`. Kept from the original.
     pub sqlite_path: Option<PathBuf>,
     pub database_url: Option<String>,
+    /// This process's id as the owner of job leases (several replicas on one Postgres);
+    /// default a fresh random id per start. Must be unique among live replicas.
+    pub replica_id: Option<String>,
+    /// How long a replica's claim on a job holds without renewal: after a crash, others take
+    /// the job over once it expires (Postgres; see docs/replicas.md).
+    pub job_lease_s: f64,
+    /// How often a replica renews its leases and looks for claimable jobs.
+    pub job_lease_heartbeat_s: f64,
+    /// Most jobs this replica runs at once (pending, running or paused here); more stay
+    /// claimable for other replicas. 0 = no limit.
+    pub replica_max_jobs: usize,
     pub max_iterations: u32,
     pub max_wall_time_s: f64,
     pub idempotency_ttl_s: f64,
@@ -219,6 +230,10 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             sqlite_path: None,
             database_url: None,
+            replica_id: None,
+            job_lease_s: 10.0,
+            job_lease_heartbeat_s: 3.0,
+            replica_max_jobs: 0,
             max_iterations: 4,
             max_wall_time_s: 15.0,
             idempotency_ttl_s: 600.0,
@@ -417,6 +432,19 @@ impl Settings {
         }
         if self.max_wall_time_s.is_nan() || self.max_wall_time_s <= 0.0 {
             return fail("MAX_WALL_TIME_S must be > 0");
+        }
+        if self.job_lease_heartbeat_s.is_nan() || self.job_lease_heartbeat_s <= 0.0 {
+            return fail("JOB_LEASE_HEARTBEAT_S must be > 0");
+        }
+        if self.job_lease_s.is_nan() || self.job_lease_s < 2.0 * self.job_lease_heartbeat_s {
+            return fail("JOB_LEASE_S must be at least twice JOB_LEASE_HEARTBEAT_S");
+        }
+        if self
+            .replica_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return fail("REPLICA_ID must not be blank");
         }
         // Settings that would silently do nothing are refused.
         if !self.use_model_stub

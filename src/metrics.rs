@@ -79,6 +79,8 @@ pub struct Metrics {
     pub jobs_failed: Counter,
     pub jobs_cancelled: Counter,
     pub job_queue_depth: Gauge,
+    pub jobs_claimable: Gauge,
+    pub job_leases_held: Gauge,
     pub store_latency: HistogramFamily<StoreLabels>,
     pub provider_failures: Family<ProviderLabels, Counter>,
 }
@@ -98,6 +100,8 @@ impl Metrics {
             jobs_failed: Counter::default(),
             jobs_cancelled: Counter::default(),
             job_queue_depth: Gauge::default(),
+            jobs_claimable: Gauge::default(),
+            job_leases_held: Gauge::default(),
             store_latency: Family::new_with_constructor(latency_histogram),
             provider_failures: Family::default(),
             registry: Registry::default(),
@@ -136,6 +140,16 @@ impl Metrics {
             "job_queue_depth",
             "Jobs pending or running in this process",
             m.job_queue_depth.clone(),
+        );
+        registry.register(
+            "jobs_claimable",
+            "Live jobs no replica holds a lease on (the shared queue; Postgres only)",
+            m.jobs_claimable.clone(),
+        );
+        registry.register(
+            "job_leases_held",
+            "Job leases this replica holds (Postgres only)",
+            m.job_leases_held.clone(),
         );
         registry.register(
             "store_operation_seconds",

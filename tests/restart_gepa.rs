@@ -1,5 +1,5 @@
 //! GEPA runs across restarts of the real `innerloop` binary (SQLite on a temporary data
-//! directory), against the fake OpenAI-compatible server of `tests/fake_llm`:
+//! directory), against the fake OpenAI-compatible server of `tests/support/fake_llm.rs`:
 //! - SIGTERM hands a running GEPA job over (`suspended`, not terminal); the next start resumes
 //!   it (`resumed`, ids continue) and it ends with the result of an uninterrupted run;
 //! - a paused job stays paused across a restart and, resumed, ends with that same result;

@@ -15,8 +15,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::store_health::StoreHealth;
+use crate::domain::JobId;
 use crate::domain::{Event, JobRecord};
-use crate::store::{JobStore, JobUpdate, PendingEvent, Turn, WriteBatch};
+use crate::store::{Fence, JobStore, JobUpdate, PendingEvent, Turn, WriteBatch};
 
 /// Mutable state of a running job, guarded by one async mutex so ids are assigned, terminal
 /// transitions decided and events queued for the writer in a single order.
@@ -68,6 +69,15 @@ pub(crate) struct LiveJob {
     ended_unpersisted: std::sync::atomic::AtomicBool,
     /// Human feedback and candidates (`SteerJob`), handed to every run of the job.
     pub steering: crate::workbench::Steering,
+    /// The lease epoch this process claimed the job with (0 on a store one process uses):
+    /// every write of the job is fenced with it (see `store::lease`).
+    pub epoch: u64,
+    /// Set when another replica claimed the job since (a write was fenced, or a heartbeat
+    /// found the lease gone): the job is dropped here without a terminal event.
+    fenced: std::sync::atomic::AtomicBool,
+    /// Cancelled when the job leaves this process without a terminal event (fenced): its
+    /// watchers here go on following it in the store.
+    pub released: CancellationToken,
 }
 
 /// Resolves once an event's batch is committed and published.
@@ -95,7 +105,33 @@ impl LiveJob {
             store_failure: std::sync::OnceLock::new(),
             ended_unpersisted: std::sync::atomic::AtomicBool::new(false),
             steering: crate::workbench::Steering::default(),
+            epoch: 0,
+            fenced: std::sync::atomic::AtomicBool::new(false),
+            released: CancellationToken::new(),
         }
+    }
+
+    /// [`LiveJob::new`] for a job claimed with lease epoch `epoch`.
+    pub fn claimed(record: JobRecord, capacity: usize, epoch: u64) -> Self {
+        LiveJob {
+            epoch,
+            ..LiveJob::new(record, capacity)
+        }
+    }
+
+    /// Another replica owns the job now: stop it here, without a terminal event. True for the
+    /// first call.
+    pub fn fence(&self) -> bool {
+        let first = !self.fenced.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if first {
+            tracing::warn!(job_id = %self.id, epoch = self.epoch, "job lease lost: another replica runs it now");
+            self.cancel.cancel();
+        }
+        first
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// One of this job's writes failed for good: remember why and stop the job.
@@ -189,6 +225,8 @@ enum Request {
     },
     Update {
         update: JobUpdate,
+        /// The lease epoch the update is written under (see [`Fence`]).
+        epoch: u64,
         ack: oneshot::Sender<Result<(), String>>,
     },
 }
@@ -222,9 +260,26 @@ impl Part {
         }
     }
 
+    /// The job whose lease guards this request (none for a new row).
+    fn fenced_job<'a>(&'a self, batch: &'a WriteBatch) -> Option<&'a str> {
+        match self {
+            Part::Event { job, .. } => Some(job.id.as_str()),
+            Part::Update(u) => Some(batch.updates[*u].id.as_str()),
+            Part::Insert(_) => None,
+        }
+    }
+
     /// This request as a batch of its own.
     fn alone(&self, batch: &WriteBatch) -> WriteBatch {
         let mut single = WriteBatch::default();
+        if let Some(job_id) = self.fenced_job(batch) {
+            single.fences = batch
+                .fences
+                .iter()
+                .filter(|f| f.job_id == job_id)
+                .cloned()
+                .collect();
+        }
         match self {
             Part::Event { event, update, .. } => {
                 single.events.push(batch.events[*event].clone());
@@ -247,6 +302,9 @@ pub(crate) struct EventWriter {
     tx: mpsc::Sender<Request>,
 }
 
+/// What a failed acknowledgement says when the job's lease was lost.
+pub(crate) const LEASE_LOST: &str = "lease lost: another replica runs the job";
+
 /// Largest batch one commit takes.
 const MAX_BATCH: usize = 4096;
 /// Requests queued for the writer before submitters wait (the backpressure on emitters).
@@ -265,6 +323,10 @@ impl EventWriter {
     ///
     /// A batch that fails for good marks `health` (cleared by the next batch that commits) and
     /// stops every job whose event it held.
+    ///
+    /// On a store several processes share, every event and row update carries its job's lease
+    /// epoch ([`Fence`]); a job whose writes the store fenced is stopped here
+    /// ([`LiveJob::fence`]) and its events never reach a watcher.
     pub fn spawn(store: Arc<dyn JobStore>, queue: usize, health: Arc<StoreHealth>) -> Self {
         let (tx, rx) = mpsc::channel::<Request>(queue.max(16));
         let runtime = tokio::runtime::Handle::current();
@@ -307,10 +369,11 @@ impl EventWriter {
         rx
     }
 
-    /// Queues a job row update, ordered after everything already queued.
-    pub async fn update(&self, update: JobUpdate) -> Ack {
+    /// Queues a job row update, ordered after everything already queued, written only while
+    /// the job's lease epoch is `epoch`.
+    pub async fn update(&self, update: JobUpdate, epoch: u64) -> Ack {
         let (ack, rx) = oneshot::channel();
-        self.send(Request::Update { update, ack }).await;
+        self.send(Request::Update { update, epoch, ack }).await;
         rx
     }
 
@@ -340,6 +403,7 @@ async fn run_writer(
     // Reused: room for MAX_BATCH requests is most of a MiB, which the allocator would hand back
     // to the OS and fault in again page by page for every batch.
     let mut requests = Vec::with_capacity(MAX_BATCH);
+    let fencing = store.shared();
     loop {
         if inflight.len() >= 2 || (!open && !inflight.is_empty()) {
             // N+1 is prepared: finish N before taking more.
@@ -365,7 +429,7 @@ async fn run_writer(
                 continue;
             }
         }
-        let (batch, parts) = assemble(&mut requests);
+        let (batch, parts) = assemble(&mut requests, fencing);
         let (done, next_turn) = oneshot::channel::<()>();
         let previous: Turn = match turn.replace(next_turn) {
             // A panicked commit drops its sender, which ends its turn too.
@@ -376,12 +440,13 @@ async fn run_writer(
         };
         let store = store.clone();
         let commit = async move {
-            let outcome = commit(store.as_ref(), &batch, &parts, previous).await;
+            let (outcome, fenced) = commit(store.as_ref(), &batch, &parts, previous).await;
             let _ = done.send(());
             Committed {
                 batch,
                 parts,
                 outcome,
+                fenced,
             }
         };
         inflight.push_back(AssertUnwindSafe(commit).catch_unwind().boxed());
@@ -405,11 +470,13 @@ struct Committed {
     batch: WriteBatch,
     parts: Parts,
     outcome: Outcome,
+    /// Jobs whose writes the store refused: another replica holds their lease.
+    fenced: Vec<JobId>,
 }
 
 /// Turns queued requests (leaving `requests` empty) into one batch and, per request, where it
-/// landed.
-fn assemble(requests: &mut Vec<Request>) -> (WriteBatch, Parts) {
+/// landed; with `fencing`, each job's lease epoch once.
+fn assemble(requests: &mut Vec<Request>, fencing: bool) -> (WriteBatch, Parts) {
     let events = requests
         .iter()
         .filter(|r| matches!(r, Request::Event { .. }))
@@ -419,6 +486,16 @@ fn assemble(requests: &mut Vec<Request>) -> (WriteBatch, Parts) {
         ..WriteBatch::default()
     };
     let mut parts = Vec::with_capacity(requests.len());
+    let mut fenced: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut fence = |batch: &mut WriteBatch, job_id: &str, epoch: u64| {
+        if fencing && !fenced.contains(job_id) {
+            fenced.insert(job_id.to_string());
+            batch.fences.push(Fence {
+                job_id: job_id.to_string(),
+                epoch,
+            });
+        }
+    };
     for request in requests.drain(..) {
         parts.push(match request {
             Request::Event {
@@ -427,6 +504,7 @@ fn assemble(requests: &mut Vec<Request>) -> (WriteBatch, Parts) {
                 update,
                 ack,
             } => {
+                fence(&mut batch, &job.id, job.epoch);
                 let part = Part::Event {
                     event: batch.events.len(),
                     update: update.is_some().then_some(batch.updates.len()),
@@ -440,7 +518,8 @@ fn assemble(requests: &mut Vec<Request>) -> (WriteBatch, Parts) {
                 batch.inserts.push(*record);
                 (Part::Insert(batch.inserts.len() - 1), ack)
             }
-            Request::Update { update, ack } => {
+            Request::Update { update, epoch, ack } => {
+                fence(&mut batch, &update.id, epoch);
                 batch.updates.push(update);
                 (Part::Update(batch.updates.len() - 1), ack)
             }
@@ -455,6 +534,7 @@ fn finish(joined: std::thread::Result<Committed>, health: &StoreHealth) {
         batch,
         parts,
         outcome,
+        fenced,
     }) = joined
     else {
         // The commit panicked: its acknowledgements are dropped, and submitters see the writer
@@ -471,6 +551,18 @@ fn finish(joined: std::thread::Result<Committed>, health: &StoreHealth) {
         None => health.write_succeeded(),
     }
     for ((part, ack), outcome) in parts.into_iter().zip(outcomes) {
+        let lost = !fenced.is_empty()
+            && part
+                .fenced_job(&batch)
+                .is_some_and(|id| fenced.iter().any(|f| f == id));
+        if lost {
+            // Not written: another replica runs the job now.
+            if let Part::Event { job, .. } = &part {
+                job.fence();
+            }
+            let _ = ack.send(Err(LEASE_LOST.into()));
+            continue;
+        }
         match &outcome {
             Ok(()) => part.publish(&batch),
             // An event that is not durable never reaches a watcher: its job cannot go on (its
@@ -494,6 +586,19 @@ async fn commit(
     batch: &WriteBatch,
     parts: &Parts,
     previous: Turn,
+) -> (Outcome, Vec<JobId>) {
+    let mut fenced = Vec::new();
+    let outcome = commit_fenced(store, batch, parts, previous, &mut fenced).await;
+    (outcome, fenced)
+}
+
+/// [`commit`], collecting the jobs the store fenced into `fenced`.
+async fn commit_fenced(
+    store: &dyn JobStore,
+    batch: &WriteBatch,
+    parts: &Parts,
+    previous: Turn,
+    fenced: &mut Vec<JobId>,
 ) -> Outcome {
     // Timed from the turn, not from the spawn: the metric is the commit's own latency.
     let turn_at = Arc::new(std::sync::OnceLock::new());
@@ -504,7 +609,7 @@ async fn commit(
             let _ = turn_at.set(std::time::Instant::now());
         })
     };
-    let mut outcome = store.write_after(batch, previous).await;
+    let mut outcome = store.write_fenced(batch, previous).await;
     if let Some(started) = turn_at.get() {
         crate::metrics::observe_store("append_events", started.elapsed());
     }
@@ -516,10 +621,16 @@ async fn commit(
         }
         tracing::warn!(error = %err, attempt, "batch commit failed, retrying");
         tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
-        outcome = store.write(batch).await;
+        outcome = store
+            .write_fenced(batch, Box::pin(std::future::ready(())))
+            .await;
     }
-    let Err(err) = outcome else {
-        return Outcome::Batch(Ok(()));
+    let err = match outcome {
+        Ok(lost) => {
+            fenced.extend(lost);
+            return Outcome::Batch(Ok(()));
+        }
+        Err(err) => err,
     };
     tracing::error!(
         error = %err,
@@ -532,12 +643,16 @@ async fn commit(
     }
     let mut outcomes = Vec::with_capacity(parts.len());
     for (part, _) in parts {
-        outcomes.push(
-            store
-                .write(&part.alone(batch))
-                .await
-                .map_err(|e| e.to_string()),
-        );
+        let written = store
+            .write_fenced(&part.alone(batch), Box::pin(std::future::ready(())))
+            .await;
+        outcomes.push(match written {
+            Ok(lost) => {
+                fenced.extend(lost);
+                Ok(())
+            }
+            Err(err) => Err(err.to_string()),
+        });
     }
     Outcome::Each(outcomes)
 }

@@ -3,6 +3,7 @@
 //! Transports call it; it knows nothing about HTTP or gRPC.
 
 mod event_log;
+mod replica;
 mod store_health;
 mod watch;
 
@@ -23,7 +24,8 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::optimizer::{EventSink, JobContext, OptimizeError, Optimizer, PartialJob, Stopped};
 use crate::store::{
-    IdempotencyClaim, JobStore, JobUpdate, ListJobsQuery, PendingEvent, WriteBatch,
+    Claim, Claimed, Fence, IdempotencyClaim, JobStore, JobUpdate, ListJobsQuery, PendingEvent,
+    WriteBatch,
 };
 
 use event_log::{EventWriter, HaltReason, LiveJob};
@@ -73,6 +75,8 @@ struct Inner {
     draining: AtomicBool,
     /// Whether the store takes writes (see [`store_health`]).
     health: Arc<StoreHealth>,
+    /// This process as one replica among several on a shared store ([`replica`]).
+    replica: replica::Replica,
 }
 
 impl JobRuntime {
@@ -84,8 +88,10 @@ impl JobRuntime {
     ) -> Result<JobRuntime> {
         let health = Arc::new(StoreHealth::default());
         let writer = EventWriter::spawn(store.clone(), event_log::WRITER_QUEUE, health.clone());
+        let replica = replica::Replica::new(&settings, store.shared());
         let runtime = JobRuntime {
             inner: Arc::new(Inner {
+                replica,
                 settings,
                 store,
                 optimizers,
@@ -97,9 +103,13 @@ impl JobRuntime {
                 health,
             }),
         };
-        runtime.recover_interrupted().await?;
+        // Start-up recovery: a claim round. On a store one process uses it takes every live job
+        // (left by the previous process); on a shared one only jobs nobody holds a lease on.
+        runtime.inner.claim_round(true).await?;
+        runtime.inner.spawn_replica_loops();
         runtime.spawn_reaper();
         runtime.spawn_store_monitor();
+        tracing::info!(replica = %runtime.inner.replica.id, shared = runtime.inner.replica.shared, "job runtime started");
         Ok(runtime)
     }
 
@@ -109,6 +119,11 @@ impl JobRuntime {
 
     pub fn store(&self) -> &Arc<dyn JobStore> {
         &self.inner.store
+    }
+
+    /// This process's owner id on job leases (`REPLICA_ID`, or a random one).
+    pub fn replica_id(&self) -> &str {
+        &self.inner.replica.id
     }
 
     /// False once shutdown has begun (readiness probes use it).
@@ -233,8 +248,36 @@ impl JobRuntime {
             // The job exists; it runs from its seed rather than not at all.
             tracing::warn!(job_id = %job_id, error = %err, "branch checkpoint not stored");
         }
+        let epoch = if self.inner.replica.shared {
+            // Run it here when there is room (no wait for a claim round); otherwise, or when
+            // another replica claimed it first, it runs elsewhere.
+            let claimed = if self.inner.has_capacity() {
+                self.inner.claim_new(&job_id).await?
+            } else {
+                None
+            };
+            match claimed {
+                Some(epoch) => epoch,
+                None => {
+                    if let Err(err) = self.inner.store.announce_claimable().await {
+                        tracing::warn!(error = %err, "claimable job not announced");
+                    }
+                    crate::metrics::global().jobs_created.inc();
+                    return Ok(Created {
+                        job_id,
+                        replayed: false,
+                    });
+                }
+            }
+        } else {
+            0
+        };
         let spec = Arc::new(record.spec.clone());
-        let job = Arc::new(LiveJob::new(record, self.inner.settings.sse_buffer_size));
+        let job = Arc::new(LiveJob::claimed(
+            record,
+            self.inner.settings.sse_buffer_size,
+            epoch,
+        ));
         self.inner.live_map().insert(job_id.clone(), job.clone());
         crate::metrics::job_created();
         let inner = self.inner.clone();
@@ -313,21 +356,10 @@ impl JobRuntime {
     /// result found so far when its optimizer saved one.
     pub async fn cancel(&self, job_id: &str) -> Result<JobRecord> {
         if let Some(job) = self.inner.live_job(job_id) {
-            let partial = self.inner.partial_result(&job, "cancelled").await;
-            match self
-                .inner
-                .terminate_with(&job, EventPayload::Cancelled {}, partial)
-                .await
-            {
-                Ok(record) => return Ok(record),
-                Err(Stopped) => {
-                    let status = job.state.lock().await.record.status;
-                    return Err(Error::NotCancelable {
-                        job_id: job_id.into(),
-                        status: status.to_string(),
-                    });
-                }
-            }
+            return self.cancel_live(job).await;
+        }
+        if self.inner.replica.shared {
+            return self.cancel_elsewhere(job_id).await;
         }
         match self.inner.store.get_job(job_id).await? {
             None => Err(Error::JobNotFound(job_id.to_string())),
@@ -335,6 +367,53 @@ impl JobRuntime {
                 job_id: job_id.into(),
                 status: record.status.to_string(),
             }),
+        }
+    }
+
+    /// Cancels a job another replica runs (or nobody does): leaves the command for its owner
+    /// and waits until the job's terminal state is durable; claims the job and cancels it here
+    /// when its owner is gone.
+    async fn cancel_elsewhere(&self, job_id: &str) -> Result<JobRecord> {
+        let Some(record) = self.inner.store.get_job(job_id).await? else {
+            return Err(Error::JobNotFound(job_id.to_string()));
+        };
+        let not_cancelable = |status: JobStatus| Error::NotCancelable {
+            job_id: job_id.into(),
+            status: status.to_string(),
+        };
+        if record.status.is_terminal() {
+            return Err(not_cancelable(record.status));
+        }
+        self.inner.store.request(job_id, replica::CANCEL).await?;
+        match self
+            .inner
+            .await_stored(job_id, |status| status.is_terminal())
+            .await?
+        {
+            replica::Awaited::Stored(record) if record.status == JobStatus::Cancelled => {
+                Ok(*record)
+            }
+            replica::Awaited::Stored(record) => Err(not_cancelable(record.status)),
+            replica::Awaited::Live(job) => self.cancel_live(job).await,
+        }
+    }
+
+    /// Cancels a job live in this process.
+    async fn cancel_live(&self, job: Arc<LiveJob>) -> Result<JobRecord> {
+        let partial = self.inner.partial_result(&job, "cancelled").await;
+        match self
+            .inner
+            .terminate_with(&job, EventPayload::Cancelled {}, partial)
+            .await
+        {
+            Ok(record) => Ok(record),
+            Err(Stopped) => {
+                let status = job.state.lock().await.record.status;
+                Err(Error::NotCancelable {
+                    job_id: job.id.clone(),
+                    status: status.to_string(),
+                })
+            }
         }
     }
 
@@ -357,6 +436,36 @@ impl JobRuntime {
     /// job is returned as it is). Its checkpoint is durable and it holds no worker; it stays
     /// paused across restarts until [`JobRuntime::resume`] or a cancel.
     pub async fn pause(&self, job_id: &str) -> Result<JobRecord> {
+        let action = "only a running GEPA job can be paused";
+        if self.inner.replica.shared && self.inner.live_job(job_id).is_none() {
+            let record = self
+                .elsewhere(job_id, action, |r, resumable| {
+                    resumable
+                        && matches!(
+                            r.status,
+                            JobStatus::Pending | JobStatus::Running | JobStatus::Paused
+                        )
+                })
+                .await?;
+            if record.status == JobStatus::Paused {
+                return Ok(record);
+            }
+            self.inner.store.request(job_id, replica::PAUSE).await?;
+            let paused = |s: JobStatus| s == JobStatus::Paused || s.is_terminal();
+            match self.inner.await_stored(job_id, paused).await? {
+                replica::Awaited::Stored(record) if record.status == JobStatus::Paused => {
+                    return Ok(*record);
+                }
+                replica::Awaited::Stored(record) => {
+                    return Err(Error::InvalidJobState {
+                        job_id: job_id.into(),
+                        status: record.status.to_string(),
+                        action,
+                    });
+                }
+                replica::Awaited::Live(_) => {}
+            }
+        }
         let job = self
             .live_or_state_error(job_id, "only a running job can be paused")
             .await?;
@@ -404,6 +513,26 @@ impl JobRuntime {
     pub async fn resume(&self, job_id: &str) -> Result<JobRecord> {
         if !self.is_accepting() {
             return Err(Error::Unavailable("server is shutting down".into()));
+        }
+        if self.inner.replica.shared && self.inner.live_job(job_id).is_none() {
+            let action = "only a paused job can be resumed";
+            self.elsewhere(job_id, action, |r, _| r.status == JobStatus::Paused)
+                .await?;
+            self.inner.store.request(job_id, replica::RESUME).await?;
+            let resumed = |s: JobStatus| s != JobStatus::Paused;
+            match self.inner.await_stored(job_id, resumed).await? {
+                replica::Awaited::Stored(record) if !record.status.is_terminal() => {
+                    return Ok(*record);
+                }
+                replica::Awaited::Stored(record) => {
+                    return Err(Error::InvalidJobState {
+                        job_id: job_id.into(),
+                        status: record.status.to_string(),
+                        action,
+                    });
+                }
+                replica::Awaited::Live(_) => {}
+            }
         }
         let job = self
             .live_or_state_error(job_id, "only a paused job can be resumed")
@@ -455,6 +584,33 @@ impl JobRuntime {
             });
         }
         Ok(job.steering.clone())
+    }
+
+    /// The stored job a command for another replica is about, when `allowed` (given the
+    /// record and whether its mode is resumable) says the command applies to it.
+    async fn elsewhere(
+        &self,
+        job_id: &str,
+        action: &'static str,
+        allowed: impl Fn(&JobRecord, bool) -> bool,
+    ) -> Result<JobRecord> {
+        let Some(record) = self.inner.store.get_job(job_id).await? else {
+            return Err(Error::JobNotFound(job_id.to_string()));
+        };
+        let resumable = self
+            .inner
+            .optimizers
+            .get(&record.spec.mode)
+            .is_some_and(|o| o.resumable());
+        if allowed(&record, resumable) {
+            Ok(record)
+        } else {
+            Err(Error::InvalidJobState {
+                job_id: job_id.into(),
+                status: record.status.to_string(),
+                action,
+            })
+        }
     }
 
     /// The live job, or the error a pause/resume of a job that is not live gets.
@@ -520,88 +676,141 @@ impl JobRuntime {
         {
             tracing::warn!("job tasks still running after the shutdown grace period");
         }
+        // Hand-over done: other replicas take the jobs now, not after the leases expire.
+        self.inner.release_leases().await;
         // Ends the reaper and every watcher still following a live tail (handed-over and
         // paused jobs have no terminal event to end them).
         self.inner.stop.cancel();
     }
+}
 
-    /// Ends jobs a previous process left pending or running: each gets exactly one terminal
-    /// event (`shutdown` with reason `interrupted`), unless its log already has one. Jobs whose
-    /// optimizer is [`Optimizer::resumable`] continue instead: a `resumed {reason:"restart"}`
-    /// event (ids continue after the last stored one; no second `started`) and a run from
-    /// their checkpoint. Paused jobs become live again, still paused, without a run.
-    async fn recover_interrupted(&self) -> Result<()> {
-        let store = &self.inner.store;
-        let stale = store
-            .jobs_with_status(&[JobStatus::Pending, JobStatus::Running, JobStatus::Paused])
-            .await?;
-        for mut record in stale {
-            let mut last_id = 0;
-            let mut terminal: Option<EventPayload> = None;
-            let mut progress = crate::domain::job::Progress::default();
-            loop {
-                let page = store.events_after(&record.id, last_id, 1000).await?;
-                let Some(last) = page.last() else { break };
-                last_id = last.id;
-                for event in &page {
-                    progress.observe(&event.payload);
-                    if event.is_terminal() {
-                        terminal = Some(event.payload.clone());
-                    }
+impl Inner {
+    /// Claims a job this replica just created (Postgres); its lease epoch, or `None` when
+    /// another replica claimed it first.
+    async fn claim_new(&self, job_id: &str) -> Result<Option<u64>> {
+        let claim = Claim {
+            owner: &self.replica.id,
+            now: now_epoch_s(),
+            lease_s: self.replica.lease_s,
+            limit: 1,
+            job_id: Some(job_id),
+            steal: false,
+            reclaim_own: false,
+        };
+        Ok(self
+            .store
+            .claim_jobs(&claim)
+            .await?
+            .into_iter()
+            .next()
+            .map(|c| c.epoch))
+    }
+
+    /// Takes over a job a claim returned: a queued job (created where there was no room,
+    /// never run) starts; a resumable one continues from its checkpoint (a `resumed
+    /// {reason:"restart"}` event, ids continuing after the last stored one, no second
+    /// `started`); a paused one becomes live here, still paused; any other gets exactly one
+    /// terminal event (`shutdown {reason:"interrupted"}`) unless its log already has one.
+    /// At start this is crash recovery: on a store one process uses, every job a previous
+    /// process left live; on a shared one, jobs whose owner's lease expired or was released.
+    async fn adopt(self: &Arc<Self>, claimed: Claimed) -> Result<()> {
+        let Claimed {
+            mut record,
+            epoch,
+            requested,
+        } = claimed;
+        if self.live_job(&record.id).is_some() {
+            return Ok(());
+        }
+        let store = &self.store;
+        let mut last_id = 0;
+        let mut terminal: Option<EventPayload> = None;
+        let mut progress = crate::domain::job::Progress::default();
+        loop {
+            let page = store.events_after(&record.id, last_id, 1000).await?;
+            let Some(last) = page.last() else { break };
+            last_id = last.id;
+            for event in &page {
+                progress.observe(&event.payload);
+                if event.is_terminal() {
+                    terminal = Some(event.payload.clone());
                 }
             }
-            let resumable = self
-                .inner
-                .optimizers
-                .get(&record.spec.mode)
-                .is_some_and(|o| o.resumable());
-            if terminal.is_none() && resumable {
-                record.last_event_id = last_id;
-                record.progress = progress;
-                let spec = Arc::new(record.spec.clone());
-                let paused = record.status == JobStatus::Paused;
-                let job = Arc::new(LiveJob::new(record, self.inner.settings.sse_buffer_size));
-                self.inner.live_map().insert(job.id.clone(), job.clone());
-                if paused {
-                    tracing::info!(job_id = %job.id, "paused job kept paused");
-                    continue;
-                }
+        }
+        let resumable = self
+            .optimizers
+            .get(&record.spec.mode)
+            .is_some_and(|o| o.resumable());
+        let queued = self.replica.shared
+            && record.status == JobStatus::Pending
+            && last_id == 0
+            && epoch == 1;
+        let capacity = self.settings.sse_buffer_size;
+        if terminal.is_none() && (queued || resumable) {
+            record.last_event_id = last_id;
+            record.progress = progress;
+            let spec = Arc::new(record.spec.clone());
+            let paused = record.status == JobStatus::Paused;
+            let job = Arc::new(LiveJob::claimed(record, capacity, epoch));
+            self.live_map().insert(job.id.clone(), job.clone());
+            crate::metrics::global().job_queue_depth.inc();
+            if let Some(command) = requested {
+                self.spawn_command(job.id.clone(), command);
+            }
+            if queued {
+                tracing::info!(job_id = %job.id, "claimed a queued job");
+                self.spawn_run(job, spec, false);
+            } else if paused {
+                tracing::info!(job_id = %job.id, "paused job kept paused");
+            } else {
                 tracing::info!(job_id = %job.id, last_event_id = last_id, "resuming interrupted job");
                 let resumed = EventPayload::Resumed {
                     reason: "restart".into(),
                 };
-                if let Ok((id, ack)) = self.inner.enqueue(&job, resumed).await {
+                if let Ok((id, ack)) = self.enqueue(&job, resumed).await {
                     let _ = Inner::await_ack(&job, id, ack).await;
                 }
-                self.inner.spawn_run(job, spec, true);
-                continue;
+                self.spawn_run(job, spec, true);
             }
-            // The terminal event and the final row commit together.
-            let mut batch = WriteBatch::default();
-            let payload = match terminal {
-                Some(payload) => payload,
-                None => {
-                    let payload = EventPayload::Shutdown {
-                        reason: "interrupted".into(),
-                    };
-                    last_id += 1;
-                    batch.events.push(PendingEvent::rendered(Arc::new(Event {
-                        id: last_id,
-                        job_id: record.id.clone(),
-                        ts: now_epoch_s(),
-                        payload: payload.clone(),
-                    })));
-                    payload
-                }
-            };
-            apply_terminal(&mut record, &payload, last_id, None);
-            batch.updates.push(JobUpdate::of(&record));
-            store.write(&batch).await?;
+            return Ok(());
+        }
+        // The terminal event and the final row commit together.
+        let mut batch = WriteBatch::default();
+        let payload = match terminal {
+            Some(payload) => payload,
+            None => {
+                let payload = EventPayload::Shutdown {
+                    reason: "interrupted".into(),
+                };
+                last_id += 1;
+                batch.events.push(PendingEvent::rendered(Arc::new(Event {
+                    id: last_id,
+                    job_id: record.id.clone(),
+                    ts: now_epoch_s(),
+                    payload: payload.clone(),
+                })));
+                payload
+            }
+        };
+        apply_terminal(&mut record, &payload, last_id, None);
+        batch.updates.push(JobUpdate::of(&record));
+        if self.replica.shared {
+            batch.fences.push(Fence {
+                job_id: record.id.clone(),
+                epoch,
+            });
+        }
+        let fenced = store
+            .write_fenced(&batch, Box::pin(std::future::ready(())))
+            .await?;
+        if fenced.is_empty() {
             tracing::info!(job_id = %record.id, status = %record.status, "recovered interrupted job");
         }
         Ok(())
     }
+}
 
+impl JobRuntime {
     fn spawn_reaper(&self) {
         let inner = Arc::downgrade(&self.inner);
         let stop = self.inner.stop.clone();
@@ -737,7 +946,12 @@ impl Inner {
 
     /// Waits for an event's acknowledgement (its batch committed and published).
     async fn await_ack(job: &LiveJob, id: u64, ack: event_log::Ack) -> Result<(), Stopped> {
-        match ack.await {
+        let acked = ack.await;
+        if job.is_fenced() {
+            // Not written: another replica runs the job now.
+            return Err(Stopped);
+        }
+        match acked {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => {
                 tracing::error!(job_id = %job.id, event_id = id, error = %err, "event not persisted");
@@ -767,7 +981,8 @@ impl Inner {
         let render = self.store.keeps_rendered_data();
         let (id, ack) = {
             let mut state = job.state.lock().await;
-            if state.record.status.is_terminal()
+            if job.is_fenced()
+                || state.record.status.is_terminal()
                 || transition
                     .require
                     .is_some_and(|required| state.record.status != required)
@@ -846,6 +1061,10 @@ impl Inner {
         let record = job.state.lock().await.record.clone();
         self.live_map().remove(&job.id);
         crate::metrics::job_ended(record.status);
+        if self.replica.shared && self.replica.max_jobs > 0 {
+            // Room for a job waiting in the shared queue.
+            self.replica.claim.notify_one();
+        }
         tracing::info!(job_id = %job.id, status = %record.status, "job ended");
         Ok(record)
     }
@@ -884,9 +1103,19 @@ impl Inner {
         job.publish_unpersisted(event.clone());
         crate::metrics::job_ended(record.status);
         tracing::error!(job_id = %job.id, error = %reason, "job ended: its events could not be saved");
+        let fences = if self.replica.shared {
+            vec![Fence {
+                job_id: job.id.clone(),
+                epoch: job.epoch,
+            }]
+        } else {
+            Vec::new()
+        };
         let batch = WriteBatch {
             events: vec![PendingEvent::rendered(event)],
             updates: vec![JobUpdate::of(&record)],
+            // Not written if another replica took the job over meanwhile.
+            fences,
             ..WriteBatch::default()
         };
         let inner = self.clone();
@@ -923,7 +1152,11 @@ impl Inner {
         }
         state.record.status = JobStatus::Running;
         state.record.updated_at = now_epoch_s();
-        drop(self.writer.update(JobUpdate::of(&state.record)).await);
+        drop(
+            self.writer
+                .update(JobUpdate::of(&state.record), job.epoch)
+                .await,
+        );
         Some(state.halt.clone())
     }
 
@@ -992,6 +1225,15 @@ impl Inner {
     /// Runs a job's optimizer to its terminal event, or until it is halted (paused or handed
     /// over). A `resumed` run (restart recovery, resume) does not emit a second `started`.
     async fn run_job(self: Arc<Self>, job: Arc<LiveJob>, spec: Arc<JobSpec>, resumed: bool) {
+        self.run_job_once(&job, spec, resumed).await;
+        if job.is_fenced() {
+            self.drop_fenced(&job);
+        }
+    }
+
+    /// [`Inner::run_job`] until the run returns.
+    async fn run_job_once(self: &Arc<Self>, job: &Arc<LiveJob>, spec: Arc<JobSpec>, resumed: bool) {
+        let job = job.clone();
         let Some(halt) = self.set_running(&job).await else {
             return;
         };

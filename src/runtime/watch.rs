@@ -6,6 +6,13 @@
 //! or another watcher. When a watcher lags past the broadcast capacity it catches up from the
 //! store (policy `resume`), or — policy `fail_job`, the original's rule — the job fails with
 //! `sse_backpressure` if its queue stays full for `SSE_BACKPRESSURE_FAIL_TIMEOUT_S`.
+//!
+//! On a store several replicas share, a job this process does not run (or stops running: its
+//! lease was taken) is **followed in the store**: the watcher subscribes to the job's wake-ups
+//! (the replica's one `LISTEN` connection announces every commit of the job, whoever made it),
+//! then replays from the store after its last id, and again at each wake-up (and every
+//! second, in case a notice was lost) until the terminal event. Ids only grow and the store has
+//! every published event, so an ownership change mid-watch costs no gap and no duplicate.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,12 +43,36 @@ impl Stream for WatchStream {
     }
 }
 
+/// How often a watcher following a job in the store looks even without a wake-up.
+const TAIL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(super) async fn start(inner: Arc<Inner>, job_id: &str, after: u64) -> Result<WatchStream> {
-    let live = inner.live_job(job_id);
     // Subscribe before anything is replayed, so nothing published meanwhile is missed.
+    let woken = inner
+        .replica
+        .shared
+        .then(|| inner.replica.subscribe(job_id));
+    let live = inner.live_job(job_id);
     let subscription = live.as_ref().map(|job| job.tx.subscribe());
-    if live.is_none() && inner.store.get_job(job_id).await?.is_none() {
-        return Err(Error::JobNotFound(job_id.to_string()));
+    if live.is_none() {
+        match inner.store.get_job(job_id).await? {
+            None => return Err(Error::JobNotFound(job_id.to_string())),
+            Some(record) if record.status.is_terminal() => {}
+            // Runs elsewhere (or waits for a claim): follow it in the store.
+            Some(_) if woken.is_some() => {
+                let (tx, rx) = mpsc::channel(inner.settings.sse_buffer_size.max(1));
+                let pump = Pump {
+                    inner,
+                    job_id: job_id.to_string(),
+                    live: None,
+                    tx,
+                    last: after,
+                };
+                tokio::spawn(pump.follow_store(woken));
+                return Ok(WatchStream { rx });
+            }
+            Some(_) => {}
+        }
     }
     let (tx, rx) = mpsc::channel(inner.settings.sse_buffer_size.max(1));
     let pump = Pump {
@@ -51,7 +82,7 @@ pub(super) async fn start(inner: Arc<Inner>, job_id: &str, after: u64) -> Result
         tx,
         last: after,
     };
-    tokio::spawn(pump.run(subscription));
+    tokio::spawn(pump.run(subscription, woken));
     Ok(WatchStream { rx })
 }
 
@@ -73,7 +104,11 @@ struct Pump {
 }
 
 impl Pump {
-    async fn run(mut self, subscription: Option<broadcast::Receiver<Arc<Event>>>) {
+    async fn run(
+        mut self,
+        subscription: Option<broadcast::Receiver<Arc<Event>>>,
+        woken: Option<tokio::sync::watch::Receiver<()>>,
+    ) {
         if let Err(end) = self.replay().await {
             let _ = end;
             return;
@@ -82,10 +117,19 @@ impl Pump {
             // Not live: the store replay was the whole history.
             return;
         };
+        let released = match &self.live {
+            Some(job) => job.released.clone(),
+            None => return,
+        };
         loop {
             let received = tokio::select! {
                 received = rx.recv() => received,
                 _ = self.tx.closed() => return,
+                // Another replica runs the job now: follow it in the store.
+                _ = released.cancelled(), if woken.is_some() => {
+                    self.live = None;
+                    return self.follow_store(woken).await;
+                }
                 // The runtime stopped: a handed-over or paused job's log has no terminal event
                 // to end on; deliver what is already published, then end (the client resumes
                 // from its last id on the next server).
@@ -107,6 +151,26 @@ impl Pump {
             };
             if step.is_err() {
                 return;
+            }
+        }
+    }
+
+    /// Follows a job another replica runs: replays from the store after every wake-up (or
+    /// [`TAIL_POLL`]) until the terminal event, the client leaving, or this server stopping.
+    async fn follow_store(mut self, woken: Option<tokio::sync::watch::Receiver<()>>) {
+        let Some(mut woken) = woken else { return };
+        loop {
+            woken.borrow_and_update();
+            if self.replay().await.is_err() {
+                return;
+            }
+            tokio::select! {
+                changed = woken.changed() => if changed.is_err() {
+                    tokio::time::sleep(TAIL_POLL).await;
+                },
+                _ = tokio::time::sleep(TAIL_POLL) => {}
+                _ = self.tx.closed() => return,
+                _ = self.inner.stop.cancelled() => return,
             }
         }
     }

@@ -11,6 +11,7 @@
 //! - `events_after` returns events in id order.
 //! - `claim_idempotency_key` is atomic: of two concurrent claims of one key, one wins.
 
+pub mod lease;
 pub mod memory;
 pub mod sql;
 
@@ -23,6 +24,7 @@ use async_trait::async_trait;
 use crate::domain::{Event, Example, JobId, JobRecord, JobResult, JobStatus};
 use crate::error::Result;
 
+pub use lease::{Claim, Claimed, Fence, Notice, Renewed};
 pub use memory::MemoryStore;
 pub use sql::SqlStore;
 
@@ -96,6 +98,10 @@ pub struct WriteBatch {
     pub inserts: Vec<JobRecord>,
     pub events: Vec<PendingEvent>,
     pub updates: Vec<JobUpdate>,
+    /// Jobs whose events and updates in this batch are written only while the job still has
+    /// this lease epoch (see [`lease`]). Stores shared between processes check them in the
+    /// same transaction; a store only one process uses ignores them.
+    pub fences: Vec<Fence>,
 }
 
 impl WriteBatch {
@@ -107,6 +113,7 @@ impl WriteBatch {
         self.inserts.clear();
         self.events.clear();
         self.updates.clear();
+        self.fences.clear();
     }
 }
 
@@ -127,6 +134,84 @@ pub trait JobStore: Send + Sync + 'static {
     async fn write_after(&self, batch: &WriteBatch, previous: Turn) -> Result<()> {
         previous.await;
         self.write(batch).await
+    }
+
+    /// [`JobStore::write_after`] that checks the batch's [`WriteBatch::fences`] in the same
+    /// transaction: the events and updates of a job whose lease epoch is no longer the fence's
+    /// (claimed by another replica since, or deleted) are not written, and the job's id is
+    /// returned; the rest of the batch commits. The default (a store one process uses) checks
+    /// nothing.
+    async fn write_fenced(&self, batch: &WriteBatch, previous: Turn) -> Result<Vec<JobId>> {
+        self.write_after(batch, previous).await?;
+        Ok(Vec::new())
+    }
+
+    /// Whether several processes may share this store (Postgres): leases are then taken,
+    /// renewed and checked, and watchers follow jobs other processes run.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Claims up to `claim.limit` claimable jobs (oldest first): live jobs with no owner or an
+    /// expired lease (any live job with `steal`); each gets `owner`, a lease and the next
+    /// epoch. The default (the memory store, which nothing outlives) returns every live job
+    /// with epoch 0, unclaimed.
+    async fn claim_jobs(&self, claim: &Claim<'_>) -> Result<Vec<Claimed>> {
+        let live = [JobStatus::Pending, JobStatus::Running, JobStatus::Paused];
+        Ok(self
+            .jobs_with_status(&live)
+            .await?
+            .into_iter()
+            .filter(|r| claim.job_id.is_none_or(|id| id == r.id))
+            .take(claim.limit)
+            .map(|record| Claimed {
+                record,
+                epoch: 0,
+                requested: None,
+            })
+            .collect())
+    }
+
+    /// Extends the leases `owner` holds on live jobs to `until`; returns them.
+    async fn renew_leases(&self, _owner: &str, _until: f64) -> Result<Vec<Renewed>> {
+        Ok(Vec::new())
+    }
+
+    /// Gives up `owner`'s leases on live jobs at once (graceful stop: others claim them
+    /// without waiting for expiry) and tells the other replicas.
+    async fn release_leases(&self, _owner: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Leaves `command` for the owner of a live job and notifies it. False when the job is
+    /// not live.
+    async fn request(&self, _job_id: &str, _command: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Clears a command once its owner has acted on it.
+    async fn clear_request(&self, _job_id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Live jobs nobody holds a lease on at `now` (the claimable queue).
+    async fn claimable_count(&self, _now: f64) -> Result<u64> {
+        Ok(0)
+    }
+
+    /// Tells the other replicas that jobs are claimable.
+    async fn announce_claimable(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Starts forwarding notices (other replicas' commits, commands, claimable jobs) to `tx`
+    /// until `stop`; false when the store has none (one process).
+    fn listen(
+        &self,
+        _tx: tokio::sync::mpsc::Sender<Notice>,
+        _stop: tokio_util::sync::CancellationToken,
+    ) -> bool {
+        false
     }
 
     /// Whether [`PendingEvent::json`] is used (stores that keep JSON text). When false the

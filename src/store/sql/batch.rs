@@ -13,15 +13,17 @@ use sqlx::{PgConnection, SqliteConnection};
 
 use super::chunks::{Body, Chunk, Codec};
 use super::rows::{JobValues, to_i64, to_json};
-use crate::domain::JobRecord;
+use crate::domain::{JobId, JobRecord};
 use crate::error::{Error, Result};
-use crate::store::{JobUpdate, WriteBatch};
+use crate::store::lease::EVENTS_CHANNEL;
+use crate::store::{Fence, JobUpdate, WriteBatch};
 
 /// A batch rendered into bindable rows.
 pub(super) struct Rows<'a> {
     pub inserts: Vec<(&'a JobRecord, JobValues)>,
     pub chunks: Vec<Chunk<'a>>,
     pub updates: Vec<(&'a JobUpdate, Option<String>)>,
+    pub fences: &'a [Fence],
 }
 
 impl<'a> Rows<'a> {
@@ -34,6 +36,7 @@ impl<'a> Rows<'a> {
                 .collect::<Result<_>>()?,
             chunks: super::chunks::pack(&batch.events, codec)?,
             updates: latest_updates(&batch.updates)?,
+            fences: &batch.fences,
         })
     }
 
@@ -188,8 +191,15 @@ pub(super) async fn sqlite(
     Ok(())
 }
 
-/// Writes the rows through one Postgres transaction: one `UNNEST` statement per kind.
-pub(super) async fn postgres(conn: &mut PgConnection, rows: &Rows<'_>) -> Result<()> {
+/// Writes the rows through one Postgres transaction: one `UNNEST` statement per kind. Jobs
+/// with a [`Fence`] are locked `FOR SHARE` (no claim commits before this transaction does) and
+/// their chunks and updates are left out when their lease epoch moved on (returned). Every job
+/// whose events or row were written is announced on [`EVENTS_CHANNEL`] (delivered at commit).
+pub(super) async fn postgres(
+    conn: &mut PgConnection,
+    rows: &Rows<'_>,
+    fences: &[Fence],
+) -> Result<Vec<JobId>> {
     if !rows.inserts.is_empty() {
         let mut ids = Vec::new();
         let mut statuses = Vec::new();
@@ -222,12 +232,16 @@ pub(super) async fn postgres(conn: &mut PgConnection, rows: &Rows<'_>) -> Result
         .execute(&mut *conn)
         .await?;
     }
+    let fenced = check_fences(&mut *conn, fences).await?;
+    let kept = |job_id: &str| fenced.is_empty() || !fenced.iter().any(|f| f == job_id);
+    let mut touched: HashSet<&str> = HashSet::new();
     if !rows.chunks.is_empty() {
         let mut job_ids = Vec::with_capacity(rows.chunks.len());
         let mut firsts = Vec::with_capacity(rows.chunks.len());
         let mut lasts = Vec::with_capacity(rows.chunks.len());
         let mut texts = Vec::with_capacity(rows.chunks.len());
-        for chunk in &rows.chunks {
+        for chunk in rows.chunks.iter().filter(|c| kept(c.job_id)) {
+            touched.insert(chunk.job_id);
             job_ids.push(chunk.job_id);
             firsts.push(chunk.first_id);
             lasts.push(chunk.last_id);
@@ -257,7 +271,8 @@ pub(super) async fn postgres(conn: &mut PgConnection, rows: &Rows<'_>) -> Result
         let mut updated = Vec::new();
         let mut results = Vec::new();
         let mut last_ids = Vec::new();
-        for (update, result) in &rows.updates {
+        for (update, result) in rows.updates.iter().filter(|(u, _)| kept(&u.id)) {
+            touched.insert(update.id.as_str());
             ids.push(update.id.as_str());
             statuses.push(update.status.as_str());
             updated.push(update.updated_at);
@@ -278,7 +293,38 @@ pub(super) async fn postgres(conn: &mut PgConnection, rows: &Rows<'_>) -> Result
         .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    if !touched.is_empty() {
+        let touched: Vec<&str> = touched.into_iter().collect();
+        sqlx::query("SELECT pg_notify($1, id) FROM UNNEST($2::text[]) AS id")
+            .bind(EVENTS_CHANNEL)
+            .bind(touched)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(fenced)
+}
+
+/// The fenced jobs among `fences`: those whose row is gone or has another lease epoch. The
+/// rows are locked `FOR SHARE` until the transaction ends, so a claim (which updates them)
+/// cannot commit between this check and the writes it guards.
+async fn check_fences(conn: &mut PgConnection, fences: &[Fence]) -> Result<Vec<JobId>> {
+    if fences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = fences.iter().map(|f| f.job_id.as_str()).collect();
+    let current: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT id, lease_epoch FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let epochs: std::collections::HashMap<&str, i64> =
+        current.iter().map(|(id, e)| (id.as_str(), *e)).collect();
+    Ok(fences
+        .iter()
+        .filter(|f| epochs.get(f.job_id.as_str()) != Some(&to_i64(f.epoch)))
+        .map(|f| f.job_id.clone())
+        .collect())
 }
 
 #[cfg(test)]

@@ -29,6 +29,11 @@ const SQLITE: &[Embedded] = &[
         "durable_runs",
         include_str!("../../../migrations/sqlite/0003_durable_runs.sql"),
     ),
+    (
+        4,
+        "leases",
+        include_str!("../../../migrations/sqlite/0004_leases.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -46,6 +51,11 @@ const POSTGRES: &[Embedded] = &[
         3,
         "durable_runs",
         include_str!("../../../migrations/postgres/0003_durable_runs.sql"),
+    ),
+    (
+        4,
+        "leases",
+        include_str!("../../../migrations/postgres/0004_leases.sql"),
     ),
 ];
 

@@ -89,6 +89,9 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+// After `with_pool!`, which it uses.
+mod lease;
+
 impl SqlStore {
     async fn list_where(
         &self,
@@ -159,8 +162,9 @@ impl SqlStore {
         }
     }
 
-    /// Commits rendered rows: one transaction (or one statement).
-    async fn write_rows(&self, rows: &batch::Rows<'_>) -> Result<()> {
+    /// Commits rendered rows: one transaction (or one statement). Returns the fenced jobs
+    /// (Postgres; SQLite has one process and checks no fences).
+    async fn write_rows(&self, rows: &batch::Rows<'_>) -> Result<Vec<JobId>> {
         match &self.pools {
             Pools::Sqlite {
                 write,
@@ -191,11 +195,12 @@ impl SqlStore {
             }
             Pools::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                batch::postgres(&mut tx, rows).await?;
+                let fenced = batch::postgres(&mut tx, rows, rows.fences).await?;
                 tx.commit().await?;
+                return Ok(fenced);
             }
         }
-        Ok(())
+        Ok(Vec::new())
     }
 }
 
@@ -225,18 +230,67 @@ impl JobStore for SqlStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.write_rows(&batch::Rows::of(batch, self.codec())?)
-            .await
+        let fenced = self
+            .write_rows(&batch::Rows::of(batch, self.codec())?)
+            .await?;
+        if !fenced.is_empty() {
+            tracing::warn!(jobs = ?fenced, "writes of jobs claimed by another replica dropped");
+        }
+        Ok(())
     }
 
     /// Renders the rows while the previous batch commits, then takes its turn.
     async fn write_after(&self, batch: &WriteBatch, previous: Turn) -> Result<()> {
+        self.write_fenced(batch, previous).await.map(|_| ())
+    }
+
+    async fn write_fenced(&self, batch: &WriteBatch, previous: Turn) -> Result<Vec<JobId>> {
         let rows = batch::Rows::of(batch, self.codec());
         previous.await;
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.write_rows(&rows?).await
+    }
+
+    fn shared(&self) -> bool {
+        matches!(self.pools, Pools::Postgres(_))
+    }
+
+    async fn claim_jobs(&self, claim: &super::Claim<'_>) -> Result<Vec<super::Claimed>> {
+        self.claim(claim).await
+    }
+
+    async fn renew_leases(&self, owner: &str, until: f64) -> Result<Vec<super::Renewed>> {
+        self.renew(owner, until).await
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<()> {
+        self.release(owner).await
+    }
+
+    async fn request(&self, job_id: &str, command: &str) -> Result<bool> {
+        self.leave_request(job_id, command).await
+    }
+
+    async fn clear_request(&self, job_id: &str) -> Result<()> {
+        self.forget_request(job_id).await
+    }
+
+    async fn claimable_count(&self, now: f64) -> Result<u64> {
+        self.count_claimable(now).await
+    }
+
+    async fn announce_claimable(&self) -> Result<()> {
+        self.notify(super::lease::CLAIMABLE_CHANNEL, "").await
+    }
+
+    fn listen(
+        &self,
+        tx: tokio::sync::mpsc::Sender<super::Notice>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> bool {
+        self.spawn_listener(tx, stop)
     }
 
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {

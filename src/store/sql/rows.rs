@@ -128,3 +128,41 @@ pub(super) fn to_i64<T: TryInto<i64>>(value: T) -> i64 {
 fn corrupt(column: &str, key: &str, err: impl std::fmt::Display) -> Error {
     Error::Store(format!("unreadable {column} of {key}: {err}"))
 }
+
+/// A job row a claim returned: the job, its new lease epoch and any command left for it.
+pub(super) struct ClaimRow {
+    id: String,
+    status: String,
+    created_at: f64,
+    updated_at: f64,
+    spec: String,
+    result: Option<String>,
+    last_event_id: i64,
+    lease_epoch: i64,
+    requested: Option<String>,
+}
+from_row!(ClaimRow { id: String, status: String, created_at: f64, updated_at: f64, spec: String,
+    result: Option<String>, last_event_id: i64, lease_epoch: i64, requested: Option<String> });
+
+impl TryFrom<ClaimRow> for crate::store::Claimed {
+    type Error = Error;
+
+    fn try_from(row: ClaimRow) -> Result<Self> {
+        let epoch = u64::try_from(row.lease_epoch).unwrap_or(0);
+        let requested = row.requested;
+        let record = JobRecord::try_from(JobRow {
+            id: row.id,
+            status: row.status,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            spec: row.spec,
+            result: row.result,
+            last_event_id: row.last_event_id,
+        })?;
+        Ok(crate::store::Claimed {
+            record,
+            epoch,
+            requested,
+        })
+    }
+}
