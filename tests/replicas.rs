@@ -19,12 +19,12 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
-use innerloop::api::values::struct_from_json;
 use innerloop::api::pb;
+use innerloop::api::values::struct_from_json;
 use innerloop::store::{Claim, Fence, JobStore, PendingEvent, SqlStore, WriteBatch};
 use pb::job_service_client::JobServiceClient;
 use pb::optimizer_service_client::OptimizerServiceClient;
+use support::fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
