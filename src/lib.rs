@@ -7,9 +7,11 @@
 //! - [`domain`]: jobs, specs, events and results — plain data with the contract's JSON shapes.
 //! - [`optimizer`]: what a job runs ([`optimizer::Optimizer`]), reporting through an event sink.
 //! - [`provider`]: model access ([`provider::ModelProvider`]); `LocalEcho` is offline.
-//! - [`store`]: persistence behind [`store::JobStore`]: SQLite (default), Postgres, memory.
+//! - [`store`]: persistence behind [`store::JobStore`]: SQLite (default), Postgres, memory;
+//!   job leases for several replicas on one Postgres ([`store::lease`]).
 //! - [`runtime`]: [`runtime::JobRuntime`] — lifecycle, event log, watchers, idempotency, reaper,
-//!   shutdown. Domain logic only; no HTTP or gRPC types.
+//!   shutdown, this process as one replica (claims, heartbeat, commands to other replicas).
+//!   Domain logic only; no HTTP or gRPC types.
 //! - [`grpc`]: the tonic core — protobuf types, proto ↔ domain conversions, the services.
 //! - [`edge`]: the axum REST + SSE `/v1` API, a gRPC client of the core (in-process or remote).
 //! - [`cli`]: the client subcommands of the binary (`run`, `watch`, `ls`, …), over gRPC.
