@@ -8,9 +8,11 @@
 //!   and their rules (`JobSpec::validate`, [`domain::limits`]). No transport, no database.
 //! - [`optimizer`]: what a job runs ([`optimizer::Optimizer`]), reporting through an event sink.
 //! - [`provider`]: model access ([`provider::ModelProvider`]); `LocalEcho` is offline.
-//! - [`store`]: persistence behind [`store::JobStore`]: SQLite (default), Postgres, memory.
+//! - [`store`]: persistence behind [`store::JobStore`]: SQLite (default), Postgres, memory;
+//!   job leases for several replicas on one Postgres ([`store::lease`]).
 //! - [`runtime`]: [`runtime::JobRuntime`] — lifecycle, event log, watchers, idempotency, reaper,
-//!   shutdown. Domain logic only; no HTTP or gRPC types.
+//!   shutdown, this process as one replica (claims, heartbeat, commands to other replicas).
+//!   Domain logic only; no HTTP or gRPC types.
 //! - [`api`]: the contract boundary — the generated protobuf types ([`api::pb`]), every
 //!   proto ↔ domain conversion (`From`/`TryFrom` naming every field), the one status table and
 //!   error encodings ([`api::status`]), every limit ([`api::limits`]) and the route catalogue

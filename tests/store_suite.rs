@@ -443,7 +443,7 @@ async fn a_failed_write_batch_leaves_nothing(fixture: &Fixture) {
             EventPayload::Started {},
         )))],
         updates: Vec::new(),
-        fences: Vec::new(),
+        ..WriteBatch::default()
     };
     assert!(store.write(&batch).await.is_err());
     assert_eq!(store.get_job("fresh").await.unwrap(), None);

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::store_health::StoreHealth;
 use crate::domain::JobId;
 use crate::domain::{Event, JobRecord};
-use crate::store::{Fence, JobStore, JobUpdate, PendingEvent, Turn, WriteBatch};
+use crate::store::{Fence, JobStore, JobUpdate, NewLease, PendingEvent, Turn, WriteBatch};
 
 /// Mutable state of a running job, guarded by one async mutex so ids are assigned, terminal
 /// transitions decided and events queued for the writer in a single order.
@@ -221,6 +221,7 @@ enum Request {
     },
     Insert {
         record: Box<JobRecord>,
+        lease: Option<Box<NewLease>>,
         ack: oneshot::Sender<Result<(), String>>,
     },
     Update {
@@ -287,7 +288,16 @@ impl Part {
                     .updates
                     .extend(update.map(|u| batch.updates[u].clone()));
             }
-            Part::Insert(i) => single.inserts.push(batch.inserts[*i].clone()),
+            Part::Insert(i) => {
+                let job = &batch.inserts[*i];
+                single.leases = batch
+                    .leases
+                    .iter()
+                    .filter(|l| l.job_id == job.id)
+                    .cloned()
+                    .collect();
+                single.inserts.push(job.clone());
+            }
             Part::Update(u) => single.updates.push(batch.updates[*u].clone()),
         }
         single
@@ -359,10 +369,12 @@ impl EventWriter {
     }
 
     /// Queues a new job row; the receiver resolves once it is durable.
-    pub async fn insert(&self, record: JobRecord) -> Ack {
+    /// With a `lease` (a shared store), the row is inserted owned by its creator.
+    pub async fn insert(&self, record: JobRecord, lease: Option<NewLease>) -> Ack {
         let (ack, rx) = oneshot::channel();
         self.send(Request::Insert {
             record: Box::new(record),
+            lease: lease.map(Box::new),
             ack,
         })
         .await;
@@ -514,7 +526,8 @@ fn assemble(requests: &mut Vec<Request>, fencing: bool) -> (WriteBatch, Parts) {
                 batch.updates.extend(update.map(|u| *u));
                 (part, ack)
             }
-            Request::Insert { record, ack } => {
+            Request::Insert { record, lease, ack } => {
+                batch.leases.extend(lease.map(|l| *l));
                 batch.inserts.push(*record);
                 (Part::Insert(batch.inserts.len() - 1), ack)
             }
@@ -814,9 +827,9 @@ mod tests {
         let store = Arc::new(Picky(MemoryStore::new()));
         let writer = EventWriter::spawn(store.clone(), 16, Arc::default());
         // Queued back to back (the writer has not run yet): one batch.
-        let good = writer.insert(record("good")).await;
-        let bad = writer.insert(record("bad")).await;
-        let also_good = writer.insert(record("also-good")).await;
+        let good = writer.insert(record("good"), None).await;
+        let bad = writer.insert(record("bad"), None).await;
+        let also_good = writer.insert(record("also-good"), None).await;
         assert_eq!(good.await.unwrap(), Ok(()));
         assert!(bad.await.unwrap().is_err());
         assert_eq!(also_good.await.unwrap(), Ok(()));

@@ -24,8 +24,7 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::optimizer::{EventSink, JobContext, OptimizeError, Optimizer, PartialJob, Stopped};
 use crate::store::{
-    Claim, Claimed, Fence, IdempotencyClaim, JobStore, JobUpdate, ListJobsQuery, PendingEvent,
-    WriteBatch,
+    Claimed, Fence, IdempotencyClaim, JobStore, JobUpdate, ListJobsQuery, PendingEvent, WriteBatch,
 };
 
 use event_log::{EventWriter, HaltReason, LiveJob};
@@ -236,8 +235,19 @@ impl JobRuntime {
             last_event_id: 0,
             progress: Default::default(),
         };
+        // On a shared store the job is inserted owned by this replica when it has room (it runs
+        // here at once, and no other replica can claim it in between); otherwise it is queued for
+        // any replica with room.
+        let shared = self.inner.replica.shared;
+        let runs_here = !shared || self.inner.has_capacity();
+        let lease = (shared && runs_here).then(|| crate::store::NewLease {
+            job_id: job_id.clone(),
+            owner: self.inner.replica.id.clone(),
+            until: now + self.inner.replica.lease_s,
+        });
+        let epoch = u64::from(lease.is_some());
         // Through the writer: concurrent creations share a commit with each other and with events.
-        match self.inner.writer.insert(record.clone()).await.await {
+        match self.inner.writer.insert(record.clone(), lease).await.await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => return Err(Error::Store(err)),
             Err(_) => return Err(Error::Unavailable("server is shutting down".into())),
@@ -248,30 +258,16 @@ impl JobRuntime {
             // The job exists; it runs from its seed rather than not at all.
             tracing::warn!(job_id = %job_id, error = %err, "branch checkpoint not stored");
         }
-        let epoch = if self.inner.replica.shared {
-            // Run it here when there is room (no wait for a claim round); otherwise, or when
-            // another replica claimed it first, it runs elsewhere.
-            let claimed = if self.inner.has_capacity() {
-                self.inner.claim_new(&job_id).await?
-            } else {
-                None
-            };
-            match claimed {
-                Some(epoch) => epoch,
-                None => {
-                    if let Err(err) = self.inner.store.announce_claimable().await {
-                        tracing::warn!(error = %err, "claimable job not announced");
-                    }
-                    crate::metrics::global().jobs_created.inc();
-                    return Ok(Created {
-                        job_id,
-                        replayed: false,
-                    });
-                }
+        if !runs_here {
+            if let Err(err) = self.inner.store.announce_claimable().await {
+                tracing::warn!(error = %err, "claimable job not announced");
             }
-        } else {
-            0
-        };
+            crate::metrics::global().jobs_created.inc();
+            return Ok(Created {
+                job_id,
+                replayed: false,
+            });
+        }
         let spec = Arc::new(record.spec.clone());
         let job = Arc::new(LiveJob::claimed(
             record,
@@ -685,27 +681,6 @@ impl JobRuntime {
 }
 
 impl Inner {
-    /// Claims a job this replica just created (Postgres); its lease epoch, or `None` when
-    /// another replica claimed it first.
-    async fn claim_new(&self, job_id: &str) -> Result<Option<u64>> {
-        let claim = Claim {
-            owner: &self.replica.id,
-            now: now_epoch_s(),
-            lease_s: self.replica.lease_s,
-            limit: 1,
-            job_id: Some(job_id),
-            steal: false,
-            reclaim_own: false,
-        };
-        Ok(self
-            .store
-            .claim_jobs(&claim)
-            .await?
-            .into_iter()
-            .next()
-            .map(|c| c.epoch))
-    }
-
     /// Takes over a job a claim returned: a queued job (created where there was no room,
     /// never run) starts; a resumable one continues from its checkpoint (a `resumed
     /// {reason:"restart"}` event, ids continuing after the last stored one, no second

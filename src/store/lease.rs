@@ -51,6 +51,15 @@ pub struct Renewed {
     pub requested: Option<String>,
 }
 
+/// The lease a new job row is inserted with (its creator runs it: epoch 1), in the same
+/// transaction as the row, so no other replica can claim it in between.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLease {
+    pub job_id: JobId,
+    pub owner: String,
+    pub until: f64,
+}
+
 /// A job whose rows in a batch are written only while it still has this lease epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use crate::domain::{Event, Example, JobId, JobRecord, JobResult, JobStatus};
 use crate::error::Result;
 
-pub use lease::{Claim, Claimed, Fence, Notice, Renewed};
+pub use lease::{Claim, Claimed, Fence, NewLease, Notice, Renewed};
 pub use memory::MemoryStore;
 pub use sql::SqlStore;
 
@@ -102,6 +102,8 @@ pub struct WriteBatch {
     /// this lease epoch (see [`lease`]). Stores shared between processes check them in the
     /// same transaction; a store only one process uses ignores them.
     pub fences: Vec<Fence>,
+    /// Leases of new rows in `inserts` (stores shared between processes; others ignore them).
+    pub leases: Vec<NewLease>,
 }
 
 impl WriteBatch {
@@ -114,6 +116,7 @@ impl WriteBatch {
         self.events.clear();
         self.updates.clear();
         self.fences.clear();
+        self.leases.clear();
     }
 }
 

@@ -16,7 +16,7 @@ use super::rows::{JobValues, to_i64, to_json};
 use crate::domain::{JobId, JobRecord};
 use crate::error::{Error, Result};
 use crate::store::lease::EVENTS_CHANNEL;
-use crate::store::{Fence, JobUpdate, WriteBatch};
+use crate::store::{Fence, JobUpdate, NewLease, WriteBatch};
 
 /// A batch rendered into bindable rows.
 pub(super) struct Rows<'a> {
@@ -24,6 +24,7 @@ pub(super) struct Rows<'a> {
     pub chunks: Vec<Chunk<'a>>,
     pub updates: Vec<(&'a JobUpdate, Option<String>)>,
     pub fences: &'a [Fence],
+    pub leases: &'a [NewLease],
 }
 
 impl<'a> Rows<'a> {
@@ -37,6 +38,7 @@ impl<'a> Rows<'a> {
             chunks: super::chunks::pack(&batch.events, codec)?,
             updates: latest_updates(&batch.updates)?,
             fences: &batch.fences,
+            leases: &batch.leases,
         })
     }
 
@@ -229,6 +231,21 @@ pub(super) async fn postgres(
         .bind(specs)
         .bind(results)
         .bind(last_ids)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !rows.leases.is_empty() {
+        let ids: Vec<&str> = rows.leases.iter().map(|l| l.job_id.as_str()).collect();
+        let owners: Vec<&str> = rows.leases.iter().map(|l| l.owner.as_str()).collect();
+        let until: Vec<f64> = rows.leases.iter().map(|l| l.until).collect();
+        sqlx::query(
+            "UPDATE jobs SET owner = u.owner, lease_until = u.until, lease_epoch = 1 \
+             FROM UNNEST($1::text[], $2::text[], $3::float8[]) AS u (id, owner, until) \
+             WHERE jobs.id = u.id",
+        )
+        .bind(ids)
+        .bind(owners)
+        .bind(until)
         .execute(&mut *conn)
         .await?;
     }
