@@ -308,11 +308,12 @@ impl Optimizer for GepaOptimizer {
             budget: Budget::new(limits, spent),
             state,
             memo,
-            top: serde_json::Value::Null,
+            top: None,
             lessons_sent: false,
             journal: Default::default(),
             spend: Default::default(),
             item_spend: Vec::new(),
+            fronts: Default::default(),
             train: split.train,
             val: split.val,
         };
@@ -327,6 +328,7 @@ impl Optimizer for GepaOptimizer {
                 Err(Halt::Error(err)) => return Err(err),
             };
             engine.state.val_scores[0] = scores;
+            engine.forget_validation(0);
             engine.state.discovered_at[0] = engine.budget.spent.metric_calls;
             engine
                 .state
