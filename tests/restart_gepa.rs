@@ -644,6 +644,46 @@ async fn ten_gepa_jobs_survive_three_sigterms_with_their_uninterrupted_results()
     for (id, want) in ids.iter().zip(&expected) {
         let job = server.get(id).await;
         assert_eq!(job.status(), pb::JobStatus::Finished, "{id}");
+        let got = gepa_result(&job);
+        if &got != want {
+            let c = got
+                .candidates
+                .iter()
+                .zip(&want.candidates)
+                .position(|(a, b)| a != b);
+            let p = got
+                .proposals
+                .iter()
+                .zip(&want.proposals)
+                .position(|(a, b)| a != b);
+            eprintln!(
+                "{id} differs: candidates {} vs {} (first differing {c:?}: {:?} vs {:?}); proposals {} vs {} (first differing {p:?}: {:?} vs {:?}); budget {:?} vs {:?}; generations {} vs {}; stop {} vs {}",
+                got.candidates.len(),
+                want.candidates.len(),
+                c.map(|c| (
+                    &got.candidates[c].parents,
+                    got.candidates[c].score,
+                    got.candidates[c].discovered_at_metric_calls,
+                    got.candidates[c].validated_on
+                )),
+                c.map(|c| (
+                    &want.candidates[c].parents,
+                    want.candidates[c].score,
+                    want.candidates[c].discovered_at_metric_calls,
+                    want.candidates[c].validated_on
+                )),
+                got.proposals.len(),
+                want.proposals.len(),
+                p.map(|p| &got.proposals[p]),
+                p.map(|p| &want.proposals[p]),
+                got.budget,
+                want.budget,
+                got.generations,
+                want.generations,
+                got.stop_reason,
+                want.stop_reason
+            );
+        }
         assert_eq!(
             &gepa_result(&job),
             want,

@@ -94,8 +94,7 @@ pub struct Config {
     pub validation: ValidationPolicy,
     /// The engine before issue 20: worst-case start rule, no reflection memory.
     pub legacy: bool,
-    /// Reflective proposals per generation (`None`: as many minibatches as the job's
-    /// concurrency holds).
+    /// Reflective proposals per generation (`None`: `DEFAULT_PARALLEL_PROPOSALS`).
     pub parallel: Option<usize>,
 }
 
@@ -123,6 +122,8 @@ pub struct Engine<'a> {
     /// The pool's per-instance fronts and aggregates, kept up to date as candidates join (not
     /// checkpointed: rebuilt from the state).
     pub fronts: frontier::FrontIndex,
+    /// Memo keys the interrupted iteration paid for ([`super::state::Checkpoint::replay`]).
+    pub replay: std::collections::BTreeSet<String>,
 }
 
 /// A validated child's scores and unscored indices (`None`: it lost to its parent), and what
@@ -183,6 +184,7 @@ impl Engine<'_> {
         // (item, position) of every distinct uncached rollout, in order.
         let mut misses: Vec<(usize, usize)> = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
+        let mut replayed: Vec<(usize, f64, f64)> = Vec::new();
         for (n, (candidate, on_val, indices)) in items.iter().enumerate() {
             let hash = candidate_hash(candidate);
             let set = if *on_val { &self.val } else { &self.train };
@@ -193,6 +195,14 @@ impl Engine<'_> {
             for (k, key) in item_keys.iter().enumerate() {
                 if !self.memo.cache.contains_key(key) && seen.insert(key.clone()) {
                     misses.push((n, k));
+                }
+            }
+            // Answers the interrupted iteration paid for are booked as paid once more.
+            for key in &item_keys {
+                if let Some(record) = self.memo.cache.get(key)
+                    && self.replay.remove(key)
+                {
+                    replayed.push((n, record.task_usd, record.judge_usd));
                 }
             }
             keys.push(item_keys);
@@ -225,6 +235,13 @@ impl Engine<'_> {
         let answered = rollouts.len();
         let mut judged = Vec::new();
         self.item_spend = vec![ProposalCost::default(); items.len()];
+        for (n, task_usd, judge_usd) in replayed {
+            for spend in [&mut self.item_spend[n], &mut self.spend] {
+                spend.metric_calls += 1;
+                spend.task_usd += task_usd;
+                spend.judge_usd += judge_usd;
+            }
+        }
         for ((n, k), rollout) in misses.iter().zip(rollouts) {
             self.budget.record(rollout.cost_usd, rollout.tokens);
             for spend in [&mut self.item_spend[*n], &mut self.spend] {
@@ -240,6 +257,8 @@ impl Engine<'_> {
             let record = if items[*n].1 {
                 EvalRecord {
                     score: rollout.record.score,
+                    task_usd: rollout.record.task_usd,
+                    judge_usd: rollout.record.judge_usd,
                     ..EvalRecord::default()
                 }
             } else {
@@ -666,6 +685,7 @@ impl Engine<'_> {
             state: self.top.as_ref(),
             memo: &self.memo,
             spent: &self.budget.spent,
+            replay: &self.replay,
         };
         let value = match serde_json::to_value(&checkpoint) {
             Ok(value) => value,
@@ -740,6 +760,8 @@ impl Engine<'_> {
             }
             let started = std::time::Instant::now();
             let outcome = self.iteration(merge_due).await;
+            // A replayed iteration is over: what it did not ask for again is a plain cache entry.
+            self.replay.clear();
             self.budget.observe_iteration(started.elapsed());
             match outcome {
                 Ok(Outcome::Progress) => self.state.idle_iterations = 0,

@@ -279,12 +279,13 @@ impl Optimizer for GepaOptimizer {
         let resumed = load_checkpoint(&ctx.store, &ctx.job_id, &seed).await;
         let seed_rng = SeededRng::from_seed(spec.seed.unwrap_or(settings.deterministic_seed));
         let is_resume = resumed.is_some();
-        let (state, memo, spent) = match resumed {
-            Some(c) => (c.state, c.memo, c.spent),
+        let (state, memo, spent, replay) = match resumed {
+            Some(c) => (c.state, c.memo, c.spent, c.replay),
             None => (
                 GepaState::new(seed.clone(), Vec::new(), seed_rng, Spent::default()),
                 Memo::default(),
                 Spent::default(),
+                Default::default(),
             ),
         };
         let components: Vec<String> = seed.keys().cloned().collect();
@@ -314,6 +315,7 @@ impl Optimizer for GepaOptimizer {
             spend: Default::default(),
             item_spend: Vec::new(),
             fronts: Default::default(),
+            replay,
             train: split.train,
             val: split.val,
         };

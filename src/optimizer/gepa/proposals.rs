@@ -17,6 +17,13 @@ use crate::domain::gepa::{
 use crate::optimizer::OptimizeError;
 use crate::provider::{ChatMessage, CompletionRequest, ModelProvider};
 
+/// Proposals per generation by default. More proposals per generation means fewer
+/// generations for a budget, each learning from fewer accepted children: at budget 300 on the
+/// offline world, 10 per generation (what `EVAL_MAX_CONCURRENCY=32` held before) halved test
+/// accuracy on one pack while 2 kept it. Wall time comes from the concurrency instead: every
+/// stage of a generation (parents' minibatches, reflections, children's minibatches,
+/// validations) runs its calls together.
+pub const DEFAULT_PARALLEL_PROPOSALS: usize = 2;
 /// A minibatch where the parent scores at least this everywhere is skipped.
 const PERFECT_SCORE: f64 = 1.0;
 /// Lessons kept in the result.
@@ -56,13 +63,14 @@ struct Proposal {
 }
 
 impl Engine<'_> {
-    /// Proposals this generation: the configured number, else as many minibatches as the job's
-    /// concurrency holds; fewer when the budget left does not cover them.
+    /// Proposals this generation: the configured number, else [`DEFAULT_PARALLEL_PROPOSALS`];
+    /// fewer when the budget left does not cover them. Never derived from the concurrency, so
+    /// a result does not depend on how the server is configured.
     fn proposals_now(&self, size: usize) -> usize {
         let wanted = self
             .cfg
             .parallel
-            .unwrap_or(self.eval.per_job / size.max(1))
+            .unwrap_or(DEFAULT_PARALLEL_PROPOSALS)
             .max(1);
         match self.budget.metric_calls_left() {
             Some(left) => wanted.min((left / (2 * size as u64).max(1)).max(1) as usize),

@@ -51,6 +51,16 @@ pub struct EvalRecord {
     pub output: String,
     pub score: f64,
     pub feedback: String,
+    /// What the rollout cost (task model, and the judge's share), so a resume that replays it
+    /// from the memo books it in the per-proposal ledger as the uninterrupted run did.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub task_usd: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub judge_usd: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Epoch-shuffled minibatches; each epoch is padded with the least-used ids so it divides evenly.
@@ -170,6 +180,12 @@ pub struct Checkpoint {
     pub state: GepaState,
     pub memo: Memo,
     pub spent: Spent,
+    /// Rollouts the interrupted iteration paid for (the memo entries of the parts after the
+    /// first state part of the last generation, plus those a base written during a replay
+    /// carries): its replay serves them from the memo but books them as paid, so the
+    /// per-proposal ledger equals the uninterrupted run's.
+    #[serde(default)]
+    pub replay: BTreeSet<String>,
 }
 
 /// [`Checkpoint`] by reference, for writing without cloning the memo.
@@ -179,6 +195,7 @@ pub struct CheckpointRef<'a> {
     pub state: Option<&'a GepaState>,
     pub memo: &'a Memo,
     pub spent: &'a Spent,
+    pub replay: &'a BTreeSet<String>,
 }
 
 /// One appended part of a checkpoint, by reference (see the module doc).
@@ -317,11 +334,22 @@ impl Checkpoint {
     /// pool does not line up, ends the replay there: the checkpoint stays what it was before it
     /// (older but consistent; a resume then re-runs more and pays for nothing it holds).
     pub fn apply(&mut self, parts: &[String]) {
+        let mut generation = self.state.generation;
         for text in parts {
             let Ok(part) = serde_json::from_str::<CheckpointPart>(text) else {
                 tracing::warn!("unreadable checkpoint part; resuming from the parts before it");
                 return;
             };
+            match &part.state {
+                // A new iteration: the previous one's answers are plain cache hits now. (A
+                // resumed run writes the same iteration's top again: nothing to clear.)
+                Some(delta) if delta.state.generation != generation => {
+                    generation = delta.state.generation;
+                    self.replay.clear();
+                }
+                Some(_) => {}
+                None => self.replay.extend(part.memo.cache.keys().cloned()),
+            }
             if let Some(delta) = part.state {
                 let StateDelta {
                     pool_from,
@@ -590,6 +618,7 @@ mod tests {
             state: Some(&state),
             memo: &memo,
             spent: &base_spent,
+            replay: &BTreeSet::new(),
         })
         .unwrap();
         // A mid-iteration part (memo only), then a top-of-iteration part with a new candidate.
@@ -648,6 +677,8 @@ mod tests {
 
     fn record(score: f64) -> EvalRecord {
         EvalRecord {
+            task_usd: 0.0,
+            judge_usd: 0.0,
             output: "o".into(),
             score,
             feedback: "f".into(),
