@@ -18,7 +18,9 @@
 //! Run: `cargo bench --bench gepa_quality` (the gepa rows need
 //! `python3 -m venv target/gepa-venv && target/gepa-venv/bin/pip install gepa==0.1.4 litellm`;
 //! without it they are skipped). `GEPA_QUALITY_LATENCY_MS=100` adds model latency and reports
-//! wall time for budget 300 only (pack `world_mixed`, seed 1).
+//! wall time for budget 300 only (pack `world_mixed`, seed 1). `GEPA_QUALITY_CONCURRENCY` sets
+//! `EVAL_MAX_CONCURRENCY` (default: the server's), `GEPA_QUALITY_AFTER` the first row's `gepa`
+//! object (JSON), `GEPA_QUALITY_ROWS=N` runs only the first N innerloop rows.
 
 use std::collections::BTreeMap;
 use std::io::Write;
