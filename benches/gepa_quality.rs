@@ -18,7 +18,9 @@
 //! Run: `cargo bench --bench gepa_quality` (the gepa rows need
 //! `python3 -m venv target/gepa-venv && target/gepa-venv/bin/pip install gepa==0.1.4 litellm`;
 //! without it they are skipped). `GEPA_QUALITY_LATENCY_MS=100` adds model latency and reports
-//! wall time for budget 300 only (pack `world_mixed`, seed 1).
+//! wall time for budget 300 only (pack `world_mixed`, seed 1). `GEPA_QUALITY_CONCURRENCY` sets
+//! `EVAL_MAX_CONCURRENCY` (default: the server's), `GEPA_QUALITY_AFTER` the first row's `gepa`
+//! object (JSON), `GEPA_QUALITY_ROWS=N` runs only the first N innerloop rows.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -291,6 +293,11 @@ async fn main() {
     } else {
         vec![100, 300, 1000]
     };
+    // Rollouts in flight per job (EVAL_MAX_CONCURRENCY); the server's default unless set.
+    let concurrency: usize = std::env::var("GEPA_QUALITY_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(Settings::default().eval_max_concurrency);
     let counts = Arc::new(Counts::default());
     counts.latency_ms.store(latency, Ordering::SeqCst);
     let url = fake_server(counts.clone()).await;
@@ -304,7 +311,8 @@ async fn main() {
         use_model_stub: false,
         openai_base_url: Some(url.clone()),
         reflection_model_id: Some("reflect-model".into()),
-        eval_max_concurrency: 8,
+        eval_max_concurrency: concurrency,
+        provider_max_concurrency: concurrency.max(16),
         ..Settings::default()
     };
     let listeners = Listeners::ephemeral().await.unwrap();
@@ -321,8 +329,13 @@ async fn main() {
         packs.drain(..packs.len() - 1);
     }
 
+    // `GEPA_QUALITY_AFTER`: the `gepa` object of the first row (default `{}`: the defaults).
+    let after: Value = std::env::var("GEPA_QUALITY_AFTER")
+        .ok()
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_else(|| json!({}));
     let engines: [(&str, Value); 3] = [
-        ("innerloop after", json!({})),
+        ("innerloop after", after),
         (
             "innerloop after, validation full",
             json!({"validation_policy": "full"}),
@@ -332,7 +345,17 @@ async fn main() {
     // rows[engine][budget] = outcomes over packs × seeds
     let mut rows: BTreeMap<(usize, u64), Vec<Outcome>> = BTreeMap::new();
     let only_reference = std::env::var("GEPA_QUALITY_ONLY_REFERENCE").is_ok();
-    for (e, (_, gepa)) in engines.iter().enumerate().filter(|_| !only_reference) {
+    // `GEPA_QUALITY_ROWS=N`: only the first N innerloop rows.
+    let rows_wanted: usize = std::env::var("GEPA_QUALITY_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(engines.len());
+    for (e, (_, gepa)) in engines
+        .iter()
+        .enumerate()
+        .take(rows_wanted)
+        .filter(|_| !only_reference)
+    {
         for &budget in &budgets {
             for pack in &packs {
                 for &seed in seeds {
@@ -362,7 +385,7 @@ async fn main() {
     }
 
     println!(
-        "GEPA quality on the offline world: {} pack(s) x {} seed(s) per cell, 50 val / 30 train / 100 test, model latency {latency} ms, EVAL_MAX_CONCURRENCY 8",
+        "GEPA quality on the offline world: {} pack(s) x {} seed(s) per cell, 50 val / 30 train / 100 test, model latency {latency} ms, EVAL_MAX_CONCURRENCY {concurrency}",
         packs.len(),
         seeds.len()
     );

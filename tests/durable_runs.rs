@@ -361,7 +361,8 @@ async fn pause_then_resume_over_grpc_continues_the_stream_and_ends_with_the_unin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_and_resume_over_rest_and_a_paused_job_can_be_cancelled_with_its_best_so_far() {
     let (url, fake) = support::fake_llm::start().await;
-    *fake.latency.lock().unwrap() = Duration::from_millis(10);
+    // Slow enough that the job (two proposals per generation) is still running at the pause.
+    *fake.latency.lock().unwrap() = Duration::from_millis(40);
     let core = Core::start(settings(&url), None).await;
     let job_id = create(&core, gepa_request(300, "")).await;
     let (events, watcher) = record(&core, &job_id);

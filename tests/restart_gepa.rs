@@ -120,8 +120,12 @@ impl Server {
     }
 
     async fn create(&self, seed: i64, max_rollouts: u64) -> String {
+        self.create_request(gepa_request(seed, max_rollouts)).await
+    }
+
+    async fn create_request(&self, request: pb::OptimizeRequest) -> String {
         OptimizerServiceClient::new(self.channel.clone())
-            .create_job(gepa_request(seed, max_rollouts))
+            .create_job(request)
             .await
             .unwrap()
             .into_inner()
@@ -188,6 +192,102 @@ fn gepa_request(seed: i64, max_rollouts: u64) -> pb::OptimizeRequest {
         mode: pb::Mode::Gepa as i32,
         examples,
         metrics: vec!["exact_match".into()],
+        target_model_id: Some(TASK_MODEL.into()),
+        seed: Some(seed),
+        budget: Some(pb::Budget {
+            max_rollouts: Some(max_rollouts),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A fake OpenAI-compatible server that answers as the offline world does (its task model
+/// follows only the formatting rules the system prompt states; its reflection reads the
+/// feedback), after `latency`, counting task and reflection calls. Its pack `world_mixed` needs
+/// many accepted children, so a GEPA run there spends (most of) budget 300, unlike the
+/// `fake_llm` world, where runs converge after a few dozen calls.
+struct WorldFake {
+    latency: Duration,
+    task_calls: std::sync::atomic::AtomicU64,
+    reflect_calls: std::sync::atomic::AtomicU64,
+}
+
+async fn world_chat(
+    axum::extract::State(fake): axum::extract::State<Arc<WorldFake>>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> axum::Json<serde_json::Value> {
+    tokio::time::sleep(fake.latency).await;
+    let model = body["model"].as_str().unwrap_or_default().to_string();
+    let messages = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| innerloop::provider::ChatMessage {
+            role: m["role"].as_str().unwrap_or("user").into(),
+            content: m["content"].as_str().unwrap_or_default().into(),
+        })
+        .collect();
+    let text =
+        innerloop::provider::OfflineWorld::respond(&innerloop::provider::CompletionRequest {
+            model: model.clone(),
+            messages,
+            temperature: None,
+            max_tokens: None,
+            seed: None,
+        });
+    // Counted once answered: a call cut off by a SIGTERM is not paid.
+    let counter = if model == REFLECT_MODEL {
+        &fake.reflect_calls
+    } else {
+        &fake.task_calls
+    };
+    counter.fetch_add(1, Ordering::SeqCst);
+    axum::Json(serde_json::json!({
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    }))
+}
+
+async fn world_fake(latency: Duration) -> (String, Arc<WorldFake>) {
+    let fake = Arc::new(WorldFake {
+        latency,
+        task_calls: Default::default(),
+        reflect_calls: Default::default(),
+    });
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(world_chat))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/v1"), fake)
+}
+
+/// A GEPA request on the `world_mixed` pack's train and validation examples (no test split:
+/// its scoring after the search is outside the budget), `strict_match`.
+fn world_request(seed: i64, max_rollouts: u64) -> pb::OptimizeRequest {
+    let pack = innerloop::optimizer::datasets::pack("world_mixed").unwrap();
+    let examples = pack
+        .examples()
+        .into_iter()
+        .filter(|e| e.meta["split"] != "test")
+        .map(|e| pb::Example {
+            id: e.id,
+            input: e.input,
+            expected: e.expected,
+            meta: Some(struct_from_json(&e.meta)),
+        })
+        .collect();
+    pb::OptimizeRequest {
+        prompt: "Answer with the item named in the input.".into(),
+        mode: pb::Mode::Gepa as i32,
+        examples,
+        metrics: vec!["strict_match".into()],
         target_model_id: Some(TASK_MODEL.into()),
         seed: Some(seed),
         budget: Some(pb::Budget {
@@ -444,7 +544,9 @@ async fn follow_sse(port: u16, job_id: &str, last_event_id: u64, sink: Arc<Mutex
 }
 
 /// The must-show, by hand (slow): `cargo test --release --test restart_gepa -- --ignored
-/// --nocapture`. Ten GEPA jobs (budget 300, fixed seeds) against the fake with 50 ms latency;
+/// --nocapture`. Ten GEPA jobs (budget 300, fixed seeds) on the offline world's `world_mixed`
+/// pack, served by a fake OpenAI-compatible server with 50 ms latency (the runs spend most of
+/// their budget: checked);
 /// the server is SIGTERMed at random moments three times and restarted; SSE watchers reconnect
 /// with `Last-Event-ID`. Every job must finish with its uninterrupted result, every watcher must
 /// see ids 1..n exactly once, and the fake must be paid at most the in-flight calls twice.
@@ -456,15 +558,14 @@ async fn ten_gepa_jobs_survive_three_sigterms_with_their_uninterrupted_results()
     let latency = Duration::from_millis(50);
 
     // Uninterrupted: all ten on one server.
-    let (url, fake) = support::fake_llm::start().await;
-    *fake.latency.lock().unwrap() = latency;
+    let (url, fake) = world_fake(latency).await;
     let data = DataDir::new();
     let server = start(data.path(), &url, 0).await;
     let started = Instant::now();
     let mut handles = Vec::new();
     let mut ids = Vec::new();
     for seed in 1..=JOBS {
-        let job_id = server.create(seed, BUDGET).await;
+        let job_id = server.create_request(world_request(seed, BUDGET)).await;
         let sink = Arc::new(Mutex::new(Vec::new()));
         handles.push(server.record(&job_id, 0, sink));
         ids.push(job_id);
@@ -477,19 +578,27 @@ async fn ten_gepa_jobs_survive_three_sigterms_with_their_uninterrupted_results()
         expected.push(gepa_result(&server.get(id).await));
     }
     let uninterrupted_s = started.elapsed().as_secs_f64();
-    let paid_uninterrupted = fake.task_calls();
+    let paid_uninterrupted = fake.task_calls.load(Ordering::SeqCst);
     let reflections_uninterrupted = fake.reflect_calls.load(Ordering::SeqCst);
+    let used: Vec<u64> = expected
+        .iter()
+        .map(|r| r.budget.as_ref().map_or(0, |b| b.metric_calls_used))
+        .collect();
+    eprintln!("metric calls used per job (uninterrupted): {used:?}");
+    assert!(
+        used.iter().sum::<u64>() >= JOBS as u64 * BUDGET * 8 / 10,
+        "the runs spend most of their budget: {used:?}"
+    );
     server.stop().await;
 
     // Interrupted three times.
-    let (url, fake) = support::fake_llm::start().await;
-    *fake.latency.lock().unwrap() = latency;
+    let (url, fake) = world_fake(latency).await;
     let data = DataDir::new();
     let mut server = start(data.path(), &url, 1).await;
     let started = Instant::now();
     let mut ids = Vec::new();
     for seed in 1..=JOBS {
-        ids.push(server.create(seed, BUDGET).await);
+        ids.push(server.create_request(world_request(seed, BUDGET)).await);
     }
     let frames: HashMap<String, Arc<Mutex<Vec<Frame>>>> = ids
         .iter()
@@ -535,6 +644,46 @@ async fn ten_gepa_jobs_survive_three_sigterms_with_their_uninterrupted_results()
     for (id, want) in ids.iter().zip(&expected) {
         let job = server.get(id).await;
         assert_eq!(job.status(), pb::JobStatus::Finished, "{id}");
+        let got = gepa_result(&job);
+        if &got != want {
+            let c = got
+                .candidates
+                .iter()
+                .zip(&want.candidates)
+                .position(|(a, b)| a != b);
+            let p = got
+                .proposals
+                .iter()
+                .zip(&want.proposals)
+                .position(|(a, b)| a != b);
+            eprintln!(
+                "{id} differs: candidates {} vs {} (first differing {c:?}: {:?} vs {:?}); proposals {} vs {} (first differing {p:?}: {:?} vs {:?}); budget {:?} vs {:?}; generations {} vs {}; stop {} vs {}",
+                got.candidates.len(),
+                want.candidates.len(),
+                c.map(|c| (
+                    &got.candidates[c].parents,
+                    got.candidates[c].score,
+                    got.candidates[c].discovered_at_metric_calls,
+                    got.candidates[c].validated_on
+                )),
+                c.map(|c| (
+                    &want.candidates[c].parents,
+                    want.candidates[c].score,
+                    want.candidates[c].discovered_at_metric_calls,
+                    want.candidates[c].validated_on
+                )),
+                got.proposals.len(),
+                want.proposals.len(),
+                p.map(|p| &got.proposals[p]),
+                p.map(|p| &want.proposals[p]),
+                got.budget,
+                want.budget,
+                got.generations,
+                want.generations,
+                got.stop_reason,
+                want.stop_reason
+            );
+        }
         assert_eq!(
             &gepa_result(&job),
             want,
@@ -550,7 +699,7 @@ async fn ten_gepa_jobs_survive_three_sigterms_with_their_uninterrupted_results()
         assert_eq!(seen.last().unwrap().event, "finished");
         suspended += seen.iter().filter(|f| f.event == "suspended").count();
     }
-    let paid = fake.task_calls();
+    let paid = fake.task_calls.load(Ordering::SeqCst);
     let reflections = fake.reflect_calls.load(Ordering::SeqCst);
     let bound = 3 * JOBS as u64 * IN_FLIGHT;
     eprintln!(

@@ -84,8 +84,8 @@ pub struct GepaOptions {
     /// Extra named components evolved next to `prompt` (which is `system_prompt`).
     pub components: BTreeMap<String, String>,
     pub validation_policy: ValidationPolicy,
-    /// Reflective proposals per generation, run together (default: as many minibatches as the
-    /// job's concurrency `EVAL_MAX_CONCURRENCY` holds). Results do not depend on timing.
+    /// Reflective proposals per generation, run together (default 2). Results do not depend on
+    /// timing or on the server's concurrency.
     pub parallel_proposals: Option<u32>,
     /// Reproduces the engine before issue 20 (for benchmarks): an iteration starts only when its
     /// worst case (2 × minibatch + the validation set) fits, and reflection has no memory.

@@ -94,8 +94,7 @@ pub struct Config {
     pub validation: ValidationPolicy,
     /// The engine before issue 20: worst-case start rule, no reflection memory.
     pub legacy: bool,
-    /// Reflective proposals per generation (`None`: as many minibatches as the job's
-    /// concurrency holds).
+    /// Reflective proposals per generation (`None`: `DEFAULT_PARALLEL_PROPOSALS`).
     pub parallel: Option<usize>,
 }
 
@@ -111,7 +110,7 @@ pub struct Engine<'a> {
     pub memo: Memo,
     /// The state at the top of the iteration of the last base write (what a whole write
     /// carries until a base with a state exists).
-    pub top: serde_json::Value,
+    pub top: Option<GepaState>,
     /// `lessons_updated` already sent in this generation.
     pub lessons_sent: bool,
     /// What has been written of the checkpoint (incremental writes).
@@ -120,6 +119,23 @@ pub struct Engine<'a> {
     pub spend: ProposalCost,
     /// Per item of the last `evaluate_many`: what its uncached rollouts cost.
     pub item_spend: Vec<ProposalCost>,
+    /// The pool's per-instance fronts and aggregates, kept up to date as candidates join (not
+    /// checkpointed: rebuilt from the state).
+    pub fronts: frontier::FrontIndex,
+    /// Memo keys the interrupted iteration paid for ([`super::state::Checkpoint::replay`]).
+    pub replay: std::collections::BTreeSet<String>,
+}
+
+/// A validated child's scores and unscored indices (`None`: it lost to its parent), and what
+/// its validation cost.
+pub type ValidatedChild = (Option<(Vec<f64>, Vec<usize>)>, ProposalCost);
+
+/// Adds `more` to a running ledger entry.
+pub fn add_cost(to: &mut ProposalCost, more: &ProposalCost) {
+    to.metric_calls += more.metric_calls;
+    to.task_usd += more.task_usd;
+    to.reflection_usd += more.reflection_usd;
+    to.judge_usd += more.judge_usd;
 }
 
 /// What one iteration achieved (idle iterations count towards `converged`).
@@ -168,6 +184,7 @@ impl Engine<'_> {
         // (item, position) of every distinct uncached rollout, in order.
         let mut misses: Vec<(usize, usize)> = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
+        let mut replayed: Vec<(usize, f64, f64)> = Vec::new();
         for (n, (candidate, on_val, indices)) in items.iter().enumerate() {
             let hash = candidate_hash(candidate);
             let set = if *on_val { &self.val } else { &self.train };
@@ -178,6 +195,14 @@ impl Engine<'_> {
             for (k, key) in item_keys.iter().enumerate() {
                 if !self.memo.cache.contains_key(key) && seen.insert(key.clone()) {
                     misses.push((n, k));
+                }
+            }
+            // Answers the interrupted iteration paid for are booked as paid once more.
+            for key in &item_keys {
+                if let Some(record) = self.memo.cache.get(key)
+                    && self.replay.remove(key)
+                {
+                    replayed.push((n, record.task_usd, record.judge_usd));
                 }
             }
             keys.push(item_keys);
@@ -210,6 +235,13 @@ impl Engine<'_> {
         let answered = rollouts.len();
         let mut judged = Vec::new();
         self.item_spend = vec![ProposalCost::default(); items.len()];
+        for (n, task_usd, judge_usd) in replayed {
+            for spend in [&mut self.item_spend[n], &mut self.spend] {
+                spend.metric_calls += 1;
+                spend.task_usd += task_usd;
+                spend.judge_usd += judge_usd;
+            }
+        }
         for ((n, k), rollout) in misses.iter().zip(rollouts) {
             self.budget.record(rollout.cost_usd, rollout.tokens);
             for spend in [&mut self.item_spend[*n], &mut self.spend] {
@@ -220,7 +252,19 @@ impl Engine<'_> {
             if let Some(score) = rollout.judge_score {
                 judged.push((example(*n, *k).id.clone(), score));
             }
-            self.memo.cache.insert(keys[*n][*k].clone(), rollout.record);
+            // Validation rollouts are kept by score alone: nothing reads their output or
+            // feedback (reflection reads training rollouts), and the checkpoint stays small.
+            let record = if items[*n].1 {
+                EvalRecord {
+                    score: rollout.record.score,
+                    task_usd: rollout.record.task_usd,
+                    judge_usd: rollout.record.judge_usd,
+                    ..EvalRecord::default()
+                }
+            } else {
+                rollout.record
+            };
+            self.memo.cache.insert(keys[*n][*k].clone(), record);
             self.journal.fresh_cache.push(keys[*n][*k].clone());
         }
         if answered > 0 {
@@ -248,6 +292,20 @@ impl Engine<'_> {
             .collect())
     }
 
+    /// Drops the validation rollouts of pool member `id` from the memo. Hidden contract: a pool
+    /// member is never validated again (reflection and merge children already in the pool are
+    /// rejected before validation, steering skips them), so its validation rollouts are never
+    /// looked up again; its scores live in `state.val_scores`. Dropping them keeps the memo —
+    /// and every base checkpoint, which rewrites it — proportional to the training rollouts and
+    /// the children that lost, not to pool × validation set. A resumed run may still hold
+    /// some of them (from parts written before the drop): never looked up, they change nothing.
+    pub(super) fn forget_validation(&mut self, id: usize) {
+        let hash = candidate_hash(&self.state.candidates[id]);
+        for example in &self.val {
+            self.memo.cache.remove(&cache_key(hash, &example.id));
+        }
+    }
+
     /// Scores a candidate on the whole validation set.
     #[tracing::instrument(name = "validate", skip_all, fields(otel.name = "validate"))]
     pub async fn validate(&mut self, candidate: &Candidate) -> Result<Vec<f64>, Halt> {
@@ -260,15 +318,15 @@ impl Engine<'_> {
             .collect())
     }
 
-    /// Validation ids of `order` whose uncached rollouts of `candidate` fit the budget, in order.
-    fn fitting(&self, candidate: &Candidate, order: &[usize]) -> Vec<usize> {
+    /// Validation ids of `order` whose uncached rollouts of the candidate hashed `hash` fit in
+    /// `left` metric calls (`None`: unlimited), in order; takes them from `left`.
+    fn fitting(&self, hash: u64, order: &[usize], left: &mut Option<u64>) -> Vec<usize> {
         if self.budget.spending_stop().is_some() {
             return Vec::new();
         }
-        let Some(mut left) = self.budget.metric_calls_left() else {
+        let Some(left) = left.as_mut() else {
             return order.to_vec();
         };
-        let hash = candidate_hash(candidate);
         let mut out = Vec::new();
         for k in order {
             let cached = self
@@ -276,100 +334,213 @@ impl Engine<'_> {
                 .cache
                 .contains_key(&cache_key(hash, &self.val[*k].id));
             if !cached {
-                if left == 0 {
+                if *left == 0 {
                     continue;
                 }
-                left -= 1;
+                *left -= 1;
             }
             out.push(*k);
         }
         out
     }
 
-    /// Scores an accepted child on the validation set under the job's policy. Returns its
-    /// per-instance scores and the indices left unscored (estimated by the best parent's scores),
-    /// or `None` when the child lost to that parent on the ids it was scored on.
+    /// [`Engine::validate_children`] for one child.
     pub(super) async fn validate_child(
         &mut self,
         child: &Candidate,
         parents: &[usize],
     ) -> Result<Option<(Vec<f64>, Vec<usize>)>, Halt> {
+        let mut out = self.validate_children(&[(child, parents)]).await?;
+        Ok(out.pop().and_then(|(verdict, _)| verdict))
+    }
+
+    /// Scores accepted children on the validation set under the job's policy, together: each
+    /// stage (the subsample, then the rest) runs every child's rollouts at once, so a
+    /// generation's validations cost one stage's latency, not one per child. Per child (in
+    /// order): its per-instance scores and the indices left unscored (estimated by its best
+    /// parent's scores), or `None` when it lost to that parent on the ids it was scored on;
+    /// and what its validation cost. The plan (RNG draws, which ids fit the budget) is made in
+    /// child order before anything runs, so it does not depend on timing.
+    pub(super) async fn validate_children(
+        &mut self,
+        children: &[(&Candidate, &[usize])],
+    ) -> Result<Vec<ValidatedChild>, Halt> {
+        struct Plan {
+            hash: u64,
+            reference: usize,
+            order: Vec<usize>,
+            scored: Vec<Option<f64>>,
+            /// Scored on every id in one stage (legacy, or `full` when they all fit).
+            whole: bool,
+            lost: bool,
+            cost: ProposalCost,
+        }
         let n = self.val.len();
         let all: Vec<usize> = (0..n).collect();
-        if self.cfg.legacy
-            || self.fitting(child, &all).len() == n && self.cfg.validation == ValidationPolicy::Full
-        {
-            return Ok(Some((self.validate(child).await?, Vec::new())));
+        let mut left = self.budget.metric_calls_left();
+        let mut plans: Vec<Plan> = Vec::with_capacity(children.len());
+        for (child, parents) in children {
+            let hash = candidate_hash(child);
+            let mut trial = left;
+            let whole = self.cfg.legacy
+                || self.cfg.validation == ValidationPolicy::Full
+                    && self.fitting(hash, &all, &mut trial).len() == n;
+            let reference = parents
+                .iter()
+                .copied()
+                .max_by(|a, b| {
+                    self.state
+                        .aggregate(*a)
+                        .total_cmp(&self.state.aggregate(*b))
+                        .then(b.cmp(a))
+                })
+                .unwrap_or(0);
+            let mut order = all.clone();
+            if whole {
+                left = trial;
+            } else {
+                self.state.rng.shuffle(&mut order);
+            }
+            plans.push(Plan {
+                hash,
+                reference,
+                order,
+                scored: vec![None; n],
+                whole,
+                lost: false,
+                cost: ProposalCost::default(),
+            });
         }
-        let reference = parents
-            .iter()
-            .copied()
-            .max_by(|a, b| {
-                self.state
-                    .aggregate(*a)
-                    .total_cmp(&self.state.aggregate(*b))
-                    .then(b.cmp(a))
-            })
-            .unwrap_or(0);
-        let mut order = all;
-        self.state.rng.shuffle(&mut order);
-        let mut scored: Vec<Option<f64>> = vec![None; n];
-        let loses = |scored: &[Option<f64>], state: &GepaState| {
+        let loses = |plan: &Plan, state: &GepaState| {
             let (mut child_sum, mut parent_sum) = (0.0, 0.0);
-            for (k, s) in scored.iter().enumerate() {
+            for (k, s) in plan.scored.iter().enumerate() {
                 if let Some(s) = s {
                     child_sum += s;
-                    parent_sum += state.val_scores[reference][k];
+                    parent_sum += state.val_scores[plan.reference][k];
                 }
             }
             child_sum < parent_sum
         };
-        if self.cfg.validation == ValidationPolicy::Subsample {
+        // 1. The subsample of every child not validated whole.
+        if self.cfg.validation == ValidationPolicy::Subsample && !self.cfg.legacy {
             let size = n.div_ceil(5).max(MERGE_SUBSAMPLE).min(n);
-            let mut sub = self.fitting(child, &order[..size]);
-            sub.sort_unstable();
-            if sub.is_empty() {
-                return Ok(None);
+            let mut stage: Vec<(usize, Vec<usize>)> = Vec::new();
+            for (c, plan) in plans.iter_mut().enumerate().filter(|(_, p)| !p.whole) {
+                let mut sub = self.fitting(plan.hash, &plan.order[..size], &mut left);
+                sub.sort_unstable();
+                if sub.is_empty() {
+                    plan.lost = true;
+                } else {
+                    stage.push((c, sub));
+                }
             }
-            for (k, r) in sub.iter().zip(self.evaluate(child, true, &sub).await?) {
-                scored[*k] = Some(r.score);
-            }
-            if loses(&scored, &self.state) {
-                return Ok(None);
+            let records = self.evaluate_stage(children, &stage).await?;
+            for ((c, sub), (records, cost)) in stage.iter().zip(records) {
+                let plan = &mut plans[*c];
+                add_cost(&mut plan.cost, &cost);
+                for (k, r) in sub.iter().zip(records) {
+                    plan.scored[*k] = Some(r.score);
+                }
+                plan.lost = loses(plan, &self.state);
             }
         }
-        let rest: Vec<usize> = order.into_iter().filter(|k| scored[*k].is_none()).collect();
-        let mut rest = self.fitting(child, &rest);
-        rest.sort_unstable();
-        if !rest.is_empty() {
-            for (k, r) in rest.iter().zip(self.evaluate(child, true, &rest).await?) {
-                scored[*k] = Some(r.score);
+        // 2. The rest (or everything) of every child still in the running.
+        let mut stage: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (c, plan) in plans.iter().enumerate().filter(|(_, p)| !p.lost) {
+            let rest = if plan.whole {
+                all.clone()
+            } else {
+                let rest: Vec<usize> = plan
+                    .order
+                    .iter()
+                    .copied()
+                    .filter(|k| plan.scored[*k].is_none())
+                    .collect();
+                let mut rest = self.fitting(plan.hash, &rest, &mut left);
+                rest.sort_unstable();
+                rest
+            };
+            if !rest.is_empty() {
+                stage.push((c, rest));
             }
         }
-        if scored.iter().all(Option::is_none) {
-            return Ok(None);
+        let records = self.evaluate_stage(children, &stage).await?;
+        for ((c, rest), (records, cost)) in stage.iter().zip(records) {
+            let plan = &mut plans[*c];
+            add_cost(&mut plan.cost, &cost);
+            for (k, r) in rest.iter().zip(records) {
+                plan.scored[*k] = Some(r.score);
+            }
         }
-        let missing: Vec<usize> = (0..n).filter(|k| scored[*k].is_none()).collect();
-        if !missing.is_empty() && loses(&scored, &self.state) {
-            return Ok(None);
+        Ok(plans
+            .into_iter()
+            .map(|plan| {
+                if plan.lost || plan.scored.iter().all(Option::is_none) {
+                    return (None, plan.cost);
+                }
+                let missing: Vec<usize> = (0..n).filter(|k| plan.scored[*k].is_none()).collect();
+                if !missing.is_empty() && loses(&plan, &self.state) {
+                    return (None, plan.cost);
+                }
+                let scores = (0..n)
+                    .map(|k| plan.scored[k].unwrap_or(self.state.val_scores[plan.reference][k]))
+                    .collect();
+                (Some((scores, missing)), plan.cost)
+            })
+            .collect())
+    }
+
+    /// Runs one validation stage: child `c` of `children` on the validation ids given for it,
+    /// all together. Per entry: the records and what its uncached rollouts cost.
+    async fn evaluate_stage(
+        &mut self,
+        children: &[(&Candidate, &[usize])],
+        stage: &[(usize, Vec<usize>)],
+    ) -> Result<Vec<(Vec<EvalRecord>, ProposalCost)>, Halt> {
+        if stage.is_empty() {
+            return Ok(Vec::new());
         }
-        let scores = (0..n)
-            .map(|k| scored[k].unwrap_or(self.state.val_scores[reference][k]))
+        let items: Vec<(&Candidate, bool, &[usize])> = stage
+            .iter()
+            .map(|(c, ids)| (children[*c].0, true, ids.as_slice()))
             .collect();
-        Ok(Some((scores, missing)))
+        let records = self.evaluate_many(&items).await?;
+        let costs = std::mem::take(&mut self.item_spend);
+        Ok(records.into_iter().zip(costs).collect())
     }
 
     pub fn frontier_entries(&self) -> Vec<FrontierEntry> {
-        frontier_entries(&self.state)
+        if !self.fronts.is_current(&self.state.val_scores) {
+            return frontier_entries(&self.state);
+        }
+        let agg = self.fronts.aggregates();
+        self.fronts
+            .dominators()
+            .into_iter()
+            .map(|c| FrontierEntry {
+                id: c as u32,
+                score: agg[c],
+            })
+            .collect()
     }
 
     pub fn best(&self) -> usize {
-        frontier::best(&self.state.val_scores)
+        if self.fronts.is_current(&self.state.val_scores) {
+            self.fronts.best()
+        } else {
+            frontier::best(&self.state.val_scores)
+        }
+    }
+
+    /// Brings the front index up to the pool.
+    pub(super) fn sync_fronts(&mut self) {
+        self.fronts.sync(&self.state.val_scores);
     }
 
     /// Announces the candidates added since the last announcement (`candidate_scored` each),
     /// then `frontier_updated` (always) and the original's `selected` (when any was added).
     pub async fn announce(&mut self, r#gen: u32) -> Result<(), Halt> {
+        self.sync_fronts();
         let added = std::mem::take(&mut self.state.unannounced);
         for (id, cost) in &added {
             let id = *id;
@@ -446,18 +617,12 @@ impl Engine<'_> {
         }
         let journal = &self.journal;
         if at_top && journal.rebase_due() {
-            let top = match serde_json::to_value(&self.state) {
-                Ok(top) => top,
-                Err(err) => {
-                    tracing::warn!(error = %err, "state not serialisable");
-                    return;
-                }
-            };
-            self.top = top;
+            self.top = Some(self.state.clone());
             let written = self.put_base().await;
             if let Some(bytes) = written {
                 self.journal = CheckpointJournal {
                     pool_written: self.state.candidates.len(),
+                    proposals_written: self.state.proposals.len(),
                     has_base: true,
                     base_bytes: bytes,
                     ..CheckpointJournal::default()
@@ -474,7 +639,9 @@ impl Engine<'_> {
             return;
         }
         let part = CheckpointPartRef {
-            state: at_top.then(|| StateDeltaRef::of(&self.state, journal.pool_written)),
+            state: at_top.then(|| {
+                StateDeltaRef::of(&self.state, journal.pool_written, journal.proposals_written)
+            }),
             memo: journal.memo_delta(&self.memo),
             spent: &self.budget.spent,
         };
@@ -494,10 +661,14 @@ impl Engine<'_> {
             Ok(()) => {
                 let journal = &mut self.journal;
                 journal.parts_bytes += text.len();
+                if at_top {
+                    journal.superseded_bytes += StateDeltaRef::superseded_bytes(&self.state);
+                }
                 journal.fresh_cache.clear();
                 journal.fresh_reflections.clear();
                 if at_top {
                     journal.pool_written = self.state.candidates.len();
+                    journal.proposals_written = self.state.proposals.len();
                 }
             }
             Err(err) => {
@@ -511,9 +682,10 @@ impl Engine<'_> {
     /// Writes the whole checkpoint (`top`, memo, spend) as a new base; its size when written.
     async fn put_base(&self) -> Option<usize> {
         let checkpoint = CheckpointRef {
-            state: &self.top,
+            state: self.top.as_ref(),
             memo: &self.memo,
             spent: &self.budget.spent,
+            replay: &self.replay,
         };
         let value = match serde_json::to_value(&checkpoint) {
             Ok(value) => value,
@@ -588,6 +760,8 @@ impl Engine<'_> {
             }
             let started = std::time::Instant::now();
             let outcome = self.iteration(merge_due).await;
+            // A replayed iteration is over: what it did not ask for again is a plain cache entry.
+            self.replay.clear();
             self.budget.observe_iteration(started.elapsed());
             match outcome {
                 Ok(Outcome::Progress) => self.state.idle_iterations = 0,
@@ -663,6 +837,17 @@ impl Engine<'_> {
     }
 
     pub(super) fn select_parent(&mut self) -> usize {
+        self.sync_fronts();
+        if self.fronts.is_current(&self.state.val_scores) {
+            let index = &self.fronts;
+            return match self.cfg.selector {
+                CandidateSelector::Pareto => index.sample_pareto(&mut self.state.rng),
+                CandidateSelector::CurrentBest => index.best(),
+                CandidateSelector::EpsilonGreedy => {
+                    index.epsilon_greedy(EPSILON, &mut self.state.rng)
+                }
+            };
+        }
         let scores = &self.state.val_scores;
         match self.cfg.selector {
             CandidateSelector::Pareto => frontier::sample_pareto(scores, &mut self.state.rng),

@@ -123,6 +123,8 @@ impl Evaluator {
             .join(" ");
         Ok(Rollout {
             record: EvalRecord {
+                task_usd: cost_usd - judge_cost_usd,
+                judge_usd: judge_cost_usd,
                 output,
                 score,
                 feedback,

@@ -45,14 +45,27 @@ pub fn mean(scores: &[f64]) -> f64 {
 /// count of survivors per front, `y` can go when each of its fronts has at least two:
 /// O(front memberships) instead of the reference's O(pool² × instances).
 pub fn dominators(fronts: &[BTreeSet<usize>], aggregate: &[f64]) -> BTreeSet<usize> {
-    let pool = fronts.iter().flatten().max().map_or(0, |max| max + 1);
+    let fronts: Vec<Vec<usize>> = fronts.iter().map(|f| f.iter().copied().collect()).collect();
+    let slices: Vec<&[usize]> = fronts.iter().map(Vec::as_slice).collect();
+    prune(&slices, aggregate)
+}
+
+/// [`dominators`] over fronts given as member lists (each without repeats). A front repeated
+/// for several instances may be given once: pruning only asks whether each of a candidate's
+/// fronts keeps another survivor, which repeats do not change.
+pub fn prune(fronts: &[&[usize]], aggregate: &[f64]) -> BTreeSet<usize> {
+    let pool = fronts
+        .iter()
+        .flat_map(|f| f.iter())
+        .max()
+        .map_or(0, |max| max + 1);
     let mut fronts_of: Vec<Vec<usize>> = vec![Vec::new(); pool];
     for (f, front) in fronts.iter().enumerate() {
-        for c in front {
+        for c in *front {
             fronts_of[*c].push(f);
         }
     }
-    let mut survivors: Vec<usize> = fronts.iter().map(BTreeSet::len).collect();
+    let mut survivors: Vec<usize> = fronts.iter().map(|f| f.len()).collect();
     let mut members: Vec<usize> = (0..pool).filter(|c| !fronts_of[*c].is_empty()).collect();
     // Stable: ties keep id order.
     members.sort_by(|a, b| aggregate[*a].total_cmp(&aggregate[*b]));
@@ -113,6 +126,194 @@ pub fn epsilon_greedy(val_scores: &[Vec<f64>], epsilon: f64, rng: &mut SeededRng
         rng.below(val_scores.len())
     } else {
         best(val_scores)
+    }
+}
+
+/// The per-instance fronts and the aggregates of a pool, kept up to date as candidates join
+/// instead of rebuilt (pool × instances sets) on every selection. The pool is append-only and a
+/// candidate's scores never change once it is in it, so indexing the new rows is enough.
+/// Instances whose fronts are the same set share one entry with a count of its instances
+/// (with exact-match metrics most instances share a few fronts). Answers exactly what
+/// [`instance_fronts`], [`dominators`], [`frequencies`] and [`best`] give on the same scores
+/// (a unit test compares them on random pools).
+#[derive(Debug, Default, Clone)]
+pub struct FrontIndex {
+    /// Candidates indexed so far (a prefix of the pool).
+    covered: usize,
+    /// Per instance: its best score and the entry of `fronts` that is its front.
+    best: Vec<f64>,
+    front_of: Vec<usize>,
+    /// Distinct fronts (members in id order) and how many instances have each (0: unused).
+    fronts: Vec<Vec<usize>>,
+    uses: Vec<usize>,
+    /// Per candidate, its mean score (summed in the order [`mean`] sums).
+    aggregate: Vec<f64>,
+    /// The first candidate with the best mean so far.
+    best_candidate: usize,
+    best_aggregate: f64,
+}
+
+impl FrontIndex {
+    /// Whether every candidate of `val_scores` is indexed.
+    pub fn is_current(&self, val_scores: &[Vec<f64>]) -> bool {
+        self.covered == val_scores.len() && self.covered > 0
+    }
+
+    /// Indexes the candidates of `val_scores` not indexed yet. A row that is not whole (the
+    /// seed's, before its validation) stops the catch-up there.
+    pub fn sync(&mut self, val_scores: &[Vec<f64>]) {
+        if val_scores.len() < self.covered {
+            *self = FrontIndex::default();
+        }
+        while let Some(row) = val_scores.get(self.covered) {
+            if self.covered == 0 {
+                if row.is_empty() {
+                    return;
+                }
+                *self = FrontIndex {
+                    best: vec![f64::NEG_INFINITY; row.len()],
+                    front_of: vec![0; row.len()],
+                    fronts: vec![Vec::new()],
+                    uses: vec![row.len()],
+                    best_aggregate: f64::NEG_INFINITY,
+                    ..FrontIndex::default()
+                };
+            } else if row.len() != self.best.len() {
+                return;
+            }
+            self.add(row);
+        }
+    }
+
+    fn add(&mut self, scores: &[f64]) {
+        let c = self.covered;
+        // (front it had, whether `c` joins it rather than replaces it) → its new front.
+        let mut moved: std::collections::HashMap<(usize, bool), usize> =
+            std::collections::HashMap::new();
+        for (i, s) in scores.iter().enumerate() {
+            let old = self.front_of[i];
+            let key = if *s > self.best[i] {
+                self.best[i] = *s;
+                (usize::MAX, false)
+            } else if *s == self.best[i] {
+                (old, true)
+            } else {
+                continue;
+            };
+            let new = match moved.get(&key) {
+                Some(new) => *new,
+                None => {
+                    let members = if key.1 {
+                        let mut members = Vec::with_capacity(self.fronts[old].len() + 1);
+                        members.extend_from_slice(&self.fronts[old]);
+                        members.push(c);
+                        members
+                    } else {
+                        vec![c]
+                    };
+                    self.fronts.push(members);
+                    self.uses.push(0);
+                    moved.insert(key, self.fronts.len() - 1);
+                    self.fronts.len() - 1
+                }
+            };
+            self.uses[old] -= 1;
+            self.uses[new] += 1;
+            self.front_of[i] = new;
+        }
+        let aggregate = mean(scores);
+        if aggregate > self.best_aggregate {
+            self.best_aggregate = aggregate;
+            self.best_candidate = c;
+        }
+        self.aggregate.push(aggregate);
+        self.covered += 1;
+        let live = self.uses.iter().filter(|n| **n > 0).count();
+        if self.fronts.len() > 2 * live + 64 {
+            self.compact();
+        }
+    }
+
+    /// Drops the fronts no instance has any more.
+    fn compact(&mut self) {
+        let mut renumber = vec![usize::MAX; self.fronts.len()];
+        let mut fronts = Vec::new();
+        let mut uses = Vec::new();
+        for (f, members) in std::mem::take(&mut self.fronts).into_iter().enumerate() {
+            if self.uses[f] > 0 {
+                renumber[f] = fronts.len();
+                fronts.push(members);
+                uses.push(self.uses[f]);
+            }
+        }
+        for f in &mut self.front_of {
+            *f = renumber[*f];
+        }
+        self.fronts = fronts;
+        self.uses = uses;
+    }
+
+    /// The distinct non-empty fronts, each with how many instances have it.
+    fn live(&self) -> impl Iterator<Item = (&[usize], usize)> {
+        self.fronts
+            .iter()
+            .zip(&self.uses)
+            .filter(|(members, n)| **n > 0 && !members.is_empty())
+            .map(|(members, n)| (members.as_slice(), *n))
+    }
+
+    /// Per-candidate mean scores.
+    pub fn aggregates(&self) -> &[f64] {
+        &self.aggregate
+    }
+
+    /// [`best`].
+    pub fn best(&self) -> usize {
+        self.best_candidate
+    }
+
+    /// [`dominators`] of the per-instance fronts.
+    pub fn dominators(&self) -> BTreeSet<usize> {
+        let fronts: Vec<&[usize]> = self.live().map(|(members, _)| members).collect();
+        prune(&fronts, &self.aggregate)
+    }
+
+    /// [`frequencies`] of `alive`.
+    pub fn frequencies(&self, alive: &BTreeSet<usize>) -> Vec<(usize, usize)> {
+        let mut count = vec![0usize; self.covered];
+        for (members, n) in self.live() {
+            for c in members {
+                count[*c] += n;
+            }
+        }
+        alive
+            .iter()
+            .map(|c| (*c, count[*c]))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// [`sample_pareto`].
+    pub fn sample_pareto(&self, rng: &mut SeededRng) -> usize {
+        let alive = self.dominators();
+        let weights = self.frequencies(&alive);
+        if weights.is_empty() {
+            return self.best();
+        }
+        let w: Vec<f64> = weights.iter().map(|(_, n)| *n as f64).collect();
+        rng.weighted(&w).map_or(weights[0].0, |i| weights[i].0)
+    }
+
+    /// [`epsilon_greedy`].
+    pub fn epsilon_greedy(&self, epsilon: f64, rng: &mut SeededRng) -> usize {
+        if self.covered == 0 {
+            return 0;
+        }
+        if rng.next_f64() < epsilon {
+            rng.below(self.covered)
+        } else {
+            self.best()
+        }
     }
 }
 
@@ -196,6 +397,44 @@ mod tests {
                 dominators_by_rescanning(&fronts, &agg),
                 "{scores:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_index_answers_what_rebuilding_the_fronts_answers() {
+        let mut rng = SeededRng::new(5);
+        for _ in 0..300 {
+            let pool = 1 + rng.below(40);
+            let instances = 1 + rng.below(12);
+            let levels = 2 + rng.below(3);
+            let scores: Vec<Vec<f64>> = (0..pool)
+                .map(|_| {
+                    (0..instances)
+                        .map(|_| rng.below(levels) as f64 / (levels - 1) as f64)
+                        .collect()
+                })
+                .collect();
+            let mut index = FrontIndex::default();
+            // Grown in steps, as the pool grows.
+            let mut upto = 0;
+            while upto < pool {
+                upto = (upto + 1 + rng.below(4)).min(pool);
+                index.sync(&scores[..upto]);
+                let part = &scores[..upto];
+                assert!(index.is_current(part));
+                let fronts = instance_fronts(part);
+                let agg: Vec<f64> = part.iter().map(|s| mean(s)).collect();
+                let alive = dominators(&fronts, &agg);
+                assert_eq!(index.dominators(), alive, "{part:?}");
+                assert_eq!(index.frequencies(&alive), frequencies(&fronts, &alive));
+                assert_eq!(index.best(), best(part));
+                assert_eq!(index.aggregates(), agg.as_slice());
+                let seed = rng.below(1000) as u64;
+                assert_eq!(
+                    index.sample_pareto(&mut SeededRng::new(seed)),
+                    sample_pareto(part, &mut SeededRng::new(seed))
+                );
+            }
         }
     }
 

@@ -156,11 +156,16 @@ impl Engine<'_> {
     /// One merge attempt when an eligible pair exists; false when none does.
     #[tracing::instrument(name = "merge", skip_all, fields(otel.name = "merge", generation))]
     pub(super) async fn try_merge(&mut self, generation: u32) -> Result<bool, Halt> {
-        let fronts = frontier::instance_fronts(&self.state.val_scores);
-        let agg: Vec<f64> = (0..self.state.candidates.len())
-            .map(|c| self.state.aggregate(c))
-            .collect();
-        let dominators: BTreeSet<usize> = frontier::dominators(&fronts, &agg);
+        self.sync_fronts();
+        let dominators: BTreeSet<usize> = if self.fronts.is_current(&self.state.val_scores) {
+            self.fronts.dominators()
+        } else {
+            let fronts = frontier::instance_fronts(&self.state.val_scores);
+            let agg: Vec<f64> = (0..self.state.candidates.len())
+                .map(|c| self.state.aggregate(c))
+                .collect();
+            frontier::dominators(&fronts, &agg)
+        };
         let mut rng = self.state.rng.clone();
         let found = find_triple(&self.state, &dominators, &mut rng);
         self.state.rng = rng;
@@ -220,6 +225,7 @@ impl Engine<'_> {
                 self.budget.spent.metric_calls,
             );
             self.state.set_imputed(id, missing);
+            self.forget_validation(id);
             self.state
                 .unannounced
                 .push((id, self.budget.spent.cost_usd - cost_before));

@@ -279,12 +279,13 @@ impl Optimizer for GepaOptimizer {
         let resumed = load_checkpoint(&ctx.store, &ctx.job_id, &seed).await;
         let seed_rng = SeededRng::from_seed(spec.seed.unwrap_or(settings.deterministic_seed));
         let is_resume = resumed.is_some();
-        let (state, memo, spent) = match resumed {
-            Some(c) => (c.state, c.memo, c.spent),
+        let (state, memo, spent, replay) = match resumed {
+            Some(c) => (c.state, c.memo, c.spent, c.replay),
             None => (
                 GepaState::new(seed.clone(), Vec::new(), seed_rng, Spent::default()),
                 Memo::default(),
                 Spent::default(),
+                Default::default(),
             ),
         };
         let components: Vec<String> = seed.keys().cloned().collect();
@@ -308,11 +309,13 @@ impl Optimizer for GepaOptimizer {
             budget: Budget::new(limits, spent),
             state,
             memo,
-            top: serde_json::Value::Null,
+            top: None,
             lessons_sent: false,
             journal: Default::default(),
             spend: Default::default(),
             item_spend: Vec::new(),
+            fronts: Default::default(),
+            replay,
             train: split.train,
             val: split.val,
         };
@@ -327,6 +330,7 @@ impl Optimizer for GepaOptimizer {
                 Err(Halt::Error(err)) => return Err(err),
             };
             engine.state.val_scores[0] = scores;
+            engine.forget_validation(0);
             engine.state.discovered_at[0] = engine.budget.spent.metric_calls;
             engine
                 .state

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::engine::{Engine, Halt, Outcome, provider_failed};
+use super::engine::{Engine, Halt, Outcome, ValidatedChild, provider_failed};
 use super::reflection::{self, Record};
 use super::state::{Candidate, EvalRecord, Origin, Rejected, candidate_hash, fnv1a};
 use crate::domain::EventPayload;
@@ -17,6 +17,13 @@ use crate::domain::gepa::{
 use crate::optimizer::OptimizeError;
 use crate::provider::{ChatMessage, CompletionRequest, ModelProvider};
 
+/// Proposals per generation by default. More proposals per generation means fewer
+/// generations for a budget, each learning from fewer accepted children: at budget 300 on the
+/// offline world, 10 per generation (what `EVAL_MAX_CONCURRENCY=32` held before) halved test
+/// accuracy on one pack while 2 kept it. Wall time comes from the concurrency instead: every
+/// stage of a generation (parents' minibatches, reflections, children's minibatches,
+/// validations) runs its calls together.
+pub const DEFAULT_PARALLEL_PROPOSALS: usize = 2;
 /// A minibatch where the parent scores at least this everywhere is skipped.
 const PERFECT_SCORE: f64 = 1.0;
 /// Lessons kept in the result.
@@ -26,6 +33,20 @@ const MAX_LESSONS: usize = 20;
 const MAX_REJECTED: usize = 24;
 /// Rejected proposals shown in one reflection prompt.
 const MEMORY_IN_PROMPT: usize = 3;
+
+/// A proposal judged on its minibatch.
+struct Judged {
+    p: Proposal,
+    child: Candidate,
+    repeat: bool,
+    text: String,
+    parent_scores: Vec<f64>,
+    child_scores: Vec<f64>,
+    before: f64,
+    after: f64,
+    already_in_pool: bool,
+    accepted: bool,
+}
 
 /// One proposal in flight.
 struct Proposal {
@@ -42,13 +63,14 @@ struct Proposal {
 }
 
 impl Engine<'_> {
-    /// Proposals this generation: the configured number, else as many minibatches as the job's
-    /// concurrency holds; fewer when the budget left does not cover them.
+    /// Proposals this generation: the configured number, else [`DEFAULT_PARALLEL_PROPOSALS`];
+    /// fewer when the budget left does not cover them. Never derived from the concurrency, so
+    /// a result does not depend on how the server is configured.
     fn proposals_now(&self, size: usize) -> usize {
         let wanted = self
             .cfg
             .parallel
-            .unwrap_or(self.eval.per_job / size.max(1))
+            .unwrap_or(DEFAULT_PARALLEL_PROPOSALS)
             .max(1);
         match self.budget.metric_calls_left() {
             Some(left) => wanted.min((left / (2 * size as u64).max(1)).max(1) as usize),
@@ -235,16 +257,51 @@ impl Engine<'_> {
         for (p, spend) in live.iter_mut().zip(std::mem::take(&mut self.item_spend)) {
             add(&mut p.cost, &spend);
         }
-        // 6. Acceptance and validation, in proposal order.
-        let mut outcome = Outcome::Idle;
+        // 6. Acceptance in proposal order; the accepted children are validated together;
+        //    then the verdicts, in proposal order.
+        let mut judged: Vec<Judged> = Vec::with_capacity(live.len());
         for ((p, (child, repeat, text)), records) in
             live.into_iter().zip(children).zip(child_records)
         {
-            if self
-                .judge(generation, p, child, repeat, text, records)
-                .await?
-                == Outcome::Progress
-            {
+            let parent_scores: Vec<f64> = p.parent_records.iter().map(|r| r.score).collect();
+            let child_scores: Vec<f64> = records.iter().map(|r| r.score).collect();
+            let (before, after) = (
+                parent_scores.iter().sum::<f64>(),
+                child_scores.iter().sum::<f64>(),
+            );
+            // A child whose text is already in the pool (the parent itself or any earlier
+            // candidate), or is a child of this round accepted before it, adds nothing: its
+            // evaluations come from the cache, so accepting it again would count as progress
+            // for free and the no-progress stop would never fire.
+            let already_in_pool = self.state.candidates.contains(&child)
+                || judged.iter().any(|j| j.accepted && j.child == child);
+            let accepted = match self.cfg.acceptance {
+                Acceptance::StrictImprovement => after > before,
+                Acceptance::ImprovementOrEqual => after >= before,
+            } && !already_in_pool;
+            judged.push(Judged {
+                p,
+                child,
+                repeat,
+                text,
+                parent_scores,
+                child_scores,
+                before,
+                after,
+                already_in_pool,
+                accepted,
+            });
+        }
+        let to_validate: Vec<(&Candidate, &[usize])> = judged
+            .iter()
+            .filter(|j| j.accepted)
+            .map(|j| (&j.child, std::slice::from_ref(&j.p.parent)))
+            .collect();
+        let mut validated = self.validate_children(&to_validate).await?.into_iter();
+        let mut outcome = Outcome::Idle;
+        for j in judged {
+            let validation = if j.accepted { validated.next() } else { None };
+            if self.verdict(generation, j, validation).await? == Outcome::Progress {
                 outcome = Outcome::Progress;
             }
         }
@@ -273,23 +330,27 @@ impl Engine<'_> {
         recent
     }
 
-    /// Accepts or rejects one child on its minibatch; validates and adds an accepted one.
-    async fn judge(
+    /// Records one proposal's verdict: rejected on its minibatch, rejected by its validation,
+    /// or added to the pool.
+    async fn verdict(
         &mut self,
         generation: u32,
-        p: Proposal,
-        child: Candidate,
-        repeat: bool,
-        text: String,
-        child_records: Vec<EvalRecord>,
+        j: Judged,
+        validation: Option<ValidatedChild>,
     ) -> Result<Outcome, Halt> {
+        let Judged {
+            p,
+            child,
+            repeat,
+            text,
+            parent_scores,
+            child_scores,
+            before,
+            after,
+            already_in_pool,
+            accepted,
+        } = j;
         let parent = p.parent;
-        let parent_scores: Vec<f64> = p.parent_records.iter().map(|r| r.score).collect();
-        let child_scores: Vec<f64> = child_records.iter().map(|r| r.score).collect();
-        let (before, after) = (
-            parent_scores.iter().sum::<f64>(),
-            child_scores.iter().sum::<f64>(),
-        );
         self.emit(EventPayload::MinibatchEvaluated(MinibatchEvaluated {
             generation,
             candidate_id: parent as u32,
@@ -298,14 +359,6 @@ impl Engine<'_> {
             child_scores,
         }))
         .await?;
-        // A child whose text is already in the pool (the parent itself or any earlier
-        // candidate) adds nothing: its evaluations come from the cache, so accepting it again
-        // would count as progress for free and the no-progress stop would never fire.
-        let already_in_pool = self.state.candidates.contains(&child);
-        let accepted = match self.cfg.acceptance {
-            Acceptance::StrictImprovement => after > before,
-            Acceptance::ImprovementOrEqual => after >= before,
-        } && !already_in_pool;
         let rejected = Rejected {
             parent,
             component: p.component.clone(),
@@ -322,7 +375,7 @@ impl Engine<'_> {
             after,
             cost: p.cost.clone(),
         };
-        if !accepted {
+        let Some((validated, validation_cost)) = validation.filter(|_| accepted) else {
             if !already_in_pool {
                 self.remember(rejected);
             }
@@ -333,11 +386,8 @@ impl Engine<'_> {
             } else {
                 Outcome::Progress
             });
-        }
-        let cost_before = self.budget.spent.cost_usd;
-        let spend_before = self.spend.clone();
-        let validated = self.validate_child(&child, &[parent]).await?;
-        add(&mut verdict.cost, &since(&self.spend, &spend_before));
+        };
+        add(&mut verdict.cost, &validation_cost);
         let Some((scores, missing)) = validated else {
             self.remember(rejected);
             self.state.proposals.push(verdict.clone());
@@ -352,12 +402,13 @@ impl Engine<'_> {
             self.budget.spent.metric_calls,
         );
         self.state.set_imputed(id, missing);
+        self.forget_validation(id);
         verdict.candidate_id = Some(id as u32);
         self.state.proposals.push(verdict.clone());
         self.emit(EventPayload::CandidateAccepted(verdict)).await?;
         self.state
             .unannounced
-            .push((id, self.budget.spent.cost_usd - cost_before));
+            .push((id, validation_cost.task_usd + validation_cost.judge_usd));
         if self.cfg.use_merge && self.state.merge_attempts < self.cfg.max_merges {
             self.state.merges_due += 1;
         }
@@ -436,22 +487,7 @@ impl Engine<'_> {
     }
 }
 
-fn add(to: &mut ProposalCost, more: &ProposalCost) {
-    to.metric_calls += more.metric_calls;
-    to.task_usd += more.task_usd;
-    to.reflection_usd += more.reflection_usd;
-    to.judge_usd += more.judge_usd;
-}
-
-/// What was spent between two snapshots of the running total.
-fn since(now: &ProposalCost, before: &ProposalCost) -> ProposalCost {
-    ProposalCost {
-        metric_calls: now.metric_calls - before.metric_calls,
-        task_usd: now.task_usd - before.task_usd,
-        reflection_usd: now.reflection_usd - before.reflection_usd,
-        judge_usd: now.judge_usd - before.judge_usd,
-    }
-}
+use super::engine::add_cost as add;
 
 async fn ask(
     provider: Arc<dyn ModelProvider>,

@@ -154,6 +154,7 @@ mod tests {
             output: "lyon".into(),
             score: 0.0,
             feedback: "expected paris".into(),
+            ..EvalRecord::default()
         };
         let prompt = reflection_prompt(
             "Answer briefly.",
@@ -183,6 +184,7 @@ mod tests {
             output: "lyon".into(),
             score: 0.0,
             feedback: "wrong".into(),
+            ..EvalRecord::default()
         };
         let rec = [Record {
             example: &example,

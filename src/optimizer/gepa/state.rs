@@ -51,6 +51,16 @@ pub struct EvalRecord {
     pub output: String,
     pub score: f64,
     pub feedback: String,
+    /// What the rollout cost (task model, and the judge's share), so a resume that replays it
+    /// from the memo books it in the per-proposal ledger as the uninterrupted run did.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub task_usd: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub judge_usd: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Epoch-shuffled minibatches; each epoch is padded with the least-used ids so it divides evenly.
@@ -170,14 +180,22 @@ pub struct Checkpoint {
     pub state: GepaState,
     pub memo: Memo,
     pub spent: Spent,
+    /// Rollouts the interrupted iteration paid for (the memo entries of the parts after the
+    /// first state part of the last generation, plus those a base written during a replay
+    /// carries): its replay serves them from the memo but books them as paid, so the
+    /// per-proposal ledger equals the uninterrupted run's.
+    #[serde(default)]
+    pub replay: BTreeSet<String>,
 }
 
 /// [`Checkpoint`] by reference, for writing without cloning the memo.
 #[derive(Serialize)]
 pub struct CheckpointRef<'a> {
-    pub state: &'a serde_json::Value,
+    /// `None` (null) until a state has been snapshotted.
+    pub state: Option<&'a GepaState>,
     pub memo: &'a Memo,
     pub spent: &'a Spent,
+    pub replay: &'a BTreeSet<String>,
 }
 
 /// One appended part of a checkpoint, by reference (see the module doc).
@@ -197,11 +215,13 @@ pub struct MemoDeltaRef<'a> {
 }
 
 /// A [`GepaState`] whose append-only pool vectors (candidates, parents, origins, val_scores,
-/// discovered_at) hold only the entries from `pool_from` on; every other field whole.
+/// discovered_at) hold only the entries from `pool_from` on, and whose append-only cost ledger
+/// (`proposals`) only those from `proposals_from` on; every other field whole.
 /// Hidden contract: every field of [`GepaState`] is here (a unit test checks the key sets).
 #[derive(Serialize)]
 pub struct StateDeltaRef<'a> {
     pub pool_from: usize,
+    pub proposals_from: usize,
     pub version: u32,
     pub candidates: &'a [Candidate],
     pub parents: &'a [Vec<usize>],
@@ -228,12 +248,39 @@ pub struct StateDeltaRef<'a> {
     pub proposals: &'a [crate::domain::gepa::CandidateVerdict],
 }
 
+/// Counts the bytes written to it.
+#[derive(Default)]
+pub struct ByteCount(pub usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl<'a> StateDeltaRef<'a> {
+    /// The bytes of this state's part that a later part supersedes (see
+    /// [`CheckpointJournal::superseded_bytes`]).
+    pub fn superseded_bytes(state: &GepaState) -> usize {
+        let mut count = ByteCount::default();
+        let whole = StateDeltaRef::of(state, state.candidates.len(), state.proposals.len());
+        match serde_json::to_writer(&mut count, &whole) {
+            Ok(()) => count.0,
+            Err(_) => 0,
+        }
+    }
+
     /// `state` with its pool from `pool_from` on.
-    pub fn of(state: &'a GepaState, pool_from: usize) -> Self {
+    pub fn of(state: &'a GepaState, pool_from: usize, proposals_from: usize) -> Self {
         let from = pool_from.min(state.candidates.len());
+        let proposals_from = proposals_from.min(state.proposals.len());
         StateDeltaRef {
             pool_from: from,
+            proposals_from,
             version: state.version,
             candidates: &state.candidates[from..],
             parents: &state.parents[from..],
@@ -257,7 +304,7 @@ impl<'a> StateDeltaRef<'a> {
             rejected: &state.rejected,
             unannounced: &state.unannounced,
             human_feedback: &state.human_feedback,
-            proposals: &state.proposals,
+            proposals: &state.proposals[proposals_from..],
         }
     }
 }
@@ -275,6 +322,9 @@ struct CheckpointPart {
 #[derive(Debug, Deserialize)]
 struct StateDelta {
     pool_from: usize,
+    /// Absent in parts written before the ledger was appended (they carry it whole).
+    #[serde(default)]
+    proposals_from: usize,
     #[serde(flatten)]
     state: GepaState,
 }
@@ -284,14 +334,31 @@ impl Checkpoint {
     /// pool does not line up, ends the replay there: the checkpoint stays what it was before it
     /// (older but consistent; a resume then re-runs more and pays for nothing it holds).
     pub fn apply(&mut self, parts: &[String]) {
+        let mut generation = self.state.generation;
         for text in parts {
             let Ok(part) = serde_json::from_str::<CheckpointPart>(text) else {
                 tracing::warn!("unreadable checkpoint part; resuming from the parts before it");
                 return;
             };
+            match &part.state {
+                // A new iteration: the previous one's answers are plain cache hits now. (A
+                // resumed run writes the same iteration's top again: nothing to clear.)
+                Some(delta) if delta.state.generation != generation => {
+                    generation = delta.state.generation;
+                    self.replay.clear();
+                }
+                Some(_) => {}
+                None => self.replay.extend(part.memo.cache.keys().cloned()),
+            }
             if let Some(delta) = part.state {
-                let StateDelta { pool_from, state } = delta;
-                if pool_from > self.state.candidates.len() {
+                let StateDelta {
+                    pool_from,
+                    proposals_from,
+                    state,
+                } = delta;
+                if pool_from > self.state.candidates.len()
+                    || proposals_from > self.state.proposals.len()
+                {
                     tracing::warn!("checkpoint part does not follow its base; ignoring the rest");
                     return;
                 }
@@ -301,17 +368,20 @@ impl Checkpoint {
                 whole.origins.truncate(pool_from);
                 whole.val_scores.truncate(pool_from);
                 whole.discovered_at.truncate(pool_from);
+                whole.proposals.truncate(proposals_from);
                 let new = &mut self.state;
                 whole.candidates.append(&mut new.candidates);
                 whole.parents.append(&mut new.parents);
                 whole.origins.append(&mut new.origins);
                 whole.val_scores.append(&mut new.val_scores);
                 whole.discovered_at.append(&mut new.discovered_at);
+                whole.proposals.append(&mut new.proposals);
                 new.candidates = whole.candidates;
                 new.parents = whole.parents;
                 new.origins = whole.origins;
                 new.val_scores = whole.val_scores;
                 new.discovered_at = whole.discovered_at;
+                new.proposals = whole.proposals;
             }
             self.memo.cache.extend(part.memo.cache);
             self.memo.reflections.extend(part.memo.reflections);
@@ -326,23 +396,32 @@ pub struct CheckpointJournal {
     /// Memo keys added since the last write (cache, reflections).
     pub fresh_cache: Vec<String>,
     pub fresh_reflections: Vec<String>,
-    /// Pool entries already written.
+    /// Pool entries and ledger entries (`proposals`) already written.
     pub pool_written: usize,
+    pub proposals_written: usize,
     /// A base with a state has been written (parts may follow it).
     pub has_base: bool,
     pub base_bytes: usize,
     /// Bytes of the parts written since the base.
     pub parts_bytes: usize,
+    /// Of those, the bytes a later part supersedes: each state part's fields other than the
+    /// entries it appends to the pool and the ledger (a resume reads them and drops them).
+    pub superseded_bytes: usize,
 }
 
-/// Parts are appended until they outweigh the base (and at least this much), then the base
-/// is rewritten: bytes written per iteration stay proportional to what changed.
+/// Parts are appended until what they hold twice outweighs the base (and at least this much),
+/// then the base is rewritten.
 pub const MIN_PARTS_BYTES_BEFORE_REBASE: usize = 256 * 1024;
 
 impl CheckpointJournal {
-    /// Whether the next top-of-iteration write should be a new base.
+    /// Whether the next top-of-iteration write should be a new base: when the superseded bytes
+    /// of the parts outweigh the base. New pool entries and memo entries do not count: a new
+    /// base would hold them too. So what a resume reads stays within about twice a fresh base,
+    /// and the base — which holds every candidate's text and grows with the run — is rewritten
+    /// only as often as the repeated part of the state makes it worth it, not every time the
+    /// pool has grown by its own size again.
     pub fn rebase_due(&self) -> bool {
-        !self.has_base || self.parts_bytes > self.base_bytes.max(MIN_PARTS_BYTES_BEFORE_REBASE)
+        !self.has_base || self.superseded_bytes > self.base_bytes.max(MIN_PARTS_BYTES_BEFORE_REBASE)
     }
 
     /// The memo entries added since the last write.
@@ -509,13 +588,13 @@ mod tests {
     fn the_state_delta_carries_every_field_of_the_state() {
         let state = sample_state();
         let whole = serde_json::to_value(&state).unwrap();
-        let delta = serde_json::to_value(StateDeltaRef::of(&state, 1)).unwrap();
+        let delta = serde_json::to_value(StateDeltaRef::of(&state, 1, 0)).unwrap();
         let mut whole_keys: Vec<&String> = whole.as_object().unwrap().keys().collect();
         let mut delta_keys: Vec<&String> = delta
             .as_object()
             .unwrap()
             .keys()
-            .filter(|k| *k != "pool_from")
+            .filter(|k| *k != "pool_from" && *k != "proposals_from")
             .collect();
         whole_keys.sort();
         delta_keys.sort();
@@ -528,6 +607,7 @@ mod tests {
     #[test]
     fn a_base_and_its_parts_read_back_as_the_whole_checkpoint() {
         let mut state = sample_state();
+        state.proposals.push(verdict(1));
         let mut memo = Memo::default();
         memo.cache.insert("a/1".into(), record(0.5));
         let base_spent = Spent {
@@ -535,14 +615,16 @@ mod tests {
             ..Spent::default()
         };
         let base = serde_json::to_value(CheckpointRef {
-            state: &serde_json::to_value(&state).unwrap(),
+            state: Some(&state),
             memo: &memo,
             spent: &base_spent,
+            replay: &BTreeSet::new(),
         })
         .unwrap();
         // A mid-iteration part (memo only), then a top-of-iteration part with a new candidate.
         let mut journal = CheckpointJournal {
             pool_written: state.candidates.len(),
+            proposals_written: state.proposals.len(),
             has_base: true,
             ..CheckpointJournal::default()
         };
@@ -562,10 +644,15 @@ mod tests {
         let parent = state.candidates[1].clone();
         state.add(parent, vec![1], Origin::Merge, vec![0.25], 2);
         state.generation = 3;
+        state.proposals.push(verdict(3));
         memo.reflections.insert("r".into(), "answer".into());
         journal.fresh_reflections.push("r".into());
         let part2 = serde_json::to_string(&CheckpointPartRef {
-            state: Some(StateDeltaRef::of(&state, journal.pool_written)),
+            state: Some(StateDeltaRef::of(
+                &state,
+                journal.pool_written,
+                journal.proposals_written,
+            )),
             memo: journal.memo_delta(&memo),
             spent: &spent,
         })
@@ -577,8 +664,21 @@ mod tests {
         assert_eq!(read.spent, spent);
     }
 
+    fn verdict(generation: u32) -> crate::domain::gepa::CandidateVerdict {
+        crate::domain::gepa::CandidateVerdict {
+            generation,
+            candidate_id: None,
+            parent_ids: vec![0],
+            before: 1.0,
+            after: 0.0,
+            cost: Default::default(),
+        }
+    }
+
     fn record(score: f64) -> EvalRecord {
         EvalRecord {
+            task_usd: 0.0,
+            judge_usd: 0.0,
             output: "o".into(),
             score,
             feedback: "f".into(),

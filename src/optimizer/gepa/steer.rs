@@ -108,6 +108,7 @@ impl Engine<'_> {
             self.budget.spent.metric_calls,
         );
         self.state.set_imputed(id, missing);
+        self.forget_validation(id);
         let score = self.state.aggregate(id);
         self.emit(EventPayload::CandidateAccepted(CandidateVerdict {
             generation,
