@@ -223,18 +223,11 @@ fn gepa_request(seed: i64, max_rollouts: u64) -> pb::OptimizeRequest {
     }
 }
 
-/// A job's GEPA result, without the per-proposal cost ledger: in one run of this test the
-/// *uninterrupted* reference recorded 0 metric calls for generation 1's proposal where the
-/// resumed run recorded 15 (the engine's ledger under concurrency; reported to the GEPA owner).
-/// Everything else — candidates, scores, budget, stop reason — must be equal.
+/// A job's GEPA result: candidates, scores, budget, stop reason and the per-proposal cost
+/// ledger must all equal the uninterrupted run's.
 fn gepa_result(job: &pb::Job) -> pb::GepaResult {
     match job.result.as_ref().and_then(|r| r.kind.clone()) {
-        Some(pb::job_result::Kind::Gepa(mut g)) => {
-            for proposal in &mut g.proposals {
-                proposal.cost = None;
-            }
-            g
-        }
+        Some(pb::job_result::Kind::Gepa(g)) => g,
         other => panic!("expected a GEPA result, got {other:?}"),
     }
 }
