@@ -4,11 +4,11 @@
 //! top of every iteration, fills in what events do not carry (a merge's texts, discovery
 //! budget). Once the job has finished, its result's pool is authoritative.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
-use crate::domain::gepa::{CandidateInfo, DEFAULT_COMPONENT, GepaResult};
+use crate::domain::gepa::{CandidateInfo, CandidateProposed, DEFAULT_COMPONENT, GepaResult};
 use crate::domain::{Event, EventPayload, JobSpec};
 
 /// A proposal that did not beat its parent on the minibatch.
@@ -67,7 +67,9 @@ pub fn fold(
 ) -> Lineage {
     let mut pool: Vec<CandidateInfo> = Vec::new();
     let mut rejected = Vec::new();
-    let mut proposal = None;
+    // A generation proposes several children before its verdicts (parallel proposals); the
+    // verdicts come in proposal order. A replayed generation (after a hand-over) starts afresh.
+    let mut proposals: VecDeque<CandidateProposed> = VecDeque::new();
     let mut minibatch = None;
     let mut metric_calls = 0;
     let mut val_example_ids: Vec<String> = Vec::new();
@@ -84,7 +86,10 @@ pub fn fold(
     for event in events {
         match &event.payload {
             EventPayload::BudgetProgress(b) => metric_calls = b.metric_calls_used,
-            EventPayload::CandidateProposed(p) => proposal = Some(p.clone()),
+            EventPayload::GenerationStarted(_)
+            | EventPayload::Suspended { .. }
+            | EventPayload::Resumed { .. } => proposals.clear(),
+            EventPayload::CandidateProposed(p) => proposals.push_back(p.clone()),
             EventPayload::MinibatchEvaluated(m) => minibatch = Some(m.clone()),
             EventPayload::CandidateAccepted(v) => {
                 let Some(id) = v.candidate_id else { continue };
@@ -98,13 +103,13 @@ pub fn fold(
                 pool[i].parents = v.parent_ids.clone();
                 pool[i].origin = "reflection".into();
                 pool[i].components = parent_components;
-                if let Some(p) = proposal.take() {
+                if let Some(p) = proposals.pop_front() {
                     pool[i].components.insert(p.component, p.text);
                 }
                 pool[i].discovered_at_metric_calls = metric_calls;
             }
             EventPayload::CandidateRejected(v) => {
-                let (Some(p), m) = (proposal.take(), minibatch.take()) else {
+                let (Some(p), m) = (proposals.pop_front(), minibatch.take()) else {
                     continue;
                 };
                 let (example_ids, parent_scores, child_scores) = m
@@ -288,6 +293,40 @@ mod tests {
         assert_eq!(lineage.rejected.len(), 1);
         assert_eq!(lineage.rejected[0].text, "worse");
         assert_eq!(lineage.rejected[0].child_scores, vec![0.0]);
+    }
+
+    #[test]
+    fn parallel_proposals_are_matched_to_their_verdicts_in_proposal_order() {
+        // A generation proposes two children, then judges them in the same order; a replayed
+        // generation (after a hand-over) proposes again from the start.
+        let events = vec![
+            ev(1, scored(0, 0.0, 1.0)),
+            ev(2, proposed(0, "interrupted")),
+            ev(
+                3,
+                EventPayload::Suspended {
+                    reason: "shutdown".into(),
+                },
+            ),
+            ev(
+                4,
+                EventPayload::Resumed {
+                    reason: "restart".into(),
+                },
+            ),
+            ev(5, proposed(0, "first")),
+            ev(6, proposed(0, "second")),
+            ev(7, EventPayload::CandidateRejected(verdict(None, 0))),
+            ev(8, EventPayload::CandidateAccepted(verdict(Some(1), 0))),
+            ev(9, scored(1, 1.0, 1.0)),
+        ];
+        let lineage = fold(seed(), &events, None, None);
+        assert_eq!(
+            lineage.candidates[1].components[DEFAULT_COMPONENT],
+            "second"
+        );
+        assert_eq!(lineage.rejected.len(), 1);
+        assert_eq!(lineage.rejected[0].text, "first");
     }
 
     #[test]
