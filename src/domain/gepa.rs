@@ -69,11 +69,17 @@ pub enum ValidationPolicy {
     Subsample,
 }
 
+/// Examples per reflective minibatch when a request names none. The reference library's default
+/// is 3; with the strict 0/1 metrics GEPA is run with, a 3-example minibatch is often all-correct
+/// (the iteration is skipped, its calls spent) and shows the reflection too few categories at once.
+/// 4 beat 3 at every budget on the offline world (docs/gepa.md, "Minibatch size").
+pub const DEFAULT_MINIBATCH_SIZE: u32 = 4;
+
 /// GEPA knobs of one request; every field has a default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GepaOptions {
-    /// Examples per reflective minibatch (default 3).
+    /// Examples per reflective minibatch (default [`DEFAULT_MINIBATCH_SIZE`]).
     pub minibatch_size: Option<u32>,
     pub candidate_selector: CandidateSelector,
     pub acceptance: Acceptance,

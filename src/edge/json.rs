@@ -60,7 +60,7 @@ pub struct OptimizeBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GepaBody {
-    /// Examples per reflective minibatch (default 3).
+    /// Examples per reflective minibatch (default 4).
     #[schema(minimum = 1, maximum = 64)]
     pub minibatch_size: Option<u32>,
     /// `pareto` (default), `current_best` or `epsilon_greedy`.

@@ -38,7 +38,9 @@ use self::metrics::{Judge, Metric};
 use self::state::{Candidate, Checkpoint, GepaState, Memo, STATE_VERSION};
 use super::{JobContext, OptimizeError, Optimizer, PartialJob, datasets};
 use crate::config::Settings;
-use crate::domain::gepa::{CandidateInfo, DEFAULT_COMPONENT, GepaResult, TestReport};
+use crate::domain::gepa::{
+    CandidateInfo, DEFAULT_COMPONENT, DEFAULT_MINIBATCH_SIZE, GepaResult, TestReport,
+};
 use crate::domain::{Example, JobResult, JobSpec};
 use crate::optimizer::rng::SeededRng;
 use crate::provider::openai::{OpenAiCompatible, OpenAiConfig};
@@ -209,7 +211,7 @@ pub async fn estimate_request(
                 .max_rollouts
                 .unwrap_or(settings.gepa_default_max_metric_calls),
             max_generations: spec.budget.max_generations,
-            minibatch: spec.gepa.minibatch_size.unwrap_or(3) as usize,
+            minibatch: spec.gepa.minibatch_size.unwrap_or(DEFAULT_MINIBATCH_SIZE) as usize,
             validation: spec.gepa.validation_policy,
             task_model: &task_model,
             reflection_model: &reflection_model,
@@ -295,7 +297,7 @@ impl Optimizer for GepaOptimizer {
                 .models
                 .evaluator(&spec, &settings, metrics_for(&spec, default_metric)),
             cfg: Config {
-                minibatch: spec.gepa.minibatch_size.unwrap_or(3) as usize,
+                minibatch: spec.gepa.minibatch_size.unwrap_or(DEFAULT_MINIBATCH_SIZE) as usize,
                 selector: spec.gepa.candidate_selector,
                 acceptance: spec.gepa.acceptance,
                 use_merge: spec.gepa.use_merge.unwrap_or(true),
