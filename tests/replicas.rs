@@ -25,6 +25,7 @@ use innerloop::store::{Claim, Fence, JobStore, PendingEvent, SqlStore, WriteBatc
 use pb::job_service_client::JobServiceClient;
 use pb::optimizer_service_client::OptimizerServiceClient;
 use support::fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
+use support::postgres::PgSchema;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -266,38 +267,25 @@ fn assert_dense(events: &[pb::JobEvent]) {
 /// A fresh Postgres schema for one test (its replicas share it), dropped at the end, and a
 /// temporary directory for the replicas' logs (kept when the test fails).
 struct Cluster {
-    admin_url: String,
-    schema: String,
+    schema: PgSchema,
     dir: Option<tempfile::TempDir>,
 }
 
 impl Cluster {
     async fn new() -> Cluster {
-        let admin_url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-        let schema = format!("rep_{}", uuid::Uuid::new_v4().simple());
-        psql(&admin_url, format!("CREATE SCHEMA {schema}")).await;
+        let schema = PgSchema::create("rep").await;
         let dir = tempfile::Builder::new()
             .prefix("innerloop-replicas-")
             .tempdir()
             .unwrap();
         Cluster {
-            admin_url,
             schema,
             dir: Some(dir),
         }
     }
 
     fn url(&self) -> String {
-        let sep = if self.admin_url.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!(
-            "{}{sep}options=-csearch_path%3D{}",
-            self.admin_url, self.schema
-        )
+        self.schema.url()
     }
 
     fn dir(&self) -> &Path {
@@ -327,28 +315,8 @@ impl Drop for Cluster {
         {
             eprintln!("kept replica logs in {}", dir.keep().display());
         }
-        let url = self.admin_url.clone();
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(psql(&url, sql));
-        })
-        .join();
+        // The schema drops itself after this.
     }
-}
-
-async fn psql(url: &str, sql: String) {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| {
-        panic!("postgres at {url} is not reachable ({e}); run .ci/ensure-postgres.sh")
-    });
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut conn)
-        .await
-        .unwrap();
 }
 
 async fn fake_llm(latency_ms: u64) -> (String, Arc<support::fake_llm::Fake>) {

@@ -11,6 +11,8 @@
 //! Jobs are made long (`LOCAL_ECHO_LATENCY_MS`, a large `MAX_ITERATIONS`) so they are mid-stream
 //! when the server goes down.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use innerloop::api::pb;
 use pb::job_service_client::JobServiceClient;
 use pb::optimizer_service_client::OptimizerServiceClient;
+use support::postgres::PgSchema;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -428,62 +431,6 @@ async fn clean_stop_ends_running_jobs_as_shutdown_and_keeps_their_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_kill_9_while_streaming_keeps_every_event_and_ends_each_job_once() {
-    let schema = PgSchema::create().await;
+    let schema = PgSchema::create("r").await;
     crash_while_streaming(Storage::Postgres(schema.url()), 5).await;
-}
-
-/// A fresh Postgres schema for one test, dropped when this is dropped (also when the test fails).
-struct PgSchema {
-    admin_url: String,
-    name: String,
-}
-
-impl PgSchema {
-    async fn create() -> PgSchema {
-        let admin_url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-        let name = format!("r_{}", uuid::Uuid::new_v4().simple());
-        psql(&admin_url, format!("CREATE SCHEMA {name}")).await;
-        PgSchema { admin_url, name }
-    }
-
-    /// A URL whose connections use only this schema.
-    fn url(&self) -> String {
-        let sep = if self.admin_url.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!(
-            "{}{sep}options=-csearch_path%3D{}",
-            self.admin_url, self.name
-        )
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let url = self.admin_url.clone();
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
-        // Drop may run inside the test's runtime or while unwinding: use a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(psql(&url, sql));
-        })
-        .join();
-    }
-}
-
-async fn psql(url: &str, sql: String) {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| {
-        panic!("postgres at {url} is not reachable ({e}); run .ci/ensure-postgres.sh")
-    });
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut conn)
-        .await
-        .unwrap();
 }

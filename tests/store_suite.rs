@@ -5,6 +5,8 @@
 //! its own fresh schema, dropped at the end, so tests run in parallel. `.ci/ensure-postgres.sh`
 //! starts a server when none is running.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use innerloop::store::{
     IdempotencyClaim, JobStore, JobUpdate, ListJobsQuery, MemoryStore, PendingEvent, SqlStore,
     WriteBatch,
 };
-use sqlx::Connection;
+use support::postgres::PgSchema;
 
 /// A store under test and whatever keeps its data alive. Fields drop in declaration order: the
 /// store first, then its data (temporary directory or Postgres schema).
@@ -29,63 +31,6 @@ enum Backend {
     Memory,
     Sqlite(tempfile::TempDir),
     Postgres(PgSchema),
-}
-
-/// A fresh Postgres schema, dropped when this is dropped (also when a test fails).
-struct PgSchema {
-    admin_url: String,
-    name: String,
-}
-
-impl PgSchema {
-    async fn create() -> PgSchema {
-        let admin_url = postgres_url();
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        admin_exec(&admin_url, format!("CREATE SCHEMA {name}")).await;
-        PgSchema { admin_url, name }
-    }
-
-    /// A URL whose connections use only this schema.
-    fn url(&self) -> String {
-        with_search_path(&self.admin_url, &self.name)
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let url = self.admin_url.clone();
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
-        // Drop may run inside the test's runtime or while unwinding: use a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(admin_exec(&url, sql));
-        })
-        .join();
-    }
-}
-
-fn postgres_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-fn with_search_path(url: &str, schema: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-csearch_path%3D{schema}")
-}
-
-async fn admin_exec(url: &str, sql: String) {
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| {
-        panic!("postgres at {url} is not reachable ({e}); run .ci/ensure-postgres.sh")
-    });
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
 }
 
 impl Fixture {
@@ -108,7 +53,7 @@ impl Fixture {
     }
 
     async fn postgres() -> Fixture {
-        let schema = PgSchema::create().await;
+        let schema = PgSchema::create("t").await;
         let store = SqlStore::open_postgres(&schema.url()).await.unwrap();
         Fixture {
             store: Arc::new(store),

@@ -8,6 +8,7 @@
 //! - [`contract`]: the whole server (`server::run`) with the settings a test asks for, and a
 //!   client of its edge.
 //! - [`fake_llm`]: a fake OpenAI-compatible provider with injectable faults.
+//! - [`postgres`]: a fresh PostgreSQL schema per test.
 //!
 //! Each test binary uses part of this; the rest is dead code there.
 #![allow(dead_code)]
@@ -17,3 +18,4 @@ pub mod edge;
 pub mod fake_llm;
 pub mod grpc;
 pub mod layers;
+pub mod postgres;
