@@ -57,6 +57,22 @@ pub fn job_id(raw: &str) -> Result<&str, Error> {
     Ok(raw)
 }
 
+/// A job id as a REST path segment: the shape the server issues and documents, 1 to
+/// [`limits::MAX_JOB_ID_BYTES`] of `[A-Za-z0-9_-]`; else the message to answer with.
+pub fn job_id_path_segment(id: &str) -> Result<(), String> {
+    let shape_ok = (1..=limits::MAX_JOB_ID_BYTES).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if shape_ok {
+        return Ok(());
+    }
+    Err(format!(
+        "job_id must be 1 to {} of A-Z, a-z, 0-9, _ and -",
+        limits::MAX_JOB_ID_BYTES
+    ))
+}
+
 /// Longest page token we issue: an offset of at most 18 digits.
 const PAGE_TOKEN_DIGITS: usize = 18;
 
@@ -401,5 +417,13 @@ mod tests {
         assert!(job_id("").is_err());
         assert!(job_id(&"a".repeat(limits::MAX_JOB_ID_BYTES)).is_ok());
         assert!(job_id(&"a".repeat(limits::MAX_JOB_ID_BYTES + 1)).is_err());
+        assert!(job_id_path_segment("0f3a_B-9").is_ok());
+        for bad in ["", "a/b", "a.b", &"a".repeat(limits::MAX_JOB_ID_BYTES + 1)] {
+            assert_eq!(
+                job_id_path_segment(bad),
+                Err("job_id must be 1 to 128 of A-Z, a-z, 0-9, _ and -".to_string()),
+                "{bad:?}"
+            );
+        }
     }
 }
