@@ -96,20 +96,21 @@ mod tests {
 
     #[test]
     fn a_terminal_wire_event_says_so_and_an_unknown_one_is_refused() {
-        let wire = |r#type: &str, payload| pb::JobEvent {
+        let cancelled = pb::JobEvent {
             id: 2,
             job_id: "j".into(),
             time: None,
-            r#type: r#type.into(),
-            payload,
+            r#type: "cancelled".into(),
+            payload: Some(pb::job_event::Payload::Cancelled(pb::Cancelled {})),
         };
-        let cancelled = EventEnvelope::try_from(wire(
-            "cancelled",
-            Some(pb::job_event::Payload::Cancelled(pb::Cancelled {})),
-        ))
-        .expect("known");
-        assert!(cancelled.terminal);
-        assert_eq!(cancelled.name, "cancelled");
-        assert!(EventEnvelope::try_from(wire("something_new", None)).is_err());
+        let unknown = pb::JobEvent {
+            r#type: "something_new".into(),
+            payload: None,
+            ..cancelled.clone()
+        };
+        let envelope = EventEnvelope::try_from(cancelled).expect("known");
+        assert!(envelope.terminal);
+        assert_eq!(envelope.name, "cancelled");
+        assert!(EventEnvelope::try_from(unknown).is_err());
     }
 }
