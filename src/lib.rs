@@ -4,8 +4,9 @@
 //! selection, plus the original service's cheap default loop) and streams their progress.
 //!
 //! ## Layout: who owns what
-//! - [`domain`]: jobs, specs, events and results — plain data with the contract's JSON shapes,
-//!   and their rules (`JobSpec::validate`, [`domain::limits`]). No transport, no database.
+//! - [`domain`]: jobs, specs, events and results — plain data (its serde gives the payloads'
+//!   JSON `data` objects) and their rules (`JobSpec::validate`, [`domain::limits`]). No
+//!   transport, no database.
 //! - [`optimizer`]: what a job runs ([`optimizer::Optimizer`]), reporting through an event sink.
 //! - [`provider`]: model access ([`provider::ModelProvider`]); `LocalEcho` is offline.
 //! - [`store`]: persistence behind [`store::JobStore`]: SQLite (default), Postgres, memory;
@@ -15,8 +16,8 @@
 //!   Domain logic only; no HTTP or gRPC types.
 //! - [`api`]: the contract boundary — the generated protobuf types ([`api::pb`]), every
 //!   proto ↔ domain conversion (`From`/`TryFrom` naming every field), the one status table and
-//!   error encodings ([`api::status`]), every limit ([`api::limits`]) and the route catalogue
-//!   ([`api::routes`]).
+//!   error encodings ([`api::status`]), every limit ([`api::limits`]), the event envelope
+//!   clients read ([`api::envelope`]) and the route catalogue ([`api::routes`]).
 //! - [`grpc`]: the tonic services, each a few lines: decode with [`api`], call the runtime,
 //!   encode.
 //! - [`edge`]: the axum REST + SSE `/v1` API, a gRPC client of the core (in-process or remote);

@@ -2,12 +2,31 @@
 //! and the `StartEvalRequest` that becomes an eval job's spec.
 
 use super::jobs::{CreateRequest, idempotency_key_from_pb, validated};
-use super::pb;
+use super::{limits, pb};
 use crate::domain::depth::check_map;
 use crate::domain::{DatasetRef, Example, JobSpec, Mode};
 use crate::error::{Error, FieldError};
 /// The system prompt of an eval request that names none.
 pub use crate::optimizer::eval_job::DEFAULT_EVAL_PROMPT;
+
+/// A `ListExamples` request, decoded: the page size (0 asks for the default; capped at
+/// [`limits::MAX_EXAMPLES_PAGE`]) and how many examples to skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExamplesPage {
+    pub limit: u32,
+    pub offset: u32,
+}
+
+impl From<pb::ListExamplesRequest> for ExamplesPage {
+    fn from(request: pb::ListExamplesRequest) -> Self {
+        let pb::ListExamplesRequest { limit, offset } = request;
+        let limit = match limit {
+            0 => limits::DEFAULT_PAGE_SIZE,
+            n => n.min(limits::MAX_EXAMPLES_PAGE),
+        };
+        ExamplesPage { limit, offset }
+    }
+}
 
 /// Decodes examples to upsert (a missing id gets a UUID). Sizes are bounded by
 /// `MAX_REQUEST_BYTES` alone, as for job requests (no field has a smaller cap of its own).

@@ -46,6 +46,87 @@ pub fn job_status(raw: i32) -> Option<JobStatus> {
     JobStatus::try_from(status).ok()
 }
 
+// ---------- job ids and list queries ----------
+
+/// A job id a request names: 1 to [`limits::MAX_JOB_ID_BYTES`] bytes (ids we issue are UUIDs).
+pub fn job_id(raw: &str) -> Result<&str, Error> {
+    if raw.is_empty() || raw.len() > limits::MAX_JOB_ID_BYTES {
+        let message = format!("job_id must be 1 to {} bytes", limits::MAX_JOB_ID_BYTES);
+        return Err(Error::invalid(&["job_id"], message));
+    }
+    Ok(raw)
+}
+
+/// A job id as a REST path segment: the shape the server issues and documents, 1 to
+/// [`limits::MAX_JOB_ID_BYTES`] of `[A-Za-z0-9_-]`; else the message to answer with.
+pub fn job_id_path_segment(id: &str) -> Result<(), String> {
+    let shape_ok = (1..=limits::MAX_JOB_ID_BYTES).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if shape_ok {
+        return Ok(());
+    }
+    Err(format!(
+        "job_id must be 1 to {} of A-Z, a-z, 0-9, _ and -",
+        limits::MAX_JOB_ID_BYTES
+    ))
+}
+
+/// Longest page token we issue: an offset of at most 18 digits.
+const PAGE_TOKEN_DIGITS: usize = 18;
+
+/// A `ListJobs` request, decoded: the statuses to keep (empty: all), the page size as asked
+/// (0: the default) and the offset its page token stands for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListJobsQuery {
+    pub statuses: Vec<JobStatus>,
+    pub page_size: usize,
+    pub offset: usize,
+}
+
+impl TryFrom<pb::ListJobsRequest> for ListJobsQuery {
+    type Error = Error;
+    fn try_from(request: pb::ListJobsRequest) -> Result<Self, Error> {
+        let pb::ListJobsRequest {
+            page_size,
+            page_token,
+            status,
+        } = request;
+        // Tokens are the offsets we issue: digits only (not "+5"), and not too many of them.
+        let issued =
+            page_token.len() <= PAGE_TOKEN_DIGITS && page_token.bytes().all(|b| b.is_ascii_digit());
+        let offset = if page_token.is_empty() {
+            0
+        } else {
+            page_token
+                .parse::<usize>()
+                .ok()
+                .filter(|_| issued)
+                .ok_or_else(|| Error::invalid(&["page_token"], "page_token is not one we issued"))?
+        };
+        let statuses = status
+            .into_iter()
+            .map(|raw| {
+                job_status(raw).ok_or_else(|| Error::invalid(&["status"], "unknown job status"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ListJobsQuery {
+            statuses,
+            page_size: page_size as usize,
+            offset,
+        })
+    }
+}
+
+/// One page of jobs on the wire (without results); `next_offset` becomes the next page token.
+pub fn list_jobs_response(jobs: &[JobRecord], next_offset: Option<usize>) -> pb::ListJobsResponse {
+    pb::ListJobsResponse {
+        jobs: jobs.iter().map(|job| job_to_pb(job, false)).collect(),
+        next_page_token: next_offset.map(|o| o.to_string()).unwrap_or_default(),
+    }
+}
+
 // ---------- job state ----------
 
 /// A job's state on the wire; `with_result` is false for list pages (results can be large).
@@ -297,4 +378,52 @@ pub fn idempotency_key_from_pb(key: String) -> Result<Option<String>, Error> {
         ));
     }
     Ok(Some(key).filter(|k| !k.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(page_token: &str, status: Vec<i32>) -> Result<ListJobsQuery, Error> {
+        ListJobsQuery::try_from(pb::ListJobsRequest {
+            page_size: 7,
+            page_token: page_token.into(),
+            status,
+        })
+    }
+
+    #[test]
+    fn a_list_query_takes_only_the_page_tokens_we_issue() {
+        let first = query("", vec![pb::JobStatus::Running as i32]).expect("first page");
+        assert_eq!(
+            first,
+            ListJobsQuery {
+                statuses: vec![JobStatus::Running],
+                page_size: 7,
+                offset: 0,
+            }
+        );
+        assert_eq!(query("50", vec![]).expect("ours").offset, 50);
+        for forged in ["+5", "-1", "5x", "1234567890123456789"] {
+            assert!(query(forged, vec![]).is_err(), "{forged:?} is not ours");
+        }
+        assert!(query("", vec![0]).is_err(), "unspecified status");
+        assert!(query("", vec![999]).is_err(), "unknown status");
+    }
+
+    #[test]
+    fn a_job_id_is_1_to_128_bytes() {
+        assert_eq!(job_id("j-1").expect("valid"), "j-1");
+        assert!(job_id("").is_err());
+        assert!(job_id(&"a".repeat(limits::MAX_JOB_ID_BYTES)).is_ok());
+        assert!(job_id(&"a".repeat(limits::MAX_JOB_ID_BYTES + 1)).is_err());
+        assert!(job_id_path_segment("0f3a_B-9").is_ok());
+        for bad in ["", "a/b", "a.b", &"a".repeat(limits::MAX_JOB_ID_BYTES + 1)] {
+            assert_eq!(
+                job_id_path_segment(bad),
+                Err("job_id must be 1 to 128 of A-Z, a-z, 0-9, _ and -".to_string()),
+                "{bad:?}"
+            );
+        }
+    }
 }

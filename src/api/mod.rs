@@ -10,6 +10,8 @@
 //!   (results, scores, budgets, candidates), [`gepa`] (GEPA options, estimates), [`examples`]
 //!   (stored examples, eval requests), [`workbench`] (lineage, steer, branch), and [`values`]
 //!   (`Struct` and `Timestamp`).
+//! - [`envelope`]: the JSON contract of an event (the SSE envelope and event name), rendered
+//!   from the wire event.
 //! - [`routes`]: the route catalogue (every REST route once, with its kind) that the edge
 //!   mounts and the layers classify requests by.
 //! - [`limits`]: every limit of the contract, for validation and for the OpenAPI document.
@@ -59,6 +61,7 @@ macro_rules! wire_fields {
     };
 }
 
+pub mod envelope;
 pub mod events;
 pub mod examples;
 pub mod gepa;

@@ -146,7 +146,7 @@ pub async fn follow(
                     let due = progress.observe(&event);
                     if display.events {
                         let mut out = std::io::stdout().lock();
-                        let _ = writeln!(out, "{}", event.envelope_json());
+                        let _ = writeln!(out, "{}", crate::api::envelope::envelope_json(&event));
                         let _ = out.flush();
                     }
                     if let Some(status) = event.payload.terminal_status() {

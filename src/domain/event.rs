@@ -1,4 +1,5 @@
-//! Job events: the typed payloads and the envelope every transport streams.
+//! Job events: the typed payloads and the stores' record of an event. The JSON contract clients
+//! read (the SSE envelope) is rendered in `crate::api::envelope`.
 
 use std::collections::BTreeMap;
 
@@ -57,29 +58,6 @@ impl Event {
         let data = data.to_string();
         text.push_str(data.strip_prefix('{').unwrap_or(&data));
         text
-    }
-
-    /// The SSE `data:` line: compact JSON with the envelope keys in the contract's order
-    /// (`type, schema_version, job_id, ts, id, data`).
-    pub fn envelope_json(&self) -> String {
-        #[derive(Serialize)]
-        struct Envelope<'a> {
-            r#type: &'static str,
-            schema_version: u32,
-            job_id: &'a str,
-            ts: f64,
-            id: u64,
-            data: serde_json::Value,
-        }
-        let envelope = Envelope {
-            r#type: self.payload.type_name(),
-            schema_version: 1,
-            job_id: &self.job_id,
-            ts: self.ts,
-            id: self.id,
-            data: self.payload.data_json(),
-        };
-        serde_json::to_string(&envelope).unwrap_or_default()
     }
 }
 

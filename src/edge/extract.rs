@@ -139,14 +139,6 @@ impl<S: Send + Sync> FromRequestParts<S> for CallContext {
     }
 }
 
-/// True for ids of the shape the server issues and documents: 1 to 128 of `[A-Za-z0-9_-]`.
-pub fn job_id_shape_ok(id: &str) -> bool {
-    (1..=crate::api::limits::MAX_JOB_ID_BYTES).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 /// The `{job_id}` path segment (of the documented shape, else 422).
 pub struct JobIdPath(pub String);
 
@@ -155,11 +147,10 @@ impl<S: Send + Sync> FromRequestParts<S> for JobIdPath {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match Path::<String>::from_request_parts(parts, state).await {
-            Ok(Path(id)) if job_id_shape_ok(&id) => Ok(JobIdPath(id)),
-            Ok(Path(_)) => Err(ApiError::invalid(
-                &["path", "job_id"],
-                "job_id must be 1 to 128 of A-Z, a-z, 0-9, _ and -",
-            )),
+            Ok(Path(id)) => match crate::api::jobs::job_id_path_segment(&id) {
+                Ok(()) => Ok(JobIdPath(id)),
+                Err(message) => Err(ApiError::invalid(&["path", "job_id"], message)),
+            },
             Err(rejection) => Err(ApiError::invalid(
                 &["path", "job_id"],
                 rejection.body_text(),

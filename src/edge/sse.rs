@@ -1,5 +1,6 @@
 //! The SSE wire format of the contract, written by hand so every byte is ours:
-//! `retry: N` prelude, `id:`/`event:`/`data:` frames with the domain envelope, `:` pings while
+//! `retry: N` prelude, `id:`/`event:`/`data:` frames with the contract's envelope
+//! ([`crate::api::envelope`]), `:` pings while
 //! idle, the end after the terminal event, and `event: error` for an upstream failure after the
 //! first byte. Dropping the body (client gone, server stopping) drops the upstream watch.
 
@@ -15,8 +16,8 @@ use http::{HeaderMap, StatusCode, Version};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
+use crate::api::envelope::EventEnvelope;
 use crate::api::pb;
-use crate::domain::Event;
 
 /// The comment frame sent while idle.
 pub const PING: &[u8] = b":\n\n";
@@ -27,12 +28,10 @@ pub fn prelude(retry_ms: u64) -> Bytes {
 }
 
 /// One named event: `id`, `event` and a single `data` line with the compact envelope.
-pub fn event_frame(event: &Event) -> Bytes {
+pub fn event_frame(event: &EventEnvelope) -> Bytes {
     Bytes::from(format!(
         "id: {}\nevent: {}\ndata: {}\n\n",
-        event.id,
-        event.payload.type_name(),
-        event.envelope_json()
+        event.id, event.name, event.json
     ))
 }
 
@@ -109,10 +108,10 @@ fn frames(body: EventsBody) -> impl Stream<Item = Result<Bytes, Infallible>> + S
             match next {
                 Ok(Some(message)) => {
                     // A payload this build does not know (a newer core) is skipped.
-                    let Ok(event) = Event::try_from(message) else {
+                    let Ok(event) = EventEnvelope::try_from(message) else {
                         continue;
                     };
-                    if event.is_terminal() {
+                    if event.terminal {
                         body.stage = Stage::Done;
                     }
                     return Some((Ok(event_frame(&event)), body));
@@ -173,7 +172,7 @@ fn set_headers(headers: &mut HeaderMap, version: Version) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::EventPayload;
+    use crate::domain::{Event, EventPayload};
     use crate::error::ErrorCode;
 
     #[test]
@@ -185,7 +184,7 @@ mod tests {
             payload: EventPayload::Mutation { count: 3 },
         };
         assert_eq!(
-            event_frame(&event),
+            event_frame(&EventEnvelope::from(&event)),
             Bytes::from_static(
                 b"id: 8\nevent: mutation\ndata: {\"type\":\"mutation\",\"schema_version\":1,\"job_id\":\"j1\",\"ts\":1722033641.11,\"id\":8,\"data\":{\"count\":3}}\n\n"
             )

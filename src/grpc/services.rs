@@ -5,11 +5,10 @@ use std::pin::Pin;
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::api::jobs::{self, create_request, job_to_pb};
+use crate::api::jobs::{ListJobsQuery, create_request, job_id, job_to_pb, list_jobs_response};
 use crate::api::pb;
 use crate::api::pb::job_service_server::{JobService, JobServiceServer};
 use crate::api::pb::optimizer_service_server::{OptimizerService, OptimizerServiceServer};
-use crate::error::Error;
 use crate::runtime::{JobRuntime, WatchStream};
 
 /// A stream of job events as tonic sends it.
@@ -78,13 +77,6 @@ pub struct JobServiceImpl {
     runtime: JobRuntime,
 }
 
-fn job_id(raw: &str) -> Result<&str, Status> {
-    if raw.is_empty() || raw.len() > 128 {
-        return Err(Error::invalid(&["job_id"], "job_id must be 1 to 128 bytes").into());
-    }
-    Ok(raw)
-}
-
 #[tonic::async_trait]
 impl JobService for JobServiceImpl {
     type WatchJobStream = EventStream;
@@ -101,39 +93,15 @@ impl JobService for JobServiceImpl {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let req = request.into_inner();
-        // Tokens are the offsets we issue: at most 18 digits, nothing else (not "+5").
-        let issued =
-            req.page_token.len() <= 18 && req.page_token.bytes().all(|b| b.is_ascii_digit());
-        let offset = if req.page_token.is_empty() {
-            0
-        } else {
-            req.page_token
-                .parse::<usize>()
-                .ok()
-                .filter(|_| issued)
-                .ok_or_else(|| {
-                    Status::from(Error::invalid(
-                        &["page_token"],
-                        "page_token is not one we issued",
-                    ))
-                })?
-        };
-        let mut statuses = Vec::new();
-        for raw in req.status {
-            match jobs::job_status(raw) {
-                Some(status) => statuses.push(status),
-                None => return Err(Error::invalid(&["status"], "unknown job status").into()),
-            }
-        }
+        let query = ListJobsQuery::try_from(request.into_inner())?;
         let page = self
             .runtime
-            .list(statuses, req.page_size as usize, offset)
+            .list(query.statuses, query.page_size, query.offset)
             .await?;
-        Ok(Response::new(pb::ListJobsResponse {
-            jobs: page.jobs.iter().map(|j| job_to_pb(j, false)).collect(),
-            next_page_token: page.next_offset.map(|o| o.to_string()).unwrap_or_default(),
-        }))
+        Ok(Response::new(list_jobs_response(
+            &page.jobs,
+            page.next_offset,
+        )))
     }
 
     async fn cancel_job(

@@ -3,8 +3,7 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::api::examples::{eval_request, examples_from_pb};
-use crate::api::limits::{DEFAULT_PAGE_SIZE, MAX_EXAMPLES_PAGE};
+use crate::api::examples::{ExamplesPage, eval_request, examples_from_pb};
 use crate::api::pb;
 use crate::api::pb::eval_service_server::EvalService;
 use crate::api::pb::examples_service_server::ExamplesService;
@@ -33,20 +32,16 @@ impl ExamplesService for ExamplesServiceImpl {
         &self,
         request: Request<pb::ListExamplesRequest>,
     ) -> Result<Response<pb::ListExamplesResponse>, Status> {
-        let req = request.into_inner();
-        let limit = match req.limit {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_EXAMPLES_PAGE),
-        };
+        let ExamplesPage { limit, offset } = request.into_inner().into();
         let examples = self
             .runtime
             .store()
-            .list_examples(limit as usize, req.offset as usize)
+            .list_examples(limit as usize, offset as usize)
             .await?;
         Ok(Response::new(pb::ListExamplesResponse {
             examples: examples.into_iter().map(Into::into).collect(),
             limit,
-            offset: req.offset,
+            offset,
         }))
     }
 

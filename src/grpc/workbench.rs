@@ -4,21 +4,12 @@
 use tonic::{Request, Response, Status};
 
 use crate::api::jobs::idempotency_key_from_pb;
-use crate::api::limits::MAX_JOB_ID_BYTES;
+use crate::api::jobs::job_id;
 use crate::api::pb;
 use crate::api::pb::workbench_service_server::{WorkbenchService, WorkbenchServiceServer};
 use crate::api::workbench::branch_from_pb;
-use crate::error::Error;
 use crate::runtime::JobRuntime;
 use crate::workbench::{self, SteerRequest};
-
-fn job_id(raw: &str) -> Result<&str, Status> {
-    if raw.is_empty() || raw.len() > MAX_JOB_ID_BYTES {
-        let message = format!("job_id must be 1 to {MAX_JOB_ID_BYTES} bytes");
-        return Err(Error::invalid(&["job_id"], message).into());
-    }
-    Ok(raw)
-}
 
 /// The service over the runtime.
 #[derive(Clone)]
