@@ -10,7 +10,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,163 +17,35 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use innerloop::api::pb;
 use innerloop::api::values::struct_from_json;
-use pb::job_service_client::JobServiceClient;
-use pb::optimizer_service_client::OptimizerServiceClient;
 use support::fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
-use tokio::process::{Child, Command};
-use tonic::transport::Channel;
+use support::process::{Process, serve};
 
 /// Rollouts in flight per job (EVAL_MAX_CONCURRENCY): at most these are paid twice per
 /// interruption (or one reflection call).
 const IN_FLIGHT: u64 = 2;
 
-struct Server {
-    child: Child,
-    channel: Channel,
-    http_port: u16,
-}
+type Server = Process;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `innerloop serve` on `data`, its models at the fake `llm_url`, and waits until its
-/// gRPC port answers.
+/// Starts `innerloop serve` on `data` (SQLite), its models at the fake `llm_url`, and waits until
+/// its gRPC port answers; `run` numbers its log.
 async fn start(data: &Path, llm_url: &str, run: u32) -> Server {
-    let grpc_port = free_port();
-    let http_port = free_port();
-    let log = std::fs::File::create(data.join(format!("server-{run}.log"))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_innerloop"))
-        .args(["serve", "--dev"])
-        .env_clear()
-        .current_dir(data)
-        .env("DATA_DIR", data)
-        .env("JOB_STORE", "sqlite")
-        .env("GRPC_HOST", "127.0.0.1")
-        .env("GRPC_PORT", grpc_port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("PORT", http_port.to_string())
-        .env("REQUIRE_AUTH", "false")
-        .env("RATE_LIMIT_PER_MIN", "600000")
-        .env("RATE_LIMIT_BURST", "10000")
-        .env("MAX_STREAMS_PER_PRINCIPAL", "1000")
-        .env("USE_MODEL_STUB", "false")
-        .env("OPENAI_BASE_URL", llm_url)
-        .env("REFLECTION_MODEL_ID", REFLECT_MODEL)
-        .env("EVAL_MAX_CONCURRENCY", IN_FLIGHT.to_string())
-        .env("PROVIDER_BACKOFF_BASE_MS", "5")
-        .env("SHUTDOWN_GRACE_S", "10")
-        .env("LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("innerloop binary starts");
-    let url = format!("http://127.0.0.1:{grpc_port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(channel) = Channel::from_shared(url.clone()).unwrap().connect().await {
-            let mut jobs = JobServiceClient::new(channel.clone());
-            if jobs.list_jobs(pb::ListJobsRequest::default()).await.is_ok() {
-                return Server {
-                    child,
-                    channel,
-                    http_port,
-                };
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "server exited during start-up ({status}); see {}",
-                data.display()
-            );
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let in_flight = IN_FLIGHT.to_string();
+    let settings = [
+        ("JOB_STORE", "sqlite"),
+        ("EVAL_MAX_CONCURRENCY", &in_flight),
+    ];
+    serve(data, &format!("server-{run}"), llm_url, &settings).await
 }
 
-impl Server {
-    fn jobs(&self) -> JobServiceClient<Channel> {
-        JobServiceClient::new(self.channel.clone())
-    }
-
-    /// SIGTERM, then waits for a successful exit.
-    async fn stop(mut self) {
-        let pid = self.child.id().expect("server still running");
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("server exits within its grace period")
-            .unwrap();
-        assert!(status.success(), "clean stop exited with {status}");
-    }
-
-    async fn create(&self, seed: i64, max_rollouts: u64) -> String {
-        self.create_request(gepa_request(seed, max_rollouts)).await
-    }
-
-    async fn create_request(&self, request: pb::OptimizeRequest) -> String {
-        OptimizerServiceClient::new(self.channel.clone())
-            .create_job(request)
-            .await
-            .unwrap()
-            .into_inner()
-            .job_id
-    }
-
-    async fn get(&self, job_id: &str) -> pb::Job {
-        self.jobs()
-            .get_job(pb::GetJobRequest {
-                job_id: job_id.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-    }
-
-    /// Follows `job_id` over gRPC from `after`, recording into `sink` until the stream ends.
-    fn record(
-        &self,
-        job_id: &str,
-        after: u64,
-        sink: Arc<Mutex<Vec<pb::JobEvent>>>,
-    ) -> tokio::task::JoinHandle<()> {
-        let mut jobs = self.jobs();
-        let request = pb::WatchJobRequest {
-            job_id: job_id.into(),
-            after_event_id: after,
-        };
-        tokio::spawn(async move {
-            let Ok(response) = jobs.watch_job(request).await else {
-                return;
-            };
-            let mut stream = response.into_inner();
-            while let Ok(Some(event)) = stream.message().await {
-                sink.lock().unwrap().push(event);
-            }
-        })
-    }
-
-    /// Runs one job to its end and returns its result.
-    async fn run_to_end(&self, seed: i64, max_rollouts: u64) -> pb::GepaResult {
-        let job_id = self.create(seed, max_rollouts).await;
-        let sink = Arc::new(Mutex::new(Vec::new()));
-        tokio::time::timeout(Duration::from_secs(120), self.record(&job_id, 0, sink))
-            .await
-            .expect("job ends")
-            .unwrap();
-        gepa_result(&self.get(&job_id).await)
-    }
+/// Runs one job to its end and returns its result.
+async fn run_to_end(server: &Server, seed: i64, max_rollouts: u64) -> pb::GepaResult {
+    let job_id = server.create(gepa_request(seed, max_rollouts)).await;
+    let sink = Arc::new(Mutex::new(Vec::new()));
+    tokio::time::timeout(Duration::from_secs(120), server.record(&job_id, 0, sink))
+        .await
+        .expect("job ends")
+        .unwrap();
+    gepa_result(&server.get(&job_id).await)
 }
 
 fn gepa_request(seed: i64, max_rollouts: u64) -> pb::OptimizeRequest {
@@ -379,7 +250,7 @@ async fn uninterrupted(seed: i64, max_rollouts: u64) -> (pb::GepaResult, u64) {
     *fake.latency.lock().unwrap() = Duration::from_millis(15);
     let data = DataDir::new();
     let server = start(data.path(), &url, 0).await;
-    let result = server.run_to_end(seed, max_rollouts).await;
+    let result = run_to_end(&server, seed, max_rollouts).await;
     server.stop().await;
     (result, fake.task_calls())
 }
@@ -393,7 +264,7 @@ async fn sigterm_mid_gepa_hands_the_job_over_and_the_restarted_run_ends_with_the
     *fake.latency.lock().unwrap() = Duration::from_millis(15);
     let data = DataDir::new();
     let server = start(data.path(), &url, 1).await;
-    let job_id = server.create(7, 60).await;
+    let job_id = server.create(gepa_request(7, 60)).await;
     let received = Arc::new(Mutex::new(Vec::new()));
     let watcher = server.record(&job_id, 0, received.clone());
     wait_until("an iteration", || count(&received, "budget_progress") >= 2).await;
@@ -449,7 +320,7 @@ async fn a_job_paused_before_a_restart_stays_paused_and_resumed_ends_with_the_un
     *fake.latency.lock().unwrap() = Duration::from_millis(15);
     let data = DataDir::new();
     let server = start(data.path(), &url, 1).await;
-    let job_id = server.create(11, 60).await;
+    let job_id = server.create(gepa_request(11, 60)).await;
     let received = Arc::new(Mutex::new(Vec::new()));
     let _watcher = server.record(&job_id, 0, received.clone());
     wait_until("an iteration", || count(&received, "budget_progress") >= 2).await;
@@ -565,7 +436,7 @@ async fn ten_gepa_jobs_survive_three_sigterms_with_their_uninterrupted_results()
     let mut handles = Vec::new();
     let mut ids = Vec::new();
     for seed in 1..=JOBS {
-        let job_id = server.create_request(world_request(seed, BUDGET)).await;
+        let job_id = server.create(world_request(seed, BUDGET)).await;
         let sink = Arc::new(Mutex::new(Vec::new()));
         handles.push(server.record(&job_id, 0, sink));
         ids.push(job_id);
@@ -598,7 +469,7 @@ async fn ten_gepa_jobs_survive_three_sigterms_with_their_uninterrupted_results()
     let started = Instant::now();
     let mut ids = Vec::new();
     for seed in 1..=JOBS {
-        ids.push(server.create_request(world_request(seed, BUDGET)).await);
+        ids.push(server.create(world_request(seed, BUDGET)).await);
     }
     let frames: HashMap<String, Arc<Mutex<Vec<Frame>>>> = ids
         .iter()

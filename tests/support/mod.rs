@@ -9,6 +9,7 @@
 //!   client of its edge.
 //! - [`fake_llm`]: a fake OpenAI-compatible provider with injectable faults.
 //! - [`postgres`]: a fresh PostgreSQL schema per test.
+//! - [`process`]: the real binary as a process (`innerloop serve`), started, stopped, killed.
 //!
 //! Each test binary uses part of this; the rest is dead code there.
 #![allow(dead_code)]
@@ -19,3 +20,4 @@ pub mod fake_llm;
 pub mod grpc;
 pub mod layers;
 pub mod postgres;
+pub mod process;
