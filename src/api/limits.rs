@@ -7,12 +7,6 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 /// Longest job id a request may name, in bytes (ids we issue are UUIDs).
 pub const MAX_JOB_ID_BYTES: usize = 128;
 
-/// Page size when a list request names none (jobs and stored examples).
-pub const DEFAULT_PAGE_SIZE: u32 = 50;
-
-/// Largest page of stored examples (`ListExamples`, `GET /v1/examples`).
-pub const MAX_EXAMPLES_PAGE: u32 = 500;
-
 /// Characters of the prompt a job list's request summary shows.
 pub const PROMPT_HEAD_CHARS: usize = 120;
 

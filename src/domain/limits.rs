@@ -1,10 +1,17 @@
-//! The ranges of a job request's fields: rules of the domain, enforced by
+//! The ranges of a job request's fields and the page sizes: rules of the domain, enforced by
 //! [`JobSpec::validate`](super::JobSpec::validate) and read through [`crate::api::limits`] (with
 //! the wire-only limits). utoipa takes only literals in `#[schema(minimum = …)]`, so the REST
 //! schemas repeat these numbers; `crate::edge::openapi`'s test `the_document_states_the_limits`
 //! fails when the document and this table disagree.
 
 use std::ops::RangeInclusive;
+
+/// Page size when a list request names none (jobs and stored examples).
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Largest page of a job list.
+pub const MAX_JOBS_PAGE: u32 = 500;
+/// Largest page of stored examples (`ListExamples`, `GET /v1/examples`).
+pub const MAX_EXAMPLES_PAGE: u32 = 500;
 
 /// `temperature`.
 pub const TEMPERATURE: RangeInclusive<f64> = 0.0..=2.0;

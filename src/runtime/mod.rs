@@ -32,10 +32,7 @@ pub use store_health::Problems as StoreProblems;
 use store_health::StoreHealth;
 pub use watch::WatchStream;
 
-/// Page size cap of [`JobRuntime::list`].
-pub const MAX_PAGE_SIZE: usize = 500;
-/// Page size when the client asks for none.
-pub const DEFAULT_PAGE_SIZE: usize = 50;
+use crate::domain::limits::{DEFAULT_PAGE_SIZE, MAX_JOBS_PAGE};
 
 /// The outcome of [`JobRuntime::create`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,7 +314,7 @@ impl JobRuntime {
             .ok_or_else(|| Error::JobNotFound(job_id.to_string()))
     }
 
-    /// Jobs newest first; `page_size` 0 means [`DEFAULT_PAGE_SIZE`], capped at [`MAX_PAGE_SIZE`].
+    /// Jobs newest first; `page_size` 0 means [`DEFAULT_PAGE_SIZE`], capped at [`MAX_JOBS_PAGE`].
     pub async fn list(
         &self,
         statuses: Vec<JobStatus>,
@@ -325,8 +322,8 @@ impl JobRuntime {
         offset: usize,
     ) -> Result<JobPage> {
         let limit = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
+            0 => DEFAULT_PAGE_SIZE as usize,
+            n => n.min(MAX_JOBS_PAGE as usize),
         };
         let query = ListJobsQuery {
             statuses,
