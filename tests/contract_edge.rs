@@ -52,15 +52,24 @@ async fn metricsz_exposes_the_original_counter_names() {
     let server = Server::start(settings()).await;
     let job = server.create(1, json!({"prompt": "count me"})).await;
     let _ = server.sse_text(&format!("/v1/optimize/{job}/events")).await;
-    let metrics: Value = server
-        .http
-        .get(server.url("/v1/metricsz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The counters move just after the terminal event is durable, so a client that has read
+    // the stream's end may read them a moment early: poll briefly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let metrics = loop {
+        let metrics: Value = server
+            .http
+            .get(server.url("/v1/metricsz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if metrics["jobs_finished"].as_f64() >= Some(1.0) || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     for name in [
         "jobs_created",
         "jobs_finished",
@@ -73,7 +82,10 @@ async fn metricsz_exposes_the_original_counter_names() {
         assert!(metrics[name].is_number(), "{name} missing from {metrics}");
     }
     assert!(metrics["jobs_created"].as_f64().unwrap() >= 1.0);
-    assert!(metrics["jobs_finished"].as_f64().unwrap() >= 1.0);
+    assert!(
+        metrics["jobs_finished"].as_f64().unwrap() >= 1.0,
+        "{metrics}"
+    );
     assert!(
         metrics["ts"].as_f64().unwrap() > 1.7e9,
         "ts is epoch seconds"
