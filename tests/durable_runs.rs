@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use innerloop::api::pb;
 use innerloop::api::status::error_from_status;
-use innerloop::api::values::struct_from_json;
 use innerloop::config::{Settings, StoreKind};
 use innerloop::error::ErrorCode;
 use innerloop::store::{JobStore, SqlStore};
 use support::fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
+use support::gepa::{count, gepa_request, gepa_result, wait_until};
 use support::grpc::Core;
 
 fn settings(base_url: &str) -> Settings {
@@ -29,33 +29,6 @@ fn settings(base_url: &str) -> Settings {
         provider_max_retries: 1,
         eval_max_concurrency: 2,
         ..support::grpc::test_settings()
-    }
-}
-
-/// A GEPA request over the fake's examples (seed 7).
-fn gepa_request(max_rollouts: u64, key: &str) -> pb::OptimizeRequest {
-    let examples = support::fake_llm::examples()
-        .into_iter()
-        .map(|e| pb::Example {
-            id: e.id,
-            input: e.input,
-            expected: e.expected,
-            meta: Some(struct_from_json(&e.meta)),
-        })
-        .collect();
-    pb::OptimizeRequest {
-        prompt: SEED_PROMPT.into(),
-        mode: pb::Mode::Gepa as i32,
-        examples,
-        metrics: vec!["exact_match".into()],
-        target_model_id: Some(TASK_MODEL.into()),
-        seed: Some(7),
-        budget: Some(pb::Budget {
-            max_rollouts: Some(max_rollouts),
-            ..Default::default()
-        }),
-        idempotency_key: key.into(),
-        ..Default::default()
     }
 }
 
@@ -105,30 +78,6 @@ fn record(
         }
     });
     (sink, handle)
-}
-
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn count(events: &Mutex<Vec<pb::JobEvent>>, kind: &str) -> usize {
-    events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.r#type == kind)
-        .count()
-}
-
-fn gepa_result(job: &pb::Job) -> pb::GepaResult {
-    match job.result.as_ref().and_then(|r| r.kind.clone()) {
-        Some(pb::job_result::Kind::Gepa(g)) => g,
-        other => panic!("expected a GEPA result, got {other:?}"),
-    }
 }
 
 /// Runs a GEPA job to its end and returns the final job.
@@ -282,9 +231,9 @@ async fn pause_then_resume_over_grpc_continues_the_stream_and_ends_with_the_unin
     let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(10);
     let core = Core::start(settings(&url), None).await;
-    let uninterrupted = gepa_result(&run_to_end(&core, gepa_request(60, "")).await);
+    let uninterrupted = gepa_result(&run_to_end(&core, gepa_request(7, 60)).await);
 
-    let job_id = create(&core, gepa_request(60, "")).await;
+    let job_id = create(&core, gepa_request(7, 60)).await;
     let (events, watcher) = record(&core, &job_id);
     wait_until("a first iteration", || {
         count(&events, "budget_progress") >= 2
@@ -364,7 +313,7 @@ async fn pause_and_resume_over_rest_and_a_paused_job_can_be_cancelled_with_its_b
     // Slow enough that the job (two proposals per generation) is still running at the pause.
     *fake.latency.lock().unwrap() = Duration::from_millis(40);
     let core = Core::start(settings(&url), None).await;
-    let job_id = create(&core, gepa_request(300, "")).await;
+    let job_id = create(&core, gepa_request(7, 300)).await;
     let (events, watcher) = record(&core, &job_id);
     wait_until("a first iteration", || {
         count(&events, "budget_progress") >= 2
@@ -416,7 +365,7 @@ async fn cancelling_a_running_gepa_job_keeps_its_best_candidate_so_far() {
     let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(10);
     let core = Core::start(settings(&url), None).await;
-    let job_id = create(&core, gepa_request(300, "")).await;
+    let job_id = create(&core, gepa_request(7, 300)).await;
     let (events, _watcher) = record(&core, &job_id);
     wait_until("two iterations", || count(&events, "budget_progress") >= 3).await;
     let job = core
@@ -445,7 +394,7 @@ async fn a_provider_failure_keeps_the_best_candidate_so_far_in_the_failed_result
     let (url, fake) = support::fake_llm::start().await;
     *fake.latency.lock().unwrap() = Duration::from_millis(10);
     let core = Core::start(settings(&url), None).await;
-    let job_id = create(&core, gepa_request(300, "")).await;
+    let job_id = create(&core, gepa_request(7, 300)).await;
     let (events, watcher) = record(&core, &job_id);
     wait_until("an iteration", || count(&events, "budget_progress") >= 2).await;
     fake.dead.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -491,7 +440,7 @@ async fn a_wall_time_above_the_server_maximum_and_a_max_cost_without_a_price_are
         None,
     )
     .await;
-    let mut request = gepa_request(60, "");
+    let mut request = gepa_request(7, 60);
     request.budget.as_mut().unwrap().max_wall_time_s = Some(601.0);
     let status = core
         .optimizer()

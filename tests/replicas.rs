@@ -19,9 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use innerloop::api::pb;
-use innerloop::api::values::struct_from_json;
 use innerloop::store::{Claim, Fence, JobStore, PendingEvent, SqlStore, WriteBatch};
-use support::fake_llm::{SEED_PROMPT, TASK_MODEL};
+use support::gepa::{count, gepa_request, gepa_result, wait_until};
 use support::postgres::PgSchema;
 use support::process::{Process, serve};
 
@@ -49,57 +48,6 @@ async fn start(
     ];
     settings.extend_from_slice(env);
     serve(dir, name, llm_url, &settings).await
-}
-
-fn gepa_request(seed: i64, max_rollouts: u64) -> pb::OptimizeRequest {
-    let examples = support::fake_llm::examples()
-        .into_iter()
-        .map(|e| pb::Example {
-            id: e.id,
-            input: e.input,
-            expected: e.expected,
-            meta: Some(struct_from_json(&e.meta)),
-        })
-        .collect();
-    pb::OptimizeRequest {
-        prompt: SEED_PROMPT.into(),
-        mode: pb::Mode::Gepa as i32,
-        examples,
-        metrics: vec!["exact_match".into()],
-        target_model_id: Some(TASK_MODEL.into()),
-        seed: Some(seed),
-        budget: Some(pb::Budget {
-            max_rollouts: Some(max_rollouts),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// A job's GEPA result: candidates, scores, budget, stop reason and the per-proposal cost
-/// ledger must all equal the uninterrupted run's.
-fn gepa_result(job: &pb::Job) -> pb::GepaResult {
-    match job.result.as_ref().and_then(|r| r.kind.clone()) {
-        Some(pb::job_result::Kind::Gepa(g)) => g,
-        other => panic!("expected a GEPA result, got {other:?}"),
-    }
-}
-
-fn count(events: &Mutex<Vec<pb::JobEvent>>, kind: &str) -> usize {
-    events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.r#type == kind)
-        .count()
-}
-
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn assert_dense(events: &[pb::JobEvent]) {

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use innerloop::api::pb;
 use innerloop::api::values::struct_from_json;
-use support::fake_llm::{REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
+use support::fake_llm::{REFLECT_MODEL, TASK_MODEL};
+use support::gepa::{count, gepa_request, gepa_result, wait_until};
 use support::process::{Process, serve};
 
 /// Rollouts in flight per job (EVAL_MAX_CONCURRENCY): at most these are paid twice per
@@ -46,31 +47,6 @@ async fn run_to_end(server: &Server, seed: i64, max_rollouts: u64) -> pb::GepaRe
         .expect("job ends")
         .unwrap();
     gepa_result(&server.get(&job_id).await)
-}
-
-fn gepa_request(seed: i64, max_rollouts: u64) -> pb::OptimizeRequest {
-    let examples = support::fake_llm::examples()
-        .into_iter()
-        .map(|e| pb::Example {
-            id: e.id,
-            input: e.input,
-            expected: e.expected,
-            meta: Some(struct_from_json(&e.meta)),
-        })
-        .collect();
-    pb::OptimizeRequest {
-        prompt: SEED_PROMPT.into(),
-        mode: pb::Mode::Gepa as i32,
-        examples,
-        metrics: vec!["exact_match".into()],
-        target_model_id: Some(TASK_MODEL.into()),
-        seed: Some(seed),
-        budget: Some(pb::Budget {
-            max_rollouts: Some(max_rollouts),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 /// A fake OpenAI-compatible server that answers as the offline world does (its task model
@@ -169,36 +145,12 @@ fn world_request(seed: i64, max_rollouts: u64) -> pb::OptimizeRequest {
     }
 }
 
-fn gepa_result(job: &pb::Job) -> pb::GepaResult {
-    match job.result.as_ref().and_then(|r| r.kind.clone()) {
-        Some(pb::job_result::Kind::Gepa(g)) => g,
-        other => panic!("expected a GEPA result, got {other:?}"),
-    }
-}
-
-fn count(events: &Mutex<Vec<pb::JobEvent>>, kind: &str) -> usize {
-    events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.r#type == kind)
-        .count()
-}
-
 fn reason(event: &pb::JobEvent) -> Option<&str> {
     match &event.payload {
         Some(pb::job_event::Payload::Suspended(s)) => Some(&s.reason),
         Some(pb::job_event::Payload::Resumed(r)) => Some(&r.reason),
         Some(pb::job_event::Payload::Paused(p)) => Some(&p.reason),
         _ => None,
-    }
-}
-
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

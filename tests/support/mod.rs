@@ -8,6 +8,7 @@
 //! - [`contract`]: the whole server (`server::run`) with the settings a test asks for, and a
 //!   client of its edge.
 //! - [`fake_llm`]: a fake OpenAI-compatible provider with injectable faults.
+//! - [`gepa`]: GEPA requests over the fake's examples, their results, waits over events.
 //! - [`postgres`]: a fresh PostgreSQL schema per test.
 //! - [`process`]: the real binary as a process (`innerloop serve`), started, stopped, killed.
 //!
@@ -17,6 +18,7 @@
 pub mod contract;
 pub mod edge;
 pub mod fake_llm;
+pub mod gepa;
 pub mod grpc;
 pub mod layers;
 pub mod postgres;
