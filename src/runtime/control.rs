@@ -87,20 +87,13 @@ impl JobRuntime {
             if record.status == JobStatus::Paused {
                 return Ok(record);
             }
-            self.inner.store.request(job_id, replica::PAUSE).await?;
             let paused = |s: JobStatus| s == JobStatus::Paused || s.is_terminal();
-            match self.inner.await_stored(job_id, paused).await? {
-                replica::Awaited::Stored(record) if record.status == JobStatus::Paused => {
-                    return Ok(*record);
-                }
-                replica::Awaited::Stored(record) => {
-                    return Err(Error::InvalidJobState {
-                        job_id: job_id.into(),
-                        status: record.status.to_string(),
-                        action,
-                    });
-                }
-                replica::Awaited::Live(_) => {}
+            let wanted = |s: JobStatus| s == JobStatus::Paused;
+            if let Some(record) = self
+                .via_owner(job_id, replica::PAUSE, action, paused, wanted)
+                .await?
+            {
+                return Ok(record);
             }
         }
         let job = self
@@ -155,20 +148,13 @@ impl JobRuntime {
             let action = "only a paused job can be resumed";
             self.elsewhere(job_id, action, |r, _| r.status == JobStatus::Paused)
                 .await?;
-            self.inner.store.request(job_id, replica::RESUME).await?;
             let resumed = |s: JobStatus| s != JobStatus::Paused;
-            match self.inner.await_stored(job_id, resumed).await? {
-                replica::Awaited::Stored(record) if !record.status.is_terminal() => {
-                    return Ok(*record);
-                }
-                replica::Awaited::Stored(record) => {
-                    return Err(Error::InvalidJobState {
-                        job_id: job_id.into(),
-                        status: record.status.to_string(),
-                        action,
-                    });
-                }
-                replica::Awaited::Live(_) => {}
+            let wanted = |s: JobStatus| !s.is_terminal();
+            if let Some(record) = self
+                .via_owner(job_id, replica::RESUME, action, resumed, wanted)
+                .await?
+            {
+                return Ok(record);
             }
         }
         let job = self
@@ -247,6 +233,29 @@ impl JobRuntime {
                 status: record.status.to_string(),
                 action,
             })
+        }
+    }
+
+    /// Leaves `command` for the replica that owns `job_id` and waits until the stored status is
+    /// `done`: the job as stored when that status is also `wanted`, else `InvalidJobState`;
+    /// `None` when the job became live here meanwhile (the caller acts on it itself).
+    async fn via_owner(
+        &self,
+        job_id: &str,
+        command: &str,
+        action: &'static str,
+        done: impl Fn(JobStatus) -> bool,
+        wanted: impl Fn(JobStatus) -> bool,
+    ) -> Result<Option<JobRecord>> {
+        self.inner.store.request(job_id, command).await?;
+        match self.inner.await_stored(job_id, done).await? {
+            replica::Awaited::Stored(record) if wanted(record.status) => Ok(Some(*record)),
+            replica::Awaited::Stored(record) => Err(Error::InvalidJobState {
+                job_id: job_id.into(),
+                status: record.status.to_string(),
+                action,
+            }),
+            replica::Awaited::Live(_) => Ok(None),
         }
     }
 
