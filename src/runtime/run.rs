@@ -8,11 +8,22 @@ impl Inner {
     /// (`None` when it is terminal or paused). The row update is queued on the writer
     /// under the state lock (not awaited: the writer commits in queue order, and a failure is
     /// logged there): a concurrent `terminate` (cancel, shutdown) queues its terminal record
-    /// after it, so the store never shows a finished job as `running`.
+    /// after it, so the store never shows a finished job as `running`. A run that starts
+    /// while the server drains (a claim round that was under way when the stop came, after
+    /// `shutdown` had listed the live jobs) is halted at once: it is handed over like the
+    /// others instead of running on, unseen, until the grace period ends.
     pub(super) async fn set_running(&self, job: &Arc<LiveJob>) -> Option<CancellationToken> {
         let mut state = job.state.lock().await;
         if state.record.status.is_terminal() || state.record.status == JobStatus::Paused {
             return None;
+        }
+        let resumable = self
+            .optimizers
+            .get(&state.record.spec.mode)
+            .is_some_and(|o| o.resumable());
+        if resumable && self.draining.load(Ordering::SeqCst) {
+            state.halting.get_or_insert(HaltReason::Suspend);
+            state.halt.cancel();
         }
         state.record.status = JobStatus::Running;
         state.record.updated_at = now_epoch_s();
