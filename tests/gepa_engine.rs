@@ -17,7 +17,7 @@ use innerloop::config::Settings;
 use innerloop::domain::gepa::GepaResult;
 use innerloop::domain::{EventPayload, JobResult, JobSpec, JobStatus, Mode};
 use innerloop::runtime::JobRuntime;
-use innerloop::store::{JobStore, MemoryStore};
+use innerloop::store::{CheckpointStore, EventStore, JobRows, JobStore, MemoryStore};
 use support::fake_llm::{Fault, REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
 use support::grpc::{Core, collect, test_settings, types};
 

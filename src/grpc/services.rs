@@ -190,7 +190,7 @@ pub async fn router(
     .max_decoding_message_size(max_decode);
     let examples =
         pb::examples_service_server::ExamplesServiceServer::new(super::ExamplesServiceImpl {
-            runtime: runtime.clone(),
+            examples: runtime.store().clone(),
         })
         .max_decoding_message_size(max_decode);
     let eval = pb::eval_service_server::EvalServiceServer::new(super::EvalServiceImpl {

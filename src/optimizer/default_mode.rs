@@ -91,8 +91,12 @@ impl Plan {
         let mut examples = spec.examples.clone();
         examples.truncate(settings.max_examples_per_job);
         if examples.len() < settings.max_examples_per_job {
-            let found =
-                retrieval::retrieve(&ctx.store, &task, settings.retrieval_max_examples).await;
+            let found = retrieval::retrieve(
+                ctx.examples.as_ref(),
+                &task,
+                settings.retrieval_max_examples,
+            )
+            .await;
             examples.extend(found);
             examples.truncate(settings.max_examples_per_job);
         }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::domain::{EventPayload, JobId, JobResult, JobSpec};
-use crate::store::JobStore;
+use crate::store::{CheckpointStore, ExampleStore};
 
 pub use default_mode::DefaultOptimizer;
 
@@ -72,7 +72,11 @@ pub struct JobContext {
     /// [`OptimizeError::Halted`], leaving a checkpoint to resume from (pause, graceful
     /// shutdown). Only [`Optimizer::resumable`] optimizers are ever halted.
     pub halt: CancellationToken,
-    pub store: Arc<dyn JobStore>,
+    /// Where a resumable optimizer saves its checkpoint and finds it again.
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    /// The stored example corpus (jobs that name neither inline examples nor a pack;
+    /// default-mode retrieval).
+    pub examples: Arc<dyn ExampleStore>,
     pub settings: Arc<Settings>,
     /// Human feedback and hand-written candidates for this job (`SteerJob`); GEPA drains it at
     /// the top of each iteration, other optimizers ignore it.
@@ -82,7 +86,7 @@ pub struct JobContext {
 /// Runs one job to a result.
 #[async_trait]
 pub trait Optimizer: Send + Sync + 'static {
-    /// True when the optimizer checkpoints its state (`JobStore::put_checkpoint`) and can
+    /// True when the optimizer checkpoints its state (`CheckpointStore::put_checkpoint`) and can
     /// continue an interrupted job from it; the runtime then re-spawns such jobs on restart
     /// instead of ending them.
     fn resumable(&self) -> bool {
@@ -109,7 +113,8 @@ pub trait Optimizer: Send + Sync + 'static {
 pub struct PartialJob<'a> {
     pub job_id: &'a str,
     pub spec: &'a JobSpec,
-    pub store: &'a Arc<dyn JobStore>,
+    pub checkpoints: &'a dyn CheckpointStore,
+    pub examples: &'a dyn ExampleStore,
     pub settings: &'a Settings,
 }
 

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::store_health::StoreHealth;
 use crate::domain::JobId;
 use crate::domain::{Event, JobRecord};
-use crate::store::{Fence, JobStore, JobUpdate, NewLease, PendingEvent, Turn, WriteBatch};
+use crate::store::{EventStore, Fence, JobUpdate, NewLease, PendingEvent, Turn, WriteBatch};
 
 /// Mutable state of a running job, guarded by one async mutex so ids are assigned, terminal
 /// transitions decided and events queued for the writer in a single order.
@@ -337,12 +337,17 @@ impl EventWriter {
     /// On a store several processes share, every event and row update carries its job's lease
     /// epoch ([`Fence`]); a job whose writes the store fenced is stopped here
     /// ([`LiveJob::fence`]) and its events never reach a watcher.
-    pub fn spawn(store: Arc<dyn JobStore>, queue: usize, health: Arc<StoreHealth>) -> Self {
+    pub fn spawn(
+        store: Arc<dyn EventStore>,
+        fencing: bool,
+        queue: usize,
+        health: Arc<StoreHealth>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Request>(queue.max(16));
         let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("innerloop-writer".into())
-            .spawn(move || runtime.block_on(run_writer(store, rx, health)))
+            .spawn(move || runtime.block_on(run_writer(store, fencing, rx, health)))
             .expect("start the event writer thread");
         EventWriter { tx }
     }
@@ -404,7 +409,8 @@ type InFlight = futures_util::future::BoxFuture<'static, std::thread::Result<Com
 /// queue order (N+1 takes its turn when N is done), and batches finish — publish, acknowledge —
 /// strictly in order.
 async fn run_writer(
-    store: Arc<dyn JobStore>,
+    store: Arc<dyn EventStore>,
+    fencing: bool,
     mut rx: mpsc::Receiver<Request>,
     health: Arc<StoreHealth>,
 ) {
@@ -415,7 +421,6 @@ async fn run_writer(
     // Reused: room for MAX_BATCH requests is most of a MiB, which the allocator would hand back
     // to the OS and fault in again page by page for every batch.
     let mut requests = Vec::with_capacity(MAX_BATCH);
-    let fencing = store.shared();
     loop {
         if inflight.len() >= 2 || (!open && !inflight.is_empty()) {
             // N+1 is prepared: finish N before taking more.
@@ -595,7 +600,7 @@ fn finish(joined: std::thread::Result<Committed>, health: &StoreHealth) {
 /// (still before the next batch's turn), so only the ones that fail on their own are lost
 /// (their events never reach a watcher, and their submitters see the error).
 async fn commit(
-    store: &dyn JobStore,
+    store: &dyn EventStore,
     batch: &WriteBatch,
     parts: &Parts,
     previous: Turn,
@@ -607,7 +612,7 @@ async fn commit(
 
 /// [`commit`], collecting the jobs the store fenced into `fenced`.
 async fn commit_fenced(
-    store: &dyn JobStore,
+    store: &dyn EventStore,
     batch: &WriteBatch,
     parts: &Parts,
     previous: Turn,
@@ -652,7 +657,7 @@ async fn commit_fenced(
         "batch commit failed"
     );
     if parts.len() <= 1 {
-        return Outcome::Batch(Err(err.to_string()));
+        return Outcome::Batch(Err(crate::error::Error::from(err).to_string()));
     }
     let mut outcomes = Vec::with_capacity(parts.len());
     for (part, _) in parts {
@@ -664,7 +669,7 @@ async fn commit_fenced(
                 fenced.extend(lost);
                 Ok(())
             }
-            Err(err) => Err(err.to_string()),
+            Err(err) => Err(crate::error::Error::from(err).to_string()),
         });
     }
     Outcome::Each(outcomes)
@@ -675,85 +680,34 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::domain::{Example, JobId, JobSpec, JobStatus};
-    use crate::error::{Error, Result};
-    use crate::store::{IdempotencyClaim, ListJobsQuery, MemoryStore};
+    use crate::domain::{JobSpec, JobStatus};
+    use crate::store::{EventStoreError, JobRows, MemoryStore, StoreFailure};
 
     /// A memory store that refuses any batch inserting the job `bad`, and takes 100 ms over any
     /// batch holding event 1.
     struct Picky(MemoryStore);
 
     #[async_trait]
-    impl JobStore for Picky {
+    impl EventStore for Picky {
         fn kind(&self) -> &'static str {
             "picky"
         }
-        async fn write(&self, batch: &WriteBatch) -> Result<()> {
+        async fn write(&self, batch: &WriteBatch) -> Result<(), EventStoreError> {
             if batch.inserts.iter().any(|j| j.id == "bad") {
-                return Err(Error::Store("refused".into()));
+                return Err(StoreFailure("refused".into()).into());
             }
             if batch.events.iter().any(|e| e.event.id == 1) {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             self.0.write(batch).await
         }
-        async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
-            self.0.get_job(id).await
-        }
-        async fn list_jobs(&self, q: &ListJobsQuery) -> Result<Vec<JobRecord>> {
-            self.0.list_jobs(q).await
-        }
-        async fn jobs_with_status(&self, s: &[JobStatus]) -> Result<Vec<JobRecord>> {
-            self.0.jobs_with_status(s).await
-        }
-        async fn delete_job(&self, id: &str) -> Result<bool> {
-            self.0.delete_job(id).await
-        }
-        async fn events_after(&self, id: &str, after: u64, limit: usize) -> Result<Vec<Event>> {
+        async fn events_after(
+            &self,
+            id: &str,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<Event>, EventStoreError> {
             self.0.events_after(id, after, limit).await
-        }
-        async fn claim_idempotency_key_for(
-            &self,
-            key: &str,
-            job_id: &str,
-            request_hash: Option<&str>,
-            now: f64,
-            expires_at: f64,
-        ) -> Result<IdempotencyClaim> {
-            self.0
-                .claim_idempotency_key_for(key, job_id, request_hash, now, expires_at)
-                .await
-        }
-        async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize> {
-            self.0.forget_dangling_keys(expiring_by).await
-        }
-        async fn reap(
-            &self,
-            now: f64,
-            ttl_for: &(dyn Fn(JobStatus) -> Option<f64> + Sync),
-        ) -> Result<Vec<JobId>> {
-            self.0.reap(now, ttl_for).await
-        }
-        async fn upsert_examples(&self, examples: &[Example]) -> Result<usize> {
-            self.0.upsert_examples(examples).await
-        }
-        async fn list_examples(&self, limit: usize, offset: usize) -> Result<Vec<Example>> {
-            self.0.list_examples(limit, offset).await
-        }
-        async fn delete_example(&self, id: &str) -> Result<bool> {
-            self.0.delete_example(id).await
-        }
-        async fn put_checkpoint(&self, id: &str, c: &serde_json::Value) -> Result<()> {
-            self.0.put_checkpoint(id, c).await
-        }
-        async fn get_checkpoint(&self, id: &str) -> Result<Option<serde_json::Value>> {
-            self.0.get_checkpoint(id).await
-        }
-        async fn append_checkpoint_part(&self, id: &str, part: &str) -> Result<()> {
-            self.0.append_checkpoint_part(id, part).await
-        }
-        async fn checkpoint_parts(&self, id: &str) -> Result<Vec<String>> {
-            self.0.checkpoint_parts(id).await
         }
     }
 
@@ -786,7 +740,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_commit_is_not_overtaken_by_the_next_batch() {
         let store = Arc::new(Picky(MemoryStore::new()));
-        let writer = EventWriter::spawn(store.clone(), 16, Arc::default());
+        let writer = EventWriter::spawn(store.clone(), false, 16, Arc::default());
         let job = Arc::new(LiveJob::new(record("job"), 8));
         let event = |id: u64| PendingEvent {
             event: Arc::new(Event {
@@ -825,7 +779,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_that_fails_on_its_own_does_not_fail_its_batch_neighbours() {
         let store = Arc::new(Picky(MemoryStore::new()));
-        let writer = EventWriter::spawn(store.clone(), 16, Arc::default());
+        let writer = EventWriter::spawn(store.clone(), false, 16, Arc::default());
         // Queued back to back (the writer has not run yet): one batch.
         let good = writer.insert(record("good"), None).await;
         let bad = writer.insert(record("bad"), None).await;
@@ -833,8 +787,8 @@ mod tests {
         assert_eq!(good.await.unwrap(), Ok(()));
         assert!(bad.await.unwrap().is_err());
         assert_eq!(also_good.await.unwrap(), Ok(()));
-        assert!(store.get_job("good").await.unwrap().is_some());
-        assert!(store.get_job("also-good").await.unwrap().is_some());
-        assert!(store.get_job("bad").await.unwrap().is_none());
+        assert!(store.0.get_job("good").await.unwrap().is_some());
+        assert!(store.0.get_job("also-good").await.unwrap().is_some());
+        assert!(store.0.get_job("bad").await.unwrap().is_none());
     }
 }

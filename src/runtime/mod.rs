@@ -86,7 +86,12 @@ impl JobRuntime {
         optimizers: HashMap<Mode, Arc<dyn Optimizer>>,
     ) -> Result<JobRuntime> {
         let health = Arc::new(StoreHealth::default());
-        let writer = EventWriter::spawn(store.clone(), event_log::WRITER_QUEUE, health.clone());
+        let writer = EventWriter::spawn(
+            store.clone(),
+            store.shared(),
+            event_log::WRITER_QUEUE,
+            health.clone(),
+        );
         let replica = replica::Replica::new(&settings, store.shared());
         let runtime = JobRuntime {
             inner: Arc::new(Inner {
@@ -354,7 +359,7 @@ impl JobRuntime {
             let _ = self.inner.terminate(&job, EventPayload::Cancelled {}).await;
         }
         self.inner.live_map().remove(job_id);
-        self.inner.store.delete_job(job_id).await
+        Ok(self.inner.store.delete_job(job_id).await?)
     }
 
     /// Streams the events with id > `after_event_id`, then the live tail, ending after the

@@ -51,7 +51,8 @@ impl Inner {
         let partial = PartialJob {
             job_id: &job.id,
             spec: &spec,
-            store: &self.store,
+            checkpoints: self.store.as_ref(),
+            examples: self.store.as_ref(),
             settings: &self.settings,
         };
         optimizer.partial_result(&partial, reason).await
@@ -135,7 +136,8 @@ impl Inner {
             }),
             cancel: job.cancel.clone(),
             halt,
-            store: self.store.clone(),
+            checkpoints: self.store.clone(),
+            examples: self.store.clone(),
             settings: self.settings.clone(),
             steering: job.steering.clone(),
         };

@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::domain::{Example, JobSpec};
 use crate::optimizer::EventSink;
-use crate::store::{JobStore, MemoryStore};
+use crate::store::{ExampleStore, JobStore, MemoryStore};
 
 /// Records events; answers `Stopped` once `stop_after` events were taken.
 #[derive(Default)]
@@ -69,7 +69,8 @@ async fn run_with(
         events: sink.clone(),
         cancel: CancellationToken::new(),
         halt: CancellationToken::new(),
-        store,
+        checkpoints: store.clone(),
+        examples: store,
         settings: Arc::new(settings.clone()),
     };
     let result = DefaultOptimizer::from_settings(&settings).run(ctx).await;

@@ -45,6 +45,7 @@ use crate::domain::{Example, JobResult, JobSpec};
 use crate::optimizer::rng::SeededRng;
 use crate::provider::openai::{OpenAiCompatible, OpenAiConfig};
 use crate::provider::{ModelProvider, OfflineWorld};
+use crate::store::{CheckpointStore, ExampleStore};
 
 /// Share of the job's wall time (`budget.max_wall_time_s`, else `GEPA_DEFAULT_WALL_TIME_S`)
 /// after which no new iteration starts (the rest is left for the
@@ -149,13 +150,13 @@ impl Models {
 pub async fn load_examples(
     ctx: &JobContext,
 ) -> Result<(Vec<Example>, &'static str), OptimizeError> {
-    examples_of(&ctx.spec, ctx.store.as_ref()).await
+    examples_of(&ctx.spec, ctx.examples.as_ref()).await
 }
 
 /// [`load_examples`] for a spec that is not (yet) a job.
 pub async fn examples_of(
     spec: &JobSpec,
-    store: &dyn crate::store::JobStore,
+    store: &dyn ExampleStore,
 ) -> Result<(Vec<Example>, &'static str), OptimizeError> {
     if !spec.examples.is_empty() {
         return Ok((spec.examples.clone(), "exact_match"));
@@ -169,7 +170,7 @@ pub async fn examples_of(
         .await
         .map_err(|e| OptimizeError::Failed {
             code: "store_error".into(),
-            message: e.to_string(),
+            message: crate::error::Error::from(e).to_string(),
         })?;
     Ok((stored, "exact_match"))
 }
@@ -188,7 +189,7 @@ pub fn metrics_for(spec: &JobSpec, default: &str) -> Vec<Metric> {
 pub async fn estimate_request(
     spec: &JobSpec,
     settings: &Settings,
-    store: &dyn crate::store::JobStore,
+    store: &dyn ExampleStore,
 ) -> Result<estimate::Estimate, OptimizeError> {
     let (examples, _) = examples_of(spec, store).await?;
     let split = datasets::split(examples);
@@ -278,7 +279,7 @@ impl Optimizer for GepaOptimizer {
                 .unwrap_or_else(|| settings.target_model_default.clone());
             (p, model)
         });
-        let resumed = load_checkpoint(&ctx.store, &ctx.job_id, &seed).await;
+        let resumed = load_checkpoint(ctx.checkpoints.as_ref(), &ctx.job_id, &seed).await;
         let seed_rng = SeededRng::from_seed(spec.seed.unwrap_or(settings.deterministic_seed));
         let is_resume = resumed.is_some();
         let (state, memo, spent, replay) = match resumed {
@@ -387,8 +388,8 @@ impl Optimizer for GepaOptimizer {
     async fn partial_result(&self, job: &PartialJob<'_>, reason: &str) -> Option<JobResult> {
         let spec = job.spec;
         let seed = seed_candidate(spec);
-        let checkpoint = load_checkpoint(job.store, job.job_id, &seed).await?;
-        let (examples, _) = examples_of(spec, job.store.as_ref()).await.ok()?;
+        let checkpoint = load_checkpoint(job.checkpoints, job.job_id, &seed).await?;
+        let (examples, _) = examples_of(spec, job.examples).await.ok()?;
         let split = datasets::split(examples);
         let budget = Budget::new(limits_for(spec, job.settings), checkpoint.spent);
         let state = &checkpoint.state;
@@ -435,7 +436,7 @@ fn seed_candidate(spec: &JobSpec) -> Candidate {
 
 /// The job's checkpoint, when there is one of this version for this seed.
 async fn load_checkpoint(
-    store: &Arc<dyn crate::store::JobStore>,
+    store: &dyn CheckpointStore,
     job_id: &str,
     seed: &Candidate,
 ) -> Option<Checkpoint> {
@@ -457,7 +458,7 @@ async fn load_checkpoint(
 /// a branch copies and the workbench reads; the base alone may be generations old). `None`
 /// when the job has none.
 pub async fn whole_checkpoint(
-    store: &dyn crate::store::JobStore,
+    store: &dyn CheckpointStore,
     job_id: &str,
 ) -> crate::error::Result<Option<serde_json::Value>> {
     let Some(base) = store.get_checkpoint(job_id).await? else {

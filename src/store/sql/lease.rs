@@ -12,9 +12,9 @@ use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::Result;
 use super::rows::{ClaimRow, to_i64};
 use super::{Pools, SqlStore, closed};
-use crate::error::Result;
 use crate::store::lease::{CLAIMABLE_CHANNEL, COMMANDS_CHANNEL, EVENTS_CHANNEL};
 use crate::store::{Claim, Claimed, Notice, Renewed};
 
