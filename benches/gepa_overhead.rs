@@ -134,7 +134,6 @@ struct Run {
 }
 
 async fn run(val: usize, generations: u32) -> Run {
-    let settings = Arc::new(Settings::default());
     let model_nanos = Arc::new(AtomicU64::new(0));
     let models = Models {
         task: Arc::new(Instant0(model_nanos.clone())),
@@ -168,13 +167,14 @@ async fn run(val: usize, generations: u32) -> Run {
         halt: CancellationToken::new(),
         checkpoints: store.clone(),
         examples: Arc::new(MemoryStore::new()),
-        settings: Arc::new(Settings {
-            max_wall_time_s: 3600.0,
-            ..(*settings).clone()
-        }),
     };
+    let config = Settings {
+        max_wall_time_s: 3600.0,
+        ..Settings::default()
+    }
+    .gepa();
     let start = Instant::now();
-    let result = GepaOptimizer::new(models).run(ctx).await;
+    let result = GepaOptimizer::new(models, config).run(ctx).await;
     let elapsed = start.elapsed().as_secs_f64();
     let Ok(JobResult::Gepa(result)) = result else {
         panic!("bench run failed: {result:?}");

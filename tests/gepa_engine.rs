@@ -241,7 +241,7 @@ fn crash_mid_run(store: Arc<MemoryStore>, settings: Settings, spec: JobSpec) -> 
             .unwrap();
         let job_id = rt.block_on(async {
             let settings = Arc::new(settings);
-            let optimizers = innerloop::optimizer::registry(&settings);
+            let optimizers = innerloop::server::optimizers(&settings);
             let runtime = JobRuntime::start(settings, store.clone(), optimizers)
                 .await
                 .unwrap();

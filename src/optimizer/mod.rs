@@ -12,11 +12,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
 use crate::domain::{EventPayload, JobId, JobResult, JobSpec};
 use crate::store::{CheckpointStore, ExampleStore};
 
-pub use default_mode::DefaultOptimizer;
+pub use default_mode::{DefaultModeConfig, DefaultOptimizer};
+pub use gepa::GepaConfig;
 
 /// The job is already terminal (cancelled, shut down): stop working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -77,7 +77,6 @@ pub struct JobContext {
     /// The stored example corpus (jobs that name neither inline examples nor a pack;
     /// default-mode retrieval).
     pub examples: Arc<dyn ExampleStore>,
-    pub settings: Arc<Settings>,
     /// Human feedback and hand-written candidates for this job (`SteerJob`); GEPA drains it at
     /// the top of each iteration, other optimizers ignore it.
     pub steering: crate::workbench::Steering,
@@ -97,7 +96,7 @@ pub trait Optimizer: Send + Sync + 'static {
 
     /// Checks a validated request against what this server can do (models, prices) before a
     /// job is created.
-    fn admit(&self, _spec: &JobSpec, _settings: &Settings) -> Result<(), crate::error::Error> {
+    fn admit(&self, _spec: &JobSpec) -> Result<(), crate::error::Error> {
         Ok(())
     }
 
@@ -115,40 +114,29 @@ pub struct PartialJob<'a> {
     pub spec: &'a JobSpec,
     pub checkpoints: &'a dyn CheckpointStore,
     pub examples: &'a dyn ExampleStore,
-    pub settings: &'a Settings,
 }
 
-/// Wall time a job may run, in seconds: GEPA jobs their `budget.max_wall_time_s` (capped by
-/// `GEPA_MAX_WALL_TIME_S`) or `GEPA_DEFAULT_WALL_TIME_S`; other modes `MAX_WALL_TIME_S`.
-pub fn wall_time_s(spec: &JobSpec, settings: &Settings) -> f64 {
-    match spec.mode {
-        crate::domain::Mode::Gepa => spec
-            .budget
-            .max_wall_time_s
-            .unwrap_or(settings.gepa_default_wall_time_s)
-            .min(settings.gepa_max_wall_time_s),
-        _ => settings.max_wall_time_s,
+/// How long jobs may run, by mode: `MAX_WALL_TIME_S` (default-mode and eval jobs),
+/// `GEPA_DEFAULT_WALL_TIME_S` (GEPA jobs whose budget names none) and `GEPA_MAX_WALL_TIME_S`
+/// (the most a GEPA budget may ask for).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WallTimes {
+    pub max_s: f64,
+    pub gepa_default_s: f64,
+    pub gepa_max_s: f64,
+}
+
+impl WallTimes {
+    /// Wall time a job may run, in seconds: GEPA jobs their `budget.max_wall_time_s` (capped
+    /// by `gepa_max_s`) or `gepa_default_s`; other modes `max_s`.
+    pub fn of(&self, spec: &JobSpec) -> f64 {
+        match spec.mode {
+            crate::domain::Mode::Gepa => spec
+                .budget
+                .max_wall_time_s
+                .unwrap_or(self.gepa_default_s)
+                .min(self.gepa_max_s),
+            _ => self.max_s,
+        }
     }
-}
-
-/// The optimizers this server runs, by mode.
-pub fn registry(
-    settings: &Settings,
-) -> std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> {
-    let mut optimizers: std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> =
-        std::collections::HashMap::new();
-    let models = gepa::Models::from_settings(settings);
-    optimizers.insert(
-        crate::domain::Mode::Default,
-        Arc::new(DefaultOptimizer::from_settings(settings)),
-    );
-    optimizers.insert(
-        crate::domain::Mode::Gepa,
-        Arc::new(gepa::GepaOptimizer::new(models.clone())),
-    );
-    optimizers.insert(
-        crate::domain::Mode::Eval,
-        Arc::new(eval_job::EvalOptimizer::new(models)),
-    );
-    optimizers
 }

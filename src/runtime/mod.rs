@@ -203,7 +203,7 @@ impl JobRuntime {
             ));
         };
         self.admit(&spec)?;
-        optimizer.admit(&spec, &self.inner.settings)?;
+        optimizer.admit(&spec)?;
         let job_id = uuid::Uuid::new_v4().to_string();
         let now = now_epoch_s();
         if let Some(key) = idempotency_key.filter(|k| !k.is_empty()) {
@@ -826,7 +826,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let optimizers = crate::optimizer::registry(&settings);
+        let optimizers = crate::server::optimizers(&settings);
         let runtime = JobRuntime::start(settings, store, optimizers)
             .await
             .unwrap();

@@ -53,7 +53,6 @@ impl Inner {
             spec: &spec,
             checkpoints: self.store.as_ref(),
             examples: self.store.as_ref(),
-            settings: &self.settings,
         };
         optimizer.partial_result(&partial, reason).await
     }
@@ -138,11 +137,9 @@ impl Inner {
             halt,
             checkpoints: self.store.clone(),
             examples: self.store.clone(),
-            settings: self.settings.clone(),
             steering: job.steering.clone(),
         };
-        let deadline =
-            Duration::from_secs_f64(crate::optimizer::wall_time_s(&spec, &self.settings));
+        let deadline = Duration::from_secs_f64(self.settings.wall_times().of(&spec));
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(deadline, optimizer.run(ctx)) => outcome,
             // Whoever cancelled already wrote the terminal event, unless a store failure did.

@@ -90,17 +90,23 @@ impl<T> JobStore for T where
 {
 }
 
-/// Opens the store `JOB_STORE` names: SQLite creates its data directory and file when missing;
+/// Where the jobs live (`Settings::store_location`: `JOB_STORE` and its settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Memory,
+    /// The SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// `DATABASE_URL` (required).
+    Postgres(Option<String>),
+}
+
+/// Opens the store at `location`: SQLite creates its data directory and file when missing;
 /// SQL stores apply pending migrations before returning.
-pub async fn open(
-    settings: &crate::config::Settings,
-) -> crate::error::Result<std::sync::Arc<dyn JobStore>> {
-    use crate::config::StoreKind;
+pub async fn open(location: &Location) -> crate::error::Result<std::sync::Arc<dyn JobStore>> {
     use crate::error::Error;
-    match settings.job_store {
-        StoreKind::Memory => Ok(std::sync::Arc::new(MemoryStore::new())),
-        StoreKind::Sqlite => {
-            let file = settings.sqlite_file();
+    match location {
+        Location::Memory => Ok(std::sync::Arc::new(MemoryStore::new())),
+        Location::Sqlite(file) => {
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
                 tokio::fs::create_dir_all(dir).await.map_err(|e| {
                     Error::Store(format!(
@@ -109,10 +115,10 @@ pub async fn open(
                     ))
                 })?;
             }
-            Ok(std::sync::Arc::new(SqlStore::open_sqlite(&file).await?))
+            Ok(std::sync::Arc::new(SqlStore::open_sqlite(file).await?))
         }
-        StoreKind::Postgres => {
-            let url = settings.database_url.as_deref().ok_or_else(|| {
+        Location::Postgres(url) => {
+            let url = url.as_deref().ok_or_else(|| {
                 Error::Store("DATABASE_URL is required when JOB_STORE=postgres".into())
             })?;
             Ok(std::sync::Arc::new(SqlStore::open_postgres(url).await?))

@@ -3,6 +3,7 @@ use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::config::Settings;
 use crate::domain::{Example, JobSpec};
 use crate::optimizer::EventSink;
 use crate::store::{ExampleStore, JobStore, MemoryStore};
@@ -71,9 +72,13 @@ async fn run_with(
         halt: CancellationToken::new(),
         checkpoints: store.clone(),
         examples: store,
-        settings: Arc::new(settings.clone()),
     };
-    let result = DefaultOptimizer::from_settings(&settings).run(ctx).await;
+    let judge_provider = Arc::new(crate::provider::LocalEcho::with_latency(
+        std::time::Duration::from_millis(settings.local_echo_latency_ms),
+    ));
+    let result = DefaultOptimizer::new(judge_provider, settings.default_mode())
+        .run(ctx)
+        .await;
     let events = sink.events.lock().unwrap().clone();
     Run { result, events }
 }

@@ -1,6 +1,9 @@
 //! The one settings type. Layers, lowest first: serialized defaults → optional `innerloop.toml`
 //! (or `--config FILE`) → environment variables (the original service's names) → command-line
-//! flags; then [`Settings::validate`] runs once and names the setting at fault.
+//! flags; then [`Settings::validate`] runs once and names the setting at fault. The settings
+//! each component reads are grouped in [`components`] (`settings.gepa()`, `settings.openai()`, …).
+
+mod components;
 
 use std::path::PathBuf;
 
@@ -447,9 +450,7 @@ impl Settings {
             return fail("REPLICA_ID must not be blank");
         }
         // Settings that would silently do nothing are refused.
-        if !self.use_model_stub
-            && crate::provider::openai::OpenAiConfig::from_settings(self).is_none()
-        {
+        if !self.use_model_stub && self.openai().is_none() {
             return fail(
                 "USE_MODEL_STUB=false needs a model provider: set OPENAI_BASE_URL, \
                  OPENAI_API_KEY or OPENROUTER_API_KEY (or keep USE_MODEL_STUB=true)",
@@ -529,17 +530,6 @@ impl Settings {
                 .unwrap_or(2.0 * self.sse_ping_interval_s)
                 .max(0.001),
         )
-    }
-
-    /// The rubric a job uses when its request names none: `EVALUATION_RUBRIC_DEFAULT`, or the
-    /// original's default when that is unset or blank. Never empty.
-    pub fn default_rubric(&self) -> String {
-        self.evaluation_rubric_default
-            .as_deref()
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .unwrap_or(DEFAULT_EVALUATION_RUBRIC)
-            .to_string()
     }
 
     /// The SQLite file in force.
