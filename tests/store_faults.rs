@@ -267,7 +267,9 @@ async fn a_sqlite_database_deleted_under_the_server_stops_it_taking_work() {
         data_dir: dir.path().to_path_buf(),
         ..test_settings()
     };
-    let store = innerloop::store::open(&settings.store_location()).await.unwrap();
+    let store = innerloop::store::open(&settings.store_location())
+        .await
+        .unwrap();
     let file = settings.sqlite_file();
     let core = Core::start_with_store(settings, Some(ticker(10_000, 20)), store).await;
     let mut optimizer = core.optimizer().await;
@@ -372,7 +374,9 @@ async fn on_a_full_disk_no_job_is_left_running_and_readiness_turns_off() {
         data_dir: dir.path().to_path_buf(),
         ..test_settings()
     };
-    let store = innerloop::store::open(&settings.store_location()).await.unwrap();
+    let store = innerloop::store::open(&settings.store_location())
+        .await
+        .unwrap();
     // Events of ~4 KiB each: a few hundred fill the disk.
     let mut optimizers: std::collections::HashMap<Mode, Arc<dyn Optimizer>> = Default::default();
     optimizers.insert(Mode::Default, Arc::new(Padded { bytes: 4096 }));

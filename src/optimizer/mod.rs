@@ -5,7 +5,9 @@ pub mod datasets;
 pub mod default_mode;
 pub mod eval_job;
 pub mod gepa;
-pub mod rng;
+
+/// The seeded RNG (in [`crate::domain`]: providers use it too).
+pub use crate::domain::rng;
 
 use std::sync::Arc;
 
@@ -79,7 +81,7 @@ pub struct JobContext {
     pub examples: Arc<dyn ExampleStore>,
     /// Human feedback and hand-written candidates for this job (`SteerJob`); GEPA drains it at
     /// the top of each iteration, other optimizers ignore it.
-    pub steering: crate::workbench::Steering,
+    pub steering: crate::domain::steering::Steering,
 }
 
 /// Runs one job to a result.

@@ -99,7 +99,7 @@ pub struct OpenAiCompatible {
     permits: Semaphore,
     limiter: RateLimiter,
     breaker: Mutex<Breaker>,
-    jitter: Mutex<crate::optimizer::rng::SeededRng>,
+    jitter: Mutex<crate::domain::rng::SeededRng>,
 }
 
 #[derive(Deserialize)]
@@ -145,7 +145,7 @@ impl OpenAiCompatible {
             permits: Semaphore::new(config.max_concurrency),
             limiter: RateLimiter::new(config.qps),
             breaker: Mutex::new(Breaker::default()),
-            jitter: Mutex::new(crate::optimizer::rng::SeededRng::new(seed)),
+            jitter: Mutex::new(crate::domain::rng::SeededRng::new(seed)),
             config,
         })
     }

@@ -68,7 +68,7 @@ pub(crate) struct LiveJob {
     /// Claimed by whoever ends the job after a store failure (once).
     ended_unpersisted: std::sync::atomic::AtomicBool,
     /// Human feedback and candidates (`SteerJob`), handed to every run of the job.
-    pub steering: crate::workbench::Steering,
+    pub steering: crate::domain::steering::Steering,
     /// The lease epoch this process claimed the job with (0 on a store one process uses):
     /// every write of the job is fenced with it (see `store::lease`).
     pub epoch: u64,
@@ -104,7 +104,7 @@ impl LiveJob {
             unacked: Mutex::new(None),
             store_failure: std::sync::OnceLock::new(),
             ended_unpersisted: std::sync::atomic::AtomicBool::new(false),
-            steering: crate::workbench::Steering::default(),
+            steering: crate::domain::steering::Steering::default(),
             epoch: 0,
             fenced: std::sync::atomic::AtomicBool::new(false),
             released: CancellationToken::new(),
