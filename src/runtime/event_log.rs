@@ -310,6 +310,11 @@ impl Part {
 #[derive(Clone)]
 pub(crate) struct EventWriter {
     tx: mpsc::Sender<Request>,
+    /// Cancelled by [`EventWriter::close`]: the writer takes nothing more, finishes what is
+    /// queued and ends.
+    closing: CancellationToken,
+    /// The writer's thread, joined by [`EventWriter::close`].
+    pub(super) thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 /// What a failed acknowledgement says when the job's lease was lost.
@@ -321,8 +326,8 @@ const MAX_BATCH: usize = 4096;
 pub(crate) const WRITER_QUEUE: usize = 4096;
 
 impl EventWriter {
-    /// Starts the writer on its own thread; it ends when every `EventWriter` clone is dropped
-    /// and its last batch is finished.
+    /// Starts the writer on its own thread; it ends when it is closed ([`EventWriter::close`])
+    /// or every `EventWriter` clone is dropped, once its last batch is finished.
     ///
     /// Why a thread: the writer is the one serial stage every event passes through, and a
     /// commit is a chain of round trips to the database (or SQLite's worker thread). As a task
@@ -345,11 +350,34 @@ impl EventWriter {
     ) -> Self {
         let (tx, rx) = mpsc::channel::<Request>(queue.max(16));
         let runtime = tokio::runtime::Handle::current();
-        std::thread::Builder::new()
+        let closing = CancellationToken::new();
+        let writer_closing = closing.clone();
+        let thread = std::thread::Builder::new()
             .name("innerloop-writer".into())
-            .spawn(move || runtime.block_on(run_writer(store, fencing, rx, health)))
+            .spawn(move || runtime.block_on(run_writer(store, fencing, rx, health, writer_closing)))
             .expect("start the event writer thread");
-        EventWriter { tx }
+        EventWriter {
+            tx,
+            closing,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        }
+    }
+
+    /// Stops taking requests (later ones are acknowledged with an error), commits and publishes
+    /// what is already queued, and waits for the writer's thread to end. Called once every job
+    /// task has returned (shutdown).
+    pub async fn close(&self) {
+        self.closing.cancel();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread
+            && let Ok(Err(_)) = tokio::task::spawn_blocking(move || thread.join()).await
+        {
+            tracing::error!("the event writer thread panicked");
+        }
     }
 
     /// Queues an event with its rendered `data` (see [`PendingEvent`]) and, for a terminal
@@ -413,11 +441,13 @@ async fn run_writer(
     fencing: bool,
     mut rx: mpsc::Receiver<Request>,
     health: Arc<StoreHealth>,
+    closing: CancellationToken,
 ) {
     let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     // Resolves when the newest commit is done.
     let mut turn: Option<oneshot::Receiver<()>> = None;
     let mut open = true;
+    let mut closing_seen = false;
     // Reused: room for MAX_BATCH requests is most of a MiB, which the allocator would hand back
     // to the OS and fault in again page by page for every batch.
     let mut requests = Vec::with_capacity(MAX_BATCH);
@@ -443,6 +473,12 @@ async fn run_writer(
             }
             Some(done) = inflight.next(), if !inflight.is_empty() => {
                 finish(done, &health);
+                continue;
+            }
+            // Takes nothing more; what is queued is still received, then `recv_many` says 0.
+            _ = closing.cancelled(), if !closing_seen => {
+                closing_seen = true;
+                rx.close();
                 continue;
             }
         }

@@ -69,7 +69,12 @@ struct Inner {
     writer: EventWriter,
     /// Job tasks; waited for on shutdown.
     tasks: TaskTracker,
-    /// Background loops (reaper); cancelled on shutdown.
+    /// Everything else the runtime spawns: the reaper, the store monitor, the replica loops
+    /// (notice listener and fan-out, heartbeat), watch pumps, and retries of a failed job's
+    /// last write. Each ends on `stop` (a pump also when its watcher goes); shutdown cancels
+    /// `stop` and waits for them.
+    background: TaskTracker,
+    /// Ends the background tasks; cancelled on shutdown.
     stop: CancellationToken,
     draining: AtomicBool,
     /// Whether the store takes writes (see [`store_health`]).
@@ -102,6 +107,7 @@ impl JobRuntime {
                 live: Mutex::new(HashMap::new()),
                 writer,
                 tasks: TaskTracker::new(),
+                background: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 draining: AtomicBool::new(false),
                 health,
@@ -151,7 +157,7 @@ impl JobRuntime {
     fn spawn_store_monitor(&self) {
         let sqlite =
             (self.inner.store.kind() == "sqlite").then(|| self.inner.settings.sqlite_file());
-        tokio::spawn(store_health::monitor(
+        self.inner.background.spawn(store_health::monitor(
             self.inner.health.clone(),
             self.inner.store.clone(),
             sqlite,
@@ -159,7 +165,7 @@ impl JobRuntime {
         ));
         let inner = self.inner.clone();
         let mut problems = self.inner.health.subscribe();
-        tokio::spawn(async move {
+        self.inner.background.spawn(async move {
             loop {
                 tokio::select! {
                     _ = inner.stop.cancelled() => return,
@@ -406,17 +412,29 @@ impl JobRuntime {
         }
         self.inner.tasks.close();
         let grace = Duration::from_secs_f64(self.inner.settings.shutdown_grace_s.max(0.0));
-        if tokio::time::timeout(grace, self.inner.tasks.wait())
+        let drained = tokio::time::timeout(grace, self.inner.tasks.wait())
             .await
-            .is_err()
-        {
+            .is_ok();
+        if !drained {
             tracing::warn!("job tasks still running after the shutdown grace period");
         }
         // Hand-over done: other replicas take the jobs now, not after the leases expire.
         self.inner.release_leases().await;
-        // Ends the reaper and every watcher still following a live tail (handed-over and
-        // paused jobs have no terminal event to end them).
+        // Ends the background tasks, among them every watcher still following a live tail
+        // (handed-over and paused jobs have no terminal event to end them).
         self.inner.stop.cancel();
+        self.inner.background.close();
+        if tokio::time::timeout(grace, self.inner.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks still running after the shutdown grace period");
+        }
+        // Every job task has returned, so nothing emits any more: the writer commits what is
+        // queued and its thread ends. (Job tasks still running past the grace period keep it.)
+        if drained {
+            self.inner.writer.close().await;
+        }
     }
 }
 
@@ -781,8 +799,9 @@ impl Inner {
         };
         let inner = self.clone();
         let job_id = job.id.clone();
-        // Not on `tasks`: shutdown must not wait for a store that may never come back.
-        tokio::spawn(async move {
+        // Not on `tasks`: job tasks are waited for before `stop`, and this one waits for a
+        // store that may never come back; it ends on `stop`.
+        self.background.spawn(async move {
             loop {
                 tokio::select! {
                     _ = inner.stop.cancelled() => return,
@@ -846,5 +865,64 @@ mod tests {
         assert_eq!(again.job_id, created.job_id);
         assert!(again.replayed);
         runtime.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_ends_and_joins_every_task_the_runtime_spawned() {
+        use futures_util::StreamExt;
+        let store: Arc<dyn JobStore> = Arc::new(MemoryStore::new());
+        let settings = Arc::new(Settings {
+            // A job that is still running when the server stops.
+            default_mode_iteration_delay_ms: 60_000,
+            ..Settings::default()
+        });
+        let optimizers = crate::server::optimizers(&settings);
+        let runtime = JobRuntime::start(settings, store, optimizers)
+            .await
+            .unwrap();
+        let created = runtime
+            .create(JobSpec::from_prompt("p"), None)
+            .await
+            .unwrap();
+        let mut watch = runtime.watch(&created.job_id, 0).await.unwrap();
+        assert!(
+            !runtime.inner.background.is_empty(),
+            "reaper, monitor, pump"
+        );
+        runtime.shutdown().await;
+        assert!(runtime.inner.tasks.is_empty(), "job tasks returned");
+        assert!(
+            runtime.inner.background.is_empty(),
+            "background tasks ended"
+        );
+        let writer_thread = runtime.inner.writer.thread.lock().unwrap().take();
+        assert!(writer_thread.is_none(), "writer thread joined");
+        let late = runtime.inner.writer.insert(record_of("late"), None).await;
+        assert!(
+            late.await.unwrap().is_err(),
+            "a closed writer takes nothing"
+        );
+        // The watcher got everything up to the job's `shutdown` event, then its stream ended.
+        let mut last = None;
+        while let Some(event) = watch.next().await {
+            last = Some(event);
+        }
+        assert!(matches!(
+            last.as_deref().map(|e| &e.payload),
+            Some(EventPayload::Shutdown { .. })
+        ));
+    }
+
+    fn record_of(id: &str) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            status: JobStatus::Pending,
+            created_at: 1.0,
+            updated_at: 1.0,
+            spec: JobSpec::from_prompt("p"),
+            result: None,
+            last_event_id: 0,
+            progress: Default::default(),
+        }
     }
 }

@@ -17,6 +17,9 @@ use super::StoreFailure;
 use super::jobs::{JobRows, JobRowsError};
 use crate::domain::{JobId, JobRecord, JobStatus};
 
+/// A store's notice loop ([`LeaseStore::listen`]).
+pub type Listener = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Why a claim, renewal, release, command or notice failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(transparent)]
@@ -90,14 +93,15 @@ pub trait LeaseStore: JobRows {
         Ok(())
     }
 
-    /// Starts forwarding notices (other replicas' commits, commands, claimable jobs) to `tx`
-    /// until `stop`; false when the store has none (one process).
+    /// The loop that forwards notices (other replicas' commits, commands, claimable jobs) to
+    /// `tx` until `stop` (or until `tx` closes), for the caller to run and own; `None` when the
+    /// store has none (one process).
     fn listen(
         &self,
         _tx: tokio::sync::mpsc::Sender<Notice>,
         _stop: tokio_util::sync::CancellationToken,
-    ) -> bool {
-        false
+    ) -> Option<Listener> {
+        None
     }
 }
 

@@ -37,7 +37,9 @@ pub use events::{EventStore, EventStoreError, PendingEvent, Turn, WriteBatch};
 pub use examples::{ExampleStore, ExampleStoreError};
 pub use idempotency::{IdempotencyClaim, IdempotencyError, IdempotencyKeys};
 pub use jobs::{JobRows, JobRowsError, JobUpdate, ListJobsQuery};
-pub use lease::{Claim, Claimed, Fence, LeaseError, LeaseStore, NewLease, Notice, Renewed};
+pub use lease::{
+    Claim, Claimed, Fence, LeaseError, LeaseStore, Listener, NewLease, Notice, Renewed,
+};
 pub use memory::MemoryStore;
 pub use sql::SqlStore;
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::Result;
 use super::rows::{ClaimRow, to_i64};
 use super::{Pools, SqlStore, closed};
+use crate::store::lease::Listener;
 use crate::store::lease::{CLAIMABLE_CHANNEL, COMMANDS_CHANNEL, EVENTS_CHANNEL};
 use crate::store::{Claim, Claimed, Notice, Renewed};
 
@@ -146,13 +147,17 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Spawns the one listener connection of this replica (Postgres only).
-    pub(super) fn spawn_listener(&self, tx: mpsc::Sender<Notice>, stop: CancellationToken) -> bool {
+    /// The loop of the one listener connection of this replica (Postgres only).
+    pub(super) fn listener(
+        &self,
+        tx: mpsc::Sender<Notice>,
+        stop: CancellationToken,
+    ) -> Option<Listener> {
         let Pools::Postgres(pool) = &self.pools else {
-            return false;
+            return None;
         };
         let pool = pool.clone();
-        tokio::spawn(async move {
+        Some(Box::pin(async move {
             let mut listener: Option<PgListener> = None;
             loop {
                 let current = match listener.as_mut() {
@@ -210,7 +215,6 @@ impl SqlStore {
                     return;
                 }
             }
-        });
-        true
+        }))
     }
 }

@@ -681,7 +681,7 @@ impl LeaseStore for SqlStore {
         &self,
         tx: tokio::sync::mpsc::Sender<super::Notice>,
         stop: tokio_util::sync::CancellationToken,
-    ) -> bool {
-        self.spawn_listener(tx, stop)
+    ) -> Option<super::lease::Listener> {
+        self.listener(tx, stop)
     }
 }
