@@ -4,6 +4,8 @@
 //! the two) serves both backends: `with_pool!` compiles each method body once per backend. The
 //! only backend-specific code is connection set-up and the group commit's set-based statements
 //! ([`batch`]). Event logs are stored packed, one row per job per group commit ([`chunks`]).
+//! This file holds the pools and the event and job-row seams; the other seams are in
+//! `idempotency.rs`, `examples.rs`, `checkpoints.rs` and `lease.rs`.
 //!
 //! Every bound `LIMIT` is written `LIMIT $n + 0`: SQLite (3.51, STAT4) treats a bare `LIMIT ?`
 //! as a plan-time constant and recompiles the statement each time it is rebound (measured: ~10 %
@@ -24,8 +26,6 @@ mod migrations;
 mod open;
 mod rows;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use sqlx::Connection;
@@ -33,12 +33,11 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
 
 use super::{
-    CheckpointError, CheckpointStore, EventStore, EventStoreError, ExampleStore, ExampleStoreError,
-    IdempotencyClaim, IdempotencyError, IdempotencyKeys, JobRows, JobRowsError, LeaseError,
-    LeaseStore, ListJobsQuery, StoreFailure, Turn, WriteBatch,
+    CheckpointError, EventStore, EventStoreError, ExampleStoreError, IdempotencyError, JobRows,
+    JobRowsError, LeaseError, ListJobsQuery, StoreFailure, Turn, WriteBatch,
 };
-use crate::domain::{Event, Example, JobId, JobRecord, JobStatus, now_epoch_s};
-use rows::{ExampleRow, JobRow, job_columns, to_i64, to_json};
+use crate::domain::{Event, Example, JobId, JobRecord, JobStatus};
+use rows::{ExampleRow, JobRow, job_columns, to_i64};
 
 enum Pools {
     Sqlite {
@@ -114,7 +113,10 @@ seam_from_sqlx!(
     LeaseError,
 );
 
-// After `with_pool!`, which it uses.
+// After `with_pool!`, which they use.
+mod checkpoints;
+mod examples;
+mod idempotency;
 mod lease;
 
 impl SqlStore {
@@ -420,268 +422,5 @@ impl JobRows for SqlStore {
             deleted
         });
         Ok(deleted)
-    }
-}
-
-#[async_trait]
-impl IdempotencyKeys for SqlStore {
-    async fn claim_idempotency_key_for(
-        &self,
-        key: &str,
-        job_id: &str,
-        request_hash: Option<&str>,
-        now: f64,
-        expires_at: f64,
-    ) -> Result<IdempotencyClaim, IdempotencyError> {
-        // Insert, or take over an expired claim, atomically; no row back means a live claim holds
-        // the key. Retried because that claim can expire or be deleted before it is read.
-        for _ in 0..3 {
-            let claimed: Option<String> = with_pool!(self, write, |pool| sqlx::query_scalar(
-                "INSERT INTO idempotency_keys (key, job_id, expires_at, request_hash) \
-                 VALUES ($1, $2, $3, $5) \
-                 ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, \
-                 expires_at = excluded.expires_at, request_hash = excluded.request_hash \
-                 WHERE idempotency_keys.expires_at <= $4 \
-                 RETURNING job_id"
-            )
-            .bind(key)
-            .bind(job_id)
-            .bind(expires_at)
-            .bind(now)
-            .bind(request_hash)
-            .fetch_optional(pool)
-            .await?);
-            if claimed.is_some() {
-                return Ok(IdempotencyClaim::Claimed);
-            }
-            let existing: Option<(String, Option<String>)> =
-                with_pool!(self, write, |pool| sqlx::query_as(
-                    "SELECT job_id, request_hash FROM idempotency_keys \
-                     WHERE key = $1 AND expires_at > $2"
-                )
-                .bind(key)
-                .bind(now)
-                .fetch_optional(pool)
-                .await?);
-            if let Some((existing, hash)) = existing {
-                let differs =
-                    matches!((hash.as_deref(), request_hash), (Some(a), Some(b)) if a != b);
-                return Ok(if differs {
-                    IdempotencyClaim::Conflict(existing)
-                } else {
-                    IdempotencyClaim::Existing(existing)
-                });
-            }
-        }
-        Err(IdempotencyError::Contended {
-            key: key.to_string(),
-        })
-    }
-
-    async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize, IdempotencyError> {
-        let deleted = with_pool!(self, write, |pool| sqlx::query(
-            "DELETE FROM idempotency_keys WHERE expires_at <= $1 \
-             AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = idempotency_keys.job_id)"
-        )
-        .bind(expiring_by)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
-    }
-}
-
-#[async_trait]
-impl ExampleStore for SqlStore {
-    async fn upsert_examples(&self, examples: &[Example]) -> Result<usize, ExampleStoreError> {
-        let metas = examples
-            .iter()
-            .map(|e| to_json(&e.meta))
-            .collect::<Result<Vec<_>>>()?;
-        with_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
-            for (example, meta) in examples.iter().zip(&metas) {
-                sqlx::query(
-                    "INSERT INTO examples (id, input, expected, meta) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (id) DO UPDATE SET input = excluded.input, \
-                     expected = excluded.expected, meta = excluded.meta",
-                )
-                .bind(&example.id)
-                .bind(&example.input)
-                .bind(&example.expected)
-                .bind(meta)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        });
-        self.examples_changed();
-        Ok(examples.len())
-    }
-
-    async fn list_examples(
-        &self,
-        limit: usize,
-        offset: usize,
-    ) -> Result<Vec<Example>, ExampleStoreError> {
-        if let Pools::Sqlite { corpus, .. } = &self.pools {
-            let all = match corpus.get() {
-                (corpus::Snapshot::Cached(all), _) => Some(all),
-                (corpus::Snapshot::TooBig, _) => None,
-                (corpus::Snapshot::Unread, generation) => {
-                    let all = self.examples_page(corpus::MAX_CACHED + 1, 0).await?;
-                    if all.len() > corpus::MAX_CACHED {
-                        corpus.fill(generation, corpus::Snapshot::TooBig);
-                        None
-                    } else {
-                        let all = Arc::new(all);
-                        corpus.fill(generation, corpus::Snapshot::Cached(all.clone()));
-                        Some(all)
-                    }
-                }
-            };
-            if let Some(all) = all {
-                return Ok(all.iter().skip(offset).take(limit).cloned().collect());
-            }
-        }
-        Ok(self.examples_page(limit, offset).await?)
-    }
-
-    async fn delete_example(&self, id: &str) -> Result<bool, ExampleStoreError> {
-        let done = with_pool!(self, write, |pool| sqlx::query(
-            "DELETE FROM examples WHERE id = $1"
-        )
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        self.examples_changed();
-        Ok(done > 0)
-    }
-}
-
-#[async_trait]
-impl CheckpointStore for SqlStore {
-    async fn put_checkpoint(
-        &self,
-        job_id: &str,
-        checkpoint: &serde_json::Value,
-    ) -> Result<(), CheckpointError> {
-        let data = to_json(checkpoint)?;
-        with_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO checkpoints (job_id, data, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(job_id)
-            .bind(&data)
-            .bind(now_epoch_s())
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM checkpoint_parts WHERE job_id = $1")
-                .bind(job_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
-    async fn get_checkpoint(
-        &self,
-        job_id: &str,
-    ) -> Result<Option<serde_json::Value>, CheckpointError> {
-        let data: Option<String> = with_pool!(self, read, |pool| sqlx::query_scalar(
-            "SELECT data FROM checkpoints WHERE job_id = $1"
-        )
-        .bind(job_id)
-        .fetch_optional(pool)
-        .await?);
-        data.map(|text| {
-            serde_json::from_str(&text).map_err(|e| CheckpointError::Unreadable {
-                job_id: job_id.to_string(),
-                reason: e.to_string(),
-            })
-        })
-        .transpose()
-    }
-
-    async fn append_checkpoint_part(
-        &self,
-        job_id: &str,
-        part: &str,
-    ) -> Result<(), CheckpointError> {
-        with_pool!(self, write, |pool| sqlx::query(
-            "INSERT INTO checkpoint_parts (job_id, seq, data) VALUES ($1, \
-             (SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoint_parts WHERE job_id = $1), $2)"
-        )
-        .bind(job_id)
-        .bind(part)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(())
-    }
-
-    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>, CheckpointError> {
-        let parts: Vec<String> = with_pool!(self, read, |pool| sqlx::query_scalar(
-            "SELECT data FROM checkpoint_parts WHERE job_id = $1 ORDER BY seq"
-        )
-        .bind(job_id)
-        .fetch_all(pool)
-        .await?);
-        Ok(parts)
-    }
-}
-
-#[async_trait]
-impl LeaseStore for SqlStore {
-    fn shared(&self) -> bool {
-        matches!(self.pools, Pools::Postgres(_))
-    }
-
-    async fn claim_jobs(
-        &self,
-        claim: &super::Claim<'_>,
-    ) -> Result<Vec<super::Claimed>, LeaseError> {
-        Ok(self.claim(claim).await?)
-    }
-
-    async fn renew_leases(
-        &self,
-        owner: &str,
-        until: f64,
-    ) -> Result<Vec<super::Renewed>, LeaseError> {
-        Ok(self.renew(owner, until).await?)
-    }
-
-    async fn release_leases(&self, owner: &str) -> Result<(), LeaseError> {
-        Ok(self.release(owner).await?)
-    }
-
-    async fn request(&self, job_id: &str, command: &str) -> Result<bool, LeaseError> {
-        Ok(self.leave_request(job_id, command).await?)
-    }
-
-    async fn clear_request(&self, job_id: &str) -> Result<(), LeaseError> {
-        Ok(self.forget_request(job_id).await?)
-    }
-
-    async fn claimable_count(&self, now: f64) -> Result<u64, LeaseError> {
-        Ok(self.count_claimable(now).await?)
-    }
-
-    async fn announce_claimable(&self) -> Result<(), LeaseError> {
-        Ok(self.notify(super::lease::CLAIMABLE_CHANNEL, "").await?)
-    }
-
-    fn listen(
-        &self,
-        tx: tokio::sync::mpsc::Sender<super::Notice>,
-        stop: tokio_util::sync::CancellationToken,
-    ) -> Option<super::lease::Listener> {
-        self.listener(tx, stop)
     }
 }
