@@ -205,26 +205,13 @@ impl LiveJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{JobSpec, JobStatus};
-
-    fn record(id: &str) -> JobRecord {
-        JobRecord {
-            id: id.into(),
-            status: JobStatus::Pending,
-            created_at: 1.0,
-            updated_at: 1.0,
-            spec: JobSpec::from_prompt("p"),
-            result: None,
-            last_event_id: 0,
-            progress: Default::default(),
-        }
-    }
+    use crate::runtime::test_record;
 
     #[test]
     fn an_empty_ring_answers_only_for_ids_this_process_will_publish() {
-        let fresh = LiveJob::new(record("fresh"), 8);
+        let fresh = LiveJob::new(test_record("fresh"), 8);
         assert_eq!(fresh.recent_after(0, 10).map(|v| v.len()), Some(0));
-        let mut resumed = record("resumed");
+        let mut resumed = test_record("resumed");
         resumed.last_event_id = 5;
         let resumed = LiveJob::new(resumed, 8);
         // Ids 1..=5 are only in the store.

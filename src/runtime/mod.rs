@@ -462,6 +462,21 @@ fn request_hash(spec: &JobSpec) -> String {
     )
 }
 
+/// A pending job row named `id`, for the runtime's unit tests.
+#[cfg(test)]
+fn test_record(id: &str) -> JobRecord {
+    JobRecord {
+        id: id.into(),
+        status: JobStatus::Pending,
+        created_at: 1.0,
+        updated_at: 1.0,
+        spec: JobSpec::from_prompt("p"),
+        result: None,
+        last_event_id: 0,
+        progress: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,7 +553,7 @@ mod tests {
         );
         let writer_thread = runtime.inner.writer.thread.lock().unwrap().take();
         assert!(writer_thread.is_none(), "writer thread joined");
-        let late = runtime.inner.writer.insert(record_of("late"), None).await;
+        let late = runtime.inner.writer.insert(test_record("late"), None).await;
         assert!(
             late.await.unwrap().is_err(),
             "a closed writer takes nothing"
@@ -552,18 +567,5 @@ mod tests {
             last.as_deref().map(|e| &e.payload),
             Some(EventPayload::Shutdown { .. })
         ));
-    }
-
-    fn record_of(id: &str) -> JobRecord {
-        JobRecord {
-            id: id.into(),
-            status: JobStatus::Pending,
-            created_at: 1.0,
-            updated_at: 1.0,
-            spec: JobSpec::from_prompt("p"),
-            result: None,
-            last_event_id: 0,
-            progress: Default::default(),
-        }
     }
 }

@@ -523,7 +523,8 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::domain::{Event, JobSpec, JobStatus};
+    use crate::domain::Event;
+    use crate::runtime::test_record;
     use crate::store::{EventStoreError, JobRows, MemoryStore, StoreFailure};
 
     /// A memory store that refuses any batch inserting the job `bad`, and takes 100 ms over any
@@ -554,24 +555,11 @@ mod tests {
         }
     }
 
-    fn record(id: &str) -> JobRecord {
-        JobRecord {
-            id: id.into(),
-            status: JobStatus::Pending,
-            created_at: 1.0,
-            updated_at: 1.0,
-            spec: JobSpec::from_prompt("p"),
-            result: None,
-            last_event_id: 0,
-            progress: Default::default(),
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_commit_is_not_overtaken_by_the_next_batch() {
         let store = Arc::new(Picky(MemoryStore::new()));
         let writer = EventWriter::spawn(store.clone(), false, 16, Arc::default());
-        let job = Arc::new(LiveJob::new(record("job"), 8));
+        let job = Arc::new(LiveJob::new(test_record("job"), 8));
         let event = |id: u64| PendingEvent {
             event: Arc::new(Event {
                 id,
@@ -611,9 +599,9 @@ mod tests {
         let store = Arc::new(Picky(MemoryStore::new()));
         let writer = EventWriter::spawn(store.clone(), false, 16, Arc::default());
         // Queued back to back (the writer has not run yet): one batch.
-        let good = writer.insert(record("good"), None).await;
-        let bad = writer.insert(record("bad"), None).await;
-        let also_good = writer.insert(record("also-good"), None).await;
+        let good = writer.insert(test_record("good"), None).await;
+        let bad = writer.insert(test_record("bad"), None).await;
+        let also_good = writer.insert(test_record("also-good"), None).await;
         assert_eq!(good.await.unwrap(), Ok(()));
         assert!(bad.await.unwrap().is_err());
         assert_eq!(also_good.await.unwrap(), Ok(()));
