@@ -250,7 +250,7 @@ pub async fn run_with_runtime(
 
     let grpc_stop = stop_listeners.clone();
     // Admitted through the connection caps, after their first byte, with TCP_NODELAY.
-    let incoming = crate::layers::connections::grpc_incoming(
+    let (incoming, grpc_accept) = crate::layers::connections::grpc_incoming(
         listeners.grpc,
         crate::layers::connections::Gate::new("grpc", connection_limits(&settings)),
         stop_listeners.clone(),
@@ -302,7 +302,15 @@ pub async fn run_with_runtime(
             Err(_) => tracing::warn!("gRPC connections still open after the grace period; exiting"),
         }
     };
-    tokio::join!(grpc_wait, wait_http(deadline, http_server));
+    let accept_wait = async {
+        if tokio::time::timeout_at(deadline, grpc_accept)
+            .await
+            .is_err()
+        {
+            tracing::warn!("gRPC connection admissions still running after the grace period");
+        }
+    };
+    tokio::join!(grpc_wait, wait_http(deadline, http_server), accept_wait);
     let _ = protections_task.await;
     tracing::info!("shutdown complete");
     Ok(())
