@@ -230,6 +230,32 @@ async fn a_dead_provider_fails_the_job_clearly() {
     core.shutdown().await;
 }
 
+/// After an in-process "crash" (`shutdown_background`), the event writer — a thread of its own,
+/// not a task — may still commit what was queued before it, unlike in a `kill -9`: as if the
+/// crash had come just after those commits. Waits until the job's log has stopped growing
+/// (two equal readings 50 ms apart), so the next "process" never writes beside it.
+fn settle(store: &MemoryStore, job_id: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut last = None;
+        loop {
+            let n = store
+                .events_after(job_id, 0, usize::MAX)
+                .await
+                .unwrap()
+                .len();
+            if last == Some(n) {
+                return;
+            }
+            last = Some(n);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
 /// Runs the job on its own tokio runtime (its own thread) until a checkpoint past the first
 /// iteration exists, then drops that runtime abruptly: a crash, no shutdown events.
 fn crash_mid_run(store: Arc<MemoryStore>, settings: Settings, spec: JobSpec) -> String {
@@ -273,6 +299,7 @@ fn crash_mid_run(store: Arc<MemoryStore>, settings: Settings, spec: JobSpec) -> 
             job_id
         });
         rt.shutdown_background();
+        settle(&store, &job_id);
         job_id
     })
     .join()
@@ -387,4 +414,158 @@ async fn cost_is_priced_from_usage_and_max_cost_stops_the_search() {
     // Dispatch stops once the cap is reached: at most one batch in flight past it.
     assert!((0.15..0.15 + 0.012 * 9.0).contains(&cost), "cost {cost}");
     core.shutdown().await;
+}
+
+/// Runs `JobRuntime` on `store` on a runtime of its own (its own thread) for `for_` — creating
+/// `Ok(spec)` first, or resuming job `Err(id)` from the store — then drops that runtime
+/// abruptly: a `kill -9`, no shutdown, no hand-over. Returns the job's id.
+fn run_then_crash(
+    store: Arc<MemoryStore>,
+    settings: Settings,
+    job: Result<JobSpec, String>,
+    for_: Duration,
+) -> String {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let job_id = rt.block_on(async {
+            let settings = Arc::new(settings);
+            let optimizers = innerloop::server::optimizers(&settings);
+            let runtime = JobRuntime::start(settings, store.clone(), optimizers)
+                .await
+                .unwrap();
+            let job_id = match job {
+                Ok(spec) => runtime.create(spec, None).await.unwrap().job_id,
+                Err(job_id) => job_id,
+            };
+            tokio::time::sleep(for_).await;
+            job_id
+        });
+        rt.shutdown_background();
+        settle(&store, &job_id);
+        job_id
+    })
+    .join()
+    .unwrap()
+}
+
+/// A GEPA job on the offline world's `world_mixed` pack (many rules to learn: runs spend their
+/// whole budget), as the chaos run's jobs are.
+fn world_spec(seed: i64, max_rollouts: u64) -> JobSpec {
+    let pack = innerloop::optimizer::datasets::pack("world_mixed").unwrap();
+    let mut spec = JobSpec::from_prompt("Answer with the item named in the input.");
+    spec.mode = Mode::Gepa;
+    spec.examples = pack
+        .examples()
+        .into_iter()
+        .filter(|e| e.meta["split"] != "test")
+        .collect();
+    spec.budget.max_rollouts = Some(max_rollouts);
+    spec.metrics = vec!["strict_match".into()];
+    spec.seed = Some(seed);
+    spec.validate(1, 4).expect("valid spec");
+    spec
+}
+
+/// `kill -9` at moments spread over the run (a fraction of the uninterrupted run's time), three
+/// times per job: each resumed run replays the interrupted iteration from its top with the
+/// budget the uninterrupted run had there, and ends with the same whole result (pool, scores,
+/// budget, cost ledger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_at_any_moment_resume_to_the_uninterrupted_result() {
+    let settings = Settings {
+        local_echo_latency_ms: 20,
+        ..test_settings()
+    };
+    for seed in 1..=4i64 {
+        let core = Core::start(settings.clone(), None).await;
+        let started = std::time::Instant::now();
+        let (_, events) = run_job(&core.runtime, world_spec(seed, 200)).await;
+        let uninterrupted = gepa_result(&events);
+        let whole = started.elapsed().as_millis() as u64;
+        eprintln!("seed {seed}: uninterrupted run {whole} ms");
+        core.shutdown().await;
+        for crash_ms in [whole / 7, whole / 3, whole / 2, whole * 2 / 3] {
+            let store = Arc::new(MemoryStore::new());
+            let (s, st) = (settings.clone(), store.clone());
+            let spec = world_spec(seed, 200);
+            let job_id = tokio::task::spawn_blocking(move || {
+                run_then_crash(st, s, Ok(spec), Duration::from_millis(crash_ms))
+            })
+            .await
+            .unwrap();
+            // Two more crashes, each mid-way through a resumed run (its replay, or later).
+            for again_ms in [crash_ms / 2 + 20, crash_ms / 3 + 15] {
+                let (s, st, id) = (settings.clone(), store.clone(), job_id.clone());
+                tokio::task::spawn_blocking(move || {
+                    run_then_crash(st, s, Err(id), Duration::from_millis(again_ms))
+                })
+                .await
+                .unwrap();
+            }
+            let shared: Arc<dyn JobStore> = store.clone();
+            let minute = Duration::from_secs(60);
+            let core = tokio::time::timeout(
+                minute,
+                Core::start_with_store(settings.clone(), None, shared),
+            )
+            .await
+            .expect("the core starts on the crashed store");
+            let watch = tokio::time::timeout(minute, core.runtime.watch(&job_id, 0))
+                .await
+                .expect("watch answers")
+                .unwrap();
+            let Ok(events) = tokio::time::timeout(
+                Duration::from_secs(120),
+                watch
+                    .map(|e| e.payload.clone())
+                    .collect::<Vec<EventPayload>>(),
+            )
+            .await
+            else {
+                let job = store.get_job(&job_id).await.unwrap();
+                let log = store.events_after(&job_id, 0, 100_000).await.unwrap();
+                let tail: Vec<String> = log
+                    .iter()
+                    .rev()
+                    .take(8)
+                    .map(|e| format!("{} {}", e.id, e.payload.type_name()))
+                    .collect();
+                panic!(
+                    "seed {seed}, first crash at {crash_ms} ms: the resumed job did not end; stored {:?}, last events {tail:?}",
+                    job.map(|j| j.status)
+                );
+            };
+            let resumed = gepa_result(&events);
+            tokio::time::timeout(minute, core.shutdown())
+                .await
+                .expect("the core shuts down");
+            if resumed != uninterrupted {
+                let a = serde_json::to_value(&uninterrupted).unwrap();
+                let b = serde_json::to_value(&resumed).unwrap();
+                let keys: Vec<_> = a
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| a[k.as_str()] != b[k.as_str()])
+                    .cloned()
+                    .collect();
+                let show = |v: &serde_json::Value| {
+                    let text = serde_json::to_string(
+                        &keys.iter().map(|k| &v[k.as_str()]).collect::<Vec<_>>(),
+                    )
+                    .unwrap();
+                    text.chars().take(1500).collect::<String>()
+                };
+                panic!(
+                    "seed {seed}, first crash at {crash_ms} ms: the result differs in {keys:?}\nuninterrupted {}\nresumed {}",
+                    show(&a),
+                    show(&b)
+                );
+            }
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! - jobs created on one replica run on the others (load spreads by claims);
 //! - a watcher on C receives every event of a job run by A;
 //! - a cancel sent to B stops a job run by A, and B answers with the job `cancelled`;
+//! - a pause sent to B and a resume sent to C reach the job run by A (same result as never paused);
 //! - kill -9 of the owner: the job resumes elsewhere and ends with the uninterrupted result;
 //! - a graceful stop hands the job over at once (no wait for the lease to expire);
 //! - two creates with one idempotency key on two replicas make one job;
@@ -239,6 +240,69 @@ async fn a_cancel_sent_to_b_stops_a_job_run_by_a() {
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_sent_to_b_and_a_resume_sent_to_c_reach_the_job_run_by_a() {
+    let cluster = Cluster::new().await;
+    let (llm, _fake) = fake_llm(40).await;
+    let a = cluster.replica("a", &llm, &[]).await;
+    let b = cluster.replica("b", &llm, &[]).await;
+    let c = cluster.replica("c", &llm, &[]).await;
+    let job_id = a.create(gepa_request(11, 60)).await;
+    let on_a = Arc::new(Mutex::new(Vec::new()));
+    let watcher = a.record(&job_id, 0, on_a.clone());
+    wait_until("progress", || count(&on_a, "budget_progress") >= 1).await;
+    let paused = b
+        .jobs()
+        .pause_job(pb::PauseJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        paused.status(),
+        pb::JobStatus::Paused,
+        "b answers once the owner has paused it"
+    );
+    // Durable before b answered; a's watcher sees it as soon as a publishes it.
+    wait_until("a's watcher sees the pause", || count(&on_a, "paused") == 1).await;
+    assert_eq!(c.get(&job_id).await.status(), pb::JobStatus::Paused);
+    assert_eq!(cluster.owner(&job_id).await.as_deref(), Some("a"));
+    let resumed = c
+        .jobs()
+        .resume_job(pb::ResumeJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resumed.status(), pb::JobStatus::Running);
+    tokio::time::timeout(Duration::from_secs(120), watcher)
+        .await
+        .expect("the resumed job ends")
+        .unwrap();
+    let events = on_a.lock().unwrap().clone();
+    assert_dense(&events);
+    assert_eq!(events.last().unwrap().r#type, "finished");
+    assert_eq!(count(&on_a, "resumed"), 1);
+    assert_eq!(
+        cluster.owner(&job_id).await.as_deref(),
+        Some("a"),
+        "a ran it all along"
+    );
+    // The same request, never paused.
+    let reference = b.create(gepa_request(11, 60)).await;
+    b.history(&reference).await;
+    assert_eq!(
+        gepa_result(&a.get(&job_id).await),
+        gepa_result(&b.get(&reference).await),
+        "pause and resume through other replicas change nothing in the result"
+    );
+    for replica in [a, b, c] {
+        replica.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

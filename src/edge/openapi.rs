@@ -93,7 +93,8 @@ fn metricsz() {}
 fn openapi_json() {}
 
 /// Adds what the layers answer on every operation: 401 where a token is required, 429 when
-/// rate limited, 503 when shedding load (all in the error envelope); and 422 on every
+/// rate limited, 503 when shedding load, 413 where there is a body (all in the error
+/// envelope); and 422 on every
 /// operation with a path parameter or a `page_token` (an id over 128 bytes, an unreadable
 /// page token).
 struct LayerResponses;
@@ -142,6 +143,11 @@ impl Modify for LayerResponses {
                 responses
                     .entry("503".into())
                     .or_insert_with(|| error("Overloaded or shutting down (unavailable)"));
+                if op.request_body.is_some() {
+                    responses.entry("413".into()).or_insert_with(|| {
+                        error("Body over MAX_REQUEST_BYTES (payload_too_large)")
+                    });
+                }
                 let has_page_token = op
                     .parameters
                     .iter()

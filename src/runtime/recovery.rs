@@ -29,6 +29,12 @@ impl Inner {
         loop {
             let page = store.events_after(&record.id, last_id, 1000).await?;
             let Some(last) = page.last() else { break };
+            if last.id <= last_id {
+                // A log whose ids do not grow (never written so by this service): read no
+                // further rather than page through it forever.
+                tracing::warn!(job_id = %record.id, after = last_id, "event log does not advance");
+                break;
+            }
             last_id = last.id;
             for event in &page {
                 progress.observe(&event.payload);

@@ -200,12 +200,15 @@ impl Pump {
                 },
             };
             let full = page.len() == REPLAY_PAGE;
+            let before = self.last;
             for event in page {
                 if event.id > self.last {
                     self.deliver(event).await?;
                 }
             }
-            if !full {
+            // A full page that delivered nothing new (ids that do not grow) would be read again
+            // forever.
+            if !full || self.last == before {
                 return Ok(());
             }
         }

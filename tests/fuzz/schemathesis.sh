@@ -35,7 +35,7 @@ done
 cd "$work"
 exclude=(--exclude-checks positive_data_acceptance)
 [ -n "${FUZZ_ALL_CHECKS:-}" ] && exclude=()
-"$work/venv/bin/st" run "http://127.0.0.1:$port/v1/openapi.json" \
+"$work/venv/bin/st" --config-file "$root/tests/fuzz/schemathesis.toml" run "http://127.0.0.1:$port/v1/openapi.json" \
   --checks all \
   "${exclude[@]}" \
   --header "Authorization: Bearer $token" \

@@ -126,6 +126,14 @@ pub struct Engine<'a> {
     pub replay: std::collections::BTreeSet<String>,
 }
 
+/// One rollout a batch pays for (see [`Engine::evaluate_many`]).
+enum Due {
+    /// The `n`th uncached rollout, dispatched now.
+    Miss(usize),
+    /// A replayed answer of item `n`: its task USD, judge USD and tokens.
+    Replayed(usize, f64, f64, u64),
+}
+
 /// A validated child's scores and unscored indices (`None`: it lost to its parent), and what
 /// its validation cost.
 pub type ValidatedChild = (Option<(Vec<f64>, Vec<usize>)>, ProposalCost);
@@ -183,8 +191,11 @@ impl Engine<'_> {
         let mut keys: Vec<Vec<String>> = Vec::with_capacity(items.len());
         // (item, position) of every distinct uncached rollout, in order.
         let mut misses: Vec<(usize, usize)> = Vec::new();
+        // What this batch pays for, in the order the uninterrupted run paid it: the misses
+        // (by index into `misses`) and, in a replayed iteration, the answers it paid for
+        // before the interruption, served from the memo (item, record).
+        let mut due: Vec<Due> = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
-        let mut replayed: Vec<(usize, f64, f64)> = Vec::new();
         for (n, (candidate, on_val, indices)) in items.iter().enumerate() {
             let hash = candidate_hash(candidate);
             let set = if *on_val { &self.val } else { &self.train };
@@ -193,23 +204,28 @@ impl Engine<'_> {
                 .map(|i| cache_key(hash, &set[*i].id))
                 .collect();
             for (k, key) in item_keys.iter().enumerate() {
-                if !self.memo.cache.contains_key(key) && seen.insert(key.clone()) {
-                    misses.push((n, k));
-                }
-            }
-            // Answers the interrupted iteration paid for are booked as paid once more.
-            for key in &item_keys {
-                if let Some(record) = self.memo.cache.get(key)
-                    && self.replay.remove(key)
-                {
-                    replayed.push((n, record.task_usd, record.judge_usd));
+                match self.memo.cache.get(key) {
+                    None if seen.insert(key.clone()) => {
+                        due.push(Due::Miss(misses.len()));
+                        misses.push((n, k));
+                    }
+                    // Answers the interrupted iteration paid for are booked as paid once more.
+                    Some(record) if self.replay.remove(key) => {
+                        due.push(Due::Replayed(
+                            n,
+                            record.task_usd,
+                            record.judge_usd,
+                            record.tokens,
+                        ));
+                    }
+                    _ => {}
                 }
             }
             keys.push(item_keys);
         }
         tracing::Span::current().record("misses", misses.len());
         self.budget
-            .reserve(misses.len() as u64)
+            .reserve(due.len() as u64)
             .map_err(Halt::Budget)?;
         let systems: Vec<String> = items.iter().map(|(c, _, _)| render_system(c)).collect();
         let example = |n: usize, k: usize| {
@@ -233,39 +249,47 @@ impl Engine<'_> {
         let unanswered = (misses.len() - rollouts.len()) as u64;
         self.budget.spent.metric_calls -= unanswered;
         let answered = rollouts.len();
+        let mut rollouts: Vec<Option<super::evaluator::Rollout>> =
+            rollouts.into_iter().map(Some).collect();
         let mut judged = Vec::new();
         self.item_spend = vec![ProposalCost::default(); items.len()];
-        for (n, task_usd, judge_usd) in replayed {
+        for entry in due {
+            let (n, task_usd, judge_usd, tokens) = match entry {
+                Due::Replayed(n, task_usd, judge_usd, tokens) => (n, task_usd, judge_usd, tokens),
+                Due::Miss(m) => {
+                    let Some(rollout) = rollouts.get_mut(m).and_then(Option::take) else {
+                        continue;
+                    };
+                    let (n, k) = misses[m];
+                    if let Some(score) = rollout.judge_score {
+                        judged.push((example(n, k).id.clone(), score));
+                    }
+                    // Validation rollouts are kept by score alone: nothing reads their output
+                    // or feedback (reflection reads training rollouts), and the checkpoint
+                    // stays small.
+                    let record = if items[n].1 {
+                        EvalRecord {
+                            score: rollout.record.score,
+                            task_usd: rollout.record.task_usd,
+                            judge_usd: rollout.record.judge_usd,
+                            tokens: rollout.record.tokens,
+                            ..EvalRecord::default()
+                        }
+                    } else {
+                        rollout.record
+                    };
+                    let paid = (n, record.task_usd, record.judge_usd, record.tokens);
+                    self.memo.cache.insert(keys[n][k].clone(), record);
+                    self.journal.fresh_cache.push(keys[n][k].clone());
+                    paid
+                }
+            };
+            self.budget.record(task_usd + judge_usd, tokens);
             for spend in [&mut self.item_spend[n], &mut self.spend] {
                 spend.metric_calls += 1;
                 spend.task_usd += task_usd;
                 spend.judge_usd += judge_usd;
             }
-        }
-        for ((n, k), rollout) in misses.iter().zip(rollouts) {
-            self.budget.record(rollout.cost_usd, rollout.tokens);
-            for spend in [&mut self.item_spend[*n], &mut self.spend] {
-                spend.metric_calls += 1;
-                spend.task_usd += rollout.cost_usd - rollout.judge_cost_usd;
-                spend.judge_usd += rollout.judge_cost_usd;
-            }
-            if let Some(score) = rollout.judge_score {
-                judged.push((example(*n, *k).id.clone(), score));
-            }
-            // Validation rollouts are kept by score alone: nothing reads their output or
-            // feedback (reflection reads training rollouts), and the checkpoint stays small.
-            let record = if items[*n].1 {
-                EvalRecord {
-                    score: rollout.record.score,
-                    task_usd: rollout.record.task_usd,
-                    judge_usd: rollout.record.judge_usd,
-                    ..EvalRecord::default()
-                }
-            } else {
-                rollout.record
-            };
-            self.memo.cache.insert(keys[*n][*k].clone(), record);
-            self.journal.fresh_cache.push(keys[*n][*k].clone());
         }
         if answered > 0 {
             self.save().await;
@@ -319,7 +343,8 @@ impl Engine<'_> {
     }
 
     /// Validation ids of `order` whose uncached rollouts of the candidate hashed `hash` fit in
-    /// `left` metric calls (`None`: unlimited), in order; takes them from `left`.
+    /// `left` metric calls (`None`: unlimited), in order; takes them from `left`. An answer a
+    /// replayed iteration had paid for counts as uncached: the replay books it again.
     fn fitting(&self, hash: u64, order: &[usize], left: &mut Option<u64>) -> Vec<usize> {
         if self.budget.spending_stop().is_some() {
             return Vec::new();
@@ -329,11 +354,9 @@ impl Engine<'_> {
         };
         let mut out = Vec::new();
         for k in order {
-            let cached = self
-                .memo
-                .cache
-                .contains_key(&cache_key(hash, &self.val[*k].id));
-            if !cached {
+            let key = cache_key(hash, &self.val[*k].id);
+            let free = self.memo.cache.contains_key(&key) && !self.replay.contains(&key);
+            if !free {
                 if *left == 0 {
                     continue;
                 }
@@ -600,6 +623,24 @@ impl Engine<'_> {
         .await
     }
 
+    /// What has really been paid: the budget's spend plus, in a replayed iteration, the answers
+    /// the interrupted iteration paid for that the replay has not booked again yet (the
+    /// checkpoint's `spent`; see [`super::state::Checkpoint::resume_budget`]).
+    fn paid(&self) -> super::budget::Spent {
+        let mut paid = self.budget.spent.clone();
+        for key in &self.replay {
+            if let Some(r) = self.memo.cache.get(key) {
+                paid.metric_calls += 1;
+                paid.cost_usd += r.task_usd + r.judge_usd;
+                paid.tokens += r.tokens;
+            } else if let Some(r) = self.memo.reflections.get(key) {
+                paid.cost_usd += r.usd;
+                paid.tokens += r.tokens;
+            }
+        }
+        paid
+    }
+
     /// Writes the checkpoint after a batch of answers: a part with the memo entries added
     /// since the last write and the spend (a whole write until a base exists).
     pub async fn save(&mut self) {
@@ -638,12 +679,13 @@ impl Engine<'_> {
             }
             return;
         }
+        let paid = self.paid();
         let part = CheckpointPartRef {
             state: at_top.then(|| {
                 StateDeltaRef::of(&self.state, journal.pool_written, journal.proposals_written)
             }),
             memo: journal.memo_delta(&self.memo),
-            spent: &self.budget.spent,
+            spent: &paid,
         };
         let text = match serde_json::to_string(&part) {
             Ok(text) => text,
@@ -681,10 +723,11 @@ impl Engine<'_> {
 
     /// Writes the whole checkpoint (`top`, memo, spend) as a new base; its size when written.
     async fn put_base(&self) -> Option<usize> {
+        let paid = self.paid();
         let checkpoint = CheckpointRef {
             state: self.top.as_ref(),
             memo: &self.memo,
-            spent: &self.budget.spent,
+            spent: &paid,
             replay: &self.replay,
         };
         let value = match serde_json::to_value(&checkpoint) {

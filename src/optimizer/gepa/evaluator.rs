@@ -125,6 +125,7 @@ impl Evaluator {
             record: EvalRecord {
                 task_usd: cost_usd - judge_cost_usd,
                 judge_usd: judge_cost_usd,
+                tokens: used,
                 output,
                 score,
                 feedback,

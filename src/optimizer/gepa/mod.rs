@@ -254,7 +254,10 @@ impl Optimizer for GepaOptimizer {
         let seed_rng = SeededRng::from_seed(spec.seed.unwrap_or(config.seed));
         let is_resume = resumed.is_some();
         let (state, memo, spent, replay) = match resumed {
-            Some(c) => (c.state, c.memo, c.spent, c.replay),
+            Some(c) => {
+                let (spent, replay) = c.resume_budget();
+                (c.state, c.memo, spent, replay)
+            }
             None => (
                 GepaState::new(seed.clone(), Vec::new(), seed_rng, Spent::default()),
                 Memo::default(),

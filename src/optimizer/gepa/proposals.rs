@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::engine::{Engine, Halt, Outcome, ValidatedChild, provider_failed};
 use super::reflection::{self, Record};
-use super::state::{Candidate, EvalRecord, Origin, Rejected, candidate_hash, fnv1a};
+use super::state::{Candidate, EvalRecord, Origin, Reflection, Rejected, candidate_hash, fnv1a};
 use crate::domain::EventPayload;
 use crate::domain::gepa::{
     Acceptance, CandidateProposed, CandidateVerdict, MinibatchEvaluated, ParentSelected,
@@ -437,14 +437,25 @@ impl Engine<'_> {
             .iter()
             .map(|p| p.as_ref().map(|p| format!("{:016x}", fnv1a(&[&model, p]))))
             .collect();
-        let missing: Vec<usize> = (0..prompts.len())
-            .filter(|i| {
-                keys[*i]
-                    .as_ref()
-                    .is_some_and(|k| !self.memo.reflections.contains_key(k))
-            })
-            .collect();
-        if !missing.is_empty() {
+        // What this call pays for, in prompt order: prompts not in the memo (each distinct
+        // prompt asked once) and, in a replayed iteration, answers the interrupted iteration
+        // paid for (booked again, as in `evaluate_many`).
+        let mut missing: Vec<usize> = Vec::new();
+        let mut due: Vec<usize> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, key) in keys.iter().enumerate() {
+            let Some(key) = key else { continue };
+            if !seen.insert(key.as_str()) {
+                continue;
+            }
+            if !self.memo.reflections.contains_key(key) {
+                missing.push(i);
+                due.push(i);
+            } else if self.replay.contains(key) {
+                due.push(i);
+            }
+        }
+        if !due.is_empty() {
             if let Some(reason) = self.budget.spending_stop() {
                 return Err(Halt::Budget(reason));
             }
@@ -462,25 +473,39 @@ impl Engine<'_> {
             };
             for (i, answer) in missing.iter().zip(answers) {
                 let completion = answer.map_err(|e| Halt::Error(provider_failed(&e)))?;
-                let cost = self.eval.prices.cost(&model, completion.usage);
-                usd[*i] = cost;
-                self.spend.reflection_usd += cost;
-                self.budget.record(
-                    cost,
-                    completion.usage.prompt_tokens + completion.usage.completion_tokens,
-                );
                 if let Some(key) = &keys[*i] {
-                    self.memo.reflections.insert(key.clone(), completion.text);
+                    let reflection = Reflection {
+                        usd: self.eval.prices.cost(&model, completion.usage),
+                        tokens: completion.usage.prompt_tokens + completion.usage.completion_tokens,
+                        text: completion.text,
+                    };
+                    self.memo.reflections.insert(key.clone(), reflection);
                     self.journal.fresh_reflections.push(key.clone());
                 }
             }
-            self.save().await;
+            // Booked once the answers are in: a halt above books nothing, so what the
+            // checkpoint says was paid (see `Engine::paid`) stays whole.
+            for i in due {
+                let Some(key) = keys[i].as_ref() else {
+                    continue;
+                };
+                self.replay.remove(key);
+                let Some(paid) = self.memo.reflections.get(key) else {
+                    continue;
+                };
+                usd[i] = paid.usd;
+                self.spend.reflection_usd += paid.usd;
+                self.budget.record(paid.usd, paid.tokens);
+            }
+            if !missing.is_empty() {
+                self.save().await;
+            }
         }
         let answers = keys
             .iter()
             .map(|k| {
                 k.as_ref()
-                    .and_then(|k| self.memo.reflections.get(k).cloned())
+                    .and_then(|k| self.memo.reflections.get(k).map(|r| r.text.clone()))
             })
             .collect();
         Ok((answers, usd))

@@ -57,10 +57,55 @@ pub struct EvalRecord {
     pub task_usd: f64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub judge_usd: f64,
+    /// Tokens the rollout used (task and judge), so a replay books them in the budget.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub tokens: u64,
 }
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+fn is_zero_u64(x: &u64) -> bool {
+    *x == 0
+}
+
+/// A reflection's answer and what it cost, so a replay books it as the uninterrupted run did.
+/// Checkpoints written before 2026-12-06 hold the text alone (read with no cost).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "ReflectionRepr")]
+pub struct Reflection {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub usd: f64,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub tokens: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ReflectionRepr {
+    Text(String),
+    Paid {
+        text: String,
+        #[serde(default)]
+        usd: f64,
+        #[serde(default)]
+        tokens: u64,
+    },
+}
+
+impl From<ReflectionRepr> for Reflection {
+    fn from(repr: ReflectionRepr) -> Self {
+        match repr {
+            ReflectionRepr::Text(text) => Reflection {
+                text,
+                usd: 0.0,
+                tokens: 0,
+            },
+            ReflectionRepr::Paid { text, usd, tokens } => Reflection { text, usd, tokens },
+        }
+    }
 }
 
 /// Epoch-shuffled minibatches; each epoch is padded with the least-used ids so it divides evenly.
@@ -170,7 +215,7 @@ pub struct Memo {
     /// `"<candidate hash>/<example id>"` → rollout.
     pub cache: BTreeMap<String, EvalRecord>,
     /// `"<hash of model and prompt>"` → reflection answer.
-    pub reflections: BTreeMap<String, String>,
+    pub reflections: BTreeMap<String, Reflection>,
 }
 
 /// What is stored: the state at the top of the current iteration, the answers paid for since
@@ -180,10 +225,12 @@ pub struct Checkpoint {
     pub state: GepaState,
     pub memo: Memo,
     pub spent: Spent,
-    /// Rollouts the interrupted iteration paid for (the memo entries of the parts after the
-    /// first state part of the last generation, plus those a base written during a replay
-    /// carries): its replay serves them from the memo but books them as paid, so the
-    /// per-proposal ledger equals the uninterrupted run's.
+    /// Rollouts and reflections the interrupted iteration paid for (the memo entries of the
+    /// parts after the first state part of the last generation, plus those a base written
+    /// during a replay carries): its replay serves them from the memo but books them as paid —
+    /// in the budget, which a resume restarts from the top of the iteration (`state.spent`),
+    /// and in the per-proposal ledger — so every budget decision and the result equal the
+    /// uninterrupted run's.
     #[serde(default)]
     pub replay: BTreeSet<String>,
 }
@@ -211,7 +258,7 @@ pub struct CheckpointPartRef<'a> {
 #[derive(Serialize)]
 pub struct MemoDeltaRef<'a> {
     pub cache: BTreeMap<&'a str, &'a EvalRecord>,
-    pub reflections: BTreeMap<&'a str, &'a String>,
+    pub reflections: BTreeMap<&'a str, &'a Reflection>,
 }
 
 /// A [`GepaState`] whose append-only pool vectors (candidates, parents, origins, val_scores,
@@ -330,6 +377,33 @@ struct StateDelta {
 }
 
 impl Checkpoint {
+    /// Where a resumed run's budget starts, and what its replay books as paid. The run replays
+    /// the interrupted iteration from its top, so its budget starts at the top's spend and the
+    /// replay books every answer the iteration had paid for as it serves it again: each budget
+    /// decision (minibatch size, proposals, whether a merge fits, which ids a validation
+    /// covers) then sees what the uninterrupted run saw. That holds only when the replay set
+    /// accounts for everything paid since the top; if it does not (a base rewritten after a
+    /// failed write), the budget starts at the whole spend and nothing is booked again: never
+    /// over budget, though the result may then differ.
+    pub fn resume_budget(&self) -> (Spent, BTreeSet<String>) {
+        let replayed = self
+            .replay
+            .iter()
+            .filter(|k| self.memo.cache.contains_key(k.as_str()))
+            .count() as u64;
+        if self.state.spent.metric_calls + replayed == self.spent.metric_calls {
+            (self.state.spent.clone(), self.replay.clone())
+        } else {
+            tracing::warn!(
+                top = self.state.spent.metric_calls,
+                replayed,
+                spent = self.spent.metric_calls,
+                "checkpoint's replay does not account for its spend; resuming from the whole spend"
+            );
+            (self.spent.clone(), BTreeSet::new())
+        }
+    }
+
     /// Applies parts (JSON texts, in order) to this base. A part that does not parse, or whose
     /// pool does not line up, ends the replay there: the checkpoint stays what it was before it
     /// (older but consistent; a resume then re-runs more and pays for nothing it holds).
@@ -348,7 +422,10 @@ impl Checkpoint {
                     self.replay.clear();
                 }
                 Some(_) => {}
-                None => self.replay.extend(part.memo.cache.keys().cloned()),
+                None => {
+                    self.replay.extend(part.memo.cache.keys().cloned());
+                    self.replay.extend(part.memo.reflections.keys().cloned());
+                }
             }
             if let Some(delta) = part.state {
                 let StateDelta {
@@ -645,7 +722,14 @@ mod tests {
         state.add(parent, vec![1], Origin::Merge, vec![0.25], 2);
         state.generation = 3;
         state.proposals.push(verdict(3));
-        memo.reflections.insert("r".into(), "answer".into());
+        memo.reflections.insert(
+            "r".into(),
+            Reflection {
+                text: "answer".into(),
+                usd: 0.0,
+                tokens: 0,
+            },
+        );
         journal.fresh_reflections.push("r".into());
         let part2 = serde_json::to_string(&CheckpointPartRef {
             state: Some(StateDeltaRef::of(
@@ -679,6 +763,7 @@ mod tests {
         EvalRecord {
             task_usd: 0.0,
             judge_usd: 0.0,
+            tokens: 0,
             output: "o".into(),
             score,
             feedback: "f".into(),
