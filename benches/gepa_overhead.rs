@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use innerloop::config::Settings;
-use innerloop::domain::{Event, JobRecord, JobStatus};
 use innerloop::domain::{EventPayload, Example, JobResult, JobSpec, Mode};
 use innerloop::error::Result;
 use innerloop::optimizer::gepa::budget::Prices;
@@ -25,7 +24,7 @@ use innerloop::optimizer::gepa::metrics::Judge;
 use innerloop::optimizer::gepa::{GepaOptimizer, Models};
 use innerloop::optimizer::{EventSink, JobContext, Optimizer, Stopped};
 use innerloop::provider::{Completion, CompletionRequest, ModelProvider, ProviderError, Usage};
-use innerloop::store::{IdempotencyClaim, JobStore, ListJobsQuery, MemoryStore, WriteBatch};
+use innerloop::store::{CheckpointError, CheckpointStore, MemoryStore};
 use tokio_util::sync::CancellationToken;
 
 /// The allocator the `innerloop` binary runs with (`src/main.rs`).
@@ -83,71 +82,30 @@ impl CountingStore {
 }
 
 #[async_trait]
-impl JobStore for CountingStore {
-    fn kind(&self) -> &'static str {
-        "counting"
-    }
-    async fn write(&self, batch: &WriteBatch) -> Result<()> {
-        self.inner.write(batch).await
-    }
-    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
-        self.inner.get_job(id).await
-    }
-    async fn list_jobs(&self, query: &ListJobsQuery) -> Result<Vec<JobRecord>> {
-        self.inner.list_jobs(query).await
-    }
-    async fn jobs_with_status(&self, statuses: &[JobStatus]) -> Result<Vec<JobRecord>> {
-        self.inner.jobs_with_status(statuses).await
-    }
-    async fn delete_job(&self, id: &str) -> Result<bool> {
-        self.inner.delete_job(id).await
-    }
-    async fn events_after(&self, job_id: &str, after: u64, limit: usize) -> Result<Vec<Event>> {
-        self.inner.events_after(job_id, after, limit).await
-    }
-    async fn claim_idempotency_key_for(
+impl CheckpointStore for CountingStore {
+    async fn put_checkpoint(
         &self,
-        key: &str,
         job_id: &str,
-        hash: Option<&str>,
-        now: f64,
-        expires_at: f64,
-    ) -> Result<IdempotencyClaim> {
-        self.inner
-            .claim_idempotency_key_for(key, job_id, hash, now, expires_at)
-            .await
-    }
-    async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize> {
-        self.inner.forget_dangling_keys(expiring_by).await
-    }
-    async fn reap(
-        &self,
-        now: f64,
-        ttl_for: &(dyn Fn(JobStatus) -> Option<f64> + Sync),
-    ) -> Result<Vec<String>> {
-        self.inner.reap(now, ttl_for).await
-    }
-    async fn upsert_examples(&self, examples: &[Example]) -> Result<usize> {
-        self.inner.upsert_examples(examples).await
-    }
-    async fn list_examples(&self, limit: usize, offset: usize) -> Result<Vec<Example>> {
-        self.inner.list_examples(limit, offset).await
-    }
-    async fn delete_example(&self, id: &str) -> Result<bool> {
-        self.inner.delete_example(id).await
-    }
-    async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()> {
+        checkpoint: &serde_json::Value,
+    ) -> Result<(), CheckpointError> {
         self.count(checkpoint.to_string().len());
         self.inner.put_checkpoint(job_id, checkpoint).await
     }
-    async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>> {
+    async fn get_checkpoint(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<serde_json::Value>, CheckpointError> {
         self.inner.get_checkpoint(job_id).await
     }
-    async fn append_checkpoint_part(&self, job_id: &str, part: &str) -> Result<()> {
+    async fn append_checkpoint_part(
+        &self,
+        job_id: &str,
+        part: &str,
+    ) -> Result<(), CheckpointError> {
         self.count(part.len());
         self.inner.append_checkpoint_part(job_id, part).await
     }
-    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>> {
+    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>, CheckpointError> {
         self.inner.checkpoint_parts(job_id).await
     }
 }
@@ -176,7 +134,6 @@ struct Run {
 }
 
 async fn run(val: usize, generations: u32) -> Run {
-    let settings = Arc::new(Settings::default());
     let model_nanos = Arc::new(AtomicU64::new(0));
     let models = Models {
         task: Arc::new(Instant0(model_nanos.clone())),
@@ -208,14 +165,16 @@ async fn run(val: usize, generations: u32) -> Run {
         events: sink.clone(),
         cancel: CancellationToken::new(),
         halt: CancellationToken::new(),
-        store: store.clone(),
-        settings: Arc::new(Settings {
-            max_wall_time_s: 3600.0,
-            ..(*settings).clone()
-        }),
+        checkpoints: store.clone(),
+        examples: Arc::new(MemoryStore::new()),
     };
+    let config = Settings {
+        max_wall_time_s: 3600.0,
+        ..Settings::default()
+    }
+    .gepa();
     let start = Instant::now();
-    let result = GepaOptimizer::new(models).run(ctx).await;
+    let result = GepaOptimizer::new(models, config).run(ctx).await;
     let elapsed = start.elapsed().as_secs_f64();
     let Ok(JobResult::Gepa(result)) = result else {
         panic!("bench run failed: {result:?}");

@@ -249,7 +249,7 @@ async fn run_once(store: Arc<dyn JobStore>, jobs: usize, workload: Workload) -> 
             optimizers.insert(Mode::Default, Arc::new(Burst { events }));
             optimizers
         }
-        Workload::Service | Workload::Api => innerloop::optimizer::registry(&settings),
+        Workload::Service | Workload::Api => innerloop::server::optimizers(&settings),
     };
     let runtime = JobRuntime::start(settings, store, optimizers)
         .await

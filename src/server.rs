@@ -4,18 +4,26 @@
 //! beside the core in the same process and calls it in-process (no TCP hop), or alone in front
 //! of a remote core ([`run_edge`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::domain::Mode;
 use crate::edge;
 use crate::grpc;
-use crate::optimizer;
+use crate::optimizer::eval_job::EvalOptimizer;
+use crate::optimizer::gepa::metrics::Judge;
+use crate::optimizer::gepa::{GepaOptimizer, Models};
+use crate::optimizer::{DefaultOptimizer, Optimizer};
+use crate::provider::openai::OpenAiCompatible;
+use crate::provider::{LocalEcho, ModelProvider, OfflineWorld};
 use crate::runtime::JobRuntime;
 use crate::store;
 
@@ -126,9 +134,77 @@ pub fn connection_limits(settings: &Settings) -> crate::layers::connections::Lim
 
 /// Builds the runtime from settings: opens the store, recovers interrupted jobs.
 pub async fn build_runtime(settings: Arc<Settings>) -> crate::error::Result<JobRuntime> {
-    let store = store::open(&settings).await?;
-    let optimizers = optimizer::registry(&settings);
+    let store = store::open(&settings.store_location()).await?;
+    let optimizers = optimizers(&settings);
     JobRuntime::start(settings, store, optimizers).await
+}
+
+/// The optimizers this server runs, by mode, each with its models and its part of the settings.
+pub fn optimizers(settings: &Settings) -> HashMap<Mode, Arc<dyn Optimizer>> {
+    let models = models(settings);
+    let gepa = settings.gepa();
+    // The default loop's judge asks an offline `LocalEcho` (as the original's stub world).
+    let echo = Arc::new(LocalEcho::with_latency(Duration::from_millis(
+        settings.local_echo_latency_ms,
+    )));
+    let mut optimizers: HashMap<Mode, Arc<dyn Optimizer>> = HashMap::new();
+    optimizers.insert(
+        Mode::Default,
+        Arc::new(DefaultOptimizer::new(echo, settings.default_mode())),
+    );
+    optimizers.insert(
+        Mode::Gepa,
+        Arc::new(GepaOptimizer::new(models.clone(), gepa.clone())),
+    );
+    optimizers.insert(Mode::Eval, Arc::new(EvalOptimizer::new(models, gepa)));
+    optimizers
+}
+
+/// The models GEPA and eval jobs use: the OpenAI-compatible endpoint the settings select when
+/// `USE_MODEL_STUB=false`, else the [`OfflineWorld`] for both the task and reflection. The
+/// judge is real only when `USE_JUDGE_STUB=false`.
+pub fn models(settings: &Settings) -> Models {
+    let real: Option<Arc<dyn ModelProvider>> = if settings.use_model_stub {
+        None
+    } else {
+        match settings.openai().map(OpenAiCompatible::new) {
+            Some(Ok(provider)) => Some(Arc::new(provider)),
+            Some(Err(err)) => {
+                tracing::error!(error = %err, "OpenAI-compatible provider unavailable; using local_echo");
+                None
+            }
+            None => {
+                tracing::warn!(
+                    "USE_MODEL_STUB=false but no provider is configured; using local_echo"
+                );
+                None
+            }
+        }
+    };
+    // Offline, the task model and reflection are the offline world: answers follow only the
+    // rules the prompt states (other inputs are echoed, as `LocalEcho` does), and reflection
+    // reads the feedback, so an offline run can really improve a prompt.
+    let world: Arc<dyn ModelProvider> = Arc::new(OfflineWorld::with_latency(
+        Duration::from_millis(settings.local_echo_latency_ms),
+    ));
+    let judge_provider = if settings.use_judge_stub {
+        None
+    } else {
+        real.clone()
+    };
+    Models {
+        task: real.clone().unwrap_or_else(|| world.clone()),
+        reflection: Some(real.unwrap_or(world)),
+        reflection_model: settings.reflection_model_id.clone(),
+        judge: Arc::new(Judge::new(
+            judge_provider,
+            settings.judge_model_id.clone(),
+            settings.judge_cache_size,
+            settings.judge_qps_max,
+        )),
+        prices: Arc::new(settings.prices()),
+        global: Arc::new(Semaphore::new(settings.eval_global_max_concurrency.max(1))),
+    }
 }
 
 /// Runs the service until `shutdown` resolves, then drains and returns.
@@ -174,7 +250,7 @@ pub async fn run_with_runtime(
 
     let grpc_stop = stop_listeners.clone();
     // Admitted through the connection caps, after their first byte, with TCP_NODELAY.
-    let incoming = crate::layers::connections::grpc_incoming(
+    let (incoming, grpc_accept) = crate::layers::connections::grpc_incoming(
         listeners.grpc,
         crate::layers::connections::Gate::new("grpc", connection_limits(&settings)),
         stop_listeners.clone(),
@@ -226,7 +302,15 @@ pub async fn run_with_runtime(
             Err(_) => tracing::warn!("gRPC connections still open after the grace period; exiting"),
         }
     };
-    tokio::join!(grpc_wait, wait_http(deadline, http_server));
+    let accept_wait = async {
+        if tokio::time::timeout_at(deadline, grpc_accept)
+            .await
+            .is_err()
+        {
+            tracing::warn!("gRPC connection admissions still running after the grace period");
+        }
+    };
+    tokio::join!(grpc_wait, wait_http(deadline, http_server), accept_wait);
     let _ = protections_task.await;
     tracing::info!("shutdown complete");
     Ok(())

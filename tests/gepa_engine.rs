@@ -17,7 +17,7 @@ use innerloop::config::Settings;
 use innerloop::domain::gepa::GepaResult;
 use innerloop::domain::{EventPayload, JobResult, JobSpec, JobStatus, Mode};
 use innerloop::runtime::JobRuntime;
-use innerloop::store::{JobStore, MemoryStore};
+use innerloop::store::{CheckpointStore, EventStore, JobRows, JobStore, MemoryStore};
 use support::fake_llm::{Fault, REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
 use support::grpc::{Core, collect, test_settings, types};
 
@@ -267,7 +267,7 @@ fn crash_mid_run(store: Arc<MemoryStore>, settings: Settings, spec: JobSpec) -> 
             .unwrap();
         let job_id = rt.block_on(async {
             let settings = Arc::new(settings);
-            let optimizers = innerloop::optimizer::registry(&settings);
+            let optimizers = innerloop::server::optimizers(&settings);
             let runtime = JobRuntime::start(settings, store.clone(), optimizers)
                 .await
                 .unwrap();
@@ -433,7 +433,7 @@ fn run_then_crash(
             .unwrap();
         let job_id = rt.block_on(async {
             let settings = Arc::new(settings);
-            let optimizers = innerloop::optimizer::registry(&settings);
+            let optimizers = innerloop::server::optimizers(&settings);
             let runtime = JobRuntime::start(settings, store.clone(), optimizers)
                 .await
                 .unwrap();

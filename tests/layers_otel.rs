@@ -50,8 +50,10 @@ impl TraceService for Collector {
 /// The real service with the real optimizers; returns the edge's address and its stop token.
 async fn start_real_core(settings: Settings) -> (std::net::SocketAddr, CancellationToken) {
     let settings = Arc::new(settings);
-    let store = innerloop::store::open(&settings).await.unwrap();
-    let optimizers = innerloop::optimizer::registry(&settings);
+    let store = innerloop::store::open(&settings.store_location())
+        .await
+        .unwrap();
+    let optimizers = innerloop::server::optimizers(&settings);
     let runtime = JobRuntime::start(settings, store, optimizers)
         .await
         .unwrap();

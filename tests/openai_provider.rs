@@ -25,7 +25,7 @@ fn request() -> CompletionRequest {
 }
 
 fn config(url: &str) -> OpenAiConfig {
-    let mut config = OpenAiConfig::new(url, &support::grpc::test_settings());
+    let mut config = support::grpc::test_settings().openai_at(url);
     config.backoff_base = Duration::from_millis(1);
     config
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use innerloop::config::Settings;
 use innerloop::domain::{EventPayload, JobSpec, Mode};
-use innerloop::provider::openai::{OpenAiCompatible, OpenAiConfig};
+use innerloop::provider::openai::OpenAiCompatible;
 use innerloop::provider::{ChatMessage, CompletionRequest, ModelProvider, ProviderError};
 use support::fake_llm::{Fault, REFLECT_MODEL, SEED_PROMPT, TASK_MODEL};
 use support::grpc::{Core, test_settings};
@@ -46,7 +46,7 @@ async fn truncated_answers_are_retried_like_a_5xx_and_counted() {
         .lock()
         .unwrap()
         .extend([Fault::Truncated, Fault::Truncated]);
-    let mut config = OpenAiConfig::new(&url, &test_settings());
+    let mut config = test_settings().openai_at(&url);
     config.backoff_base = Duration::from_millis(1);
     config.max_retries = 2;
     let before = malformed_count();
@@ -67,7 +67,7 @@ async fn truncated_answers_are_retried_like_a_5xx_and_counted() {
 async fn a_call_given_up_on_says_how_many_attempts_were_made() {
     let (url, fake) = support::fake_llm::start().await;
     fake.faults.lock().unwrap().extend([Fault::Truncated; 3]);
-    let mut config = OpenAiConfig::new(&url, &test_settings());
+    let mut config = test_settings().openai_at(&url);
     config.backoff_base = Duration::from_millis(1);
     config.max_retries = 2;
     let provider = OpenAiCompatible::new(config).unwrap();

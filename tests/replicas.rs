@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use innerloop::api::pb;
-use innerloop::store::{Claim, Fence, JobStore, PendingEvent, SqlStore, WriteBatch};
+use innerloop::store::{
+    Claim, EventStore, Fence, JobRows, LeaseStore, PendingEvent, SqlStore, WriteBatch,
+};
 use support::gepa::{count, gepa_request, gepa_result, wait_until};
 use support::postgres::PgSchema;
 use support::process::{Process, serve};

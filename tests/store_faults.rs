@@ -15,9 +15,13 @@ use innerloop::api::pb;
 use innerloop::domain::{
     Event, EventPayload, Example, JobId, JobRecord, JobResult, JobStatus, Mode,
 };
-use innerloop::error::{Error, Result};
+use innerloop::error::Result;
 use innerloop::optimizer::{JobContext, OptimizeError, Optimizer};
-use innerloop::store::{IdempotencyClaim, JobStore, ListJobsQuery, MemoryStore, Turn, WriteBatch};
+use innerloop::store::{
+    CheckpointError, CheckpointStore, EventStore, EventStoreError, ExampleStore, ExampleStoreError,
+    IdempotencyClaim, IdempotencyError, IdempotencyKeys, JobRows, JobRowsError, LeaseStore,
+    ListJobsQuery, MemoryStore, StoreFailure, Turn, WriteBatch,
+};
 use support::grpc::{Core, collect, test_settings, ticker};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -30,9 +34,9 @@ struct BreakableStore {
 }
 
 impl BreakableStore {
-    fn check(&self) -> Result<()> {
+    fn check(&self) -> Result<(), StoreFailure> {
         if self.broken.load(Ordering::SeqCst) {
-            Err(Error::Store("disk I/O error (injected)".into()))
+            Err(StoreFailure("disk I/O error (injected)".into()))
         } else {
             Ok(())
         }
@@ -40,34 +44,57 @@ impl BreakableStore {
 }
 
 #[async_trait]
-impl JobStore for BreakableStore {
+impl EventStore for BreakableStore {
     fn kind(&self) -> &'static str {
         "breakable"
     }
-    async fn write(&self, batch: &WriteBatch) -> Result<()> {
+    async fn write(&self, batch: &WriteBatch) -> Result<(), EventStoreError> {
         self.check()?;
         self.inner.write(batch).await
     }
-    async fn write_after(&self, batch: &WriteBatch, previous: Turn) -> Result<()> {
+    async fn write_after(&self, batch: &WriteBatch, previous: Turn) -> Result<(), EventStoreError> {
         previous.await;
         self.write(batch).await
     }
-    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
+    async fn events_after(
+        &self,
+        job_id: &str,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, EventStoreError> {
+        self.inner.events_after(job_id, after_id, limit).await
+    }
+}
+
+#[async_trait]
+impl JobRows for BreakableStore {
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, JobRowsError> {
         self.inner.get_job(id).await
     }
-    async fn list_jobs(&self, query: &ListJobsQuery) -> Result<Vec<JobRecord>> {
+    async fn list_jobs(&self, query: &ListJobsQuery) -> Result<Vec<JobRecord>, JobRowsError> {
         self.inner.list_jobs(query).await
     }
-    async fn jobs_with_status(&self, statuses: &[JobStatus]) -> Result<Vec<JobRecord>> {
+    async fn jobs_with_status(
+        &self,
+        statuses: &[JobStatus],
+    ) -> Result<Vec<JobRecord>, JobRowsError> {
         self.inner.jobs_with_status(statuses).await
     }
-    async fn delete_job(&self, id: &str) -> Result<bool> {
+    async fn delete_job(&self, id: &str) -> Result<bool, JobRowsError> {
         self.check()?;
         self.inner.delete_job(id).await
     }
-    async fn events_after(&self, job_id: &str, after_id: u64, limit: usize) -> Result<Vec<Event>> {
-        self.inner.events_after(job_id, after_id, limit).await
+    async fn reap(
+        &self,
+        now: f64,
+        ttl_for: &(dyn Fn(JobStatus) -> Option<f64> + Sync),
+    ) -> Result<Vec<JobId>, JobRowsError> {
+        self.inner.reap(now, ttl_for).await
     }
+}
+
+#[async_trait]
+impl IdempotencyKeys for BreakableStore {
     async fn claim_idempotency_key_for(
         &self,
         key: &str,
@@ -75,47 +102,66 @@ impl JobStore for BreakableStore {
         request_hash: Option<&str>,
         now: f64,
         expires_at: f64,
-    ) -> Result<IdempotencyClaim> {
+    ) -> Result<IdempotencyClaim, IdempotencyError> {
         self.check()?;
         self.inner
             .claim_idempotency_key_for(key, job_id, request_hash, now, expires_at)
             .await
     }
-    async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize> {
+    async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize, IdempotencyError> {
         self.inner.forget_dangling_keys(expiring_by).await
     }
-    async fn reap(
-        &self,
-        now: f64,
-        ttl_for: &(dyn Fn(JobStatus) -> Option<f64> + Sync),
-    ) -> Result<Vec<JobId>> {
-        self.inner.reap(now, ttl_for).await
-    }
-    async fn upsert_examples(&self, examples: &[Example]) -> Result<usize> {
+}
+
+#[async_trait]
+impl ExampleStore for BreakableStore {
+    async fn upsert_examples(&self, examples: &[Example]) -> Result<usize, ExampleStoreError> {
         self.check()?;
         self.inner.upsert_examples(examples).await
     }
-    async fn list_examples(&self, limit: usize, offset: usize) -> Result<Vec<Example>> {
+    async fn list_examples(
+        &self,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Example>, ExampleStoreError> {
         self.inner.list_examples(limit, offset).await
     }
-    async fn delete_example(&self, id: &str) -> Result<bool> {
+    async fn delete_example(&self, id: &str) -> Result<bool, ExampleStoreError> {
         self.inner.delete_example(id).await
     }
-    async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()> {
+}
+
+#[async_trait]
+impl CheckpointStore for BreakableStore {
+    async fn put_checkpoint(
+        &self,
+        job_id: &str,
+        checkpoint: &serde_json::Value,
+    ) -> Result<(), CheckpointError> {
         self.check()?;
         self.inner.put_checkpoint(job_id, checkpoint).await
     }
-    async fn append_checkpoint_part(&self, job_id: &str, part: &str) -> Result<()> {
+    async fn append_checkpoint_part(
+        &self,
+        job_id: &str,
+        part: &str,
+    ) -> Result<(), CheckpointError> {
         self.check()?;
         self.inner.append_checkpoint_part(job_id, part).await
     }
-    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>> {
+    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>, CheckpointError> {
         self.inner.checkpoint_parts(job_id).await
     }
-    async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>> {
+    async fn get_checkpoint(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<serde_json::Value>, CheckpointError> {
         self.inner.get_checkpoint(job_id).await
     }
 }
+
+/// One process: the memory store's defaults.
+impl LeaseStore for BreakableStore {}
 
 async fn serving(core: &Core) -> i32 {
     let mut health = HealthClient::new(core.channel().await);
@@ -221,7 +267,9 @@ async fn a_sqlite_database_deleted_under_the_server_stops_it_taking_work() {
         data_dir: dir.path().to_path_buf(),
         ..test_settings()
     };
-    let store = innerloop::store::open(&settings).await.unwrap();
+    let store = innerloop::store::open(&settings.store_location())
+        .await
+        .unwrap();
     let file = settings.sqlite_file();
     let core = Core::start_with_store(settings, Some(ticker(10_000, 20)), store).await;
     let mut optimizer = core.optimizer().await;
@@ -326,7 +374,9 @@ async fn on_a_full_disk_no_job_is_left_running_and_readiness_turns_off() {
         data_dir: dir.path().to_path_buf(),
         ..test_settings()
     };
-    let store = innerloop::store::open(&settings).await.unwrap();
+    let store = innerloop::store::open(&settings.store_location())
+        .await
+        .unwrap();
     // Events of ~4 KiB each: a few hundred fill the disk.
     let mut optimizers: std::collections::HashMap<Mode, Arc<dyn Optimizer>> = Default::default();
     optimizers.insert(Mode::Default, Arc::new(Padded { bytes: 4096 }));

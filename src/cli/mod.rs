@@ -2,10 +2,12 @@
 //! (`--server`, token from `INNERLOOP_TOKEN` or `--token-file`). Transport-side code like the
 //! edge: it maps files and flags onto requests and answers onto text, and holds no domain rules.
 //!
+//! - `args.rs`: the subcommands' arguments and flags ([`ClientCommand`]); this file runs them.
 //! - [`jobfile`]: the YAML job file of `run`; [`examples_file`]: JSONL / CSV examples.
 //! - [`connect`]: the channel and the bearer token; [`follow`]: watching a job with reconnects;
 //!   [`progress`]: the progress line.
 
+mod args;
 pub mod connect;
 pub mod examples_file;
 pub mod follow;
@@ -13,206 +15,16 @@ pub mod jobfile;
 pub mod progress;
 
 use std::io::Write;
-use std::path::PathBuf;
-
-use clap::Subcommand;
 
 use crate::api::{jobs, pb};
 use crate::domain::{JobResult, JobStatus};
 use crate::edge::json::{JobList, JobState};
-use connect::{Clients, ServerArgs};
+pub use args::*;
+use connect::Clients;
 use follow::{Display, Ending};
 
 /// At most this many examples go in one `BulkUpsertExamples` call (the server's cap).
 const IMPORT_CHUNK: usize = 1000;
-
-/// The client subcommands (flattened into the binary's command list).
-#[derive(Subcommand, Debug)]
-pub enum ClientCommand {
-    /// Start a job from a job file (YAML: prompt, examples, metric, budget, mode); prints its id.
-    Run(RunArgs),
-    /// Follow a job's progress until it ends (Ctrl-C stops watching, not the job).
-    Watch(WatchArgs),
-    /// List jobs, newest first.
-    Ls(LsArgs),
-    /// Print a job's state as JSON.
-    Get(JobArgs),
-    /// Cancel a job.
-    Cancel(JobArgs),
-    /// Pause a running GEPA job at its next safe point (it keeps its checkpoint).
-    Pause(JobArgs),
-    /// Resume a paused job from its checkpoint.
-    Resume(JobArgs),
-    /// Give a running or paused GEPA job feedback for its next reflections, and/or a
-    /// hand-written candidate for its pool.
-    Steer(SteerArgs),
-    /// Start a new job from one of a job's candidates (default: its best) or its checkpoint,
-    /// with changed settings; prints its id.
-    Branch(BranchArgs),
-    /// Print a finished job's best prompt (or, with --json, the whole job and result).
-    Result(ResultArgs),
-    /// Manage the server's stored examples.
-    #[command(subcommand)]
-    Examples(ExamplesCommand),
-    /// Score a prompt on a dataset (an eval job); prints its id, or the score with --wait.
-    Eval(EvalArgs),
-}
-
-#[derive(clap::Args, Debug)]
-pub struct FollowFlags {
-    /// Print every event as a JSON line on stdout.
-    #[arg(long)]
-    events: bool,
-    /// No progress output on stderr.
-    #[arg(long, short)]
-    quiet: bool,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct RunArgs {
-    /// The job file.
-    job_file: PathBuf,
-    /// Follow the job until it ends; exit 0 finished, 1 failed, 2 cancelled.
-    #[arg(long)]
-    wait: bool,
-    #[command(flatten)]
-    follow: FollowFlags,
-    #[command(flatten)]
-    server: ServerArgs,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct WatchArgs {
-    job_id: String,
-    /// Start after this event id (default: replay from the start).
-    #[arg(long, default_value_t = 0)]
-    after: u64,
-    #[command(flatten)]
-    follow: FollowFlags,
-    #[command(flatten)]
-    server: ServerArgs,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct LsArgs {
-    /// Only jobs in this state (repeatable).
-    #[arg(long)]
-    status: Vec<String>,
-    /// At most this many jobs.
-    #[arg(long, default_value_t = 50)]
-    limit: u32,
-    /// The raw list as JSON.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    server: ServerArgs,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct JobArgs {
-    job_id: String,
-    #[command(flatten)]
-    server: ServerArgs,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct ResultArgs {
-    job_id: String,
-    /// The whole job state and result as JSON.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    server: ServerArgs,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct SteerArgs {
-    job_id: String,
-    /// Feedback the next reflections receive.
-    #[arg(long)]
-    feedback: Option<String>,
-    /// The component the feedback (or the candidate text) is about (default: system_prompt for
-    /// a candidate, every component for feedback).
-    #[arg(long)]
-    component: Option<String>,
-    /// A file holding a hand-written text for the component: added as a candidate.
-    #[arg(long)]
-    candidate_file: Option<PathBuf>,
-    /// The candidate's parent (default 0, the seed).
-    #[arg(long, default_value_t = 0)]
-    parent: u32,
-    #[command(flatten)]
-    server: ServerArgs,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct BranchArgs {
-    job_id: String,
-    /// Seed the new job with this candidate (default: the best).
-    #[arg(long, conflicts_with = "from_checkpoint")]
-    candidate: Option<u32>,
-    /// Continue the job's search from its checkpoint (budget spent included).
-    #[arg(long)]
-    from_checkpoint: bool,
-    /// New metric-call budget.
-    #[arg(long)]
-    max_rollouts: Option<u64>,
-    /// New spending limit in USD.
-    #[arg(long)]
-    max_cost: Option<f64>,
-    /// New minibatch size.
-    #[arg(long)]
-    minibatch: Option<u32>,
-    /// New candidate selector: pareto, current_best or epsilon_greedy.
-    #[arg(long)]
-    selector: Option<String>,
-    /// New examples (JSONL or CSV) instead of the job's.
-    #[arg(long)]
-    examples: Option<PathBuf>,
-    /// Follow the new job until it ends; exit codes as `run --wait`.
-    #[arg(long)]
-    wait: bool,
-    #[command(flatten)]
-    follow: FollowFlags,
-    #[command(flatten)]
-    server: ServerArgs,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ExamplesCommand {
-    /// Upsert examples from a JSONL or CSV file (by id; a missing id gets a new one).
-    Import {
-        file: PathBuf,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-}
-
-#[derive(clap::Args, Debug)]
-pub struct EvalArgs {
-    /// The prompt to score.
-    #[arg(long, conflicts_with = "prompt_file")]
-    prompt: Option<String>,
-    /// A file holding the prompt to score.
-    #[arg(long)]
-    prompt_file: Option<PathBuf>,
-    /// A built-in pack (toy_qa, toy_clf) or `examples` (the stored examples, the default).
-    #[arg(long)]
-    dataset: Option<String>,
-    /// Metric names (repeatable).
-    #[arg(long)]
-    metric: Vec<String>,
-    /// At most this many examples.
-    #[arg(long)]
-    max_examples: Option<u32>,
-    /// Follow the eval and print its score; exit codes as `run --wait`.
-    #[arg(long)]
-    wait: bool,
-    #[command(flatten)]
-    follow: FollowFlags,
-    #[command(flatten)]
-    server: ServerArgs,
-}
 
 /// Runs a client subcommand; returns the process exit code.
 pub async fn run(command: ClientCommand) -> anyhow::Result<i32> {

@@ -7,7 +7,9 @@ pub mod event;
 pub mod gepa;
 pub mod job;
 pub mod limits;
+pub mod rng;
 pub mod spec;
+pub mod steering;
 
 pub use event::{Event, EventPayload, ObjectiveScores};
 pub use job::{JobId, JobRecord, JobResult, JobStatus};

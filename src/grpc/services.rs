@@ -60,9 +60,11 @@ impl OptimizerService for OptimizerServiceImpl {
         request: Request<pb::OptimizeRequest>,
     ) -> Result<Response<pb::EstimateJobResponse>, Status> {
         let create = create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
+        let settings = self.runtime.settings();
         let estimate = crate::optimizer::gepa::estimate_request(
             &create.spec,
-            self.runtime.settings(),
+            &settings.gepa(),
+            &settings.prices(),
             self.runtime.store().as_ref(),
         )
         .await
@@ -190,7 +192,7 @@ pub async fn router(
     .max_decoding_message_size(max_decode);
     let examples =
         pb::examples_service_server::ExamplesServiceServer::new(super::ExamplesServiceImpl {
-            runtime: runtime.clone(),
+            examples: runtime.store().clone(),
         })
         .max_decoding_message_size(max_decode);
     let eval = pb::eval_service_server::EvalServiceServer::new(super::EvalServiceImpl {

@@ -1,5 +1,7 @@
-//! The examples and eval services: thin, decode via [`crate::api`], call the store or the
-//! runtime, encode.
+//! The examples and eval services: thin, decode via [`crate::api`], call the example store or
+//! the runtime, encode.
+
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
@@ -7,12 +9,14 @@ use crate::api::examples::{ExamplesPage, eval_request, examples_from_pb};
 use crate::api::pb;
 use crate::api::pb::eval_service_server::EvalService;
 use crate::api::pb::examples_service_server::ExamplesService;
+use crate::error::Error;
 use crate::runtime::JobRuntime;
+use crate::store::ExampleStore;
 
 /// `innerloop.v1.ExamplesService`.
 #[derive(Clone)]
 pub struct ExamplesServiceImpl {
-    pub runtime: JobRuntime,
+    pub examples: Arc<dyn ExampleStore>,
 }
 
 #[tonic::async_trait]
@@ -22,7 +26,11 @@ impl ExamplesService for ExamplesServiceImpl {
         request: Request<pb::BulkUpsertExamplesRequest>,
     ) -> Result<Response<pb::BulkUpsertExamplesResponse>, Status> {
         let examples = examples_from_pb(request.into_inner().examples)?;
-        let upserted = self.runtime.store().upsert_examples(&examples).await?;
+        let upserted = self
+            .examples
+            .upsert_examples(&examples)
+            .await
+            .map_err(Error::from)?;
         Ok(Response::new(pb::BulkUpsertExamplesResponse {
             upserted: upserted as u32,
         }))
@@ -34,10 +42,10 @@ impl ExamplesService for ExamplesServiceImpl {
     ) -> Result<Response<pb::ListExamplesResponse>, Status> {
         let ExamplesPage { limit, offset } = request.into_inner().into();
         let examples = self
-            .runtime
-            .store()
+            .examples
             .list_examples(limit as usize, offset as usize)
-            .await?;
+            .await
+            .map_err(Error::from)?;
         Ok(Response::new(pb::ListExamplesResponse {
             examples: examples.into_iter().map(Into::into).collect(),
             limit,
@@ -50,10 +58,10 @@ impl ExamplesService for ExamplesServiceImpl {
         request: Request<pb::DeleteExampleRequest>,
     ) -> Result<Response<pb::DeleteExampleResponse>, Status> {
         let deleted = self
-            .runtime
-            .store()
+            .examples
             .delete_example(&request.into_inner().id)
-            .await?;
+            .await
+            .map_err(Error::from)?;
         Ok(Response::new(pb::DeleteExampleResponse { deleted }))
     }
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 
@@ -232,7 +233,8 @@ pub async fn guard_first_byte(stream: &TcpStream, permit: &Permit) -> bool {
 
 /// Accepts from `listener` until `stop`, admitting each connection through `gate` and handing
 /// the ones that sent their first byte to `serve`. Accept errors (out of descriptors) back off
-/// instead of spinning.
+/// instead of spinning. Returns once `stop` is cancelled and every admission it started has
+/// ended (each ends at `stop`, at the first byte, or at the first-byte timeout).
 pub async fn accept_loop<F>(
     listener: tokio::net::TcpListener,
     gate: Gate,
@@ -241,6 +243,7 @@ pub async fn accept_loop<F>(
 ) where
     F: Fn(TcpStream, std::net::SocketAddr, Permit) + Clone + Send + 'static,
 {
+    let admissions = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -258,7 +261,7 @@ pub async fn accept_loop<F>(
         };
         let serve = serve.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        admissions.spawn(async move {
             let ready = tokio::select! {
                 ready = guard_first_byte(&stream, &permit) => ready,
                 _ = stop.cancelled() => false,
@@ -268,6 +271,8 @@ pub async fn accept_loop<F>(
             }
         });
     }
+    admissions.close();
+    admissions.wait().await;
 }
 
 /// A TCP stream that holds its connection's [`Permit`] (the gRPC server's incoming items).
@@ -340,28 +345,35 @@ impl tonic::transport::server::Connected for GuardedStream {
 }
 
 /// The gRPC server's incoming connections: [`accept_loop`] on `listener`, TCP_NODELAY set,
-/// each stream holding its permit. Ends when `stop` is cancelled.
+/// each stream holding its permit; and the task that runs it, which ends once `stop` is
+/// cancelled and every connection it admitted was handed over (or the server dropped the
+/// stream). The server waits for it on shutdown.
 pub fn grpc_incoming(
     listener: tokio::net::TcpListener,
     gate: Gate,
     stop: CancellationToken,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<GuardedStream>> {
+) -> (
+    tokio_stream::wrappers::ReceiverStream<std::io::Result<GuardedStream>>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(accept_loop(
-        listener,
-        gate,
-        stop,
-        move |stream, peer, permit| {
+    let handovers = TaskTracker::new();
+    let spawner = handovers.clone();
+    let task = tokio::spawn(async move {
+        accept_loop(listener, gate, stop, move |stream, peer, permit| {
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, error = %err, "could not set TCP_NODELAY");
             }
             let tx = tx.clone();
-            tokio::spawn(async move {
+            spawner.spawn(async move {
                 let _ = tx.send(Ok(GuardedStream::new(stream, permit))).await;
             });
-        },
-    ));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+        })
+        .await;
+        handovers.close();
+        handovers.wait().await;
+    });
+    (tokio_stream::wrappers::ReceiverStream::new(rx), task)
 }
 
 #[cfg(test)]

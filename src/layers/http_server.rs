@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::connections;
@@ -57,6 +58,8 @@ pub async fn serve_with_gate(
     let graceful = GracefulShutdown::new();
     // Ends connections still waiting for their first byte when the server stops.
     let closing = CancellationToken::new();
+    // Every connection's task, waited for (with the graceful drain) before returning.
+    let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -78,7 +81,7 @@ pub async fn serve_with_gate(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let closing = closing.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let ready = tokio::select! {
                 ready = connections::guard_first_byte(&stream, &permit) => ready,
                 _ = closing.cancelled() => false,
@@ -108,10 +111,12 @@ pub async fn serve_with_gate(
     }
     drop(listener);
     closing.cancel();
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    connections.close();
+    let drained = async {
+        graceful.shutdown().await;
+        connections.wait().await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!("HTTP connections still open after the grace period");
     }
     Ok(())

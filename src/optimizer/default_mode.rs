@@ -24,37 +24,64 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::Instrument;
 
-use self::judge::{Judge, StubReference};
+use self::judge::{Judge, JudgeChoice, StubReference};
 use self::objectives::ObjectiveSet;
 use super::{JobContext, OptimizeError, Optimizer, Stopped};
-use crate::config::Settings;
 use crate::domain::job::DefaultResult;
 use crate::domain::{EventPayload, Example, JobResult, Objective, ObjectiveScores};
-use crate::provider::{LocalEcho, ModelProvider};
+use crate::provider::ModelProvider;
 
 /// Work over fewer bytes of text than this runs inline (tens of microseconds at most); bigger
 /// work goes to the blocking pool so a 20 000-character prompt never holds an async worker.
 const INLINE_BYTES: usize = 16 * 1024;
 
+/// The settings default-mode jobs read (the server's defaults of a request's knobs and its
+/// limits); built where the app is wired (`Settings::default_mode`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefaultModeConfig {
+    /// `MAX_EXAMPLES_PER_JOB`: inline plus retrieved examples a job keeps.
+    pub max_examples_per_job: usize,
+    /// `RETRIEVAL_MAX_EXAMPLES`: stored examples retrieved per job.
+    pub retrieval_max_examples: usize,
+    /// `DETERMINISTIC_SEED`: the seed of a request that names none.
+    pub seed: i64,
+    /// `TARGET_MODEL_DEFAULT`.
+    pub target_model: String,
+    /// `EVALUATION_RUBRIC_DEFAULT` (never empty: the original's default when unset).
+    pub rubric: String,
+    /// `DEFAULT_MODE_ITERATION_DELAY_MS`, after every iteration.
+    pub iteration_delay: Duration,
+    /// `TOURNAMENT_SIZE`, `RECOMBINATION_RATE`, `EARLY_STOP_PATIENCE`: a request's defaults.
+    pub tournament_size: u32,
+    pub recombination_rate: f64,
+    pub early_stop_patience: u32,
+    /// `MAX_MUTATIONS_PER_ROUND`, `MAX_CANDIDATES`, `PARETO_TOPN`, `ENABLE_PARETO_V2`.
+    pub max_mutations: usize,
+    pub max_candidates: usize,
+    pub top_n: usize,
+    pub pareto_v2: bool,
+    /// The stub judge or a model (`USE_JUDGE_STUB`, `JUDGE_PROVIDER`, `JUDGE_MODEL_ID`,
+    /// `JUDGE_TIMEOUT_S`).
+    pub judge: JudgeChoice,
+}
+
 /// The cheap deterministic mutate/rank loop.
 pub struct DefaultOptimizer {
-    /// The model the judge asks when settings turn the stub judge off.
+    /// The model the judge asks when the configuration turns the stub judge off.
     judge_provider: Arc<dyn ModelProvider>,
+    config: DefaultModeConfig,
 }
 
 impl DefaultOptimizer {
-    pub fn new(judge_provider: Arc<dyn ModelProvider>) -> Self {
-        DefaultOptimizer { judge_provider }
-    }
-
-    /// The optimizer as `registry()` builds it: an offline `LocalEcho` behind the judge.
-    pub fn from_settings(settings: &Settings) -> Self {
-        let latency = Duration::from_millis(settings.local_echo_latency_ms);
-        DefaultOptimizer::new(Arc::new(LocalEcho::with_latency(latency)))
+    pub fn new(judge_provider: Arc<dyn ModelProvider>, config: DefaultModeConfig) -> Self {
+        DefaultOptimizer {
+            judge_provider,
+            config,
+        }
     }
 }
 
-/// Everything fixed for one job, resolved from its spec and the settings.
+/// Everything fixed for one job, resolved from its spec and the configuration.
 struct Plan {
     task: String,
     examples: Vec<Example>,
@@ -78,8 +105,9 @@ impl Plan {
     async fn resolve(
         ctx: &JobContext,
         judge_provider: Arc<dyn ModelProvider>,
+        config: &DefaultModeConfig,
     ) -> Result<Plan, OptimizeError> {
-        let (spec, settings) = (&ctx.spec, &ctx.settings);
+        let spec = &ctx.spec;
         let task = if spec.prompt.is_empty() {
             spec.examples
                 .first()
@@ -89,12 +117,13 @@ impl Plan {
             spec.prompt.clone()
         };
         let mut examples = spec.examples.clone();
-        examples.truncate(settings.max_examples_per_job);
-        if examples.len() < settings.max_examples_per_job {
+        examples.truncate(config.max_examples_per_job);
+        if examples.len() < config.max_examples_per_job {
             let found =
-                retrieval::retrieve(&ctx.store, &task, settings.retrieval_max_examples).await;
+                retrieval::retrieve(ctx.examples.as_ref(), &task, config.retrieval_max_examples)
+                    .await;
             examples.extend(found);
-            examples.truncate(settings.max_examples_per_job);
+            examples.truncate(config.max_examples_per_job);
         }
         // An empty list means all three, as the original's `objectives or [...]`.
         let mut wanted = spec.objectives();
@@ -114,34 +143,32 @@ impl Plan {
         };
         Ok(Plan {
             objectives: Arc::new(objectives),
-            judge: Judge::from_settings(settings, judge_provider, reference),
+            judge: Judge::new(&config.judge, judge_provider, reference),
             task,
             examples,
-            seed: spec.seed.unwrap_or(settings.deterministic_seed),
+            seed: spec.seed.unwrap_or(config.seed),
             target_model: spec
                 .target_model_id
                 .clone()
-                .unwrap_or_else(|| settings.target_model_default.clone()),
+                .unwrap_or_else(|| config.target_model.clone()),
             // Never empty: the request's, else `EVALUATION_RUBRIC_DEFAULT` (the original's).
             rubric: Some(
                 spec.evaluation_rubric
                     .clone()
                     .filter(|r| !r.trim().is_empty())
-                    .unwrap_or_else(|| settings.default_rubric()),
+                    .unwrap_or_else(|| config.rubric.clone()),
             ),
-            pause: Duration::from_millis(settings.default_mode_iteration_delay_ms),
-            tournament_size: spec.tournament_size.unwrap_or(settings.tournament_size) as usize,
-            recombination_rate: spec
-                .recombination_rate
-                .unwrap_or(settings.recombination_rate),
+            pause: config.iteration_delay,
+            tournament_size: spec.tournament_size.unwrap_or(config.tournament_size) as usize,
+            recombination_rate: spec.recombination_rate.unwrap_or(config.recombination_rate),
             patience: spec
                 .early_stop_patience
-                .unwrap_or(settings.early_stop_patience)
+                .unwrap_or(config.early_stop_patience)
                 .max(1),
-            max_mutations: settings.max_mutations_per_round,
-            max_candidates: settings.max_candidates.max(1),
-            top_n: settings.pareto_topn.max(1),
-            pareto_v2: settings.enable_pareto_v2,
+            max_mutations: config.max_mutations,
+            max_candidates: config.max_candidates.max(1),
+            top_n: config.top_n.max(1),
+            pareto_v2: config.pareto_v2,
         })
     }
 
@@ -237,7 +264,7 @@ impl Round {
 #[async_trait]
 impl Optimizer for DefaultOptimizer {
     async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError> {
-        let plan = Plan::resolve(&ctx, self.judge_provider.clone()).await?;
+        let plan = Plan::resolve(&ctx, self.judge_provider.clone(), &self.config).await?;
         let judge = &plan.judge;
         let objectives = plan.objectives.objectives().to_vec();
         let rubric = plan.rubric.as_deref();

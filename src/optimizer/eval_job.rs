@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 
 use super::gepa::budget::{Budget, Limits, Spent};
 use super::gepa::engine::provider_failed;
-use super::gepa::{Models, load_examples, metrics_for};
+use super::gepa::{GepaConfig, Models, load_examples, metrics_for};
 use super::{JobContext, OptimizeError, Optimizer};
 use crate::domain::gepa::{EvalCase, EvalFinished, EvalResult, EvalStarted};
 use crate::domain::{EventPayload, JobResult};
@@ -21,11 +21,12 @@ pub const DEFAULT_EVAL_PROMPT: &str = "You are a helpful assistant. Answer conci
 /// Runs eval jobs.
 pub struct EvalOptimizer {
     models: Models,
+    config: GepaConfig,
 }
 
 impl EvalOptimizer {
-    pub fn new(models: Models) -> Self {
-        EvalOptimizer { models }
+    pub fn new(models: Models, config: GepaConfig) -> Self {
+        EvalOptimizer { models, config }
     }
 }
 
@@ -33,13 +34,12 @@ impl EvalOptimizer {
 impl Optimizer for EvalOptimizer {
     async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError> {
         let spec = ctx.spec.clone();
-        let settings = ctx.settings.clone();
         let (mut examples, default_metric) = load_examples(&ctx).await?;
         let cap = spec
             .budget
             .max_rollouts
-            .map_or(settings.eval_max_examples, |n| n as usize)
-            .min(settings.eval_max_examples);
+            .map_or(self.config.eval_max_examples, |n| n as usize)
+            .min(self.config.eval_max_examples);
         examples.truncate(cap);
         // The label the client gave (`name`), else the dataset's name.
         let name = spec.eval_name.clone().unwrap_or_else(|| {
@@ -73,9 +73,9 @@ impl Optimizer for EvalOptimizer {
             },
             Spent::default(),
         );
-        let evaluator = self
-            .models
-            .evaluator(&spec, &settings, metrics_for(&spec, default_metric));
+        let evaluator =
+            self.models
+                .evaluator(&spec, &self.config, metrics_for(&spec, default_metric));
         let system = spec.prompt.clone();
         let mut cases = Vec::with_capacity(examples.len());
         let mut pending = futures_util::stream::FuturesOrdered::new();

@@ -5,18 +5,20 @@ pub mod datasets;
 pub mod default_mode;
 pub mod eval_job;
 pub mod gepa;
-pub mod rng;
+
+/// The seeded RNG (in [`crate::domain`]: providers use it too).
+pub use crate::domain::rng;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
 use crate::domain::{EventPayload, JobId, JobResult, JobSpec};
-use crate::store::JobStore;
+use crate::store::{CheckpointStore, ExampleStore};
 
-pub use default_mode::DefaultOptimizer;
+pub use default_mode::{DefaultModeConfig, DefaultOptimizer};
+pub use gepa::GepaConfig;
 
 /// The job is already terminal (cancelled, shut down): stop working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -72,17 +74,20 @@ pub struct JobContext {
     /// [`OptimizeError::Halted`], leaving a checkpoint to resume from (pause, graceful
     /// shutdown). Only [`Optimizer::resumable`] optimizers are ever halted.
     pub halt: CancellationToken,
-    pub store: Arc<dyn JobStore>,
-    pub settings: Arc<Settings>,
+    /// Where a resumable optimizer saves its checkpoint and finds it again.
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    /// The stored example corpus (jobs that name neither inline examples nor a pack;
+    /// default-mode retrieval).
+    pub examples: Arc<dyn ExampleStore>,
     /// Human feedback and hand-written candidates for this job (`SteerJob`); GEPA drains it at
     /// the top of each iteration, other optimizers ignore it.
-    pub steering: crate::workbench::Steering,
+    pub steering: crate::domain::steering::Steering,
 }
 
 /// Runs one job to a result.
 #[async_trait]
 pub trait Optimizer: Send + Sync + 'static {
-    /// True when the optimizer checkpoints its state (`JobStore::put_checkpoint`) and can
+    /// True when the optimizer checkpoints its state (`CheckpointStore::put_checkpoint`) and can
     /// continue an interrupted job from it; the runtime then re-spawns such jobs on restart
     /// instead of ending them.
     fn resumable(&self) -> bool {
@@ -93,7 +98,7 @@ pub trait Optimizer: Send + Sync + 'static {
 
     /// Checks a validated request against what this server can do (models, prices) before a
     /// job is created.
-    fn admit(&self, _spec: &JobSpec, _settings: &Settings) -> Result<(), crate::error::Error> {
+    fn admit(&self, _spec: &JobSpec) -> Result<(), crate::error::Error> {
         Ok(())
     }
 
@@ -109,41 +114,31 @@ pub trait Optimizer: Send + Sync + 'static {
 pub struct PartialJob<'a> {
     pub job_id: &'a str,
     pub spec: &'a JobSpec,
-    pub store: &'a Arc<dyn JobStore>,
-    pub settings: &'a Settings,
+    pub checkpoints: &'a dyn CheckpointStore,
+    pub examples: &'a dyn ExampleStore,
 }
 
-/// Wall time a job may run, in seconds: GEPA jobs their `budget.max_wall_time_s` (capped by
-/// `GEPA_MAX_WALL_TIME_S`) or `GEPA_DEFAULT_WALL_TIME_S`; other modes `MAX_WALL_TIME_S`.
-pub fn wall_time_s(spec: &JobSpec, settings: &Settings) -> f64 {
-    match spec.mode {
-        crate::domain::Mode::Gepa => spec
-            .budget
-            .max_wall_time_s
-            .unwrap_or(settings.gepa_default_wall_time_s)
-            .min(settings.gepa_max_wall_time_s),
-        _ => settings.max_wall_time_s,
+/// How long jobs may run, by mode: `MAX_WALL_TIME_S` (default-mode and eval jobs),
+/// `GEPA_DEFAULT_WALL_TIME_S` (GEPA jobs whose budget names none) and `GEPA_MAX_WALL_TIME_S`
+/// (the most a GEPA budget may ask for).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WallTimes {
+    pub max_s: f64,
+    pub gepa_default_s: f64,
+    pub gepa_max_s: f64,
+}
+
+impl WallTimes {
+    /// Wall time a job may run, in seconds: GEPA jobs their `budget.max_wall_time_s` (capped
+    /// by `gepa_max_s`) or `gepa_default_s`; other modes `max_s`.
+    pub fn of(&self, spec: &JobSpec) -> f64 {
+        match spec.mode {
+            crate::domain::Mode::Gepa => spec
+                .budget
+                .max_wall_time_s
+                .unwrap_or(self.gepa_default_s)
+                .min(self.gepa_max_s),
+            _ => self.max_s,
+        }
     }
-}
-
-/// The optimizers this server runs, by mode.
-pub fn registry(
-    settings: &Settings,
-) -> std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> {
-    let mut optimizers: std::collections::HashMap<crate::domain::Mode, Arc<dyn Optimizer>> =
-        std::collections::HashMap::new();
-    let models = gepa::Models::from_settings(settings);
-    optimizers.insert(
-        crate::domain::Mode::Default,
-        Arc::new(DefaultOptimizer::from_settings(settings)),
-    );
-    optimizers.insert(
-        crate::domain::Mode::Gepa,
-        Arc::new(gepa::GepaOptimizer::new(models.clone())),
-    );
-    optimizers.insert(
-        crate::domain::Mode::Eval,
-        Arc::new(eval_job::EvalOptimizer::new(models)),
-    );
-    optimizers
 }

@@ -5,9 +5,9 @@
 //! a per-provider concurrency cap (semaphore) and QPS limit; a circuit breaker that fails fast
 //! after repeated failures. The API key is sent as a bearer token and never logged or shown.
 //!
-//! Configuration (see [`OpenAiConfig::from_settings`]): `OPENAI_BASE_URL` selects any
-//! compatible server (its key, if any, is `OPENAI_API_KEY`); otherwise `OPENROUTER_API_KEY`
-//! selects OpenRouter and `OPENAI_API_KEY` selects OpenAI.
+//! Configuration ([`OpenAiConfig`], built from the settings by `Settings::openai`):
+//! `OPENAI_BASE_URL` selects any compatible server (its key, if any, is `OPENAI_API_KEY`);
+//! otherwise `OPENROUTER_API_KEY` selects OpenRouter and `OPENAI_API_KEY` selects OpenAI.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,7 +17,6 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use super::{Completion, CompletionRequest, ModelProvider, ProviderError, Usage};
-use crate::config::Settings;
 
 pub const OPENROUTER_BASE_URL: &str = "https://openrouter.ai/api/v1";
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -86,50 +85,6 @@ impl std::fmt::Debug for OpenAiConfig {
     }
 }
 
-impl OpenAiConfig {
-    /// A config for `base_url` with the settings' limits and no key.
-    pub fn new(base_url: impl Into<String>, settings: &Settings) -> Self {
-        OpenAiConfig {
-            base_url: base_url.into().trim_end_matches('/').to_string(),
-            api_key: None,
-            connect_timeout: Duration::from_secs_f64(
-                settings.provider_connect_timeout_s.max(0.001),
-            ),
-            request_timeout: Duration::from_secs_f64(settings.provider_timeout_s.max(0.001)),
-            max_retries: settings.provider_max_retries,
-            backoff_base: Duration::from_millis(settings.provider_backoff_base_ms),
-            backoff_max: Duration::from_secs(10),
-            max_concurrency: settings.provider_max_concurrency.max(1),
-            qps: settings.provider_qps_max,
-            breaker_threshold: settings.provider_breaker_threshold.max(1),
-            breaker_cooldown: Duration::from_secs_f64(
-                settings.provider_breaker_cooldown_s.max(0.0),
-            ),
-        }
-    }
-
-    /// The endpoint the settings select, if any: `OPENAI_BASE_URL` (key `OPENAI_API_KEY`), else
-    /// OpenRouter when `OPENROUTER_API_KEY` is set, else OpenAI when `OPENAI_API_KEY` is set.
-    pub fn from_settings(settings: &Settings) -> Option<Self> {
-        let (base, key) = if let Some(base) = settings
-            .openai_base_url
-            .as_deref()
-            .filter(|b| !b.is_empty())
-        {
-            (base.to_string(), settings.openai_api_key.clone())
-        } else if let Some(key) = settings.openrouter_api_key.clone() {
-            (OPENROUTER_BASE_URL.to_string(), Some(key))
-        } else if let Some(key) = settings.openai_api_key.clone() {
-            (OPENAI_BASE_URL.to_string(), Some(key))
-        } else {
-            return None;
-        };
-        let mut config = OpenAiConfig::new(base, settings);
-        config.api_key = key.filter(|k| !k.is_empty());
-        Some(config)
-    }
-}
-
 #[derive(Debug, Default)]
 struct Breaker {
     consecutive_failures: u32,
@@ -144,7 +99,7 @@ pub struct OpenAiCompatible {
     permits: Semaphore,
     limiter: RateLimiter,
     breaker: Mutex<Breaker>,
-    jitter: Mutex<crate::optimizer::rng::SeededRng>,
+    jitter: Mutex<crate::domain::rng::SeededRng>,
 }
 
 #[derive(Deserialize)]
@@ -190,7 +145,7 @@ impl OpenAiCompatible {
             permits: Semaphore::new(config.max_concurrency),
             limiter: RateLimiter::new(config.qps),
             breaker: Mutex::new(Breaker::default()),
-            jitter: Mutex::new(crate::optimizer::rng::SeededRng::new(seed)),
+            jitter: Mutex::new(crate::domain::rng::SeededRng::new(seed)),
             config,
         })
     }

@@ -195,7 +195,7 @@ impl JobRuntime {
     }
 
     /// The steering inbox of a running or paused GEPA job (`SteerJob`).
-    pub async fn steering(&self, job_id: &str) -> Result<crate::workbench::Steering> {
+    pub async fn steering(&self, job_id: &str) -> Result<crate::domain::steering::Steering> {
         let action = "only a running or paused GEPA job can be steered";
         let job = self.live_or_state_error(job_id, action).await?;
         let record = job.state.lock().await.record.clone();

@@ -8,7 +8,7 @@ impl JobRuntime {
         let inner = Arc::downgrade(&self.inner);
         let stop = self.inner.stop.clone();
         let period = Duration::from_secs_f64(self.inner.settings.job_reaper_interval_s);
-        tokio::spawn(async move {
+        self.inner.background.spawn(async move {
             let mut ticker = tokio::time::interval(period);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

@@ -167,9 +167,11 @@ impl Inner {
             return;
         }
         let (tx, mut rx) = mpsc::channel::<Notice>(4096);
-        self.store.listen(tx, self.stop.clone());
+        if let Some(listener) = self.store.listen(tx, self.stop.clone()) {
+            self.background.spawn(listener);
+        }
         let inner = self.clone();
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             loop {
                 let notice = tokio::select! {
                     _ = inner.stop.cancelled() => return,
@@ -193,7 +195,8 @@ impl Inner {
             }
         });
         let inner = self.clone();
-        tokio::spawn(async move { inner.heartbeat_loop().await });
+        self.background
+            .spawn(async move { inner.heartbeat_loop().await });
     }
 
     /// Every heartbeat: renews this replica's leases (fencing jobs whose lease is gone, acting

@@ -62,8 +62,8 @@ impl Inner {
         let partial = PartialJob {
             job_id: &job.id,
             spec: &spec,
-            store: &self.store,
-            settings: &self.settings,
+            checkpoints: self.store.as_ref(),
+            examples: self.store.as_ref(),
         };
         optimizer.partial_result(&partial, reason).await
     }
@@ -146,12 +146,11 @@ impl Inner {
             }),
             cancel: job.cancel.clone(),
             halt,
-            store: self.store.clone(),
-            settings: self.settings.clone(),
+            checkpoints: self.store.clone(),
+            examples: self.store.clone(),
             steering: job.steering.clone(),
         };
-        let deadline =
-            Duration::from_secs_f64(crate::optimizer::wall_time_s(&spec, &self.settings));
+        let deadline = Duration::from_secs_f64(self.settings.wall_times().of(&spec));
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(deadline, optimizer.run(ctx)) => outcome,
             // Whoever cancelled already wrote the terminal event, unless a store failure did.

@@ -130,7 +130,8 @@ async fn probe(store: &dyn JobStore) -> crate::error::Result<()> {
             ..WriteBatch::default()
         })
         .await?;
-    store.delete_job(&id).await.map(|_| ())
+    store.delete_job(&id).await?;
+    Ok(())
 }
 
 /// Until `stop`: every second, checks that the SQLite file `sqlite_file` (when the store is

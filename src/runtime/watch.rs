@@ -68,7 +68,8 @@ pub(super) async fn start(inner: Arc<Inner>, job_id: &str, after: u64) -> Result
                     tx,
                     last: after,
                 };
-                tokio::spawn(pump.follow_store(woken));
+                let background = pump.inner.background.clone();
+                background.spawn(pump.follow_store(woken));
                 return Ok(WatchStream { rx });
             }
             Some(_) => {}
@@ -82,7 +83,8 @@ pub(super) async fn start(inner: Arc<Inner>, job_id: &str, after: u64) -> Result
         tx,
         last: after,
     };
-    tokio::spawn(pump.run(subscription, woken));
+    let background = pump.inner.background.clone();
+    background.spawn(pump.run(subscription, woken));
     Ok(WatchStream { rx })
 }
 

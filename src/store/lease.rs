@@ -1,6 +1,6 @@
 //! Job ownership by lease, for several replicas on one database (the pattern of Postgres-backed
-//! job queues: River, Oban, graphile-worker). The types the [`super::JobStore`] lease methods
-//! take and return; the runtime's side (heartbeat, claims, hand-over) is `runtime::replica`.
+//! job queues: River, Oban, graphile-worker): the [`LeaseStore`] seam and the types it takes and
+//! returns; the runtime's side (heartbeat, claims, hand-over) is `runtime::replica`.
 //!
 //! A job row carries `owner` (a replica id), `lease_until` (epoch seconds) and `lease_epoch`,
 //! bumped by every claim. A replica claims claimable jobs — live ones (`pending`, `running`,
@@ -11,7 +11,99 @@
 //! `FOR SHARE`, so no claim commits in between) and drops the rows of a job claimed by someone
 //! else since (**fencing**): two replicas never append to one log.
 
-use crate::domain::{JobId, JobRecord};
+use async_trait::async_trait;
+
+use super::StoreFailure;
+use super::jobs::{JobRows, JobRowsError};
+use crate::domain::{JobId, JobRecord, JobStatus};
+
+/// A store's notice loop ([`LeaseStore::listen`]).
+pub type Listener = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Why a claim, renewal, release, command or notice failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(transparent)]
+pub struct LeaseError(#[from] pub StoreFailure);
+
+impl From<JobRowsError> for LeaseError {
+    fn from(JobRowsError(failure): JobRowsError) -> Self {
+        LeaseError(failure)
+    }
+}
+
+/// Job leases. The defaults are a store one process uses: nothing to renew, release, command
+/// or notify, and a claim takes every live job.
+#[async_trait]
+pub trait LeaseStore: JobRows {
+    /// Whether several processes may share this store (Postgres): leases are then taken,
+    /// renewed and checked, and watchers follow jobs other processes run.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Claims up to `claim.limit` claimable jobs (oldest first): live jobs with no owner or an
+    /// expired lease (any live job with `steal`); each gets `owner`, a lease and the next
+    /// epoch. The default (the memory store, which nothing outlives) returns every live job
+    /// with epoch 0, unclaimed.
+    async fn claim_jobs(&self, claim: &Claim<'_>) -> Result<Vec<Claimed>, LeaseError> {
+        let live = [JobStatus::Pending, JobStatus::Running, JobStatus::Paused];
+        Ok(self
+            .jobs_with_status(&live)
+            .await?
+            .into_iter()
+            .filter(|r| claim.job_id.is_none_or(|id| id == r.id))
+            .take(claim.limit)
+            .map(|record| Claimed {
+                record,
+                epoch: 0,
+                requested: None,
+            })
+            .collect())
+    }
+
+    /// Extends the leases `owner` holds on live jobs to `until`; returns them.
+    async fn renew_leases(&self, _owner: &str, _until: f64) -> Result<Vec<Renewed>, LeaseError> {
+        Ok(Vec::new())
+    }
+
+    /// Gives up `owner`'s leases on live jobs at once (graceful stop: others claim them
+    /// without waiting for expiry) and tells the other replicas.
+    async fn release_leases(&self, _owner: &str) -> Result<(), LeaseError> {
+        Ok(())
+    }
+
+    /// Leaves `command` for the owner of a live job and notifies it. False when the job is
+    /// not live.
+    async fn request(&self, _job_id: &str, _command: &str) -> Result<bool, LeaseError> {
+        Ok(false)
+    }
+
+    /// Clears a command once its owner has acted on it.
+    async fn clear_request(&self, _job_id: &str) -> Result<(), LeaseError> {
+        Ok(())
+    }
+
+    /// Live jobs nobody holds a lease on at `now` (the claimable queue).
+    async fn claimable_count(&self, _now: f64) -> Result<u64, LeaseError> {
+        Ok(0)
+    }
+
+    /// Tells the other replicas that jobs are claimable.
+    async fn announce_claimable(&self) -> Result<(), LeaseError> {
+        Ok(())
+    }
+
+    /// The loop that forwards notices (other replicas' commits, commands, claimable jobs) to
+    /// `tx` until `stop` (or until `tx` closes), for the caller to run and own; `None` when the
+    /// store has none (one process).
+    fn listen(
+        &self,
+        _tx: tokio::sync::mpsc::Sender<Notice>,
+        _stop: tokio_util::sync::CancellationToken,
+    ) -> Option<Listener> {
+        None
+    }
+}
 
 /// A claim request.
 #[derive(Debug, Clone)]

@@ -5,9 +5,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{IdempotencyClaim, JobStore, ListJobsQuery, WriteBatch};
+use super::{
+    CheckpointError, CheckpointStore, EventStore, EventStoreError, ExampleStore, ExampleStoreError,
+    IdempotencyClaim, IdempotencyError, IdempotencyKeys, JobRows, JobRowsError, LeaseStore,
+    ListJobsQuery, WriteBatch,
+};
 use crate::domain::{Event, Example, JobId, JobRecord, JobStatus};
-use crate::error::Result;
 
 #[derive(Default)]
 struct State {
@@ -21,7 +24,7 @@ struct State {
     checkpoint_parts: HashMap<JobId, Vec<String>>,
 }
 
-/// A [`JobStore`] that keeps everything in process memory.
+/// A [`super::JobStore`] that keeps everything in process memory.
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
@@ -48,12 +51,12 @@ fn newest_first(jobs: &mut [JobRecord]) {
 }
 
 #[async_trait]
-impl JobStore for MemoryStore {
+impl EventStore for MemoryStore {
     fn kind(&self) -> &'static str {
         "memory"
     }
 
-    async fn write(&self, batch: &WriteBatch) -> Result<()> {
+    async fn write(&self, batch: &WriteBatch) -> Result<(), EventStoreError> {
         let mut state = self.lock();
         for job in &batch.inserts {
             state.jobs.insert(job.id.clone(), job.clone());
@@ -93,11 +96,34 @@ impl JobStore for MemoryStore {
         false
     }
 
-    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
+    async fn events_after(
+        &self,
+        job_id: &str,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, EventStoreError> {
+        let state = self.lock();
+        let Some(log) = state.events.get(job_id) else {
+            return Ok(Vec::new());
+        };
+        // Ids are dense from 1, so the position of id `n` is `n - 1`; search anyway in case a
+        // log was written with gaps.
+        let start = log.partition_point(|e| e.id <= after_id);
+        Ok(log[start..]
+            .iter()
+            .take(limit)
+            .map(|e| Event::clone(e))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl JobRows for MemoryStore {
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, JobRowsError> {
         Ok(self.lock().jobs.get(id).cloned())
     }
 
-    async fn list_jobs(&self, query: &ListJobsQuery) -> Result<Vec<JobRecord>> {
+    async fn list_jobs(&self, query: &ListJobsQuery) -> Result<Vec<JobRecord>, JobRowsError> {
         let state = self.lock();
         let mut jobs: Vec<JobRecord> = state
             .jobs
@@ -114,7 +140,10 @@ impl JobStore for MemoryStore {
             .collect())
     }
 
-    async fn jobs_with_status(&self, statuses: &[JobStatus]) -> Result<Vec<JobRecord>> {
+    async fn jobs_with_status(
+        &self,
+        statuses: &[JobStatus],
+    ) -> Result<Vec<JobRecord>, JobRowsError> {
         let mut jobs: Vec<JobRecord> = self
             .lock()
             .jobs
@@ -126,7 +155,7 @@ impl JobStore for MemoryStore {
         Ok(jobs)
     }
 
-    async fn delete_job(&self, id: &str) -> Result<bool> {
+    async fn delete_job(&self, id: &str) -> Result<bool, JobRowsError> {
         let mut state = self.lock();
         state.events.remove(id);
         state.checkpoints.remove(id);
@@ -135,66 +164,11 @@ impl JobStore for MemoryStore {
         Ok(state.jobs.remove(id).is_some())
     }
 
-    async fn events_after(&self, job_id: &str, after_id: u64, limit: usize) -> Result<Vec<Event>> {
-        let state = self.lock();
-        let Some(log) = state.events.get(job_id) else {
-            return Ok(Vec::new());
-        };
-        // Ids are dense from 1, so the position of id `n` is `n - 1`; search anyway in case a
-        // log was written with gaps.
-        let start = log.partition_point(|e| e.id <= after_id);
-        Ok(log[start..]
-            .iter()
-            .take(limit)
-            .map(|e| Event::clone(e))
-            .collect())
-    }
-
-    async fn claim_idempotency_key_for(
-        &self,
-        key: &str,
-        job_id: &str,
-        request_hash: Option<&str>,
-        now: f64,
-        expires_at: f64,
-    ) -> Result<IdempotencyClaim> {
-        let mut state = self.lock();
-        if let Some((existing, expiry, hash)) = state.idempotency.get(key)
-            && *expiry > now
-        {
-            let differs = matches!((hash, request_hash), (Some(a), Some(b)) if a != b);
-            return Ok(if differs {
-                IdempotencyClaim::Conflict(existing.clone())
-            } else {
-                IdempotencyClaim::Existing(existing.clone())
-            });
-        }
-        state.idempotency.insert(
-            key.to_string(),
-            (
-                job_id.to_string(),
-                expires_at,
-                request_hash.map(str::to_string),
-            ),
-        );
-        Ok(IdempotencyClaim::Claimed)
-    }
-
-    async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize> {
-        let mut state = self.lock();
-        let State {
-            jobs, idempotency, ..
-        } = &mut *state;
-        let before = idempotency.len();
-        idempotency.retain(|_, (job, expiry, _)| *expiry > expiring_by || jobs.contains_key(job));
-        Ok(before - idempotency.len())
-    }
-
     async fn reap(
         &self,
         now: f64,
         ttl_for: &(dyn Fn(JobStatus) -> Option<f64> + Sync),
-    ) -> Result<Vec<JobId>> {
+    ) -> Result<Vec<JobId>, JobRowsError> {
         let mut state = self.lock();
         let expired: Vec<JobId> = state
             .jobs
@@ -221,8 +195,54 @@ impl JobStore for MemoryStore {
         });
         Ok(expired)
     }
+}
 
-    async fn upsert_examples(&self, examples: &[Example]) -> Result<usize> {
+#[async_trait]
+impl IdempotencyKeys for MemoryStore {
+    async fn claim_idempotency_key_for(
+        &self,
+        key: &str,
+        job_id: &str,
+        request_hash: Option<&str>,
+        now: f64,
+        expires_at: f64,
+    ) -> Result<IdempotencyClaim, IdempotencyError> {
+        let mut state = self.lock();
+        if let Some((existing, expiry, hash)) = state.idempotency.get(key)
+            && *expiry > now
+        {
+            let differs = matches!((hash, request_hash), (Some(a), Some(b)) if a != b);
+            return Ok(if differs {
+                IdempotencyClaim::Conflict(existing.clone())
+            } else {
+                IdempotencyClaim::Existing(existing.clone())
+            });
+        }
+        state.idempotency.insert(
+            key.to_string(),
+            (
+                job_id.to_string(),
+                expires_at,
+                request_hash.map(str::to_string),
+            ),
+        );
+        Ok(IdempotencyClaim::Claimed)
+    }
+
+    async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize, IdempotencyError> {
+        let mut state = self.lock();
+        let State {
+            jobs, idempotency, ..
+        } = &mut *state;
+        let before = idempotency.len();
+        idempotency.retain(|_, (job, expiry, _)| *expiry > expiring_by || jobs.contains_key(job));
+        Ok(before - idempotency.len())
+    }
+}
+
+#[async_trait]
+impl ExampleStore for MemoryStore {
+    async fn upsert_examples(&self, examples: &[Example]) -> Result<usize, ExampleStoreError> {
         let mut state = self.lock();
         for example in examples {
             state.examples.insert(example.id.clone(), example.clone());
@@ -230,7 +250,11 @@ impl JobStore for MemoryStore {
         Ok(examples.len())
     }
 
-    async fn list_examples(&self, limit: usize, offset: usize) -> Result<Vec<Example>> {
+    async fn list_examples(
+        &self,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Example>, ExampleStoreError> {
         Ok(self
             .lock()
             .examples
@@ -241,11 +265,18 @@ impl JobStore for MemoryStore {
             .collect())
     }
 
-    async fn delete_example(&self, id: &str) -> Result<bool> {
+    async fn delete_example(&self, id: &str) -> Result<bool, ExampleStoreError> {
         Ok(self.lock().examples.remove(id).is_some())
     }
+}
 
-    async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()> {
+#[async_trait]
+impl CheckpointStore for MemoryStore {
+    async fn put_checkpoint(
+        &self,
+        job_id: &str,
+        checkpoint: &serde_json::Value,
+    ) -> Result<(), CheckpointError> {
         let mut state = self.lock();
         state
             .checkpoints
@@ -254,7 +285,18 @@ impl JobStore for MemoryStore {
         Ok(())
     }
 
-    async fn append_checkpoint_part(&self, job_id: &str, part: &str) -> Result<()> {
+    async fn get_checkpoint(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<serde_json::Value>, CheckpointError> {
+        Ok(self.lock().checkpoints.get(job_id).cloned())
+    }
+
+    async fn append_checkpoint_part(
+        &self,
+        job_id: &str,
+        part: &str,
+    ) -> Result<(), CheckpointError> {
         self.lock()
             .checkpoint_parts
             .entry(job_id.to_string())
@@ -263,7 +305,7 @@ impl JobStore for MemoryStore {
         Ok(())
     }
 
-    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>> {
+    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>, CheckpointError> {
         Ok(self
             .lock()
             .checkpoint_parts
@@ -271,8 +313,7 @@ impl JobStore for MemoryStore {
             .cloned()
             .unwrap_or_default())
     }
-
-    async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>> {
-        Ok(self.lock().checkpoints.get(job_id).cloned())
-    }
 }
+
+/// One process: the defaults (a claim takes every live job).
+impl LeaseStore for MemoryStore {}

@@ -1,11 +1,13 @@
 //! The workbench's view of a job: its candidates with lineage, scores and rejected proposals
-//! ([`lineage`]), and steering by hand ([`steering`]). The view is derived from what the job already records (event log, checkpoint, result) so
-//! the optimizer needs no extra bookkeeping. Domain only: the gRPC and REST mappings live in
-//! `grpc/` and `edge/`.
+//! ([`lineage`]), branches ([`branch`]), and steering by hand (the inbox and its rules are
+//! [`crate::domain::steering`], which the runtime and the engine share). The view is derived
+//! from what the job already records (event log, checkpoint, result) so the optimizer needs no
+//! extra bookkeeping. Domain only: the gRPC and REST mappings live in `grpc/` and `edge/`.
 
 pub mod branch;
 pub mod lineage;
-pub mod steering;
+
+pub use crate::domain::steering;
 
 pub use lineage::{Lineage, RejectedProposal};
 pub use steering::{HumanCandidate, HumanFeedback, SteerRequest, Steering};

@@ -68,7 +68,9 @@ pub fn test_settings() -> Settings {
 }
 
 pub async fn gated_runtime(settings: Arc<Settings>, gate: Arc<Semaphore>) -> JobRuntime {
-    let store = store::open(&settings).await.expect("store");
+    let store = store::open(&settings.store_location())
+        .await
+        .expect("store");
     let mut optimizers: HashMap<Mode, Arc<dyn Optimizer>> = HashMap::new();
     optimizers.insert(Mode::Default, Arc::new(GatedOptimizer { gate }));
     JobRuntime::start(settings, store, optimizers)

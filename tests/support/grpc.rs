@@ -99,7 +99,7 @@ impl Core {
         store: Arc<dyn JobStore>,
     ) -> Core {
         let settings = Arc::new(settings);
-        let optimizers = optimizers.unwrap_or_else(|| innerloop::optimizer::registry(&settings));
+        let optimizers = optimizers.unwrap_or_else(|| innerloop::server::optimizers(&settings));
         let runtime = JobRuntime::start(settings.clone(), store, optimizers)
             .await
             .expect("runtime");

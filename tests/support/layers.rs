@@ -101,7 +101,9 @@ impl Core {
 /// Starts the gRPC core whose default mode runs until cancelled.
 pub async fn start_core(settings: Settings) -> Core {
     let settings = Arc::new(settings);
-    let store = innerloop::store::open(&settings).await.unwrap();
+    let store = innerloop::store::open(&settings.store_location())
+        .await
+        .unwrap();
     let mut optimizers: HashMap<Mode, Arc<dyn Optimizer>> = HashMap::new();
     optimizers.insert(Mode::Default, Arc::new(UntilCancelled));
     let runtime = JobRuntime::start(settings, store, optimizers)

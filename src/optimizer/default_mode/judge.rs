@@ -11,7 +11,6 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
 use crate::domain::{Example, Objective};
 use crate::optimizer::Stopped;
 use crate::provider::{ChatMessage, CompletionRequest, ModelProvider};
@@ -24,6 +23,14 @@ pub type JudgeScores = BTreeMap<String, f64>;
 pub enum Winner {
     A,
     B,
+}
+
+/// Which judge default-mode jobs get: the stub (`USE_JUDGE_STUB`, or `JUDGE_PROVIDER=stub`)
+/// or a model asked with a timeout.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JudgeChoice {
+    Stub,
+    Model { model: String, timeout: Duration },
 }
 
 /// The judge in force for a job.
@@ -70,26 +77,19 @@ Example:
 }
 
 impl Judge {
-    /// Whether settings select the stub (as the original: `USE_JUDGE_STUB` or
-    /// `JUDGE_PROVIDER=stub`).
-    pub fn stub_selected(settings: &Settings) -> bool {
-        settings.use_judge_stub || settings.judge_provider == "stub"
-    }
-
-    /// The stub (with `reference`) unless settings ask for a model judge behind `provider`.
-    pub fn from_settings(
-        settings: &Settings,
+    /// The stub (with `reference`) unless `choice` is a model judge behind `provider`.
+    pub fn new(
+        choice: &JudgeChoice,
         provider: Arc<dyn ModelProvider>,
         reference: StubReference,
     ) -> Judge {
-        if Judge::stub_selected(settings) {
-            Judge::Stub(Arc::new(reference))
-        } else {
-            Judge::Model {
+        match choice {
+            JudgeChoice::Stub => Judge::Stub(Arc::new(reference)),
+            JudgeChoice::Model { model, timeout } => Judge::Model {
                 provider,
-                model: settings.judge_model_id.clone(),
-                timeout: Duration::from_secs_f64(settings.judge_timeout_s.max(0.001)),
-            }
+                model: model.clone(),
+                timeout: *timeout,
+            },
         }
     }
 

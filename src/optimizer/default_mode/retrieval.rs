@@ -4,10 +4,9 @@
 //! least one token are returned, best first, ties in store (id) order.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use crate::domain::Example;
-use crate::store::JobStore;
+use crate::store::ExampleStore;
 
 /// At most this many stored examples are scanned per job (memory and CPU bound).
 pub const SCAN_LIMIT: usize = 5_000;
@@ -69,7 +68,7 @@ pub fn most_similar(query: &str, corpus: &[Example], k: usize) -> Vec<Example> {
 
 /// Up to `k` stored examples most similar to `query`. A store error means no retrieved
 /// examples (the job goes on with its inline ones), as in the original.
-pub async fn retrieve(store: &Arc<dyn JobStore>, query: &str, k: usize) -> Vec<Example> {
+pub async fn retrieve(store: &dyn ExampleStore, query: &str, k: usize) -> Vec<Example> {
     if k == 0 {
         return Vec::new();
     }

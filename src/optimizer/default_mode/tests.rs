@@ -3,9 +3,10 @@ use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::config::Settings;
 use crate::domain::{Example, JobSpec};
 use crate::optimizer::EventSink;
-use crate::store::{JobStore, MemoryStore};
+use crate::store::{ExampleStore, JobStore, MemoryStore};
 
 /// Records events; answers `Stopped` once `stop_after` events were taken.
 #[derive(Default)]
@@ -69,10 +70,15 @@ async fn run_with(
         events: sink.clone(),
         cancel: CancellationToken::new(),
         halt: CancellationToken::new(),
-        store,
-        settings: Arc::new(settings.clone()),
+        checkpoints: store.clone(),
+        examples: store,
     };
-    let result = DefaultOptimizer::from_settings(&settings).run(ctx).await;
+    let judge_provider = Arc::new(crate::provider::LocalEcho::with_latency(
+        std::time::Duration::from_millis(settings.local_echo_latency_ms),
+    ));
+    let result = DefaultOptimizer::new(judge_provider, settings.default_mode())
+        .run(ctx)
+        .await;
     let events = sink.events.lock().unwrap().clone();
     Run { result, events }
 }

@@ -696,7 +696,7 @@ impl Engine<'_> {
         };
         match self
             .ctx
-            .store
+            .checkpoints
             .append_checkpoint_part(&self.ctx.job_id, &text)
             .await
         {
@@ -739,7 +739,7 @@ impl Engine<'_> {
         };
         match self
             .ctx
-            .store
+            .checkpoints
             .put_checkpoint(&self.ctx.job_id, &value)
             .await
         {

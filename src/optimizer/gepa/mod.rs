@@ -36,22 +36,43 @@ use self::engine::{Config, Engine, Halt};
 use self::evaluator::Evaluator;
 use self::metrics::{Judge, Metric};
 use self::state::{Candidate, Checkpoint, GepaState, Memo, STATE_VERSION};
-use super::{JobContext, OptimizeError, Optimizer, PartialJob, datasets};
-use crate::config::Settings;
+use super::{JobContext, OptimizeError, Optimizer, PartialJob, WallTimes, datasets};
 use crate::domain::gepa::{
     CandidateInfo, DEFAULT_COMPONENT, DEFAULT_MINIBATCH_SIZE, GepaResult, TestReport,
 };
 use crate::domain::{Example, JobResult, JobSpec};
 use crate::optimizer::rng::SeededRng;
-use crate::provider::openai::{OpenAiCompatible, OpenAiConfig};
-use crate::provider::{ModelProvider, OfflineWorld};
+use crate::provider::ModelProvider;
+use crate::store::{CheckpointStore, ExampleStore};
 
 /// Share of the job's wall time (`budget.max_wall_time_s`, else `GEPA_DEFAULT_WALL_TIME_S`)
 /// after which no new iteration starts (the rest is left for the
 /// iteration in flight, so the job finishes with a result instead of `deadline_exceeded`).
 const WALL_TIME_SHARE: f64 = 0.8;
 
-/// Models and shared limits every GEPA (and eval) job of this server uses.
+/// The settings GEPA and eval jobs read; built where the app is wired (`Settings::gepa`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GepaConfig {
+    /// `TARGET_MODEL_DEFAULT`: the task model of a request that names none, and the reflection
+    /// model when `REFLECTION_MODEL_ID` is unset.
+    pub target_model: String,
+    /// `REFLECTION_MODEL_ID`.
+    pub reflection_model: Option<String>,
+    /// `EVALUATION_RUBRIC_DEFAULT`, for the judge metric of a request that names no rubric.
+    pub rubric: Option<String>,
+    /// `DETERMINISTIC_SEED`: the seed of a request that names none.
+    pub seed: i64,
+    /// `GEPA_DEFAULT_MAX_METRIC_CALLS`: the budget of a request that sets no `max_rollouts`.
+    pub default_max_metric_calls: u64,
+    /// `EVAL_MAX_CONCURRENCY`: rollouts in flight per job.
+    pub per_job_concurrency: usize,
+    /// `EVAL_MAX_EXAMPLES`: the most examples an eval job scores.
+    pub eval_max_examples: usize,
+    pub wall_times: WallTimes,
+}
+
+/// Models and shared limits every GEPA (and eval) job of this server uses; built where the app
+/// is wired (`server::models`).
 #[derive(Clone)]
 pub struct Models {
     pub task: Arc<dyn ModelProvider>,
@@ -65,61 +86,11 @@ pub struct Models {
 }
 
 impl Models {
-    /// The OpenAI-compatible endpoint the settings select when `USE_MODEL_STUB=false`, else
-    /// the [`OfflineWorld`] for both the task and reflection. The judge is real only when `USE_JUDGE_STUB=false`.
-    pub fn from_settings(settings: &Settings) -> Models {
-        let real: Option<Arc<dyn ModelProvider>> = if settings.use_model_stub {
-            None
-        } else {
-            match OpenAiConfig::from_settings(settings).map(OpenAiCompatible::new) {
-                Some(Ok(provider)) => Some(Arc::new(provider)),
-                Some(Err(err)) => {
-                    tracing::error!(error = %err, "OpenAI-compatible provider unavailable; using local_echo");
-                    None
-                }
-                None => {
-                    tracing::warn!(
-                        "USE_MODEL_STUB=false but no provider is configured; using local_echo"
-                    );
-                    None
-                }
-            }
-        };
-        // Offline, the task model and reflection are the offline world: answers follow only
-        // the rules the prompt states (other inputs are echoed, as `LocalEcho` does), and
-        // reflection reads the feedback, so an offline run can really improve a prompt.
-        let world: Arc<dyn ModelProvider> = Arc::new(OfflineWorld::with_latency(
-            Duration::from_millis(settings.local_echo_latency_ms),
-        ));
-        let judge_provider = if settings.use_judge_stub {
-            None
-        } else {
-            real.clone()
-        };
-        let prices = Prices::parse(settings.model_prices_json.as_deref()).unwrap_or_else(|err| {
-            tracing::error!(error = %err, "MODEL_PRICES_JSON unreadable; costs count as 0");
-            Prices::default()
-        });
-        Models {
-            task: real.clone().unwrap_or_else(|| world.clone()),
-            reflection: Some(real.unwrap_or(world)),
-            reflection_model: settings.reflection_model_id.clone(),
-            judge: Arc::new(Judge::new(
-                judge_provider,
-                settings.judge_model_id.clone(),
-                settings.judge_cache_size,
-                settings.judge_qps_max,
-            )),
-            prices: Arc::new(prices),
-            global: Arc::new(Semaphore::new(settings.eval_global_max_concurrency.max(1))),
-        }
-    }
-
     /// A rollout runner for one job.
     pub fn evaluator(
         &self,
         spec: &JobSpec,
-        settings: &Settings,
+        config: &GepaConfig,
         metrics: Vec<Metric>,
     ) -> Evaluator {
         Evaluator {
@@ -129,18 +100,18 @@ impl Models {
             model: spec
                 .target_model_id
                 .clone()
-                .unwrap_or_else(|| settings.target_model_default.clone()),
+                .unwrap_or_else(|| config.target_model.clone()),
             temperature: spec.temperature,
             max_tokens: spec.max_tokens,
             seed: spec.seed,
             rubric: spec
                 .evaluation_rubric
                 .clone()
-                .or_else(|| settings.evaluation_rubric_default.clone())
+                .or_else(|| config.rubric.clone())
                 .unwrap_or_else(|| "The response answers the task correctly and concisely.".into()),
             prices: self.prices.clone(),
             global: self.global.clone(),
-            per_job: settings.eval_max_concurrency.max(1),
+            per_job: config.per_job_concurrency.max(1),
         }
     }
 }
@@ -149,13 +120,13 @@ impl Models {
 pub async fn load_examples(
     ctx: &JobContext,
 ) -> Result<(Vec<Example>, &'static str), OptimizeError> {
-    examples_of(&ctx.spec, ctx.store.as_ref()).await
+    examples_of(&ctx.spec, ctx.examples.as_ref()).await
 }
 
 /// [`load_examples`] for a spec that is not (yet) a job.
 pub async fn examples_of(
     spec: &JobSpec,
-    store: &dyn crate::store::JobStore,
+    store: &dyn ExampleStore,
 ) -> Result<(Vec<Example>, &'static str), OptimizeError> {
     if !spec.examples.is_empty() {
         return Ok((spec.examples.clone(), "exact_match"));
@@ -169,7 +140,7 @@ pub async fn examples_of(
         .await
         .map_err(|e| OptimizeError::Failed {
             code: "store_error".into(),
-            message: e.to_string(),
+            message: crate::error::Error::from(e).to_string(),
         })?;
     Ok((stored, "exact_match"))
 }
@@ -187,18 +158,18 @@ pub fn metrics_for(spec: &JobSpec, default: &str) -> Vec<Metric> {
 /// Predicts what a GEPA request will spend ([`estimate`]), with the server's defaults.
 pub async fn estimate_request(
     spec: &JobSpec,
-    settings: &Settings,
-    store: &dyn crate::store::JobStore,
+    config: &GepaConfig,
+    prices: &Prices,
+    store: &dyn ExampleStore,
 ) -> Result<estimate::Estimate, OptimizeError> {
     let (examples, _) = examples_of(spec, store).await?;
     let split = datasets::split(examples);
-    let prices = Prices::parse(settings.model_prices_json.as_deref()).unwrap_or_default();
     let task_model = spec
         .target_model_id
         .clone()
-        .unwrap_or_else(|| settings.target_model_default.clone());
-    let reflection_model = settings
-        .reflection_model_id
+        .unwrap_or_else(|| config.target_model.clone());
+    let reflection_model = config
+        .reflection_model
         .clone()
         .unwrap_or_else(|| task_model.clone());
     Ok(estimate::estimate(
@@ -209,14 +180,14 @@ pub async fn estimate_request(
             max_metric_calls: spec
                 .budget
                 .max_rollouts
-                .unwrap_or(settings.gepa_default_max_metric_calls),
+                .unwrap_or(config.default_max_metric_calls),
             max_generations: spec.budget.max_generations,
             minibatch: spec.gepa.minibatch_size.unwrap_or(DEFAULT_MINIBATCH_SIZE) as usize,
             validation: spec.gepa.validation_policy,
             task_model: &task_model,
             reflection_model: &reflection_model,
         },
-        &prices,
+        prices,
     ))
 }
 
@@ -230,11 +201,12 @@ fn failed(code: &str, message: impl Into<String>) -> OptimizeError {
 /// The GEPA optimizer.
 pub struct GepaOptimizer {
     models: Models,
+    config: GepaConfig,
 }
 
 impl GepaOptimizer {
-    pub fn new(models: Models) -> Self {
-        GepaOptimizer { models }
+    pub fn new(models: Models, config: GepaConfig) -> Self {
+        GepaOptimizer { models, config }
     }
 }
 
@@ -246,7 +218,7 @@ impl Optimizer for GepaOptimizer {
 
     async fn run(&self, ctx: JobContext) -> Result<JobResult, OptimizeError> {
         let spec = ctx.spec.clone();
-        let settings = ctx.settings.clone();
+        let config = &self.config;
         let (examples, default_metric) = load_examples(&ctx).await?;
         if examples.is_empty() {
             return Err(failed(
@@ -257,7 +229,7 @@ impl Optimizer for GepaOptimizer {
         let split = datasets::split(examples);
         let test = split.test;
         let seed = seed_candidate(&spec);
-        let limits = limits_for(&spec, &settings);
+        let limits = limits_for(&spec, config);
         if limits
             .max_metric_calls
             .is_some_and(|m| m < split.val.len() as u64)
@@ -275,11 +247,11 @@ impl Optimizer for GepaOptimizer {
                 .models
                 .reflection_model
                 .clone()
-                .unwrap_or_else(|| settings.target_model_default.clone());
+                .unwrap_or_else(|| config.target_model.clone());
             (p, model)
         });
-        let resumed = load_checkpoint(&ctx.store, &ctx.job_id, &seed).await;
-        let seed_rng = SeededRng::from_seed(spec.seed.unwrap_or(settings.deterministic_seed));
+        let resumed = load_checkpoint(ctx.checkpoints.as_ref(), &ctx.job_id, &seed).await;
+        let seed_rng = SeededRng::from_seed(spec.seed.unwrap_or(config.seed));
         let is_resume = resumed.is_some();
         let (state, memo, spent, replay) = match resumed {
             Some(c) => {
@@ -298,7 +270,7 @@ impl Optimizer for GepaOptimizer {
             ctx: &ctx,
             eval: self
                 .models
-                .evaluator(&spec, &settings, metrics_for(&spec, default_metric)),
+                .evaluator(&spec, config, metrics_for(&spec, default_metric)),
             cfg: Config {
                 minibatch: spec.gepa.minibatch_size.unwrap_or(DEFAULT_MINIBATCH_SIZE) as usize,
                 selector: spec.gepa.candidate_selector,
@@ -357,21 +329,21 @@ impl Optimizer for GepaOptimizer {
     }
 
     /// A `max_cost` is only a limit when every model the job pays for has a price.
-    fn admit(&self, spec: &JobSpec, settings: &Settings) -> Result<(), crate::error::Error> {
+    fn admit(&self, spec: &JobSpec) -> Result<(), crate::error::Error> {
         if spec.mode != crate::domain::Mode::Gepa || spec.budget.max_cost.is_none() {
             return Ok(());
         }
         let target = spec
             .target_model_id
             .clone()
-            .unwrap_or_else(|| settings.target_model_default.clone());
+            .unwrap_or_else(|| self.config.target_model.clone());
         let mut models = vec![target];
         if self.models.reflection.is_some() {
             models.push(
                 self.models
                     .reflection_model
                     .clone()
-                    .unwrap_or_else(|| settings.target_model_default.clone()),
+                    .unwrap_or_else(|| self.config.target_model.clone()),
             );
         }
         match models.iter().find(|m| !self.models.prices.has(m)) {
@@ -390,10 +362,10 @@ impl Optimizer for GepaOptimizer {
     async fn partial_result(&self, job: &PartialJob<'_>, reason: &str) -> Option<JobResult> {
         let spec = job.spec;
         let seed = seed_candidate(spec);
-        let checkpoint = load_checkpoint(job.store, job.job_id, &seed).await?;
-        let (examples, _) = examples_of(spec, job.store.as_ref()).await.ok()?;
+        let checkpoint = load_checkpoint(job.checkpoints, job.job_id, &seed).await?;
+        let (examples, _) = examples_of(spec, job.examples).await.ok()?;
         let split = datasets::split(examples);
-        let budget = Budget::new(limits_for(spec, job.settings), checkpoint.spent);
+        let budget = Budget::new(limits_for(spec, &self.config), checkpoint.spent);
         let state = &checkpoint.state;
         if state
             .val_scores
@@ -409,14 +381,14 @@ impl Optimizer for GepaOptimizer {
 }
 
 /// The limits of a job: its budget, the server's default metric-call budget, and its wall
-/// time ([`crate::optimizer::wall_time_s`]) counted from now.
-fn limits_for(spec: &JobSpec, settings: &Settings) -> Limits {
-    let wall = crate::optimizer::wall_time_s(spec, settings);
+/// time ([`WallTimes::of`]) counted from now.
+fn limits_for(spec: &JobSpec, config: &GepaConfig) -> Limits {
+    let wall = config.wall_times.of(spec);
     Limits {
         max_metric_calls: Some(
             spec.budget
                 .max_rollouts
-                .unwrap_or(settings.gepa_default_max_metric_calls),
+                .unwrap_or(config.default_max_metric_calls),
         ),
         max_generations: spec.budget.max_generations,
         max_cost_usd: spec.budget.max_cost,
@@ -438,7 +410,7 @@ fn seed_candidate(spec: &JobSpec) -> Candidate {
 
 /// The job's checkpoint, when there is one of this version for this seed.
 async fn load_checkpoint(
-    store: &Arc<dyn crate::store::JobStore>,
+    store: &dyn CheckpointStore,
     job_id: &str,
     seed: &Candidate,
 ) -> Option<Checkpoint> {
@@ -460,7 +432,7 @@ async fn load_checkpoint(
 /// a branch copies and the workbench reads; the base alone may be generations old). `None`
 /// when the job has none.
 pub async fn whole_checkpoint(
-    store: &dyn crate::store::JobStore,
+    store: &dyn CheckpointStore,
     job_id: &str,
 ) -> crate::error::Result<Option<serde_json::Value>> {
     let Some(base) = store.get_checkpoint(job_id).await? else {

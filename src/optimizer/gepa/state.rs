@@ -188,9 +188,9 @@ pub struct GepaState {
     #[serde(default)]
     pub unannounced: Vec<(usize, f64)>,
     /// Human feedback taken from the job's steering inbox, newest last (at most
-    /// `workbench::steering::MAX_FEEDBACK`); every later reflection on its component sees it.
+    /// `domain::steering::MAX_FEEDBACK`); every later reflection on its component sees it.
     #[serde(default)]
-    pub human_feedback: Vec<crate::workbench::HumanFeedback>,
+    pub human_feedback: Vec<crate::domain::steering::HumanFeedback>,
     /// The cost ledger: every proposal's verdict and spend, in order.
     #[serde(default)]
     pub proposals: Vec<crate::domain::gepa::CandidateVerdict>,
@@ -291,7 +291,7 @@ pub struct StateDeltaRef<'a> {
     pub imputed: &'a [Vec<usize>],
     pub rejected: &'a [Rejected],
     pub unannounced: &'a [(usize, f64)],
-    pub human_feedback: &'a [crate::workbench::HumanFeedback],
+    pub human_feedback: &'a [crate::domain::steering::HumanFeedback],
     pub proposals: &'a [crate::domain::gepa::CandidateVerdict],
 }
 

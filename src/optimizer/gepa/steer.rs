@@ -1,4 +1,4 @@
-//! The engine's side of steering (`crate::workbench::steering`): at the top of an iteration it
+//! The engine's side of steering (`crate::domain::steering`): at the top of an iteration it
 //! takes what a human queued — feedback joins the checkpointed state and is shown to every later
 //! reflection on its component; a hand-written candidate is validated like an accepted child and
 //! joins the pool with origin `human`.
@@ -7,7 +7,7 @@ use super::engine::{Engine, Halt};
 use super::state::{Candidate, Origin};
 use crate::domain::EventPayload;
 use crate::domain::gepa::{CandidateProposed, CandidateVerdict};
-use crate::workbench::steering::{self, HumanCandidate};
+use crate::domain::steering::{self, HumanCandidate};
 
 /// Appends human feedback to a reflection prompt.
 pub fn with_feedback(prompt: String, feedback: &[String]) -> String {

@@ -11,10 +11,11 @@ use std::collections::HashSet;
 
 use sqlx::{PgConnection, SqliteConnection};
 
+use super::Result;
 use super::chunks::{Body, Chunk, Codec};
 use super::rows::{JobValues, to_i64, to_json};
 use crate::domain::{JobId, JobRecord};
-use crate::error::{Error, Result};
+use crate::store::StoreFailure;
 use crate::store::lease::EVENTS_CHANNEL;
 use crate::store::{Fence, JobUpdate, NewLease, WriteBatch};
 
@@ -265,7 +266,7 @@ pub(super) async fn postgres(
             match &chunk.events {
                 Body::Text(text) => texts.push(text.as_str()),
                 Body::Lz4(_) => {
-                    return Err(Error::Store(
+                    return Err(StoreFailure(
                         "compressed event chunk on postgres (packed with the wrong codec)".into(),
                     ));
                 }

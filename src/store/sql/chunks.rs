@@ -26,9 +26,10 @@ use sqlx::postgres::{PgTypeInfo, PgValueRef, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteTypeInfo, SqliteValueRef};
 use sqlx::{Decode, Type, TypeInfo, ValueRef};
 
+use super::Result;
 use crate::domain::{Event, EventPayload};
-use crate::error::{Error, Result};
 use crate::store::PendingEvent;
+use crate::store::{EventStoreError, StoreFailure};
 
 /// One row of `event_chunks`, ready to bind.
 #[derive(Debug)]
@@ -89,7 +90,7 @@ pub(super) fn pack(events: &[PendingEvent], codec: Codec) -> Result<Vec<Chunk<'_
         });
         let chunk = &mut chunks[slot];
         if id <= chunk.last_id {
-            return Err(Error::Store(format!(
+            return Err(StoreFailure(format!(
                 "events of {} out of order in a batch ({id} after {})",
                 event.job_id, chunk.last_id
             )));
@@ -207,7 +208,11 @@ impl Lz4 {
 }
 
 /// The JSON array a stored chunk holds (decompressing a [`Body::Lz4`]).
-fn array_bytes<'b>(job_id: &str, body: &'b Body, scratch: &'b mut Vec<u8>) -> Result<&'b [u8]> {
+fn array_bytes<'b>(
+    job_id: &str,
+    body: &'b Body,
+    scratch: &'b mut Vec<u8>,
+) -> Result<&'b [u8], EventStoreError> {
     let packed = match body {
         Body::Text(text) => return Ok(text.as_bytes()),
         Body::Lz4(packed) => packed,
@@ -293,7 +298,7 @@ pub(super) fn unpack(
     limit: usize,
     out: &mut Vec<Event>,
     scratch: &mut Vec<u8>,
-) -> Result<()> {
+) -> Result<(), EventStoreError> {
     let array = array_bytes(job_id, body, scratch)?;
     let stored: Vec<Stored<'_>> = serde_json::from_slice(array).map_err(|e| corrupt(job_id, e))?;
     for item in stored {
@@ -318,8 +323,11 @@ pub(super) fn unpack(
     Ok(())
 }
 
-fn corrupt(job_id: &str, err: impl std::fmt::Display) -> Error {
-    Error::Store(format!("unreadable event chunk of {job_id}: {err}"))
+fn corrupt(job_id: &str, err: impl std::fmt::Display) -> EventStoreError {
+    EventStoreError::Unreadable {
+        job_id: job_id.to_string(),
+        reason: err.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -7,16 +7,19 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use sqlx::SqliteConnection;
 use sqlx::postgres::PgListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::Result;
 use super::rows::{ClaimRow, to_i64};
 use super::{Pools, SqlStore, closed};
-use crate::error::Result;
+use crate::store::lease::Listener;
 use crate::store::lease::{CLAIMABLE_CHANNEL, COMMANDS_CHANNEL, EVENTS_CHANNEL};
-use crate::store::{Claim, Claimed, Notice, Renewed};
+use crate::store::{Claim, Claimed, LeaseError, LeaseStore, Notice, Renewed};
 
 macro_rules! claim_sql {
     ($lock:literal) => {
@@ -146,13 +149,17 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Spawns the one listener connection of this replica (Postgres only).
-    pub(super) fn spawn_listener(&self, tx: mpsc::Sender<Notice>, stop: CancellationToken) -> bool {
+    /// The loop of the one listener connection of this replica (Postgres only).
+    pub(super) fn listener(
+        &self,
+        tx: mpsc::Sender<Notice>,
+        stop: CancellationToken,
+    ) -> Option<Listener> {
         let Pools::Postgres(pool) = &self.pools else {
-            return false;
+            return None;
         };
         let pool = pool.clone();
-        tokio::spawn(async move {
+        Some(Box::pin(async move {
             let mut listener: Option<PgListener> = None;
             loop {
                 let current = match listener.as_mut() {
@@ -210,7 +217,49 @@ impl SqlStore {
                     return;
                 }
             }
-        });
-        true
+        }))
+    }
+}
+
+#[async_trait]
+impl LeaseStore for SqlStore {
+    fn shared(&self) -> bool {
+        matches!(self.pools, Pools::Postgres(_))
+    }
+
+    async fn claim_jobs(&self, claim: &Claim<'_>) -> Result<Vec<Claimed>, LeaseError> {
+        Ok(self.claim(claim).await?)
+    }
+
+    async fn renew_leases(&self, owner: &str, until: f64) -> Result<Vec<Renewed>, LeaseError> {
+        Ok(self.renew(owner, until).await?)
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<(), LeaseError> {
+        Ok(self.release(owner).await?)
+    }
+
+    async fn request(&self, job_id: &str, command: &str) -> Result<bool, LeaseError> {
+        Ok(self.leave_request(job_id, command).await?)
+    }
+
+    async fn clear_request(&self, job_id: &str) -> Result<(), LeaseError> {
+        Ok(self.forget_request(job_id).await?)
+    }
+
+    async fn claimable_count(&self, now: f64) -> Result<u64, LeaseError> {
+        Ok(self.count_claimable(now).await?)
+    }
+
+    async fn announce_claimable(&self) -> Result<(), LeaseError> {
+        Ok(self.notify(CLAIMABLE_CHANNEL, "").await?)
+    }
+
+    fn listen(
+        &self,
+        tx: tokio::sync::mpsc::Sender<Notice>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<Listener> {
+        self.listener(tx, stop)
     }
 }

@@ -4,6 +4,8 @@
 //! the two) serves both backends: `with_pool!` compiles each method body once per backend. The
 //! only backend-specific code is connection set-up and the group commit's set-based statements
 //! ([`batch`]). Event logs are stored packed, one row per job per group commit ([`chunks`]).
+//! This file holds the pools and the event and job-row seams; the other seams are in
+//! `idempotency.rs`, `examples.rs`, `checkpoints.rs` and `lease.rs`.
 //!
 //! Every bound `LIMIT` is written `LIMIT $n + 0`: SQLite (3.51, STAT4) treats a bare `LIMIT ?`
 //! as a plan-time constant and recompiles the statement each time it is rebound (measured: ~10 %
@@ -24,18 +26,18 @@ mod migrations;
 mod open;
 mod rows;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use sqlx::Connection;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
 
-use super::{IdempotencyClaim, JobStore, ListJobsQuery, Turn, WriteBatch};
-use crate::domain::{Event, Example, JobId, JobRecord, JobStatus, now_epoch_s};
-use crate::error::{Error, Result};
-use rows::{ExampleRow, JobRow, job_columns, to_i64, to_json};
+use super::{
+    CheckpointError, EventStore, EventStoreError, ExampleStoreError, IdempotencyError, JobRows,
+    JobRowsError, LeaseError, ListJobsQuery, StoreFailure, Turn, WriteBatch,
+};
+use crate::domain::{Event, Example, JobId, JobRecord, JobStatus};
+use rows::{ExampleRow, JobRow, job_columns, to_i64};
 
 enum Pools {
     Sqlite {
@@ -52,7 +54,7 @@ enum Pools {
     Postgres(PgPool),
 }
 
-/// A [`JobStore`] in SQLite or PostgreSQL.
+/// A [`super::JobStore`] in SQLite or PostgreSQL.
 pub struct SqlStore {
     pools: Pools,
 }
@@ -78,18 +80,43 @@ macro_rules! with_pool {
     };
 }
 
-fn closed() -> Error {
-    Error::Store("the store is closed".into())
+/// What the store's internals return; each seam's error converts from it.
+type Result<T, E = StoreFailure> = std::result::Result<T, E>;
+
+fn closed() -> StoreFailure {
+    StoreFailure("the store is closed".into())
 }
 
-/// A driver error is a store error (`?` on sqlx calls); the crate's `Error` knows no driver.
-impl From<sqlx::Error> for Error {
+/// A driver error is a store failure (`?` on sqlx calls); the crate's `Error` knows no driver.
+impl From<sqlx::Error> for StoreFailure {
     fn from(err: sqlx::Error) -> Self {
-        Error::Store(err.to_string())
+        StoreFailure(err.to_string())
     }
 }
 
-// After `with_pool!`, which it uses.
+/// `?` on sqlx calls in each seam's methods.
+macro_rules! seam_from_sqlx {
+    ($($seam:ty),* $(,)?) => {$(
+        impl From<sqlx::Error> for $seam {
+            fn from(err: sqlx::Error) -> Self {
+                StoreFailure::from(err).into()
+            }
+        }
+    )*};
+}
+seam_from_sqlx!(
+    EventStoreError,
+    JobRowsError,
+    IdempotencyError,
+    ExampleStoreError,
+    CheckpointError,
+    LeaseError,
+);
+
+// After `with_pool!`, which they use.
+mod checkpoints;
+mod examples;
+mod idempotency;
 mod lease;
 
 impl SqlStore {
@@ -218,7 +245,7 @@ async fn sqlite_rows(conn: &mut SqliteConnection, rows: &batch::Rows<'_>) -> Res
 }
 
 #[async_trait]
-impl JobStore for SqlStore {
+impl EventStore for SqlStore {
     fn kind(&self) -> &'static str {
         match self.pools {
             Pools::Sqlite { .. } => "sqlite",
@@ -226,7 +253,7 @@ impl JobStore for SqlStore {
         }
     }
 
-    async fn write(&self, batch: &WriteBatch) -> Result<()> {
+    async fn write(&self, batch: &WriteBatch) -> Result<(), EventStoreError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -240,81 +267,83 @@ impl JobStore for SqlStore {
     }
 
     /// Renders the rows while the previous batch commits, then takes its turn.
-    async fn write_after(&self, batch: &WriteBatch, previous: Turn) -> Result<()> {
+    async fn write_after(&self, batch: &WriteBatch, previous: Turn) -> Result<(), EventStoreError> {
         self.write_fenced(batch, previous).await.map(|_| ())
     }
 
-    async fn write_fenced(&self, batch: &WriteBatch, previous: Turn) -> Result<Vec<JobId>> {
+    async fn write_fenced(
+        &self,
+        batch: &WriteBatch,
+        previous: Turn,
+    ) -> Result<Vec<JobId>, EventStoreError> {
         let rows = batch::Rows::of(batch, self.codec());
         previous.await;
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        self.write_rows(&rows?).await
+        Ok(self.write_rows(&rows?).await?)
     }
 
-    fn shared(&self) -> bool {
-        matches!(self.pools, Pools::Postgres(_))
-    }
-
-    async fn claim_jobs(&self, claim: &super::Claim<'_>) -> Result<Vec<super::Claimed>> {
-        self.claim(claim).await
-    }
-
-    async fn renew_leases(&self, owner: &str, until: f64) -> Result<Vec<super::Renewed>> {
-        self.renew(owner, until).await
-    }
-
-    async fn release_leases(&self, owner: &str) -> Result<()> {
-        self.release(owner).await
-    }
-
-    async fn request(&self, job_id: &str, command: &str) -> Result<bool> {
-        self.leave_request(job_id, command).await
-    }
-
-    async fn clear_request(&self, job_id: &str) -> Result<()> {
-        self.forget_request(job_id).await
-    }
-
-    async fn claimable_count(&self, now: f64) -> Result<u64> {
-        self.count_claimable(now).await
-    }
-
-    async fn announce_claimable(&self) -> Result<()> {
-        self.notify(super::lease::CLAIMABLE_CHANNEL, "").await
-    }
-
-    fn listen(
+    async fn events_after(
         &self,
-        tx: tokio::sync::mpsc::Sender<super::Notice>,
-        stop: tokio_util::sync::CancellationToken,
-    ) -> bool {
-        self.spawn_listener(tx, stop)
+        job_id: &str,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, EventStoreError> {
+        // Each chunk holds at least one event, so `limit` chunks always suffice; the stream stops
+        // as soon as `limit` events are unpacked.
+        const SQL: &str = "SELECT events FROM event_chunks WHERE job_id = $1 AND last_id > $2 \
+                           ORDER BY last_id LIMIT $3 + 0";
+        let mut events = Vec::new();
+        if limit == 0 {
+            return Ok(events);
+        }
+        with_pool!(self, read, |pool| {
+            let mut scratch = Vec::new();
+            let mut rows = sqlx::query_scalar::<_, chunks::Body>(SQL)
+                .bind(job_id)
+                .bind(to_i64(after_id))
+                .bind(to_i64(limit))
+                .fetch(pool);
+            while let Some(text) = rows.try_next().await? {
+                chunks::unpack(job_id, &text, after_id, limit, &mut events, &mut scratch)?;
+                if events.len() >= limit {
+                    break;
+                }
+            }
+        });
+        Ok(events)
     }
+}
 
-    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
+#[async_trait]
+impl JobRows for SqlStore {
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, JobRowsError> {
         const SQL: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
         let row: Option<JobRow> = with_pool!(self, read, |pool| sqlx::query_as(SQL)
             .bind(id)
             .fetch_optional(pool)
             .await?);
-        row.map(JobRecord::try_from).transpose()
+        Ok(row.map(JobRecord::try_from).transpose()?)
     }
 
-    async fn list_jobs(&self, query: &ListJobsQuery) -> Result<Vec<JobRecord>> {
-        self.list_where(&query.statuses, query.limit, query.offset)
-            .await
+    async fn list_jobs(&self, query: &ListJobsQuery) -> Result<Vec<JobRecord>, JobRowsError> {
+        Ok(self
+            .list_where(&query.statuses, query.limit, query.offset)
+            .await?)
     }
 
-    async fn jobs_with_status(&self, statuses: &[JobStatus]) -> Result<Vec<JobRecord>> {
+    async fn jobs_with_status(
+        &self,
+        statuses: &[JobStatus],
+    ) -> Result<Vec<JobRecord>, JobRowsError> {
         if statuses.is_empty() {
             return Ok(Vec::new());
         }
-        self.list_where(statuses, usize::MAX, 0).await
+        Ok(self.list_where(statuses, usize::MAX, 0).await?)
     }
 
-    async fn delete_job(&self, id: &str) -> Result<bool> {
+    async fn delete_job(&self, id: &str) -> Result<bool, JobRowsError> {
         let deleted = with_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM event_chunks WHERE job_id = $1")
@@ -343,102 +372,11 @@ impl JobStore for SqlStore {
         Ok(deleted)
     }
 
-    async fn events_after(&self, job_id: &str, after_id: u64, limit: usize) -> Result<Vec<Event>> {
-        // Each chunk holds at least one event, so `limit` chunks always suffice; the stream stops
-        // as soon as `limit` events are unpacked.
-        const SQL: &str = "SELECT events FROM event_chunks WHERE job_id = $1 AND last_id > $2 \
-                           ORDER BY last_id LIMIT $3 + 0";
-        let mut events = Vec::new();
-        if limit == 0 {
-            return Ok(events);
-        }
-        with_pool!(self, read, |pool| {
-            let mut scratch = Vec::new();
-            let mut rows = sqlx::query_scalar::<_, chunks::Body>(SQL)
-                .bind(job_id)
-                .bind(to_i64(after_id))
-                .bind(to_i64(limit))
-                .fetch(pool);
-            while let Some(text) = rows.try_next().await? {
-                chunks::unpack(job_id, &text, after_id, limit, &mut events, &mut scratch)?;
-                if events.len() >= limit {
-                    break;
-                }
-            }
-        });
-        Ok(events)
-    }
-
-    async fn claim_idempotency_key_for(
-        &self,
-        key: &str,
-        job_id: &str,
-        request_hash: Option<&str>,
-        now: f64,
-        expires_at: f64,
-    ) -> Result<IdempotencyClaim> {
-        // Insert, or take over an expired claim, atomically; no row back means a live claim holds
-        // the key. Retried because that claim can expire or be deleted before it is read.
-        for _ in 0..3 {
-            let claimed: Option<String> = with_pool!(self, write, |pool| sqlx::query_scalar(
-                "INSERT INTO idempotency_keys (key, job_id, expires_at, request_hash) \
-                 VALUES ($1, $2, $3, $5) \
-                 ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, \
-                 expires_at = excluded.expires_at, request_hash = excluded.request_hash \
-                 WHERE idempotency_keys.expires_at <= $4 \
-                 RETURNING job_id"
-            )
-            .bind(key)
-            .bind(job_id)
-            .bind(expires_at)
-            .bind(now)
-            .bind(request_hash)
-            .fetch_optional(pool)
-            .await?);
-            if claimed.is_some() {
-                return Ok(IdempotencyClaim::Claimed);
-            }
-            let existing: Option<(String, Option<String>)> =
-                with_pool!(self, write, |pool| sqlx::query_as(
-                    "SELECT job_id, request_hash FROM idempotency_keys \
-                     WHERE key = $1 AND expires_at > $2"
-                )
-                .bind(key)
-                .bind(now)
-                .fetch_optional(pool)
-                .await?);
-            if let Some((existing, hash)) = existing {
-                let differs =
-                    matches!((hash.as_deref(), request_hash), (Some(a), Some(b)) if a != b);
-                return Ok(if differs {
-                    IdempotencyClaim::Conflict(existing)
-                } else {
-                    IdempotencyClaim::Existing(existing)
-                });
-            }
-        }
-        Err(Error::Store(format!(
-            "idempotency key {key:?} kept changing while being claimed"
-        )))
-    }
-
-    async fn forget_dangling_keys(&self, expiring_by: f64) -> Result<usize> {
-        let deleted = with_pool!(self, write, |pool| sqlx::query(
-            "DELETE FROM idempotency_keys WHERE expires_at <= $1 \
-             AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = idempotency_keys.job_id)"
-        )
-        .bind(expiring_by)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
-    }
-
     async fn reap(
         &self,
         now: f64,
         ttl_for: &(dyn Fn(JobStatus) -> Option<f64> + Sync),
-    ) -> Result<Vec<JobId>> {
+    ) -> Result<Vec<JobId>, JobRowsError> {
         let expiring: Vec<(JobStatus, f64)> = JobStatus::ALL
             .into_iter()
             .filter(|status| status.is_terminal())
@@ -484,127 +422,5 @@ impl JobStore for SqlStore {
             deleted
         });
         Ok(deleted)
-    }
-
-    async fn upsert_examples(&self, examples: &[Example]) -> Result<usize> {
-        let metas = examples
-            .iter()
-            .map(|e| to_json(&e.meta))
-            .collect::<Result<Vec<_>>>()?;
-        with_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
-            for (example, meta) in examples.iter().zip(&metas) {
-                sqlx::query(
-                    "INSERT INTO examples (id, input, expected, meta) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (id) DO UPDATE SET input = excluded.input, \
-                     expected = excluded.expected, meta = excluded.meta",
-                )
-                .bind(&example.id)
-                .bind(&example.input)
-                .bind(&example.expected)
-                .bind(meta)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        });
-        self.examples_changed();
-        Ok(examples.len())
-    }
-
-    async fn list_examples(&self, limit: usize, offset: usize) -> Result<Vec<Example>> {
-        if let Pools::Sqlite { corpus, .. } = &self.pools {
-            let all = match corpus.get() {
-                (corpus::Snapshot::Cached(all), _) => Some(all),
-                (corpus::Snapshot::TooBig, _) => None,
-                (corpus::Snapshot::Unread, generation) => {
-                    let all = self.examples_page(corpus::MAX_CACHED + 1, 0).await?;
-                    if all.len() > corpus::MAX_CACHED {
-                        corpus.fill(generation, corpus::Snapshot::TooBig);
-                        None
-                    } else {
-                        let all = Arc::new(all);
-                        corpus.fill(generation, corpus::Snapshot::Cached(all.clone()));
-                        Some(all)
-                    }
-                }
-            };
-            if let Some(all) = all {
-                return Ok(all.iter().skip(offset).take(limit).cloned().collect());
-            }
-        }
-        self.examples_page(limit, offset).await
-    }
-
-    async fn delete_example(&self, id: &str) -> Result<bool> {
-        let done = with_pool!(self, write, |pool| sqlx::query(
-            "DELETE FROM examples WHERE id = $1"
-        )
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        self.examples_changed();
-        Ok(done > 0)
-    }
-
-    async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()> {
-        let data = to_json(checkpoint)?;
-        with_pool!(self, write, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO checkpoints (job_id, data, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (job_id) DO UPDATE SET data = excluded.data, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(job_id)
-            .bind(&data)
-            .bind(now_epoch_s())
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM checkpoint_parts WHERE job_id = $1")
-                .bind(job_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
-    async fn append_checkpoint_part(&self, job_id: &str, part: &str) -> Result<()> {
-        with_pool!(self, write, |pool| sqlx::query(
-            "INSERT INTO checkpoint_parts (job_id, seq, data) VALUES ($1, \
-             (SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoint_parts WHERE job_id = $1), $2)"
-        )
-        .bind(job_id)
-        .bind(part)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(())
-    }
-
-    async fn checkpoint_parts(&self, job_id: &str) -> Result<Vec<String>> {
-        let parts: Vec<String> = with_pool!(self, read, |pool| sqlx::query_scalar(
-            "SELECT data FROM checkpoint_parts WHERE job_id = $1 ORDER BY seq"
-        )
-        .bind(job_id)
-        .fetch_all(pool)
-        .await?);
-        Ok(parts)
-    }
-
-    async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>> {
-        let data: Option<String> = with_pool!(self, read, |pool| sqlx::query_scalar(
-            "SELECT data FROM checkpoints WHERE job_id = $1"
-        )
-        .bind(job_id)
-        .fetch_optional(pool)
-        .await?);
-        data.map(|text| {
-            serde_json::from_str(&text)
-                .map_err(|e| Error::Store(format!("unreadable checkpoint of {job_id}: {e}")))
-        })
-        .transpose()
     }
 }

@@ -7,8 +7,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 
+use super::Result;
 use super::{Pools, SqlStore, migrations};
-use crate::error::{Error, Result};
+use crate::store::StoreFailure;
 
 /// Reader connections of the SQLite store.
 const SQLITE_READERS: u32 = 4;
@@ -55,7 +56,7 @@ impl SqlStore {
         migrations::sqlite()
             .run_direct(None, &mut write, false)
             .await
-            .map_err(|e| Error::Store(format!("sqlite migrations failed: {e}")))?;
+            .map_err(|e| StoreFailure(format!("sqlite migrations failed: {e}")))?;
         // Migrating a new database leaves ≈ 40 WAL frames (16 KiB each) behind; copy them into
         // the database file and start the WAL over, so a fresh store takes a third of the
         // space (a small volume fills later).
@@ -85,7 +86,7 @@ impl SqlStore {
     pub async fn open_postgres(url: &str) -> Result<SqlStore> {
         let options: PgConnectOptions = url
             .parse()
-            .map_err(|e| Error::Store(format!("invalid DATABASE_URL: {e}")))?;
+            .map_err(|e| StoreFailure(format!("invalid DATABASE_URL: {e}")))?;
         let pool = PgPoolOptions::new()
             .max_connections(POSTGRES_CONNECTIONS)
             .connect_with(options)
@@ -94,7 +95,7 @@ impl SqlStore {
         migrations::postgres()
             .run(&pool)
             .await
-            .map_err(|e| Error::Store(format!("postgres migrations failed: {e}")))?;
+            .map_err(|e| StoreFailure(format!("postgres migrations failed: {e}")))?;
         Ok(SqlStore {
             pools: Pools::Postgres(pool),
         })
@@ -114,6 +115,6 @@ impl SqlStore {
     }
 }
 
-fn open_error(backend: &str, target: &dyn std::fmt::Display, err: sqlx::Error) -> Error {
-    Error::Store(format!("cannot open {backend} store at {target}: {err}"))
+fn open_error(backend: &str, target: &dyn std::fmt::Display, err: sqlx::Error) -> StoreFailure {
+    StoreFailure(format!("cannot open {backend} store at {target}: {err}"))
 }

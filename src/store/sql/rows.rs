@@ -3,8 +3,9 @@
 
 use sqlx::{ColumnIndex, Decode, FromRow, Row, Type};
 
+use super::Result;
 use crate::domain::{Example, JobRecord, JobStatus};
-use crate::error::{Error, Result};
+use crate::store::StoreFailure;
 
 /// Implements `FromRow` for any backend whose rows decode every field's type, reading each field
 /// from the column of the same name.
@@ -44,7 +45,7 @@ macro_rules! job_columns {
 pub(super) use job_columns;
 
 impl TryFrom<JobRow> for JobRecord {
-    type Error = Error;
+    type Error = StoreFailure;
 
     fn try_from(row: JobRow) -> Result<Self> {
         let status = JobStatus::parse(&row.status)
@@ -102,7 +103,7 @@ pub(super) struct ExampleRow {
 from_row!(ExampleRow { id: String, input: String, expected: Option<String>, meta: String });
 
 impl TryFrom<ExampleRow> for Example {
-    type Error = Error;
+    type Error = StoreFailure;
 
     fn try_from(row: ExampleRow) -> Result<Self> {
         let meta =
@@ -117,7 +118,7 @@ impl TryFrom<ExampleRow> for Example {
 }
 
 pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Store(format!("cannot encode JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreFailure(format!("cannot encode JSON: {e}")))
 }
 
 /// Ids, counts and limits as SQL integers (saturating: `usize::MAX` limits mean "all").
@@ -125,8 +126,8 @@ pub(super) fn to_i64<T: TryInto<i64>>(value: T) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
 }
 
-fn corrupt(column: &str, key: &str, err: impl std::fmt::Display) -> Error {
-    Error::Store(format!("unreadable {column} of {key}: {err}"))
+fn corrupt(column: &str, key: &str, err: impl std::fmt::Display) -> StoreFailure {
+    StoreFailure(format!("unreadable {column} of {key}: {err}"))
 }
 
 /// A job row a claim returned: the job, its new lease epoch and any command left for it.
@@ -145,7 +146,7 @@ from_row!(ClaimRow { id: String, status: String, created_at: f64, updated_at: f6
     result: Option<String>, last_event_id: i64, lease_epoch: i64, requested: Option<String> });
 
 impl TryFrom<ClaimRow> for crate::store::Claimed {
-    type Error = Error;
+    type Error = StoreFailure;
 
     fn try_from(row: ClaimRow) -> Result<Self> {
         let epoch = u64::try_from(row.lease_epoch).unwrap_or(0);
