@@ -211,15 +211,18 @@ impl Engine<'_> {
         self.budget
             .reserve(misses.len() as u64)
             .map_err(Halt::Budget)?;
-        let systems: Vec<String> = items.iter().map(|(c, _, _)| render_system(c)).collect();
+        let systems: Vec<Arc<str>> = items
+            .iter()
+            .map(|(c, _, _)| render_system(c).into())
+            .collect();
         let example = |n: usize, k: usize| {
             let (_, on_val, indices) = items[n];
             let set = if on_val { &self.val } else { &self.train };
             &set[indices[k]]
         };
-        let pairs: Vec<(&str, &Example)> = misses
+        let pairs: Vec<(&Arc<str>, &Example)> = misses
             .iter()
-            .map(|(n, k)| (systems[*n].as_str(), example(*n, *k)))
+            .map(|(n, k)| (&systems[*n], example(*n, *k)))
             .collect();
         // A halt (pause, hand-over) keeps the rollouts already answered and drops only the
         // calls in flight: those are what a resume pays twice.

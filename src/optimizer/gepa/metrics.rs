@@ -408,7 +408,7 @@ impl Judge {
         );
         let completion = provider
             .complete(CompletionRequest {
-                model: self.model.clone(),
+                model: self.model.as_str().into(),
                 messages: vec![
                     ChatMessage::system("You are a strict grader."),
                     ChatMessage::user(prompt),

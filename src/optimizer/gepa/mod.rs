@@ -128,8 +128,9 @@ impl Models {
             metrics,
             model: spec
                 .target_model_id
-                .clone()
-                .unwrap_or_else(|| settings.target_model_default.clone()),
+                .as_deref()
+                .unwrap_or(&settings.target_model_default)
+                .into(),
             temperature: spec.temperature,
             max_tokens: spec.max_tokens,
             seed: spec.seed,
@@ -485,7 +486,7 @@ async fn held_out(engine: &Engine<'_>, test: &[Example]) -> Result<TestReport, O
             means.push(means[0]);
             continue;
         }
-        let system = evaluator::render_system(&engine.state.candidates[c]);
+        let system = evaluator::render_system(&engine.state.candidates[c]).into();
         let rollouts = engine
             .eval
             .batch(&system, &examples)
