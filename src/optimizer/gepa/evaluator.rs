@@ -121,11 +121,16 @@ impl Evaluator {
         } else {
             verdicts.iter().map(|v| v.score).sum::<f64>() / verdicts.len() as f64
         };
-        let feedback = verdicts
-            .into_iter()
-            .map(|v| v.feedback)
-            .collect::<Vec<_>>()
-            .join(" ");
+        // One metric (the usual case): its feedback as it is, not a copy of it.
+        let feedback = if verdicts.len() == 1 {
+            verdicts.pop().map(|v| v.feedback).unwrap_or_default()
+        } else {
+            verdicts
+                .into_iter()
+                .map(|v| v.feedback)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         Ok(Rollout {
             record: EvalRecord {
                 task_usd: cost_usd - judge_cost_usd,
