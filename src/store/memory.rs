@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::{IdempotencyClaim, JobStore, ListJobsQuery, WriteBatch};
 use crate::domain::{Event, Example, JobId, JobRecord, JobStatus};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[derive(Default)]
 struct State {
@@ -17,7 +17,8 @@ struct State {
     /// key → (job id, expiry, request hash).
     idempotency: HashMap<String, (JobId, f64, Option<String>)>,
     examples: BTreeMap<String, Example>,
-    checkpoints: HashMap<JobId, serde_json::Value>,
+    /// As JSON text, as a SQL store keeps them (the engine writes text; a resume reads it).
+    checkpoints: HashMap<JobId, String>,
     checkpoint_parts: HashMap<JobId, Vec<String>>,
 }
 
@@ -246,10 +247,15 @@ impl JobStore for MemoryStore {
     }
 
     async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()> {
+        self.put_checkpoint_text(job_id, &checkpoint.to_string())
+            .await
+    }
+
+    async fn put_checkpoint_text(&self, job_id: &str, checkpoint: &str) -> Result<()> {
         let mut state = self.lock();
         state
             .checkpoints
-            .insert(job_id.to_string(), checkpoint.clone());
+            .insert(job_id.to_string(), checkpoint.to_string());
         state.checkpoint_parts.remove(job_id);
         Ok(())
     }
@@ -273,6 +279,11 @@ impl JobStore for MemoryStore {
     }
 
     async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>> {
-        Ok(self.lock().checkpoints.get(job_id).cloned())
+        let Some(text) = self.lock().checkpoints.get(job_id).cloned() else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::Store(format!("unreadable checkpoint of {job_id}: {e}")))
     }
 }

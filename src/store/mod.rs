@@ -323,6 +323,15 @@ pub trait JobStore: Send + Sync + 'static {
     /// Saves an engine checkpoint for a job (the base), replacing the previous one and its
     /// parts, in one commit.
     async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()>;
+    /// [`JobStore::put_checkpoint`] of a checkpoint already rendered as JSON text: the GEPA
+    /// engine renders its base (megabytes: every candidate's text) once, straight from its
+    /// state, instead of building a `Value` for a SQL store to render again. The default reads
+    /// the text back and saves that.
+    async fn put_checkpoint_text(&self, job_id: &str, checkpoint: &str) -> Result<()> {
+        let value = serde_json::from_str(checkpoint)
+            .map_err(|e| crate::error::Error::Store(format!("checkpoint is not JSON: {e}")))?;
+        self.put_checkpoint(job_id, &value).await
+    }
     async fn get_checkpoint(&self, job_id: &str) -> Result<Option<serde_json::Value>>;
     /// Appends a part (JSON text: what changed since the base or the previous part) to a job's
     /// checkpoint. Incremental checkpoints write these instead of rewriting the base.

@@ -292,6 +292,8 @@ impl Optimizer for GepaOptimizer {
             ),
         };
         let components: Vec<String> = seed.keys().cloned().collect();
+        let mut memo = memo;
+        let example_keys = state::ExampleKeys::new(&mut memo, &split.train, &split.val);
         let mut engine = Engine {
             ctx: &ctx,
             eval: self
@@ -312,6 +314,7 @@ impl Optimizer for GepaOptimizer {
             budget: Budget::new(limits, spent),
             state,
             memo,
+            example_keys,
             top: None,
             lessons_sent: false,
             journal: Default::default(),

@@ -549,7 +549,11 @@ impl JobStore for SqlStore {
     }
 
     async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()> {
-        let data = to_json(checkpoint)?;
+        self.put_checkpoint_text(job_id, &to_json(checkpoint)?)
+            .await
+    }
+
+    async fn put_checkpoint_text(&self, job_id: &str, data: &str) -> Result<()> {
         with_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
@@ -558,7 +562,7 @@ impl JobStore for SqlStore {
                  updated_at = excluded.updated_at",
             )
             .bind(job_id)
-            .bind(&data)
+            .bind(data)
             .bind(now_epoch_s())
             .execute(&mut *tx)
             .await?;
