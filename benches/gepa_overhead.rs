@@ -9,7 +9,8 @@
 //! written per iteration, and the size of what a resume reads (base + parts). Runs with mimalloc,
 //! the binary's allocator.
 //!
-//! Run: `cargo bench --bench gepa_overhead`
+//! Run: `cargo bench --bench gepa_overhead` (`GEPA_OVERHEAD_SIZES=300` runs only those
+//! validation sizes, e.g. under `perf record`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -283,7 +284,18 @@ fn main() {
         "ckpt KB/iter",
         "resume KB"
     );
-    for (val, generations) in [(10, 200), (30, 200), (100, 200), (300, 200)] {
+    let sizes: Vec<usize> = match std::env::var("GEPA_OVERHEAD_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("GEPA_OVERHEAD_SIZES: sizes like 100,300")
+            })
+            .collect(),
+        Err(_) => vec![10, 30, 100, 300],
+    };
+    for (val, generations) in sizes.into_iter().map(|val| (val, 200)) {
         let run = rt.block_on(run(val, generations));
         let iters = f64::from(run.iterations.max(1));
         println!(
