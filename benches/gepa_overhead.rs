@@ -144,7 +144,7 @@ impl JobStore for CountingStore {
         self.bases.fetch_add(1, Ordering::Relaxed);
         self.inner.put_checkpoint(job_id, checkpoint).await
     }
-    async fn put_checkpoint_text(&self, job_id: &str, checkpoint: &str) -> Result<()> {
+    async fn put_checkpoint_text(&self, job_id: &str, checkpoint: String) -> Result<()> {
         self.count(checkpoint.len());
         self.bases.fetch_add(1, Ordering::Relaxed);
         self.inner.put_checkpoint_text(job_id, checkpoint).await

@@ -690,7 +690,7 @@ async fn a_checkpoint_written_as_text_reads_back_as_its_json(store: Arc<dyn JobS
         .await
         .unwrap();
     let text = r#"{"generation":2,"memo":{"cache":{"00000000000000ab/e1":{"score":0.5}}},"x":[1.25,null]}"#;
-    store.put_checkpoint_text("job", text).await.unwrap();
+    store.put_checkpoint_text("job", text.into()).await.unwrap();
     assert_eq!(
         store.get_checkpoint("job").await.unwrap(),
         Some(serde_json::from_str::<serde_json::Value>(text).unwrap())

@@ -247,15 +247,13 @@ impl JobStore for MemoryStore {
     }
 
     async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()> {
-        self.put_checkpoint_text(job_id, &checkpoint.to_string())
+        self.put_checkpoint_text(job_id, checkpoint.to_string())
             .await
     }
 
-    async fn put_checkpoint_text(&self, job_id: &str, checkpoint: &str) -> Result<()> {
+    async fn put_checkpoint_text(&self, job_id: &str, checkpoint: String) -> Result<()> {
         let mut state = self.lock();
-        state
-            .checkpoints
-            .insert(job_id.to_string(), checkpoint.to_string());
+        state.checkpoints.insert(job_id.to_string(), checkpoint);
         state.checkpoint_parts.remove(job_id);
         Ok(())
     }

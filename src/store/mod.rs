@@ -325,10 +325,11 @@ pub trait JobStore: Send + Sync + 'static {
     async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()>;
     /// [`JobStore::put_checkpoint`] of a checkpoint already rendered as JSON text: the GEPA
     /// engine renders its base (megabytes: every candidate's text) once, straight from its
-    /// state, instead of building a `Value` for a SQL store to render again. The default reads
-    /// the text back and saves that.
-    async fn put_checkpoint_text(&self, job_id: &str, checkpoint: &str) -> Result<()> {
-        let value = serde_json::from_str(checkpoint)
+    /// state, instead of building a `Value` for a SQL store to render again; the text is
+    /// handed over, so a store that keeps it does not copy it. The default reads the text back
+    /// and saves that.
+    async fn put_checkpoint_text(&self, job_id: &str, checkpoint: String) -> Result<()> {
+        let value = serde_json::from_str(&checkpoint)
             .map_err(|e| crate::error::Error::Store(format!("checkpoint is not JSON: {e}")))?;
         self.put_checkpoint(job_id, &value).await
     }

@@ -699,13 +699,14 @@ impl Engine<'_> {
             tracing::warn!("checkpoint not serialisable as UTF-8");
             return None;
         };
+        let bytes = text.len();
         match self
             .ctx
             .store
-            .put_checkpoint_text(&self.ctx.job_id, &text)
+            .put_checkpoint_text(&self.ctx.job_id, text)
             .await
         {
-            Ok(()) => Some(text.len()),
+            Ok(()) => Some(bytes),
             Err(err) => {
                 tracing::warn!(job_id = %self.ctx.job_id, error = %err, "checkpoint not saved");
                 None

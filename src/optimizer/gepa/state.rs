@@ -198,8 +198,17 @@ pub struct KeyText<'a> {
 }
 
 impl std::fmt::Display for KeyText<'_> {
+    /// `{:016x}/{}` by hand: a checkpoint part writes hundreds of keys per iteration, and the
+    /// formatter's padded hex cost more than the rest of the key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}/{}", self.candidate, self.example_id)
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 17];
+        for (i, digit) in hex[..16].iter_mut().enumerate() {
+            *digit = DIGITS[((self.candidate >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        hex[16] = b'/';
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| std::fmt::Error)?)?;
+        f.write_str(self.example_id)
     }
 }
 
@@ -923,6 +932,14 @@ mod tests {
         let last = memo.key(u64::MAX, "e1");
         assert_eq!(memo.cache[&last].score, 0.5);
         assert_eq!(serde_json::to_value(&memo).unwrap(), stored);
+        assert_eq!(
+            memo.key_text(CacheKey {
+                candidate: 0x0123_4567_89ab_cdef,
+                example: ab.example,
+            })
+            .to_string(),
+            "0123456789abcdef/a/b"
+        );
         // A part's memo learnt its ids in another order: absorbing it re-keys its entries.
         let part: Memo = serde_json::from_value(serde_json::json!({
             "cache": {"0000000000000001/new": {"output": "", "score": 1.0, "feedback": ""},

@@ -549,11 +549,10 @@ impl JobStore for SqlStore {
     }
 
     async fn put_checkpoint(&self, job_id: &str, checkpoint: &serde_json::Value) -> Result<()> {
-        self.put_checkpoint_text(job_id, &to_json(checkpoint)?)
-            .await
+        self.put_checkpoint_text(job_id, to_json(checkpoint)?).await
     }
 
-    async fn put_checkpoint_text(&self, job_id: &str, data: &str) -> Result<()> {
+    async fn put_checkpoint_text(&self, job_id: &str, data: String) -> Result<()> {
         with_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
@@ -562,7 +561,7 @@ impl JobStore for SqlStore {
                  updated_at = excluded.updated_at",
             )
             .bind(job_id)
-            .bind(data)
+            .bind(&data)
             .bind(now_epoch_s())
             .execute(&mut *tx)
             .await?;
