@@ -166,7 +166,7 @@ impl Engine<'_> {
         let mut keys: Vec<Vec<CacheKey>> = Vec::with_capacity(items.len());
         // (item, position) of every distinct uncached rollout, in order.
         let mut misses: Vec<(usize, usize)> = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = super::state::CacheSet::default();
         let mut replayed: Vec<(usize, f64, f64)> = Vec::new();
         for (n, (candidate, on_val, indices)) in items.iter().enumerate() {
             let item_keys = self.cache_keys(candidate_hash(candidate), *on_val, indices);

@@ -103,7 +103,10 @@ impl Evaluator {
             match score_sync(*metric, &output, example) {
                 Some(v) => verdicts.push(v),
                 None => {
-                    let (mut v, usage) = self.judge.score(&self.rubric, &output, example).await?;
+                    // Boxed: the judge's future is large, and inline it made every rollout's
+                    // future (moved into the batch's queue) as large.
+                    let (mut v, usage) =
+                        Box::pin(self.judge.score(&self.rubric, &output, example)).await?;
                     if v.score < 1.0 {
                         v.feedback = super::metrics::with_context(v.feedback, example);
                     }

@@ -174,8 +174,9 @@ pub struct Rejected {
 /// before the keys were compact resume as they are.
 #[derive(Debug, Clone, Default)]
 pub struct Memo {
-    /// (candidate, example) → rollout.
-    pub cache: BTreeMap<CacheKey, EvalRecord>,
+    /// (candidate, example) → rollout. Hashed (an iteration at |V| = 300 inserts, looks up
+    /// and drops about 600 entries each); written in key order.
+    pub cache: CacheMap<EvalRecord>,
     /// `"<hash of model and prompt>"` → reflection answer.
     pub reflections: BTreeMap<String, String>,
     /// Example ids by [`CacheKey::example`], and each id's index.
@@ -189,6 +190,35 @@ pub struct Memo {
 pub struct CacheKey {
     pub candidate: u64,
     pub example: u32,
+}
+
+/// A map by [`CacheKey`] with [`KeyHasher`].
+pub type CacheMap<V> =
+    std::collections::HashMap<CacheKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
+/// A set of [`CacheKey`]s with [`KeyHasher`].
+pub type CacheSet = std::collections::HashSet<CacheKey, std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// Hashes a [`CacheKey`] by mixing its two integers (its candidate part is already a hash; no
+/// need for SipHash's protection, and no random seed: the same keys land the same way).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(23) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn finish(&self) -> u64 {
+        // The table indexes by the low bits: fold the well-mixed high bits into them.
+        self.0 ^ (self.0 >> 29)
+    }
 }
 
 /// A cache key as stored: `"<candidate hash, 16 hex digits>/<example id>"`.
@@ -306,7 +336,8 @@ impl Serialize for CacheText<'_> {
 impl Serialize for Memo {
     fn serialize<S: serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let keys: Vec<CacheKey> = self.cache.keys().copied().collect();
+        let mut keys: Vec<CacheKey> = self.cache.keys().copied().collect();
+        keys.sort_unstable();
         let mut memo = to.serialize_struct("Memo", 2)?;
         memo.serialize_field(
             "cache",
