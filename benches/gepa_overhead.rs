@@ -9,7 +9,8 @@
 //! written per iteration, and the size of what a resume reads (base + parts). Runs with mimalloc,
 //! the binary's allocator.
 //!
-//! Run: `cargo bench --bench gepa_overhead`
+//! Run: `cargo bench --bench gepa_overhead` (`GEPA_OVERHEAD_SIZES=300` runs only those
+//! validation sizes, e.g. under `perf record`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +73,8 @@ struct CountingStore {
     inner: MemoryStore,
     bytes: AtomicU64,
     writes: AtomicU64,
+    /// Of the writes, the bases (whole checkpoints).
+    bases: AtomicU64,
 }
 
 impl CountingStore {
@@ -89,7 +92,17 @@ impl CheckpointStore for CountingStore {
         checkpoint: &serde_json::Value,
     ) -> Result<(), CheckpointError> {
         self.count(checkpoint.to_string().len());
+        self.bases.fetch_add(1, Ordering::Relaxed);
         self.inner.put_checkpoint(job_id, checkpoint).await
+    }
+    async fn put_checkpoint_text(
+        &self,
+        job_id: &str,
+        checkpoint: String,
+    ) -> Result<(), CheckpointError> {
+        self.count(checkpoint.len());
+        self.bases.fetch_add(1, Ordering::Relaxed);
+        self.inner.put_checkpoint_text(job_id, checkpoint).await
     }
     async fn get_checkpoint(
         &self,
@@ -128,6 +141,7 @@ struct Run {
     metric_calls: u64,
     pool: usize,
     checkpoint_writes: u64,
+    base_writes: u64,
     checkpoint_bytes: u64,
     /// What a resume reads at the end: the base and its parts.
     resume_bytes: usize,
@@ -186,6 +200,7 @@ async fn run(val: usize, generations: u32) -> Run {
         metric_calls: result.budget.metric_calls_used,
         pool: result.candidates.len(),
         checkpoint_writes: store.writes.load(Ordering::Relaxed),
+        base_writes: store.bases.load(Ordering::Relaxed),
         checkpoint_bytes: store.bytes.load(Ordering::Relaxed),
         resume_bytes: resume_bytes(&store).await,
     }
@@ -220,7 +235,7 @@ fn main() {
          runs end on max_generations or convergence)"
     );
     println!(
-        "{:>5} {:>6} {:>10} {:>10} {:>16} {:>14} {:>6} {:>12} {:>15} {:>14}",
+        "{:>5} {:>6} {:>10} {:>10} {:>16} {:>14} {:>6} {:>18} {:>15} {:>14}",
         "|V|",
         "iters",
         "total ms",
@@ -228,15 +243,26 @@ fn main() {
         "engine µs/iter",
         "µs/metric call",
         "pool",
-        "ckpt writes",
+        "ckpt writes (base)",
         "ckpt KB/iter",
         "resume KB"
     );
-    for (val, generations) in [(10, 200), (30, 200), (100, 200), (300, 200)] {
+    let sizes: Vec<usize> = match std::env::var("GEPA_OVERHEAD_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("GEPA_OVERHEAD_SIZES: sizes like 100,300")
+            })
+            .collect(),
+        Err(_) => vec![10, 30, 100, 300],
+    };
+    for (val, generations) in sizes.into_iter().map(|val| (val, 200)) {
         let run = rt.block_on(run(val, generations));
         let iters = f64::from(run.iterations.max(1));
         println!(
-            "{:>5} {:>6} {:>10.1} {:>10.1} {:>16.1} {:>14.2} {:>6} {:>12} {:>15.1} {:>14.1}",
+            "{:>5} {:>6} {:>10.1} {:>10.1} {:>16.1} {:>14.2} {:>6} {:>18} {:>15.1} {:>14.1}",
             val,
             run.iterations,
             run.secs * 1e3,
@@ -244,7 +270,7 @@ fn main() {
             (run.secs - run.model_secs) * 1e6 / iters,
             run.secs * 1e6 / run.metric_calls.max(1) as f64,
             run.pool,
-            run.checkpoint_writes,
+            format!("{} ({})", run.checkpoint_writes, run.base_writes),
             run.checkpoint_bytes as f64 / 1024.0 / iters,
             run.resume_bytes as f64 / 1024.0
         );

@@ -57,7 +57,7 @@ async fn chat(State(counts): State<Arc<Counts>>, Json(body): Json<Value>) -> Jso
         .into_iter()
         .flatten()
         .map(|m| ChatMessage {
-            role: m["role"].as_str().unwrap_or("user").into(),
+            role: m["role"].as_str().unwrap_or("user").to_owned().into(),
             content: match &m["content"] {
                 Value::String(s) => s.clone(),
                 Value::Array(parts) => parts
@@ -66,7 +66,8 @@ async fn chat(State(counts): State<Arc<Counts>>, Json(body): Json<Value>) -> Jso
                     .collect::<Vec<_>>()
                     .join("\n"),
                 _ => String::new(),
-            },
+            }
+            .into(),
         })
         .collect();
     if model.contains("reflect") {
@@ -79,7 +80,7 @@ async fn chat(State(counts): State<Arc<Counts>>, Json(body): Json<Value>) -> Jso
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
     let text = OfflineWorld::respond(&CompletionRequest {
-        model: model.clone(),
+        model: model.as_str().into(),
         messages,
         temperature: None,
         max_tokens: None,

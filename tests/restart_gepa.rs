@@ -71,13 +71,13 @@ async fn world_chat(
         .into_iter()
         .flatten()
         .map(|m| innerloop::provider::ChatMessage {
-            role: m["role"].as_str().unwrap_or("user").into(),
+            role: m["role"].as_str().unwrap_or("user").to_owned().into(),
             content: m["content"].as_str().unwrap_or_default().into(),
         })
         .collect();
     let text =
         innerloop::provider::OfflineWorld::respond(&innerloop::provider::CompletionRequest {
-            model: model.clone(),
+            model: model.as_str().into(),
             messages,
             temperature: None,
             max_tokens: None,

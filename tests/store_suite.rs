@@ -678,6 +678,26 @@ async fn checkpoints_are_replaced_per_job(store: Arc<dyn JobStore>) {
     assert_eq!(store.get_checkpoint("other").await.unwrap(), None);
 }
 
+/// A base written as text (the engine's) reads back as that JSON, replaces the previous base and
+/// drops its parts, as `put_checkpoint` does.
+async fn a_checkpoint_written_as_text_reads_back_as_its_json(store: Arc<dyn JobStore>) {
+    store
+        .put_checkpoint("job", &serde_json::json!({"generation": 1}))
+        .await
+        .unwrap();
+    store
+        .append_checkpoint_part("job", r#"{"p":1}"#)
+        .await
+        .unwrap();
+    let text = r#"{"generation":2,"memo":{"cache":{"00000000000000ab/e1":{"score":0.5}}},"x":[1.25,null]}"#;
+    store.put_checkpoint_text("job", text.into()).await.unwrap();
+    assert_eq!(
+        store.get_checkpoint("job").await.unwrap(),
+        Some(serde_json::from_str::<serde_json::Value>(text).unwrap())
+    );
+    assert!(store.checkpoint_parts("job").await.unwrap().is_empty());
+}
+
 async fn checkpoint_parts_append_in_order_and_a_new_base_drops_them(store: Arc<dyn JobStore>) {
     store
         .put_checkpoint("job", &serde_json::json!({"base": 1}))
@@ -811,6 +831,7 @@ macro_rules! suite {
             suite!(@test $backend dangling_idempotency_keys_are_forgotten_once_old);
             suite!(@test $backend examples_upsert_by_id_and_list_in_id_order);
             suite!(@test $backend checkpoints_are_replaced_per_job);
+            suite!(@test $backend a_checkpoint_written_as_text_reads_back_as_its_json);
             suite!(@test $backend checkpoint_parts_append_in_order_and_a_new_base_drops_them);
             suite!(@test $backend idempotency_keys_remember_their_request_and_go_with_their_job);
             $(

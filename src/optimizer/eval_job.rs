@@ -76,7 +76,7 @@ impl Optimizer for EvalOptimizer {
         let evaluator =
             self.models
                 .evaluator(&spec, &self.config, metrics_for(&spec, default_metric));
-        let system = spec.prompt.clone();
+        let system: std::sync::Arc<str> = spec.prompt.as_str().into();
         let mut cases = Vec::with_capacity(examples.len());
         let mut pending = futures_util::stream::FuturesOrdered::new();
         let mut next = 0;

@@ -45,7 +45,7 @@ impl ModelProvider for LocalEcho {
             .iter()
             .rev()
             .find(|m| m.role == "user")
-            .map(|m| m.content.clone())
+            .map(|m| m.content.to_string())
             .unwrap_or_default();
         Ok(super::offline_completion(&request, text))
     }

@@ -1,9 +1,16 @@
 //! Model access behind one trait, [`ModelProvider`]. [`LocalEcho`] is offline and deterministic
 //! (the default, so everything runs without keys).
+//!
+//! A request's texts are shared (`Arc<str>`), not owned: a GEPA candidate's system prompt goes
+//! into every rollout's request (hundreds per iteration, each prompt kilobytes long), and a
+//! request that owned it copied it once per call.
 
 pub mod local_echo;
 pub mod offline_world;
 pub mod openai;
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -15,20 +22,22 @@ pub use offline_world::OfflineWorld;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// `system`, `user` or `assistant`.
-    pub role: String,
-    pub content: String,
+    pub role: Cow<'static, str>,
+    /// Shared with whoever built the request (see the module doc).
+    #[serde(with = "shared_text")]
+    pub content: Arc<str>,
 }
 
 impl ChatMessage {
-    pub fn system(content: impl Into<String>) -> Self {
+    pub fn system(content: impl Into<Arc<str>>) -> Self {
         ChatMessage {
-            role: "system".into(),
+            role: Cow::Borrowed("system"),
             content: content.into(),
         }
     }
-    pub fn user(content: impl Into<String>) -> Self {
+    pub fn user(content: impl Into<Arc<str>>) -> Self {
         ChatMessage {
-            role: "user".into(),
+            role: Cow::Borrowed("user"),
             content: content.into(),
         }
     }
@@ -37,11 +46,28 @@ impl ChatMessage {
 /// A chat-completion request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompletionRequest {
-    pub model: String,
+    #[serde(with = "shared_text")]
+    pub model: Arc<str>,
     pub messages: Vec<ChatMessage>,
     pub temperature: Option<f64>,
     pub max_tokens: Option<u32>,
     pub seed: Option<i64>,
+}
+
+/// An `Arc<str>` as a JSON string (serde's own impl needs its `rc` feature, which would
+/// rebuild every crate that uses serde for two fields).
+mod shared_text {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &Arc<str>, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_str(text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(from).map(Arc::from)
+    }
 }
 
 /// Token usage reported by the provider.

@@ -500,7 +500,7 @@ impl OfflineWorld {
             .iter()
             .rev()
             .find(|m| m.role == "user")
-            .map(|m| m.content.as_str())
+            .map(|m| &*m.content)
             .unwrap_or_default();
         if let Some(text) = reflect(user) {
             return format!("```\n{text}\n```");
@@ -509,7 +509,7 @@ impl OfflineWorld {
             .messages
             .iter()
             .filter(|m| m.role == "system")
-            .map(|m| m.content.as_str())
+            .map(|m| &*m.content)
             .collect::<Vec<_>>()
             .join("\n");
         answer(&system, user)

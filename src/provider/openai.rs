@@ -306,7 +306,7 @@ impl ModelProvider for OpenAiCompatible {
             .await
             .map_err(|_| ProviderError::CircuitOpen)?;
         let mut body = serde_json::json!({
-            "model": request.model,
+            "model": &*request.model,
             "messages": request.messages,
         });
         if let Some(t) = request.temperature {
@@ -345,7 +345,7 @@ impl ModelProvider for OpenAiCompatible {
                     crate::metrics::provider_attempt_failed(self.name(), err.kind());
                     let err = ProviderError::GaveUp {
                         provider: self.name().to_string(),
-                        model: request.model.clone(),
+                        model: request.model.to_string(),
                         attempts: attempt + 1,
                         last: Box::new(err),
                     };

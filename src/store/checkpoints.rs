@@ -26,6 +26,22 @@ pub trait CheckpointStore: Send + Sync + 'static {
         job_id: &str,
         checkpoint: &serde_json::Value,
     ) -> Result<(), CheckpointError>;
+    /// [`CheckpointStore::put_checkpoint`] of a checkpoint already rendered as JSON text: the
+    /// GEPA engine renders its base (megabytes: every candidate's text) once, straight from its
+    /// state, instead of building a `Value` for a SQL store to render again; the text is handed
+    /// over, so a store that keeps it does not copy it. The default reads the text back and
+    /// saves that.
+    async fn put_checkpoint_text(
+        &self,
+        job_id: &str,
+        checkpoint: String,
+    ) -> Result<(), CheckpointError> {
+        let value = serde_json::from_str(&checkpoint).map_err(|e| CheckpointError::Unreadable {
+            job_id: job_id.into(),
+            reason: format!("checkpoint is not JSON: {e}"),
+        })?;
+        self.put_checkpoint(job_id, &value).await
+    }
     async fn get_checkpoint(
         &self,
         job_id: &str,

@@ -20,7 +20,8 @@ struct State {
     /// key → (job id, expiry, request hash).
     idempotency: HashMap<String, (JobId, f64, Option<String>)>,
     examples: BTreeMap<String, Example>,
-    checkpoints: HashMap<JobId, serde_json::Value>,
+    /// As JSON text, as a SQL store keeps them (the engine writes text; a resume reads it).
+    checkpoints: HashMap<JobId, String>,
     checkpoint_parts: HashMap<JobId, Vec<String>>,
 }
 
@@ -277,10 +278,17 @@ impl CheckpointStore for MemoryStore {
         job_id: &str,
         checkpoint: &serde_json::Value,
     ) -> Result<(), CheckpointError> {
+        self.put_checkpoint_text(job_id, checkpoint.to_string())
+            .await
+    }
+
+    async fn put_checkpoint_text(
+        &self,
+        job_id: &str,
+        checkpoint: String,
+    ) -> Result<(), CheckpointError> {
         let mut state = self.lock();
-        state
-            .checkpoints
-            .insert(job_id.to_string(), checkpoint.clone());
+        state.checkpoints.insert(job_id.to_string(), checkpoint);
         state.checkpoint_parts.remove(job_id);
         Ok(())
     }
@@ -289,7 +297,15 @@ impl CheckpointStore for MemoryStore {
         &self,
         job_id: &str,
     ) -> Result<Option<serde_json::Value>, CheckpointError> {
-        Ok(self.lock().checkpoints.get(job_id).cloned())
+        let Some(text) = self.lock().checkpoints.get(job_id).cloned() else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| CheckpointError::Unreadable {
+                job_id: job_id.into(),
+                reason: e.to_string(),
+            })
     }
 
     async fn append_checkpoint_part(

@@ -224,7 +224,7 @@ impl Judge {
             return Ok(None);
         };
         let request = CompletionRequest {
-            model: model.clone(),
+            model: model.as_str().into(),
             messages: vec![ChatMessage::user(prompt)],
             temperature: Some(0.0),
             max_tokens: Some(max_tokens),

@@ -7,8 +7,8 @@ use super::budget::{Budget, StopReason};
 use super::evaluator::{BatchStop, Evaluator, render_system};
 use super::frontier;
 use super::state::{
-    Candidate, CheckpointJournal, CheckpointPartRef, CheckpointRef, EvalRecord, GepaState, Memo,
-    StateDeltaRef, cache_key, candidate_hash,
+    CacheKey, Candidate, CheckpointJournal, CheckpointPartRef, CheckpointRef, EvalRecord,
+    ExampleKeys, GepaState, Memo, StateDeltaRef, candidate_hash,
 };
 use crate::domain::gepa::{
     Acceptance, CandidateScored, CandidateSelector, FrontierEntry, FrontierUpdated,
@@ -45,25 +45,6 @@ pub fn provider_failed(err: &ProviderError) -> OptimizeError {
     OptimizeError::Failed {
         code: "provider_error".into(),
         message: format!("model provider failed: {err}"),
-    }
-}
-
-/// A JSON value's size as text, roughly (strings and numbers; enough to weigh parts against
-/// their base without rendering the base twice).
-fn estimated_size(value: &serde_json::Value) -> usize {
-    match value {
-        serde_json::Value::Null | serde_json::Value::Bool(_) => 5,
-        serde_json::Value::Number(_) => 12,
-        serde_json::Value::String(s) => s.len() + 2,
-        serde_json::Value::Array(items) => {
-            2 + items.iter().map(|v| estimated_size(v) + 1).sum::<usize>()
-        }
-        serde_json::Value::Object(map) => {
-            2 + map
-                .iter()
-                .map(|(k, v)| k.len() + 4 + estimated_size(v))
-                .sum::<usize>()
-        }
     }
 }
 
@@ -108,6 +89,8 @@ pub struct Engine<'a> {
     pub state: GepaState,
     /// Model answers paid for (checkpointed with the top-of-iteration state).
     pub memo: Memo,
+    /// The train and validation examples' indices in `memo`'s id table (cache keys).
+    pub example_keys: ExampleKeys,
     /// The state at the top of the iteration of the last base write (what a whole write
     /// carries until a base with a state exists).
     pub top: Option<GepaState>,
@@ -188,29 +171,28 @@ impl Engine<'_> {
         &mut self,
         items: &[(&Candidate, bool, &[usize])],
     ) -> Result<Vec<Vec<EvalRecord>>, Halt> {
-        let mut keys: Vec<Vec<String>> = Vec::with_capacity(items.len());
+        let mut keys: Vec<Vec<CacheKey>> = Vec::with_capacity(items.len());
         // (item, position) of every distinct uncached rollout, in order.
         let mut misses: Vec<(usize, usize)> = Vec::new();
         // What this batch pays for, in the order the uninterrupted run paid it: the misses
         // (by index into `misses`) and, in a replayed iteration, the answers it paid for
         // before the interruption, served from the memo (item, record).
         let mut due: Vec<Due> = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = super::state::CacheSet::default();
         for (n, (candidate, on_val, indices)) in items.iter().enumerate() {
-            let hash = candidate_hash(candidate);
-            let set = if *on_val { &self.val } else { &self.train };
-            let item_keys: Vec<String> = indices
-                .iter()
-                .map(|i| cache_key(hash, &set[*i].id))
-                .collect();
+            let item_keys = self.cache_keys(candidate_hash(candidate), *on_val, indices);
             for (k, key) in item_keys.iter().enumerate() {
                 match self.memo.cache.get(key) {
-                    None if seen.insert(key.clone()) => {
+                    None if seen.insert(*key) => {
                         due.push(Due::Miss(misses.len()));
                         misses.push((n, k));
                     }
-                    // Answers the interrupted iteration paid for are booked as paid once more.
-                    Some(record) if self.replay.remove(key) => {
+                    // Answers the interrupted iteration paid for are booked as paid once more
+                    // (the key's text is built only while a replay is under way).
+                    Some(record)
+                        if !self.replay.is_empty()
+                            && self.replay.remove(&self.memo.key_text(*key).to_string()) =>
+                    {
                         due.push(Due::Replayed(
                             n,
                             record.task_usd,
@@ -227,15 +209,18 @@ impl Engine<'_> {
         self.budget
             .reserve(due.len() as u64)
             .map_err(Halt::Budget)?;
-        let systems: Vec<String> = items.iter().map(|(c, _, _)| render_system(c)).collect();
+        let systems: Vec<Arc<str>> = items
+            .iter()
+            .map(|(c, _, _)| render_system(c).into())
+            .collect();
         let example = |n: usize, k: usize| {
             let (_, on_val, indices) = items[n];
             let set = if on_val { &self.val } else { &self.train };
             &set[indices[k]]
         };
-        let pairs: Vec<(&str, &Example)> = misses
+        let pairs: Vec<(&Arc<str>, &Example)> = misses
             .iter()
-            .map(|(n, k)| (systems[*n].as_str(), example(*n, *k)))
+            .map(|(n, k)| (&systems[*n], example(*n, *k)))
             .collect();
         // A halt (pause, hand-over) keeps the rollouts already answered and drops only the
         // calls in flight: those are what a resume pays twice.
@@ -279,8 +264,8 @@ impl Engine<'_> {
                         rollout.record
                     };
                     let paid = (n, record.task_usd, record.judge_usd, record.tokens);
-                    self.memo.cache.insert(keys[n][k].clone(), record);
-                    self.journal.fresh_cache.push(keys[n][k].clone());
+                    self.memo.cache.insert(keys[n][k], record);
+                    self.journal.fresh_cache.push(keys[n][k]);
                     paid
                 }
             };
@@ -324,10 +309,27 @@ impl Engine<'_> {
     /// the children that lost, not to pool × validation set. A resumed run may still hold
     /// some of them (from parts written before the drop): never looked up, they change nothing.
     pub(super) fn forget_validation(&mut self, id: usize) {
-        let hash = candidate_hash(&self.state.candidates[id]);
-        for example in &self.val {
-            self.memo.cache.remove(&cache_key(hash, &example.id));
+        let all: Vec<usize> = (0..self.val.len()).collect();
+        for key in self.cache_keys(candidate_hash(&self.state.candidates[id]), true, &all) {
+            self.memo.cache.remove(&key);
         }
+    }
+
+    /// The cache keys of the candidate hashed `hash` on examples `indices` of the validation
+    /// (`on_val`) or training set.
+    fn cache_keys(&self, hash: u64, on_val: bool, indices: &[usize]) -> Vec<CacheKey> {
+        let set = if on_val {
+            &self.example_keys.val
+        } else {
+            &self.example_keys.train
+        };
+        indices
+            .iter()
+            .map(|i| CacheKey {
+                candidate: hash,
+                example: set[*i],
+            })
+            .collect()
     }
 
     /// Scores a candidate on the whole validation set.
@@ -354,8 +356,13 @@ impl Engine<'_> {
         };
         let mut out = Vec::new();
         for k in order {
-            let key = cache_key(hash, &self.val[*k].id);
-            let free = self.memo.cache.contains_key(&key) && !self.replay.contains(&key);
+            let key = CacheKey {
+                candidate: hash,
+                example: self.example_keys.val[*k],
+            };
+            let free = self.memo.cache.contains_key(&key)
+                && (self.replay.is_empty()
+                    || !self.replay.contains(&self.memo.key_text(key).to_string()));
             if !free {
                 if *left == 0 {
                     continue;
@@ -629,7 +636,7 @@ impl Engine<'_> {
     fn paid(&self) -> super::budget::Spent {
         let mut paid = self.budget.spent.clone();
         for key in &self.replay {
-            if let Some(r) = self.memo.cache.get(key) {
+            if let Some(r) = self.memo.get_text(key) {
                 paid.metric_calls += 1;
                 paid.cost_usd += r.task_usd + r.judge_usd;
                 paid.tokens += r.tokens;
@@ -722,6 +729,8 @@ impl Engine<'_> {
     }
 
     /// Writes the whole checkpoint (`top`, memo, spend) as a new base; its size when written.
+    /// Rendered once, straight to text, into a buffer sized for the last base and its parts
+    /// (megabytes late in a run: a buffer grown by doubling faulted in fresh pages each time).
     async fn put_base(&self) -> Option<usize> {
         let paid = self.paid();
         let checkpoint = CheckpointRef {
@@ -730,20 +739,23 @@ impl Engine<'_> {
             spent: &paid,
             replay: &self.replay,
         };
-        let value = match serde_json::to_value(&checkpoint) {
-            Ok(value) => value,
-            Err(err) => {
-                tracing::warn!(error = %err, "checkpoint not serialisable");
-                return None;
-            }
+        let mut text = Vec::with_capacity(self.journal.base_bytes + self.journal.parts_bytes);
+        if let Err(err) = serde_json::to_writer(&mut text, &checkpoint) {
+            tracing::warn!(error = %err, "checkpoint not serialisable");
+            return None;
+        }
+        let Ok(text) = String::from_utf8(text) else {
+            tracing::warn!("checkpoint not serialisable as UTF-8");
+            return None;
         };
+        let bytes = text.len();
         match self
             .ctx
             .checkpoints
-            .put_checkpoint(&self.ctx.job_id, &value)
+            .put_checkpoint_text(&self.ctx.job_id, text)
             .await
         {
-            Ok(()) => Some(estimated_size(&value)),
+            Ok(()) => Some(bytes),
             Err(err) => {
                 tracing::warn!(job_id = %self.ctx.job_id, error = %err, "checkpoint not saved");
                 None

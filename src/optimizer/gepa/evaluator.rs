@@ -40,7 +40,8 @@ pub struct Evaluator {
     pub task: Arc<dyn ModelProvider>,
     pub judge: Arc<Judge>,
     pub metrics: Vec<Metric>,
-    pub model: String,
+    /// Shared by every rollout's request (see [`crate::provider`]).
+    pub model: Arc<str>,
     pub temperature: Option<f64>,
     pub max_tokens: Option<u32>,
     pub seed: Option<i64>,
@@ -68,8 +69,12 @@ fn tokens(u: Usage) -> u64 {
 }
 
 impl Evaluator {
-    /// Runs `system` on one example and scores it.
-    pub async fn rollout(&self, system: &str, example: &Example) -> Result<Rollout, ProviderError> {
+    /// Runs `system` on one example and scores it. The request shares `system` (no copy).
+    pub async fn rollout(
+        &self,
+        system: &Arc<str>,
+        example: &Example,
+    ) -> Result<Rollout, ProviderError> {
         let _permit = self
             .global
             .acquire()
@@ -80,8 +85,8 @@ impl Evaluator {
             .complete(CompletionRequest {
                 model: self.model.clone(),
                 messages: vec![
-                    ChatMessage::system(system),
-                    ChatMessage::user(example.input.clone()),
+                    ChatMessage::system(system.clone()),
+                    ChatMessage::user(example.input.as_str()),
                 ],
                 temperature: self.temperature,
                 max_tokens: self.max_tokens,
@@ -98,7 +103,10 @@ impl Evaluator {
             match score_sync(*metric, &output, example) {
                 Some(v) => verdicts.push(v),
                 None => {
-                    let (mut v, usage) = self.judge.score(&self.rubric, &output, example).await?;
+                    // Boxed: the judge's future is large, and inline it made every rollout's
+                    // future (moved into the batch's queue) as large.
+                    let (mut v, usage) =
+                        Box::pin(self.judge.score(&self.rubric, &output, example)).await?;
                     if v.score < 1.0 {
                         v.feedback = super::metrics::with_context(v.feedback, example);
                     }
@@ -116,11 +124,16 @@ impl Evaluator {
         } else {
             verdicts.iter().map(|v| v.score).sum::<f64>() / verdicts.len() as f64
         };
-        let feedback = verdicts
-            .into_iter()
-            .map(|v| v.feedback)
-            .collect::<Vec<_>>()
-            .join(" ");
+        // One metric (the usual case): its feedback as it is, not a copy of it.
+        let feedback = if verdicts.len() == 1 {
+            verdicts.pop().map(|v| v.feedback).unwrap_or_default()
+        } else {
+            verdicts
+                .into_iter()
+                .map(|v| v.feedback)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         Ok(Rollout {
             record: EvalRecord {
                 task_usd: cost_usd - judge_cost_usd,
@@ -144,7 +157,7 @@ impl Evaluator {
     /// prefix, in input order) come back in [`BatchStop::Halted`].
     pub async fn batch_pairs_until(
         &self,
-        pairs: &[(&str, &Example)],
+        pairs: &[(&Arc<str>, &Example)],
         halt: &tokio_util::sync::CancellationToken,
     ) -> Result<Vec<Rollout>, BatchStop> {
         let mut pending = futures_util::stream::FuturesOrdered::new();
@@ -168,7 +181,7 @@ impl Evaluator {
 
     pub async fn batch_until(
         &self,
-        system: &str,
+        system: &Arc<str>,
         examples: &[&Example],
         halt: &tokio_util::sync::CancellationToken,
     ) -> Result<Vec<Rollout>, BatchStop> {
@@ -195,10 +208,10 @@ impl Evaluator {
     /// provider failure fails the batch (a dead provider ends the job clearly).
     pub async fn batch(
         &self,
-        system: &str,
+        system: &Arc<str>,
         examples: &[&Example],
     ) -> Result<Vec<Rollout>, ProviderError> {
-        let pairs: Vec<(&str, &Example)> = examples.iter().map(|e| (system, *e)).collect();
+        let pairs: Vec<(&Arc<str>, &Example)> = examples.iter().map(|e| (system, *e)).collect();
         self.batch_pairs(&pairs).await
     }
 
@@ -206,7 +219,7 @@ impl Evaluator {
     /// the job's cap); results in input order, whatever order they finish in.
     pub async fn batch_pairs(
         &self,
-        pairs: &[(&str, &Example)],
+        pairs: &[(&Arc<str>, &Example)],
     ) -> Result<Vec<Rollout>, ProviderError> {
         // A hand-rolled `buffered` (no closures: keeps the future `Send` for any lifetime).
         let mut pending = futures_util::stream::FuturesOrdered::new();

@@ -57,6 +57,21 @@ fn normalize(s: &str) -> String {
         .to_lowercase()
 }
 
+/// `normalize(a) == normalize(b)` without allocating when both are ASCII (every rollout scores
+/// with it; ASCII lowercasing is per byte, so comparing word by word is the same test). Other
+/// text takes `normalize` itself: Unicode lowercasing depends on context (a final sigma).
+fn same_normalized(a: &str, b: &str) -> bool {
+    if !(a.is_ascii() && b.is_ascii()) {
+        return normalize(a) == normalize(b);
+    }
+    let mut words = b.split_whitespace();
+    a.split_whitespace().all(|word| {
+        words
+            .next()
+            .is_some_and(|other| word.eq_ignore_ascii_case(other))
+    }) && words.next().is_none()
+}
+
 /// Adds the expected answer on its own line (when the example has one) and the example's worked
 /// solution (`meta.additional_context` or `meta.explanation`).
 pub fn with_context(mut feedback: String, example: &Example) -> String {
@@ -124,7 +139,7 @@ pub fn exact_match(output: &str, example: &Example) -> Scored {
         Ok(e) => e,
         Err(s) => return s,
     };
-    if normalize(output) == normalize(expected) {
+    if same_normalized(output, expected) {
         Scored {
             score: 1.0,
             feedback: format!("Correct: the answer is {expected:?}."),
@@ -408,7 +423,7 @@ impl Judge {
         );
         let completion = provider
             .complete(CompletionRequest {
-                model: self.model.clone(),
+                model: self.model.as_str().into(),
                 messages: vec![
                     ChatMessage::system("You are a strict grader."),
                     ChatMessage::user(prompt),
@@ -466,6 +481,38 @@ mod tests {
             input: "q".into(),
             expected: Some(expected.into()),
             meta: Default::default(),
+        }
+    }
+
+    #[test]
+    fn comparing_word_by_word_agrees_with_normalising() {
+        let texts = [
+            "",
+            " ",
+            "paris",
+            "Paris",
+            "PARIS ",
+            " paris\tof  france",
+            "paris of france",
+            "paris\u{b}of france",
+            "paris of francE.",
+            "paris of",
+            "ΟΔΟΣ",
+            "οδος",
+            "οδοσ",
+            "Straße",
+            "strasse",
+            "a  b",
+            "a b c",
+        ];
+        for a in texts {
+            for b in texts {
+                assert_eq!(
+                    same_normalized(a, b),
+                    normalize(a) == normalize(b),
+                    "{a:?} vs {b:?}"
+                );
+            }
         }
     }
 

@@ -99,8 +99,9 @@ impl Models {
             metrics,
             model: spec
                 .target_model_id
-                .clone()
-                .unwrap_or_else(|| config.target_model.clone()),
+                .as_deref()
+                .unwrap_or(&config.target_model)
+                .into(),
             temperature: spec.temperature,
             max_tokens: spec.max_tokens,
             seed: spec.seed,
@@ -266,6 +267,8 @@ impl Optimizer for GepaOptimizer {
             ),
         };
         let components: Vec<String> = seed.keys().cloned().collect();
+        let mut memo = memo;
+        let example_keys = state::ExampleKeys::new(&mut memo, &split.train, &split.val);
         let mut engine = Engine {
             ctx: &ctx,
             eval: self
@@ -286,6 +289,7 @@ impl Optimizer for GepaOptimizer {
             budget: Budget::new(limits, spent),
             state,
             memo,
+            example_keys,
             top: None,
             lessons_sent: false,
             journal: Default::default(),
@@ -460,7 +464,7 @@ async fn held_out(engine: &Engine<'_>, test: &[Example]) -> Result<TestReport, O
             means.push(means[0]);
             continue;
         }
-        let system = evaluator::render_system(&engine.state.candidates[c]);
+        let system = evaluator::render_system(&engine.state.candidates[c]).into();
         let rollouts = engine
             .eval
             .batch(&system, &examples)

@@ -521,7 +521,7 @@ async fn ask(
 ) -> Result<crate::provider::Completion, crate::provider::ProviderError> {
     provider
         .complete(CompletionRequest {
-            model,
+            model: model.into(),
             messages: vec![ChatMessage::user(prompt)],
             temperature: Some(1.0),
             max_tokens: None,

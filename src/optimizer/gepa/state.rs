@@ -188,9 +188,9 @@ pub struct GepaState {
     #[serde(default)]
     pub unannounced: Vec<(usize, f64)>,
     /// Human feedback taken from the job's steering inbox, newest last (at most
-    /// `domain::steering::MAX_FEEDBACK`); every later reflection on its component sees it.
+    /// `workbench::steering::MAX_FEEDBACK`); every later reflection on its component sees it.
     #[serde(default)]
-    pub human_feedback: Vec<crate::domain::steering::HumanFeedback>,
+    pub human_feedback: Vec<crate::workbench::HumanFeedback>,
     /// The cost ledger: every proposal's verdict and spend, in order.
     #[serde(default)]
     pub proposals: Vec<crate::domain::gepa::CandidateVerdict>,
@@ -210,12 +210,228 @@ pub struct Rejected {
 
 /// Every model answer already paid for. Checkpointed after each batch of calls, so a resumed
 /// iteration replays them instead of paying (and, with a non-deterministic model, diverging).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// Stored as `{"cache": {"<candidate hash, 16 hex digits>/<example id>": rollout, …},
+/// "reflections": {"<hash of model and prompt>": answer, …}}`. In memory a cache key is two
+/// integers ([`CacheKey`]: every rollout looks its key up several times, and a formatted
+/// string key cost a format and string comparisons each time); the memo keeps the example ids
+/// the keys stand for, so the stored text stays what it always was and checkpoints written
+/// before the keys were compact resume as they are.
+#[derive(Debug, Clone, Default)]
 pub struct Memo {
-    /// `"<candidate hash>/<example id>"` → rollout.
-    pub cache: BTreeMap<String, EvalRecord>,
+    /// (candidate, example) → rollout. Hashed (an iteration at |V| = 300 inserts, looks up
+    /// and drops about 600 entries each); written in key order.
+    pub cache: CacheMap<EvalRecord>,
     /// `"<hash of model and prompt>"` → reflection answer.
     pub reflections: BTreeMap<String, Reflection>,
+    /// Example ids by [`CacheKey::example`], and each id's index.
+    ids: Vec<String>,
+    index: std::collections::HashMap<String, u32>,
+}
+
+/// An evaluation-cache key: a candidate by its hash ([`candidate_hash`]) and an example by its
+/// index in its memo's table of example ids ([`Memo::example`]); keys of one memo only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CacheKey {
+    pub candidate: u64,
+    pub example: u32,
+}
+
+/// A map by [`CacheKey`] with [`KeyHasher`].
+pub type CacheMap<V> =
+    std::collections::HashMap<CacheKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
+/// A set of [`CacheKey`]s with [`KeyHasher`].
+pub type CacheSet = std::collections::HashSet<CacheKey, std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// Hashes a [`CacheKey`] by mixing its two integers (its candidate part is already a hash; no
+/// need for SipHash's protection, and no random seed: the same keys land the same way).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.write_u64(u64::from(*byte));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(23) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn finish(&self) -> u64 {
+        // The table indexes by the low bits: fold the well-mixed high bits into them.
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+/// A cache key as stored: `"<candidate hash, 16 hex digits>/<example id>"`.
+pub struct KeyText<'a> {
+    candidate: u64,
+    example_id: &'a str,
+}
+
+impl std::fmt::Display for KeyText<'_> {
+    /// `{:016x}/{}` by hand: a checkpoint part writes hundreds of keys per iteration, and the
+    /// formatter's padded hex cost more than the rest of the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 17];
+        for (i, digit) in hex[..16].iter_mut().enumerate() {
+            *digit = DIGITS[((self.candidate >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        hex[16] = b'/';
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| std::fmt::Error)?)?;
+        f.write_str(self.example_id)
+    }
+}
+
+impl Serialize for KeyText<'_> {
+    fn serialize<S: serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
+        to.collect_str(self)
+    }
+}
+
+impl Memo {
+    /// The index cache keys give the example `id` (a new one for an id not seen before).
+    pub fn example(&mut self, id: &str) -> u32 {
+        if let Some(index) = self.index.get(id) {
+            return *index;
+        }
+        let index = self.ids.len() as u32;
+        self.ids.push(id.to_string());
+        self.index.insert(id.to_string(), index);
+        index
+    }
+
+    /// The key of (candidate hash, example id).
+    pub fn key(&mut self, candidate: u64, example_id: &str) -> CacheKey {
+        CacheKey {
+            candidate,
+            example: self.example(example_id),
+        }
+    }
+
+    /// A key of this memo as stored.
+    pub fn key_text(&self, key: CacheKey) -> KeyText<'_> {
+        KeyText {
+            candidate: key.candidate,
+            example_id: self
+                .ids
+                .get(key.example as usize)
+                .map_or("", String::as_str),
+        }
+    }
+
+    /// The key a stored text names (`None`: not a key's text; nothing can look it up).
+    fn read_key(&mut self, text: &str) -> Option<CacheKey> {
+        let (candidate, example_id) = text.split_once('/')?;
+        if candidate.len() != 16 {
+            return None;
+        }
+        let candidate = u64::from_str_radix(candidate, 16).ok()?;
+        Some(self.key(candidate, example_id))
+    }
+
+    /// The cache entry a stored key text names.
+    pub fn get_text(&self, text: &str) -> Option<&EvalRecord> {
+        let (candidate, example_id) = text.split_once('/')?;
+        let key = CacheKey {
+            candidate: u64::from_str_radix(candidate, 16).ok()?,
+            example: *self.index.get(example_id)?,
+        };
+        self.cache.get(&key)
+    }
+
+    /// Whether the cache holds the entry a stored key text names.
+    pub fn holds(&self, text: &str) -> bool {
+        self.get_text(text).is_some()
+    }
+
+    /// Adds another memo's entries (a checkpoint part's) to this one, replacing equal keys.
+    pub fn absorb(&mut self, other: Memo) {
+        for (key, record) in other.cache {
+            let key = self.key(key.candidate, &other.ids[key.example as usize]);
+            self.cache.insert(key, record);
+        }
+        self.reflections.extend(other.reflections);
+    }
+
+    /// The cache by stored key text (what equality compares: two memos holding the same
+    /// entries may have met their example ids in another order).
+    fn by_text(&self) -> BTreeMap<String, &EvalRecord> {
+        self.cache
+            .iter()
+            .map(|(key, record)| (self.key_text(*key).to_string(), record))
+            .collect()
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, other: &Memo) -> bool {
+        self.reflections == other.reflections && self.by_text() == other.by_text()
+    }
+}
+
+/// The cache entries `keys` of `memo`, serialised as a map from key text to record.
+struct CacheText<'a> {
+    memo: &'a Memo,
+    keys: &'a [CacheKey],
+}
+
+impl Serialize for CacheText<'_> {
+    fn serialize<S: serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = to.serialize_map(None)?;
+        for key in self.keys {
+            if let Some(record) = self.memo.cache.get(key) {
+                map.serialize_entry(&self.memo.key_text(*key), record)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Memo {
+    fn serialize<S: serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut keys: Vec<CacheKey> = self.cache.keys().copied().collect();
+        keys.sort_unstable();
+        let mut memo = to.serialize_struct("Memo", 2)?;
+        memo.serialize_field(
+            "cache",
+            &CacheText {
+                memo: self,
+                keys: &keys,
+            },
+        )?;
+        memo.serialize_field("reflections", &self.reflections)?;
+        memo.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Memo {
+    fn deserialize<D: serde::Deserializer<'de>>(from: D) -> Result<Memo, D::Error> {
+        /// The memo as stored.
+        #[derive(Deserialize)]
+        #[serde(rename = "Memo")]
+        struct Stored {
+            cache: BTreeMap<String, EvalRecord>,
+            reflections: BTreeMap<String, Reflection>,
+        }
+        let stored = Stored::deserialize(from)?;
+        let mut memo = Memo {
+            reflections: stored.reflections,
+            ..Memo::default()
+        };
+        for (text, record) in stored.cache {
+            if let Some(key) = memo.read_key(&text) {
+                memo.cache.insert(key, record);
+            }
+        }
+        Ok(memo)
+    }
 }
 
 /// What is stored: the state at the top of the current iteration, the answers paid for since
@@ -254,11 +470,25 @@ pub struct CheckpointPartRef<'a> {
     pub spent: &'a Spent,
 }
 
-/// Memo entries added since the previous write.
-#[derive(Serialize)]
+/// Memo entries added since the previous write: the cache entries `cache` of `memo`.
 pub struct MemoDeltaRef<'a> {
-    pub cache: BTreeMap<&'a str, &'a EvalRecord>,
+    pub memo: &'a Memo,
+    pub cache: Vec<CacheKey>,
     pub reflections: BTreeMap<&'a str, &'a Reflection>,
+}
+
+impl Serialize for MemoDeltaRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut delta = to.serialize_struct("MemoDeltaRef", 2)?;
+        let cache = CacheText {
+            memo: self.memo,
+            keys: &self.cache,
+        };
+        delta.serialize_field("cache", &cache)?;
+        delta.serialize_field("reflections", &self.reflections)?;
+        delta.end()
+    }
 }
 
 /// A [`GepaState`] whose append-only pool vectors (candidates, parents, origins, val_scores,
@@ -291,7 +521,7 @@ pub struct StateDeltaRef<'a> {
     pub imputed: &'a [Vec<usize>],
     pub rejected: &'a [Rejected],
     pub unannounced: &'a [(usize, f64)],
-    pub human_feedback: &'a [crate::domain::steering::HumanFeedback],
+    pub human_feedback: &'a [crate::workbench::HumanFeedback],
     pub proposals: &'a [crate::domain::gepa::CandidateVerdict],
 }
 
@@ -386,11 +616,7 @@ impl Checkpoint {
     /// failed write), the budget starts at the whole spend and nothing is booked again: never
     /// over budget, though the result may then differ.
     pub fn resume_budget(&self) -> (Spent, BTreeSet<String>) {
-        let replayed = self
-            .replay
-            .iter()
-            .filter(|k| self.memo.cache.contains_key(k.as_str()))
-            .count() as u64;
+        let replayed = self.replay.iter().filter(|k| self.memo.holds(k)).count() as u64;
         if self.state.spent.metric_calls + replayed == self.spent.metric_calls {
             (self.state.spent.clone(), self.replay.clone())
         } else {
@@ -423,7 +649,12 @@ impl Checkpoint {
                 }
                 Some(_) => {}
                 None => {
-                    self.replay.extend(part.memo.cache.keys().cloned());
+                    self.replay.extend(
+                        part.memo
+                            .cache
+                            .keys()
+                            .map(|key| part.memo.key_text(*key).to_string()),
+                    );
                     self.replay.extend(part.memo.reflections.keys().cloned());
                 }
             }
@@ -460,8 +691,7 @@ impl Checkpoint {
                 new.discovered_at = whole.discovered_at;
                 new.proposals = whole.proposals;
             }
-            self.memo.cache.extend(part.memo.cache);
-            self.memo.reflections.extend(part.memo.reflections);
+            self.memo.absorb(part.memo);
             self.spent = part.spent;
         }
     }
@@ -471,7 +701,7 @@ impl Checkpoint {
 #[derive(Debug, Default)]
 pub struct CheckpointJournal {
     /// Memo keys added since the last write (cache, reflections).
-    pub fresh_cache: Vec<String>,
+    pub fresh_cache: Vec<CacheKey>,
     pub fresh_reflections: Vec<String>,
     /// Pool entries and ledger entries (`proposals`) already written.
     pub pool_written: usize,
@@ -503,13 +733,12 @@ impl CheckpointJournal {
 
     /// The memo entries added since the last write.
     pub fn memo_delta<'a>(&self, memo: &'a Memo) -> MemoDeltaRef<'a> {
+        let mut cache = self.fresh_cache.clone();
+        cache.sort_unstable();
+        cache.dedup();
         MemoDeltaRef {
-            cache: self
-                .fresh_cache
-                .iter()
-                .filter_map(|k| memo.cache.get_key_value(k))
-                .map(|(k, v)| (k.as_str(), v))
-                .collect(),
+            memo,
+            cache,
             reflections: self
                 .fresh_reflections
                 .iter()
@@ -617,18 +846,55 @@ pub fn fnv1a(parts: &[&str]) -> u64 {
     h
 }
 
-/// Stable hash of a candidate (names and texts in order).
+/// Candidates whose hash [`candidate_hash`] remembers, per thread.
+const RECENT_HASHES: usize = 8;
+
+/// Stable hash of a candidate (names and texts in order). FNV-1a reads a byte at a time (about
+/// a nanosecond a byte: 11 µs for an 11 KB prompt) and an iteration asks for the hashes of the
+/// same few candidates (parents, children) a dozen times, so the last few are remembered by
+/// content: comparing a candidate with one remembered is a length check or a `memcmp`.
 pub fn candidate_hash(candidate: &Candidate) -> u64 {
-    let parts: Vec<&str> = candidate
-        .iter()
-        .flat_map(|(k, v)| [k.as_str(), v.as_str()])
-        .collect();
-    fnv1a(&parts)
+    thread_local! {
+        static RECENT: std::cell::RefCell<std::collections::VecDeque<(Candidate, u64)>> =
+            const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+    }
+    RECENT.with_borrow_mut(|recent| {
+        if let Some((_, hash)) = recent.iter().find(|(c, _)| c == candidate) {
+            return *hash;
+        }
+        let parts: Vec<&str> = candidate
+            .iter()
+            .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+            .collect();
+        let hash = fnv1a(&parts);
+        if recent.len() == RECENT_HASHES {
+            recent.pop_front();
+        }
+        recent.push_back((candidate.clone(), hash));
+        hash
+    })
 }
 
-/// The evaluation-cache key of (candidate, example).
-pub fn cache_key(candidate_hash: u64, example_id: &str) -> String {
-    format!("{candidate_hash:016x}/{example_id}")
+/// Every train and validation example's index in a memo's id table ([`Memo::example`]), so
+/// the engine makes a cache key from two integers. Hidden contract: made for the memo the
+/// engine keeps (its id table only grows, so the indices stay right).
+#[derive(Debug, Default)]
+pub struct ExampleKeys {
+    pub train: Vec<u32>,
+    pub val: Vec<u32>,
+}
+
+impl ExampleKeys {
+    pub fn new(
+        memo: &mut Memo,
+        train: &[crate::domain::Example],
+        val: &[crate::domain::Example],
+    ) -> Self {
+        ExampleKeys {
+            train: train.iter().map(|e| memo.example(&e.id)).collect(),
+            val: val.iter().map(|e| memo.example(&e.id)).collect(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -686,7 +952,8 @@ mod tests {
         let mut state = sample_state();
         state.proposals.push(verdict(1));
         let mut memo = Memo::default();
-        memo.cache.insert("a/1".into(), record(0.5));
+        let a = memo.key(0xa, "1");
+        memo.cache.insert(a, record(0.5));
         let base_spent = Spent {
             metric_calls: 1,
             ..Spent::default()
@@ -705,8 +972,9 @@ mod tests {
             has_base: true,
             ..CheckpointJournal::default()
         };
-        memo.cache.insert("b/1".into(), record(1.0));
-        journal.fresh_cache.push("b/1".into());
+        let b = memo.key(0xb, "1");
+        memo.cache.insert(b, record(1.0));
+        journal.fresh_cache.push(b);
         let spent = Spent {
             metric_calls: 2,
             ..Spent::default()
@@ -768,6 +1036,52 @@ mod tests {
             score,
             feedback: "f".into(),
         }
+    }
+
+    #[test]
+    fn a_memo_is_stored_with_text_keys_and_reads_back_from_them() {
+        // The stored form, as every checkpoint has had it (written before keys were compact).
+        let stored = serde_json::json!({
+            "cache": {
+                "00000000000000ab/e1": {"output": "x", "score": 1.0, "feedback": "ok"},
+                "00000000000000ab/a/b": {"output": "", "score": 0.0, "feedback": "", "task_usd": 0.5},
+                "ffffffffffffffff/e1": {"output": "y", "score": 0.5, "feedback": "half"},
+            },
+            "reflections": {"0123": "answer"},
+        });
+        let mut memo: Memo = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(memo.cache.len(), 3);
+        let e1 = memo.key(0xab, "e1");
+        assert_eq!(memo.cache[&e1].output, "x");
+        // An id with a slash in it is the whole rest of the key.
+        let ab = memo.key(0xab, "a/b");
+        assert_eq!(memo.cache[&ab].task_usd, 0.5);
+        let last = memo.key(u64::MAX, "e1");
+        assert_eq!(memo.cache[&last].score, 0.5);
+        // Reflections are written with what they cost now (a bare text reads as costing 0).
+        let mut written = stored.clone();
+        written["reflections"]["0123"] = serde_json::json!({"text": "answer"});
+        assert_eq!(serde_json::to_value(&memo).unwrap(), written);
+        assert_eq!(
+            memo.key_text(CacheKey {
+                candidate: 0x0123_4567_89ab_cdef,
+                example: ab.example,
+            })
+            .to_string(),
+            "0123456789abcdef/a/b"
+        );
+        // A part's memo learnt its ids in another order: absorbing it re-keys its entries.
+        let part: Memo = serde_json::from_value(serde_json::json!({
+            "cache": {"0000000000000001/new": {"output": "", "score": 1.0, "feedback": ""},
+                      "00000000000000ab/e1": {"output": "z", "score": 0.0, "feedback": ""}},
+            "reflections": {},
+        }))
+        .unwrap();
+        memo.absorb(part);
+        assert_eq!(memo.cache[&e1].output, "z");
+        let new = memo.key(1, "new");
+        assert_eq!(memo.cache[&new].score, 1.0);
+        assert_eq!(memo.cache.len(), 4);
     }
 
     #[test]

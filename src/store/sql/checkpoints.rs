@@ -15,7 +15,10 @@ impl CheckpointStore for SqlStore {
         job_id: &str,
         checkpoint: &serde_json::Value,
     ) -> Result<(), CheckpointError> {
-        let data = to_json(checkpoint)?;
+        self.put_checkpoint_text(job_id, to_json(checkpoint)?).await
+    }
+
+    async fn put_checkpoint_text(&self, job_id: &str, data: String) -> Result<(), CheckpointError> {
         with_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
