@@ -10,7 +10,8 @@
 //! - kill -9 of the owner: the job resumes elsewhere and ends with the uninterrupted result;
 //! - a graceful stop hands the job over at once (no wait for the lease to expire);
 //! - two creates with one idempotency key on two replicas make one job;
-//! - a stale owner's late write is rejected (store level, two store handles).
+//! - a stale owner's late write is rejected, events and checkpoint alike (store level, two store
+//!   handles).
 
 mod support;
 
@@ -468,6 +469,20 @@ async fn a_stale_owners_late_write_is_rejected() {
         .await
         .unwrap();
     assert_eq!(late, vec!["job".to_string()], "a's write is fenced");
+    // Its checkpoint writes are fenced the same way: a part or a base from a is refused.
+    use innerloop::store::CheckpointStore;
+    assert!(
+        a.append_checkpoint_part("job", r#"{"from":"a"}"#)
+            .await
+            .is_err()
+    );
+    assert!(
+        a.put_checkpoint_text("job", r#"{"from":"a"}"#.into())
+            .await
+            .is_err()
+    );
+    assert!(b.checkpoint_parts("job").await.unwrap().is_empty());
+    assert_eq!(b.get_checkpoint("job").await.unwrap(), None);
     assert!(b.events_after("job", 0, 10).await.unwrap().is_empty());
     assert_eq!(
         b.get_job("job").await.unwrap().unwrap().status,
@@ -478,6 +493,18 @@ async fn a_stale_owners_late_write_is_rejected() {
         .await
         .unwrap();
     assert!(current.is_empty(), "the owner's write goes through");
+    b.append_checkpoint_part("job", r#"{"from":"b"}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.checkpoint_parts("job").await.unwrap(),
+        vec![r#"{"from":"b"}"#]
+    );
+    assert!(
+        a.append_checkpoint_part("job", r#"{"from":"a"}"#)
+            .await
+            .is_err()
+    );
     assert_eq!(b.events_after("job", 0, 10).await.unwrap().len(), 1);
     assert_eq!(
         b.get_job("job").await.unwrap().unwrap().status,

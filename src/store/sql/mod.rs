@@ -57,6 +57,11 @@ enum Pools {
 /// A [`super::JobStore`] in SQLite or PostgreSQL.
 pub struct SqlStore {
     pools: Pools,
+    /// Postgres: the lease epoch this process last wrote each job's events under (from the
+    /// group commits' fences), so checkpoint writes are fenced like events: a replica that
+    /// lost a job's lease cannot add to its checkpoint (see `checkpoints.rs`). Dropped when
+    /// the job's terminal row is written.
+    held: std::sync::Mutex<std::collections::HashMap<JobId, u64>>,
 }
 
 /// Runs `$body` with `$pool` bound to the backend's reader or writer pool. The body is expanded
@@ -189,6 +194,34 @@ impl SqlStore {
         }
     }
 
+    /// Remembers the epochs a committed batch wrote under (Postgres only: SQLite has one
+    /// process and no leases).
+    fn note_fences(&self, batch: &WriteBatch, fenced: &[JobId]) {
+        if !matches!(self.pools, Pools::Postgres(_)) || batch.fences.is_empty() {
+            return;
+        }
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        // A fenced job keeps the epoch it wrote under: its checkpoint writes are refused too.
+        for fence in &batch.fences {
+            held.insert(fence.job_id.clone(), fence.epoch);
+        }
+        for update in &batch.updates {
+            if update.status.is_terminal() && !fenced.contains(&update.id) {
+                held.remove(&update.id);
+            }
+        }
+    }
+
+    /// The epoch a checkpoint write of `job_id` must still find on its row (Postgres, once
+    /// this process has written the job's events under a lease).
+    fn checkpoint_fence(&self, job_id: &str) -> Option<i64> {
+        if !matches!(self.pools, Pools::Postgres(_)) {
+            return None;
+        }
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(job_id).map(|epoch| to_i64(*epoch))
+    }
+
     /// Commits rendered rows: one transaction (or one statement). Returns the fenced jobs
     /// (Postgres; SQLite has one process and checks no fences).
     async fn write_rows(&self, rows: &batch::Rows<'_>) -> Result<Vec<JobId>> {
@@ -260,6 +293,7 @@ impl EventStore for SqlStore {
         let fenced = self
             .write_rows(&batch::Rows::of(batch, self.codec())?)
             .await?;
+        self.note_fences(batch, &fenced);
         if !fenced.is_empty() {
             tracing::warn!(jobs = ?fenced, "writes of jobs claimed by another replica dropped");
         }
@@ -281,7 +315,9 @@ impl EventStore for SqlStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.write_rows(&rows?).await?)
+        let fenced = self.write_rows(&rows?).await?;
+        self.note_fences(batch, &fenced);
+        Ok(fenced)
     }
 
     async fn events_after(

@@ -78,6 +78,7 @@ impl SqlStore {
                 writer_options: Box::new(writer),
                 read,
             },
+            held: Default::default(),
         })
     }
 
@@ -98,6 +99,7 @@ impl SqlStore {
             .map_err(|e| StoreFailure(format!("postgres migrations failed: {e}")))?;
         Ok(SqlStore {
             pools: Pools::Postgres(pool),
+            held: Default::default(),
         })
     }
 
