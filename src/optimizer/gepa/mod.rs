@@ -14,10 +14,13 @@
 //! - [`estimate`]: metric calls, reflection calls, tokens and cost predicted before a run.
 
 pub mod budget;
+pub mod checkpoint;
 pub mod engine;
 pub mod estimate;
+pub mod evaluation;
 pub mod evaluator;
 pub mod frontier;
+pub mod memo;
 pub mod merge;
 pub mod metrics;
 pub mod proposals;
