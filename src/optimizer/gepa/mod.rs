@@ -2,14 +2,19 @@
 //! system-aware merge, faithful to the paper and the reference library, with hard budgets,
 //! typed progress events and exact resume from checkpoints.
 //!
-//! - [`state`]: the checkpointed state (pool, lineage, scores, RNG, cache, counters).
+//! - [`state`]: the engine's state (pool, lineage, scores, RNG, sampler, counters).
+//! - [`memo`]: every answer paid for (rollouts by compact key, reflections), with its cost.
+//! - [`checkpoint`]: how state and memo are stored: a base, incremental parts, the journal,
+//!   and where a resumed run's budget starts.
 //! - [`frontier`]: per-instance Pareto frontier, dominance pruning, parent selectors.
 //! - [`merge`]: merge eligibility, composition and subsampling.
 //! - [`budget`]: reservations before dispatch; cost, tokens, generations, wall time; prices.
 //! - [`reflection`]: reflective dataset, meta-prompt, fenced parsing, offline operator.
 //! - [`metrics`]: metrics with feedback, and the server's LLM judge.
 //! - [`evaluator`]: concurrent rollouts under per-job and global caps.
-//! - [`engine`]: the loop.
+//! - [`engine`]: the loop and its checkpoint writes.
+//! - [`evaluation`]: rollouts served from the memo or reserved and dispatched; staged
+//!   validation of accepted children.
 //! - [`proposals`]: reflective mutation, several proposals per generation, reproducibly.
 //! - [`estimate`]: metric calls, reflection calls, tokens and cost predicted before a run.
 
