@@ -256,9 +256,40 @@ fn settle(store: &MemoryStore, job_id: &str) {
     });
 }
 
-/// Runs the job on its own tokio runtime (its own thread) until a checkpoint past the first
-/// iteration exists, then drops that runtime abruptly: a crash, no shutdown events.
-fn crash_mid_run(store: Arc<MemoryStore>, settings: Settings, spec: JobSpec) -> String {
+/// When an in-process "crash" comes.
+enum CrashAt {
+    /// Once a checkpoint past the first iteration exists.
+    SecondIteration,
+    /// After this long.
+    After(Duration),
+}
+
+/// The generation of the job's latest checkpoint: the base's, or a part's appended after it
+/// (incremental checkpoints).
+async fn checkpointed_generation(store: &MemoryStore, job_id: &str) -> u64 {
+    let base = store
+        .get_checkpoint(job_id)
+        .await
+        .unwrap()
+        .and_then(|c| c["state"]["generation"].as_u64())
+        .unwrap_or(0);
+    let parts = store.checkpoint_parts(job_id).await.unwrap();
+    parts
+        .iter()
+        .filter_map(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        .filter_map(|p| p["state"]["generation"].as_u64())
+        .fold(base, u64::max)
+}
+
+/// Runs `JobRuntime` on `store` on a runtime of its own (its own thread) — creating `Ok(spec)`
+/// first, or resuming job `Err(id)` from the store — until `at`, then drops that runtime
+/// abruptly: a `kill -9`, no shutdown, no hand-over. Returns the job's id.
+fn run_then_crash(
+    store: Arc<MemoryStore>,
+    settings: Settings,
+    job: Result<JobSpec, String>,
+    at: CrashAt,
+) -> String {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -271,29 +302,21 @@ fn crash_mid_run(store: Arc<MemoryStore>, settings: Settings, spec: JobSpec) -> 
             let runtime = JobRuntime::start(settings, store.clone(), optimizers)
                 .await
                 .unwrap();
-            let job_id = runtime.create(spec, None).await.unwrap().job_id;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "no checkpoint past the first iteration"
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                // The base, or a part appended after it (incremental checkpoints).
-                let base = store
-                    .get_checkpoint(&job_id)
-                    .await
-                    .unwrap()
-                    .and_then(|c| c["state"]["generation"].as_u64())
-                    .unwrap_or(0);
-                let parts = store.checkpoint_parts(&job_id).await.unwrap();
-                let generation = parts
-                    .iter()
-                    .filter_map(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-                    .filter_map(|p| p["state"]["generation"].as_u64())
-                    .fold(base, u64::max);
-                if generation >= 1 {
-                    break;
+            let job_id = match job {
+                Ok(spec) => runtime.create(spec, None).await.unwrap().job_id,
+                Err(job_id) => job_id,
+            };
+            match at {
+                CrashAt::After(wait) => tokio::time::sleep(wait).await,
+                CrashAt::SecondIteration => {
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                    while checkpointed_generation(&store, &job_id).await < 1 {
+                        assert!(
+                            tokio::time::Instant::now() < deadline,
+                            "no checkpoint past the first iteration"
+                        );
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                 }
             }
             job_id
@@ -332,10 +355,16 @@ async fn a_job_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run
     let store = Arc::new(MemoryStore::new());
     let crash_settings = settings.clone();
     let crash_store = store.clone();
-    let job_id =
-        tokio::task::spawn_blocking(move || crash_mid_run(crash_store, crash_settings, spec(60)))
-            .await
-            .unwrap();
+    let job_id = tokio::task::spawn_blocking(move || {
+        run_then_crash(
+            crash_store,
+            crash_settings,
+            Ok(spec(60)),
+            CrashAt::SecondIteration,
+        )
+    })
+    .await
+    .unwrap();
     let before = store.get_job(&job_id).await.unwrap().unwrap();
     assert!(!before.status.is_terminal(), "the crash came mid-run");
     let stored_before = store.events_after(&job_id, 0, 10_000).await.unwrap();
@@ -416,42 +445,6 @@ async fn cost_is_priced_from_usage_and_max_cost_stops_the_search() {
     core.shutdown().await;
 }
 
-/// Runs `JobRuntime` on `store` on a runtime of its own (its own thread) for `for_` — creating
-/// `Ok(spec)` first, or resuming job `Err(id)` from the store — then drops that runtime
-/// abruptly: a `kill -9`, no shutdown, no hand-over. Returns the job's id.
-fn run_then_crash(
-    store: Arc<MemoryStore>,
-    settings: Settings,
-    job: Result<JobSpec, String>,
-    for_: Duration,
-) -> String {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let job_id = rt.block_on(async {
-            let settings = Arc::new(settings);
-            let optimizers = innerloop::server::optimizers(&settings);
-            let runtime = JobRuntime::start(settings, store.clone(), optimizers)
-                .await
-                .unwrap();
-            let job_id = match job {
-                Ok(spec) => runtime.create(spec, None).await.unwrap().job_id,
-                Err(job_id) => job_id,
-            };
-            tokio::time::sleep(for_).await;
-            job_id
-        });
-        rt.shutdown_background();
-        settle(&store, &job_id);
-        job_id
-    })
-    .join()
-    .unwrap()
-}
-
 /// A GEPA job on the offline world's `world_mixed` pack (many rules to learn: runs spend their
 /// whole budget), as the chaos run's jobs are.
 fn world_spec(seed: i64, max_rollouts: u64) -> JobSpec {
@@ -493,7 +486,12 @@ async fn crashes_at_any_moment_resume_to_the_uninterrupted_result() {
             let (s, st) = (settings.clone(), store.clone());
             let spec = world_spec(seed, 200);
             let job_id = tokio::task::spawn_blocking(move || {
-                run_then_crash(st, s, Ok(spec), Duration::from_millis(crash_ms))
+                run_then_crash(
+                    st,
+                    s,
+                    Ok(spec),
+                    CrashAt::After(Duration::from_millis(crash_ms)),
+                )
             })
             .await
             .unwrap();
@@ -501,7 +499,12 @@ async fn crashes_at_any_moment_resume_to_the_uninterrupted_result() {
             for again_ms in [crash_ms / 2 + 20, crash_ms / 3 + 15] {
                 let (s, st, id) = (settings.clone(), store.clone(), job_id.clone());
                 tokio::task::spawn_blocking(move || {
-                    run_then_crash(st, s, Err(id), Duration::from_millis(again_ms))
+                    run_then_crash(
+                        st,
+                        s,
+                        Err(id),
+                        CrashAt::After(Duration::from_millis(again_ms)),
+                    )
                 })
                 .await
                 .unwrap();

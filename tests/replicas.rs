@@ -254,14 +254,7 @@ async fn a_pause_sent_to_b_and_a_resume_sent_to_c_reach_the_job_run_by_a() {
     let on_a = Arc::new(Mutex::new(Vec::new()));
     let watcher = a.record(&job_id, 0, on_a.clone());
     wait_until("progress", || count(&on_a, "budget_progress") >= 1).await;
-    let paused = b
-        .jobs()
-        .pause_job(pb::PauseJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let paused = b.pause(&job_id).await;
     assert_eq!(
         paused.status(),
         pb::JobStatus::Paused,
@@ -271,14 +264,7 @@ async fn a_pause_sent_to_b_and_a_resume_sent_to_c_reach_the_job_run_by_a() {
     wait_until("a's watcher sees the pause", || count(&on_a, "paused") == 1).await;
     assert_eq!(c.get(&job_id).await.status(), pb::JobStatus::Paused);
     assert_eq!(cluster.owner(&job_id).await.as_deref(), Some("a"));
-    let resumed = c
-        .jobs()
-        .resume_job(pb::ResumeJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let resumed = c.resume(&job_id).await;
     assert_eq!(resumed.status(), pb::JobStatus::Running);
     tokio::time::timeout(Duration::from_secs(120), watcher)
         .await

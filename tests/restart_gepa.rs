@@ -276,14 +276,7 @@ async fn a_job_paused_before_a_restart_stays_paused_and_resumed_ends_with_the_un
     let received = Arc::new(Mutex::new(Vec::new()));
     let _watcher = server.record(&job_id, 0, received.clone());
     wait_until("an iteration", || count(&received, "budget_progress") >= 2).await;
-    let paused = server
-        .jobs()
-        .pause_job(pb::PauseJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let paused = server.pause(&job_id).await;
     assert_eq!(paused.status(), pb::JobStatus::Paused);
     server.stop().await;
 
@@ -300,14 +293,7 @@ async fn a_job_paused_before_a_restart_stays_paused_and_resumed_ends_with_the_un
     let watched = Arc::new(Mutex::new(Vec::new()));
     let watcher = server.record(&job_id, 0, watched.clone());
     wait_until("the replay", || count(&watched, "paused") == 1).await;
-    let resumed = server
-        .jobs()
-        .resume_job(pb::ResumeJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let resumed = server.resume(&job_id).await;
     assert_eq!(resumed.status(), pb::JobStatus::Running);
     tokio::time::timeout(Duration::from_secs(120), watcher)
         .await

@@ -117,6 +117,28 @@ impl Process {
             .into_inner()
     }
 
+    /// `PauseJob`: the job as the answer shows it.
+    pub async fn pause(&self, job_id: &str) -> pb::Job {
+        self.jobs()
+            .pause_job(pb::PauseJobRequest {
+                job_id: job_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// `ResumeJob`: the job as the answer shows it.
+    pub async fn resume(&self, job_id: &str) -> pb::Job {
+        self.jobs()
+            .resume_job(pb::ResumeJobRequest {
+                job_id: job_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Follows `job_id` over gRPC from `after`, recording into `sink` until the stream ends.
     pub fn record(
         &self,

@@ -100,7 +100,7 @@ pub struct StateDeltaRef<'a> {
     pub imputed: &'a [Vec<usize>],
     pub rejected: &'a [Rejected],
     pub unannounced: &'a [(usize, f64)],
-    pub human_feedback: &'a [crate::workbench::HumanFeedback],
+    pub human_feedback: &'a [crate::domain::steering::HumanFeedback],
     pub proposals: &'a [crate::domain::gepa::CandidateVerdict],
 }
 

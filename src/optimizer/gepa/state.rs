@@ -122,9 +122,9 @@ pub struct GepaState {
     #[serde(default)]
     pub unannounced: Vec<(usize, f64)>,
     /// Human feedback taken from the job's steering inbox, newest last (at most
-    /// `workbench::steering::MAX_FEEDBACK`); every later reflection on its component sees it.
+    /// `domain::steering::MAX_FEEDBACK`); every later reflection on its component sees it.
     #[serde(default)]
-    pub human_feedback: Vec<crate::workbench::HumanFeedback>,
+    pub human_feedback: Vec<crate::domain::steering::HumanFeedback>,
     /// The cost ledger: every proposal's verdict and spend, in order.
     #[serde(default)]
     pub proposals: Vec<crate::domain::gepa::CandidateVerdict>,
