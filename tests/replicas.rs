@@ -198,7 +198,9 @@ async fn a_watcher_on_c_receives_every_event_of_a_job_run_by_a() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_sent_to_b_stops_a_job_run_by_a() {
     let cluster = Cluster::new().await;
-    let (llm, _fake) = fake_llm(20).await;
+    // Slow answers, so the job (which converges on this fake) is still running when the
+    // cancel reaches a, however loaded the machine.
+    let (llm, _fake) = fake_llm(150).await;
     let a = cluster.replica("a", &llm, &[]).await;
     let b = cluster.replica("b", &llm, &[]).await;
     let job_id = a.create(gepa_request(5, 100_000)).await;
@@ -246,7 +248,8 @@ async fn a_cancel_sent_to_b_stops_a_job_run_by_a() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_sent_to_b_and_a_resume_sent_to_c_reach_the_job_run_by_a() {
     let cluster = Cluster::new().await;
-    let (llm, _fake) = fake_llm(40).await;
+    // Slow enough that the job is still running when the pause reaches a.
+    let (llm, _fake) = fake_llm(100).await;
     let a = cluster.replica("a", &llm, &[]).await;
     let b = cluster.replica("b", &llm, &[]).await;
     let c = cluster.replica("c", &llm, &[]).await;
