@@ -10,6 +10,8 @@
 //!   (results, scores, budgets, candidates), [`gepa`] (GEPA options, estimates), [`examples`]
 //!   (stored examples, eval requests), [`workbench`] (lineage, steer, branch), and [`values`]
 //!   (`Struct` and `Timestamp`).
+//! - [`rest`]: the REST JSON shapes (requests, answers, the OpenAPI schemas) and their mapping
+//!   onto the protobuf requests and from the responses; the edge and the CLI share them.
 //! - [`envelope`]: the JSON contract of an event (the SSE envelope and event name), rendered
 //!   from the wire event.
 //! - [`routes`]: the route catalogue (every REST route once, with its kind) that the edge
@@ -68,6 +70,7 @@ pub mod gepa;
 pub mod gepa_events;
 pub mod jobs;
 pub mod limits;
+pub mod rest;
 pub mod results;
 pub mod routes;
 pub mod status;

@@ -2,7 +2,7 @@
 //! object a line) or CSV with a header row (`input` required; `id` and `expected` optional;
 //! any other column goes into `meta` as text). Pure parsing; the caller reads the file.
 
-use crate::edge::json::{ExampleBody, ExampleId};
+use crate::api::rest::{ExampleBody, ExampleId};
 
 /// At most this many bytes are read from an examples file (the server caps a job at 1000
 /// examples of bounded size; this keeps a wrong file from eating memory first).

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::examples_file;
 use crate::api::pb;
-use crate::edge::json::{BudgetBody, DatasetBody, ExampleBody, GepaBody, ModeName, OptimizeBody};
+use crate::api::rest::{BudgetBody, DatasetBody, ExampleBody, GepaBody, ModeName, OptimizeBody};
 
 /// A job file is a few kilobytes; this bounds a wrong path pointing at a large file.
 const MAX_JOB_FILE_BYTES: u64 = 1024 * 1024;

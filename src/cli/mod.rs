@@ -16,9 +16,9 @@ pub mod progress;
 
 use std::io::Write;
 
+use crate::api::rest::{JobList, JobState};
 use crate::api::{jobs, pb};
 use crate::domain::{JobResult, JobStatus};
-use crate::edge::json::{JobList, JobState};
 pub use args::*;
 use connect::Clients;
 use follow::{Display, Ending};

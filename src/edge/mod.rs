@@ -8,12 +8,11 @@
 //!   everything behind the layers (what `serve` and `edge --upstream` run).
 //! - [`error`]: [`ApiError`], an HTTP error built from a core status (the mapping itself is
 //!   [`crate::api::status`]); [`extract`]: extractors whose
-//!   rejections use the envelope; [`json`]: the JSON shapes; [`sse`]: the SSE wire format;
+//!   rejections use the envelope; the JSON shapes are `api::rest`; [`sse`]: the SSE wire format;
 //!   [`openapi`]: `/v1/openapi.json`; [`ui`]: the workbench page at `/ui`.
 
 pub mod error;
 pub mod extract;
-pub mod json;
 pub mod openapi;
 pub mod routes;
 pub mod sse;
@@ -152,4 +151,16 @@ pub fn protected_app(state: EdgeState, protections: &Protections) -> Router {
         ))
         .layer(protections.http_layers())
         .layer(axum::middleware::from_fn(extract::deprecation))
+}
+
+impl crate::api::rest::CreatedJob {
+    /// The answer for `job_id`, with a stream token (minted by `minter`, the caller's principal
+    /// id) when the edge issues them.
+    pub fn new(job_id: String, state: &EdgeState, minter: Option<&str>) -> Self {
+        let stream_token = state.stream_token(&job_id, minter);
+        crate::api::rest::CreatedJob {
+            job_id,
+            stream_token,
+        }
+    }
 }

@@ -10,14 +10,14 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::json::{
+use super::routes::gepa::{EvalBody, ExampleOut, ExamplePage, Upserted};
+use super::routes::workbench::{BranchBody, Candidates, HumanCandidateBody, SteerBody, Steered};
+use super::routes::{admin, gepa, optimize, probes, workbench};
+use crate::api::rest::{
     AcceptanceName, BudgetBody, CreatedJob, DatasetBody, DatasetName, ExampleBody, JobList,
     JobState, JobSummary, MetricName, ModeName, ObjectiveName, OptimizeBody, ProbeStatus,
     SelectorName, Version,
 };
-use super::routes::gepa::{EvalBody, ExampleOut, ExamplePage, Upserted};
-use super::routes::workbench::{BranchBody, Candidates, HumanCandidateBody, SteerBody, Steered};
-use super::routes::{admin, gepa, optimize, probes, workbench};
 use crate::api::status::{ErrorBody, ErrorObject};
 
 /// One Server-Sent Event of an events route (the stream is a sequence of these). The first

@@ -8,10 +8,10 @@ use axum::extract::State;
 use http::StatusCode;
 
 use crate::api::pb;
+use crate::api::rest::{JobList, JobState};
 use crate::edge::EdgeState;
 use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::{CallContext, JobIdPath, QueryPairs};
-use crate::edge::json::{JobList, JobState};
 
 /// Jobs, newest first, one page at a time.
 #[utoipa::path(

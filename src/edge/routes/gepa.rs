@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::api::pb;
 use crate::api::pb::eval_service_client::EvalServiceClient;
 use crate::api::pb::examples_service_client::ExamplesServiceClient;
+use crate::api::rest::{CreatedJob, ExampleBody, ExampleId, OptimizeBody, resolve_target_model};
 use crate::api::values::{json_from_struct, struct_from_json};
 use crate::edge::EdgeState;
 use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::{CallContext, JobIdPath, JsonBody, QueryPairs};
-use crate::edge::json::{CreatedJob, ExampleBody, ExampleId, OptimizeBody, resolve_target_model};
 
 /// `{"upserted": N}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -46,7 +46,7 @@ pub struct EvalBody {
     /// A label for the run (any string, echoed in `eval_started`); it never selects data.
     pub name: Option<String>,
     /// A built-in pack to evaluate instead of the stored examples.
-    pub dataset: Option<crate::edge::json::DatasetBody>,
+    pub dataset: Option<crate::api::rest::DatasetBody>,
     pub target_model: Option<String>,
     pub target_model_id: Option<String>,
     pub model_id: Option<String>,
@@ -61,7 +61,7 @@ pub struct EvalBody {
     #[schema(minimum = 1, maximum = 1000)]
     pub early_stop_patience: Option<u32>,
     pub prompt: Option<String>,
-    #[schema(value_type = Option<Vec<crate::edge::json::MetricName>>)]
+    #[schema(value_type = Option<Vec<crate::api::rest::MetricName>>)]
     pub metrics: Option<Vec<String>>,
 }
 
@@ -249,7 +249,7 @@ pub async fn start(
     get, path = "/v1/eval/{job_id}", tag = "eval",
     params(("job_id" = String, Path)),
     responses(
-        (status = 200, body = crate::edge::json::JobState),
+        (status = 200, body = crate::api::rest::JobState),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
     )
 )]
@@ -257,7 +257,7 @@ pub async fn get(
     state: State<EdgeState>,
     ctx: CallContext,
     job_id: JobIdPath,
-) -> Result<Json<crate::edge::json::JobState>, ApiError> {
+) -> Result<Json<crate::api::rest::JobState>, ApiError> {
     // Eval jobs live in the same job log as optimize jobs.
     super::optimize::get(state, ctx, job_id).await
 }

@@ -7,10 +7,10 @@ use axum::response::Response;
 use http::{HeaderMap, Version};
 
 use crate::api::pb;
+use crate::api::rest::{CreatedJob, JobState, OptimizeBody};
 use crate::edge::EdgeState;
 use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::{CallContext, JobIdPath, JsonBody, QueryPairs};
-use crate::edge::json::{CreatedJob, JobState, OptimizeBody};
 use crate::edge::sse;
 
 /// The `?iterations=` parameter: an integer ≥ 1 (the core clamps it to `MAX_ITERATIONS`).

@@ -3,10 +3,10 @@
 use axum::Json;
 use axum::extract::State;
 
+use crate::api::rest::{ProbeStatus, Version};
 use crate::edge::EdgeState;
 use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::CallContext;
-use crate::edge::json::{ProbeStatus, Version};
 use crate::error::ErrorCode;
 
 /// The service whose health the core reports (NOT_SERVING once it drains).

@@ -8,11 +8,11 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::pb;
+use crate::api::rest::{BudgetBody, CreatedJob, DatasetBody, ExampleBody, GepaBody};
 use crate::domain::gepa::CandidateInfo;
 use crate::edge::EdgeState;
 use crate::edge::error::{ApiError, ErrorBody};
 use crate::edge::extract::{CallContext, JobIdPath, JsonBody};
-use crate::edge::json::{BudgetBody, CreatedJob, DatasetBody, ExampleBody, GepaBody};
 use crate::edge::routes::optimize::idempotency_key;
 use crate::workbench::RejectedProposal;
 

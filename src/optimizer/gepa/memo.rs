@@ -91,7 +91,7 @@ pub struct Memo {
     index: std::collections::HashMap<String, u32>,
 }
 
-/// An evaluation-cache key: a candidate by its hash ([`candidate_hash`]) and an example by its
+/// An evaluation-cache key: a candidate by its hash ([`candidate_hash`](super::state::candidate_hash)) and an example by its
 /// index in its memo's table of example ids ([`Memo::example`]); keys of one memo only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CacheKey {

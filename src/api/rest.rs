@@ -346,18 +346,6 @@ pub struct CreatedJob {
     pub stream_token: Option<String>,
 }
 
-impl CreatedJob {
-    /// The answer for `job_id`, with a stream token (minted by `minter`, the caller's principal
-    /// id) when the edge issues them.
-    pub fn new(job_id: String, state: &crate::edge::EdgeState, minter: Option<&str>) -> CreatedJob {
-        let stream_token = state.stream_token(&job_id, minter);
-        CreatedJob {
-            job_id,
-            stream_token,
-        }
-    }
-}
-
 /// A job's state.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobState {
