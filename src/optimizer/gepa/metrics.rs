@@ -1,18 +1,14 @@
 //! Metrics that return a score in [0, 1] AND feedback text (GEPA's μ_f): strict match, exact
 //! match (the original's: lowercase, collapsed whitespace), contains,
 //! regex, token F1, JSON-schema validity (a hand-written subset: type, required, properties,
-//! items, enum) and an LLM-judge rubric ([`Judge`], fixed by the server, cached, QPS-limited).
+//! items, enum) and an LLM-judge rubric (the server's [`Judge`], in [`super::judge`]).
 //! Every failing verdict's feedback states the expected answer plainly (`Expected answer: …`),
 //! so reflection can read what the right output looks like.
 
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
-
 use serde_json::Value;
 
+pub use super::judge::{Judge, parse_verdict};
 use crate::domain::Example;
-use crate::provider::openai::RateLimiter;
-use crate::provider::{ChatMessage, CompletionRequest, ModelProvider, ProviderError, Usage};
 
 /// A metric by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,122 +349,6 @@ pub fn score_sync(metric: Metric, output: &str, example: &Example) -> Option<Sco
         Metric::JsonSchema => json_schema(output, example),
         Metric::LlmJudge => return None,
     })
-}
-
-/// The server's judge: one model (`JUDGE_MODEL_ID`), an LRU cache of verdicts
-/// (`JUDGE_CACHE_SIZE`) and a QPS limit (`JUDGE_QPS_MAX`). Without a provider
-/// (`USE_JUDGE_STUB`) it grades offline by token F1 against the reference answer.
-pub struct Judge {
-    provider: Option<Arc<dyn ModelProvider>>,
-    model: String,
-    cache: Mutex<lru::LruCache<u64, (Scored, Usage)>>,
-    limiter: RateLimiter,
-}
-
-impl Judge {
-    pub fn new(
-        provider: Option<Arc<dyn ModelProvider>>,
-        model: String,
-        cache_size: usize,
-        qps: f64,
-    ) -> Self {
-        Judge {
-            provider,
-            model,
-            cache: Mutex::new(lru::LruCache::new(
-                NonZeroUsize::new(cache_size.max(1)).unwrap_or(NonZeroUsize::MIN),
-            )),
-            limiter: RateLimiter::new(qps),
-        }
-    }
-
-    pub fn model(&self) -> &str {
-        &self.model
-    }
-
-    /// Scores `output` against the rubric. Cached verdicts cost nothing (usage zero).
-    pub async fn score(
-        &self,
-        rubric: &str,
-        output: &str,
-        example: &Example,
-    ) -> Result<(Scored, Usage), ProviderError> {
-        let key = super::state::fnv1a(&[
-            rubric,
-            &example.input,
-            example.expected.as_deref().unwrap_or(""),
-            output,
-        ]);
-        if let Some((hit, _)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok((hit.clone(), Usage::default()));
-        }
-        let Some(provider) = &self.provider else {
-            let f1 = token_f1(output, example);
-            let stub = Scored {
-                score: f1.score,
-                feedback: format!("Offline judge (token overlap): {}", f1.feedback),
-            };
-            return Ok((stub, Usage::default()));
-        };
-        self.limiter.acquire().await;
-        let prompt = format!(
-            "Rubric:\n{rubric}\n\nTask input:\n{}\n\nReference answer (may be empty):\n{}\n\nResponse to grade:\n{output}\n\nGrade the response against the rubric. Explain briefly what is missing or wrong, then end with a line `SCORE: N` where N is 0 to 10.",
-            example.input,
-            example.expected.as_deref().unwrap_or("")
-        );
-        let completion = provider
-            .complete(CompletionRequest {
-                model: self.model.as_str().into(),
-                messages: vec![
-                    ChatMessage::system("You are a strict grader."),
-                    ChatMessage::user(prompt),
-                ],
-                temperature: Some(0.0),
-                max_tokens: Some(300),
-                seed: None,
-            })
-            .await?;
-        let scored = parse_verdict(&completion.text);
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(key, (scored.clone(), completion.usage));
-        Ok((scored, completion.usage))
-    }
-}
-
-/// Reads `SCORE: N` (0–10) from a judge's answer; feedback is the rest of the text.
-pub fn parse_verdict(text: &str) -> Scored {
-    let mut score = None;
-    let mut feedback = Vec::new();
-    for line in text.lines() {
-        let upper = line.trim().to_uppercase();
-        if let Some(rest) = upper.strip_prefix("SCORE:") {
-            let number: String = rest
-                .trim()
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.')
-                .collect();
-            score = number.parse::<f64>().ok();
-        } else if !line.trim().is_empty() {
-            feedback.push(line.trim());
-        }
-    }
-    match score {
-        Some(s) => Scored {
-            score: (s / 10.0).clamp(0.0, 1.0),
-            feedback: feedback.join(" "),
-        },
-        None => Scored {
-            score: 0.0,
-            feedback: format!("The judge gave no score: {}", text.trim()),
-        },
-    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@
 //! - [`merge`]: merge eligibility, composition and subsampling.
 //! - [`budget`]: reservations before dispatch; cost, tokens, generations, wall time; prices.
 //! - [`reflection`]: reflective dataset, meta-prompt, fenced parsing, offline operator.
-//! - [`metrics`]: metrics with feedback, and the server's LLM judge.
+//! - [`metrics`]: metrics with feedback; [`judge`]: the server's LLM judge.
 //! - [`evaluator`]: concurrent rollouts under per-job and global caps.
+//! - [`models`]: what the optimizer is built with (its config, its models).
 //! - [`engine`]: the loop and its checkpoint writes.
 //! - [`evaluation`]: rollouts served from the memo or reserved and dispatched; staged
 //!   validation of accepted children.
@@ -25,105 +26,37 @@ pub mod estimate;
 pub mod evaluation;
 pub mod evaluator;
 pub mod frontier;
+pub mod judge;
 pub mod memo;
 pub mod merge;
 pub mod metrics;
+pub mod models;
 pub mod proposals;
 pub mod reflection;
 pub mod state;
 pub mod steer;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::Semaphore;
 
 use self::budget::{Budget, Limits, Prices, Spent};
 use self::engine::{Config, Engine, Halt};
-use self::evaluator::Evaluator;
-use self::metrics::{Judge, Metric};
+use self::metrics::Metric;
+pub use self::models::{GepaConfig, Models};
 use self::state::{Candidate, Checkpoint, GepaState, Memo, STATE_VERSION};
-use super::{JobContext, OptimizeError, Optimizer, PartialJob, WallTimes, datasets};
+use super::{JobContext, OptimizeError, Optimizer, PartialJob, datasets};
 use crate::domain::gepa::{
     CandidateInfo, DEFAULT_COMPONENT, DEFAULT_MINIBATCH_SIZE, GepaResult, TestReport,
 };
 use crate::domain::{Example, JobResult, JobSpec};
 use crate::optimizer::rng::SeededRng;
-use crate::provider::ModelProvider;
 use crate::store::{CheckpointStore, ExampleStore};
 
 /// Share of the job's wall time (`budget.max_wall_time_s`, else `GEPA_DEFAULT_WALL_TIME_S`)
 /// after which no new iteration starts (the rest is left for the
 /// iteration in flight, so the job finishes with a result instead of `deadline_exceeded`).
 const WALL_TIME_SHARE: f64 = 0.8;
-
-/// The settings GEPA and eval jobs read; built where the app is wired (`Settings::gepa`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GepaConfig {
-    /// `TARGET_MODEL_DEFAULT`: the task model of a request that names none, and the reflection
-    /// model when `REFLECTION_MODEL_ID` is unset.
-    pub target_model: String,
-    /// `REFLECTION_MODEL_ID`.
-    pub reflection_model: Option<String>,
-    /// `EVALUATION_RUBRIC_DEFAULT`, for the judge metric of a request that names no rubric.
-    pub rubric: Option<String>,
-    /// `DETERMINISTIC_SEED`: the seed of a request that names none.
-    pub seed: i64,
-    /// `GEPA_DEFAULT_MAX_METRIC_CALLS`: the budget of a request that sets no `max_rollouts`.
-    pub default_max_metric_calls: u64,
-    /// `EVAL_MAX_CONCURRENCY`: rollouts in flight per job.
-    pub per_job_concurrency: usize,
-    /// `EVAL_MAX_EXAMPLES`: the most examples an eval job scores.
-    pub eval_max_examples: usize,
-    pub wall_times: WallTimes,
-}
-
-/// Models and shared limits every GEPA (and eval) job of this server uses; built where the app
-/// is wired (`server::models`).
-#[derive(Clone)]
-pub struct Models {
-    pub task: Arc<dyn ModelProvider>,
-    /// `None`: offline, the rule-based operators stand in for reflection.
-    pub reflection: Option<Arc<dyn ModelProvider>>,
-    pub reflection_model: Option<String>,
-    pub judge: Arc<Judge>,
-    pub prices: Arc<Prices>,
-    /// Server-wide cap on rollouts in flight.
-    pub global: Arc<Semaphore>,
-}
-
-impl Models {
-    /// A rollout runner for one job.
-    pub fn evaluator(
-        &self,
-        spec: &JobSpec,
-        config: &GepaConfig,
-        metrics: Vec<Metric>,
-    ) -> Evaluator {
-        Evaluator {
-            task: self.task.clone(),
-            judge: self.judge.clone(),
-            metrics,
-            model: spec
-                .target_model_id
-                .as_deref()
-                .unwrap_or(&config.target_model)
-                .into(),
-            temperature: spec.temperature,
-            max_tokens: spec.max_tokens,
-            seed: spec.seed,
-            rubric: spec
-                .evaluation_rubric
-                .clone()
-                .or_else(|| config.rubric.clone())
-                .unwrap_or_else(|| "The response answers the task correctly and concisely.".into()),
-            prices: self.prices.clone(),
-            global: self.global.clone(),
-            per_job: config.per_job_concurrency.max(1),
-        }
-    }
-}
 
 /// The examples a job names: inline, else a built-in pack, else the stored examples.
 pub async fn load_examples(
