@@ -155,6 +155,15 @@ impl Serialize for KeyText<'_> {
     }
 }
 
+/// A stored key text's candidate hash and example id (`None`: not `<16 hex digits>/<id>`).
+fn parse_key_text(text: &str) -> Option<(u64, &str)> {
+    let (candidate, example_id) = text.split_once('/')?;
+    if candidate.len() != 16 {
+        return None;
+    }
+    Some((u64::from_str_radix(candidate, 16).ok()?, example_id))
+}
+
 impl Memo {
     /// The index cache keys give the example `id` (a new one for an id not seen before).
     pub fn example(&mut self, id: &str) -> u32 {
@@ -188,19 +197,15 @@ impl Memo {
 
     /// The key a stored text names (`None`: not a key's text; nothing can look it up).
     fn read_key(&mut self, text: &str) -> Option<CacheKey> {
-        let (candidate, example_id) = text.split_once('/')?;
-        if candidate.len() != 16 {
-            return None;
-        }
-        let candidate = u64::from_str_radix(candidate, 16).ok()?;
+        let (candidate, example_id) = parse_key_text(text)?;
         Some(self.key(candidate, example_id))
     }
 
     /// The cache entry a stored key text names.
     pub fn get_text(&self, text: &str) -> Option<&EvalRecord> {
-        let (candidate, example_id) = text.split_once('/')?;
+        let (candidate, example_id) = parse_key_text(text)?;
         let key = CacheKey {
-            candidate: u64::from_str_radix(candidate, 16).ok()?,
+            candidate,
             example: *self.index.get(example_id)?,
         };
         self.cache.get(&key)
