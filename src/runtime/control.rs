@@ -220,11 +220,7 @@ impl JobRuntime {
         let Some(record) = self.inner.store.get_job(job_id).await? else {
             return Err(Error::JobNotFound(job_id.to_string()));
         };
-        let resumable = self
-            .inner
-            .optimizers
-            .get(&record.spec.mode)
-            .is_some_and(|o| o.resumable());
+        let resumable = self.inner.mode_resumable(record.spec.mode);
         if allowed(&record, resumable) {
             Ok(record)
         } else {

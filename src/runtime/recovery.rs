@@ -43,10 +43,7 @@ impl Inner {
                 }
             }
         }
-        let resumable = self
-            .optimizers
-            .get(&record.spec.mode)
-            .is_some_and(|o| o.resumable());
+        let resumable = self.mode_resumable(record.spec.mode);
         let queued = self.replica.shared
             && record.status == JobStatus::Pending
             && last_id == 0

@@ -17,11 +17,7 @@ impl Inner {
         if state.record.status.is_terminal() || state.record.status == JobStatus::Paused {
             return None;
         }
-        let resumable = self
-            .optimizers
-            .get(&state.record.spec.mode)
-            .is_some_and(|o| o.resumable());
-        if resumable && self.draining.load(Ordering::SeqCst) {
+        if self.mode_resumable(state.record.spec.mode) && self.draining.load(Ordering::SeqCst) {
             state.halting.get_or_insert(HaltReason::Suspend);
             state.halt.cancel();
         }
@@ -52,6 +48,11 @@ impl Inner {
 
     pub(super) async fn resumable(&self, job: &LiveJob) -> bool {
         let mode = job.state.lock().await.record.spec.mode;
+        self.mode_resumable(mode)
+    }
+
+    /// Whether jobs of `mode` are run by a resumable optimizer (GEPA).
+    pub(super) fn mode_resumable(&self, mode: crate::domain::Mode) -> bool {
         self.optimizers.get(&mode).is_some_and(|o| o.resumable())
     }
 
