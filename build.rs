@@ -24,11 +24,115 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("innerloop_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_prost_build::configure()
+    json_contract(tonic_prost_build::configure())
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;
     Ok(())
+}
+
+/// Event payloads and results as REST and SSE clients read them: the JSON contract is the serde
+/// rendering of these wire types (`crate::api::json` renders it; `crate::api::round_trip`
+/// checks every payload against the stored text). Field order is the proto's declaration order.
+const JSON_MESSAGES: &[&str] = &[
+    // results.proto
+    "Scores",
+    "JobResult",
+    "FrontierEntry",
+    "BudgetUsage",
+    "CandidateInfo",
+    "GepaResult",
+    "ProposalCost",
+    "ProposalVerdict",
+    "TestReport",
+    "EvalCase",
+    "EvalResult",
+    "DefaultResult",
+    "ErrorResult",
+    // events.proto: every `JobEvent` payload
+    "Started",
+    "Mutation",
+    "Progress",
+    "Selected",
+    "EarlyStop",
+    "Finished",
+    "Failed",
+    "Cancelled",
+    "Shutdown",
+    "Paused",
+    "Resumed",
+    "Suspended",
+    "GenerationStarted",
+    "ParentSelected",
+    "MinibatchEvaluated",
+    "ReflectionStarted",
+    "ReflectionFinished",
+    "CandidateProposed",
+    "CandidateVerdict",
+    "CandidateScored",
+    "JudgeScored",
+    "FrontierUpdated",
+    "LessonsUpdated",
+    "MergeAttempted",
+    "EvalStarted",
+    "EvalFinished",
+];
+
+/// Maps rendered in key order, so the same result is always the same bytes (as stored).
+const JSON_SORTED_MAPS: &[&str] = &[
+    "Scores.judge",
+    "CandidateInfo.components",
+    "CandidateInfo.val_scores",
+    "GepaResult.best_candidate",
+    "CandidateScored.val_scores",
+];
+
+/// Per-field rules of the contract: fields left out when empty, and message fields a client
+/// always sees (an unset one renders as its default, never `null`).
+const JSON_FIELDS: &[(&str, &str)] = &[
+    ("Scores.brevity", SKIP_NONE),
+    ("Scores.diversity", SKIP_NONE),
+    ("Scores.coverage", SKIP_NONE),
+    ("GepaResult.error", SKIP_NONE),
+    ("GepaResult.test", SKIP_NONE),
+    ("Failed.message", SKIP_EMPTY),
+    ("Shutdown.reason", SKIP_EMPTY),
+    ("ReflectionStarted.feedback", SKIP_EMPTY),
+    ("Progress.scores", OR_DEFAULT),
+    ("Selected.scores", OR_DEFAULT),
+    ("DefaultResult.scores", OR_DEFAULT),
+    ("GepaResult.budget", OR_DEFAULT),
+    ("GenerationStarted.budget", OR_DEFAULT),
+    ("CandidateVerdict.cost", OR_DEFAULT),
+    ("ProposalVerdict.cost", OR_DEFAULT),
+];
+const SKIP_NONE: &str = r#"#[serde(skip_serializing_if = "Option::is_none")]"#;
+const SKIP_EMPTY: &str = r#"#[serde(skip_serializing_if = "crate::api::json::is_empty")]"#;
+const OR_DEFAULT: &str = r#"#[serde(serialize_with = "crate::api::json::or_default")]"#;
+
+fn json_contract(mut builder: tonic_prost_build::Builder) -> tonic_prost_build::Builder {
+    let path = |name: &str| format!(".innerloop.v1.{name}");
+    for name in JSON_MESSAGES {
+        builder = builder.message_attribute(path(name), "#[derive(serde::Serialize)]");
+    }
+    // A result and a `finished` event render as the result itself (untagged, as the original).
+    for name in ["JobResult", "Finished"] {
+        builder = builder.message_attribute(path(name), "#[serde(transparent)]");
+    }
+    // The oneofs render as the message they hold: a payload is its `data` object.
+    for oneof in ["JobResult.kind", "JobEvent.payload"] {
+        builder = builder.type_attribute(
+            path(oneof),
+            "#[derive(serde::Serialize)] #[serde(untagged)]",
+        );
+    }
+    for map in JSON_SORTED_MAPS {
+        builder = builder.btree_map(path(map));
+    }
+    for (field, attribute) in JSON_FIELDS {
+        builder = builder.field_attribute(path(field), attribute);
+    }
+    builder
 }
 
 /// `INNERLOOP_COMMIT`: the short commit hash of the checkout, `unknown` outside git (a source

@@ -1,16 +1,16 @@
 //! The JSON contract of one job event as clients read it: the SSE `event:` name and the
 //! compact envelope of its `data:` line, keys in the contract's order
 //! (`type, schema_version, job_id, ts, id, data`). The CLI's `--events` output prints the
-//! same line. Built from the wire [`pb::JobEvent`] a transport receives, so the edge renders
-//! SSE from this module alone.
-//!
-//! The `data` object is the payload's serde rendering (the domain payload types carry the
-//! field names and order; the stores write the same text).
+//! same line. Rendered from the wire [`pb::JobEvent`] alone (the `data` object by
+//! [`super::json`]), so the edge renders SSE from this module and the generated types.
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::events::UnknownEvent;
+use super::json::EventData;
 use super::pb;
+use super::values::epoch_from_timestamp;
 use crate::domain::Event;
 
 /// The version of the envelope's shape, sent as `schema_version`.
@@ -30,13 +30,11 @@ pub struct EventEnvelope {
 }
 
 impl From<&Event> for EventEnvelope {
+    /// The envelope a client reads for a domain event: through its wire form, the one
+    /// renderer.
     fn from(event: &Event) -> Self {
-        EventEnvelope {
-            id: event.id,
-            name: event.payload.type_name(),
-            terminal: event.is_terminal(),
-            json: envelope_json(event),
-        }
+        let wire = pb::JobEvent::from(event.clone());
+        EventEnvelope::try_from(wire).expect("a domain event maps to a known wire payload")
     }
 }
 
@@ -44,30 +42,40 @@ impl TryFrom<pb::JobEvent> for EventEnvelope {
     /// A non-terminal payload this build does not know (a newer core): the caller skips it.
     type Error = UnknownEvent;
     fn try_from(wire: pb::JobEvent) -> Result<Self, UnknownEvent> {
-        Ok(EventEnvelope::from(&Event::try_from(wire)?))
+        let EventData {
+            name,
+            terminal,
+            data,
+        } = EventData::try_from(&wire)?;
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            r#type: &'static str,
+            schema_version: u32,
+            job_id: &'a str,
+            ts: f64,
+            id: u64,
+            data: &'a RawValue,
+        }
+        let data = RawValue::from_string(data).unwrap_or_else(|_| empty_object());
+        let envelope = Envelope {
+            r#type: name,
+            schema_version: SCHEMA_VERSION,
+            job_id: &wire.job_id,
+            ts: epoch_from_timestamp(wire.time.as_ref()),
+            id: wire.id,
+            data: &data,
+        };
+        Ok(EventEnvelope {
+            id: wire.id,
+            name,
+            terminal,
+            json: serde_json::to_string(&envelope).unwrap_or_default(),
+        })
     }
 }
 
-/// The envelope of `event` as compact JSON (see the module docs for the key order).
-pub fn envelope_json(event: &Event) -> String {
-    #[derive(Serialize)]
-    struct Envelope<'a> {
-        r#type: &'static str,
-        schema_version: u32,
-        job_id: &'a str,
-        ts: f64,
-        id: u64,
-        data: serde_json::Value,
-    }
-    let envelope = Envelope {
-        r#type: event.payload.type_name(),
-        schema_version: SCHEMA_VERSION,
-        job_id: &event.job_id,
-        ts: event.ts,
-        id: event.id,
-        data: event.payload.data_json(),
-    };
-    serde_json::to_string(&envelope).unwrap_or_default()
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_string()).expect("`{}` is JSON")
 }
 
 #[cfg(test)]

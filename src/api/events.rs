@@ -64,13 +64,10 @@ impl TryFrom<pb::JobEvent> for Event {
     }
 }
 
-/// The stand-in for a terminal event whose payload cannot be decoded: `failed` with
-/// `internal_error`, so the stream still ends (the job's state keeps the real result).
+/// The stand-in for a terminal event whose payload cannot be decoded (see
+/// [`super::json::undecodable_terminal`]).
 fn undecodable_terminal(kind: &str) -> EventPayload {
-    EventPayload::Failed {
-        error: "internal_error".into(),
-        message: format!("the {kind} event's payload could not be decoded"),
-    }
+    super::json::undecodable_terminal(kind).into()
 }
 
 impl From<EventPayload> for P {

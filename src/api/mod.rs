@@ -12,8 +12,9 @@
 //!   (`Struct` and `Timestamp`).
 //! - [`rest`]: the REST JSON shapes (requests, answers, the OpenAPI schemas) and their mapping
 //!   onto the protobuf requests and from the responses; the edge and the CLI share them.
-//! - [`envelope`]: the JSON contract of an event (the SSE envelope and event name), rendered
-//!   from the wire event.
+//! - [`json`] and [`envelope`]: the JSON contract of events and results (the SSE envelope,
+//!   event names, `data` objects, the REST `result`), rendered from the wire types; `build.rs`
+//!   declares which generated types render and the per-field rules.
 //! - [`routes`]: the route catalogue (every REST route once, with its kind) that the edge
 //!   mounts and the layers classify requests by.
 //! - [`limits`]: every limit of the contract, for validation and for the OpenAPI document.
@@ -69,6 +70,7 @@ pub mod examples;
 pub mod gepa;
 pub mod gepa_events;
 pub mod jobs;
+pub mod json;
 pub mod limits;
 pub mod rest;
 pub mod results;

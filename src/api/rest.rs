@@ -6,7 +6,6 @@ use utoipa::ToSchema;
 
 use crate::api::values::{epoch_from_timestamp, struct_from_json};
 use crate::api::{jobs, pb};
-use crate::domain::JobResult;
 
 /// `POST /v1/optimize` body. Unknown fields are rejected.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -479,10 +478,7 @@ fn status_name(raw: i32) -> String {
 
 impl JobState {
     pub fn from_pb(job: pb::Job) -> JobState {
-        let result = job
-            .result
-            .and_then(|r| JobResult::try_from(r).ok())
-            .and_then(|r| serde_json::to_value(r).ok());
+        let result = job.result.as_ref().and_then(crate::api::json::result_json);
         JobState {
             job_id: job.job_id,
             status: status_name(job.status),

@@ -298,13 +298,25 @@ fn every_payload_round_trips_wire_domain_json() {
             data.to_string(),
             "{name}: the stores' one-pass text is the data object"
         );
-        let parsed = EventPayload::from_parts(name, data).expect("parses back");
+        let parsed = EventPayload::from_parts(name, data.clone()).expect("parses back");
         assert_eq!(parsed, event.payload, "{name} through JSON");
-        // And the whole envelope names it.
-        let envelope: serde_json::Value =
-            serde_json::from_str(&super::envelope::envelope_json(&event)).expect("envelope");
-        assert_eq!(envelope["type"], name);
-        assert_eq!(envelope["id"], event.id);
+        // Wire → JSON: what REST and SSE clients read is rendered from the wire event, and
+        // its `data` is byte for byte the text the stores write.
+        let envelope = super::envelope::EventEnvelope::try_from(wire).expect("known");
+        assert_eq!(envelope.name, name);
+        assert_eq!(envelope.terminal, event.is_terminal(), "{name}");
+        let rendered = super::json::EventData::try_from(&pb::JobEvent::from(event.clone()))
+            .expect("known")
+            .data;
+        assert_eq!(
+            rendered,
+            event.payload.data_json_text(),
+            "{name}: wire JSON = stored"
+        );
+        let whole: serde_json::Value = serde_json::from_str(&envelope.json).expect("envelope");
+        assert_eq!(whole["type"], name);
+        assert_eq!(whole["id"], event.id);
+        assert_eq!(whole["data"], data, "{name}");
     }
 }
 
@@ -328,4 +340,70 @@ fn a_terminal_event_is_never_dropped() {
         Ok("failed")
     );
     assert!(Event::try_from(wire("something_new", None)).is_err());
+    // The JSON clients read ends the stream the same way.
+    let undecodable = pb::job_event::Payload::Finished(pb::Finished {
+        result: Some(pb::JobResult { kind: None }),
+    });
+    for (r#type, payload) in [("finished", Some(undecodable)), ("failed", None)] {
+        let data = super::json::EventData::try_from(&wire(r#type, payload)).expect("kept");
+        assert_eq!((data.name, data.terminal), ("failed", true));
+        assert!(data.data.contains("internal_error"), "{}", data.data);
+    }
+    let shutdown = super::json::EventData::try_from(&wire("shutdown", None)).expect("kept");
+    assert_eq!((shutdown.name, shutdown.data.as_str()), ("shutdown", "{}"));
+    assert!(super::json::EventData::try_from(&wire("something_new", None)).is_err());
+}
+
+/// Every payload with every field at its default (empty strings and lists, unset optionals and
+/// messages): the rules that leave fields out or render them anyway agree with the stored text.
+#[test]
+fn empty_payloads_render_as_stored() {
+    // Each oneof field number, sent with an empty message, decodes to that payload at its
+    // defaults; numbers that are no payload decode to none.
+    let mut seen = 0;
+    for field in 1..=63u32 {
+        let mut bytes = Vec::new();
+        prost::encoding::encode_key(
+            field,
+            prost::encoding::WireType::LengthDelimited,
+            &mut bytes,
+        );
+        bytes.push(0);
+        let Ok(wire) = pb::JobEvent::decode(bytes.as_slice()) else {
+            continue;
+        };
+        let Some(payload) = wire.payload.clone() else {
+            continue;
+        };
+        seen += 1;
+        let mut wires = vec![wire];
+        if let pb::job_event::Payload::Finished(_) = payload {
+            type K = pb::job_result::Kind;
+            for kind in [
+                K::DefaultResult(Default::default()),
+                K::Error(Default::default()),
+                K::Gepa(Default::default()),
+                K::Eval(Default::default()),
+            ] {
+                wires.push(pb::JobEvent {
+                    payload: Some(pb::job_event::Payload::Finished(pb::Finished {
+                        result: Some(pb::JobResult { kind: Some(kind) }),
+                    })),
+                    ..Default::default()
+                });
+            }
+        }
+        for wire in wires {
+            let rendered = super::json::EventData::try_from(&wire).expect("known");
+            let event = Event::try_from(wire).expect("known");
+            assert_eq!(rendered.name, event.payload.type_name());
+            assert_eq!(
+                rendered.data,
+                event.payload.data_json_text(),
+                "{}",
+                rendered.name
+            );
+        }
+    }
+    assert_eq!(seen, 29, "every JobEvent payload");
 }

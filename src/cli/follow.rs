@@ -140,13 +140,16 @@ pub async fn follow(
                     if event.id <= progress.last_event_id {
                         continue;
                     }
+                    let line = display
+                        .events
+                        .then(|| crate::api::envelope::EventEnvelope::try_from(event.clone()));
                     let Ok(event) = crate::domain::Event::try_from(event) else {
                         continue;
                     };
                     let due = progress.observe(&event);
-                    if display.events {
+                    if let Some(Ok(envelope)) = line {
                         let mut out = std::io::stdout().lock();
-                        let _ = writeln!(out, "{}", crate::api::envelope::envelope_json(&event));
+                        let _ = writeln!(out, "{}", envelope.json);
                         let _ = out.flush();
                     }
                     if let Some(status) = event.payload.terminal_status() {

@@ -1,5 +1,6 @@
-//! Job events: the typed payloads and the stores' record of an event. The JSON contract clients
-//! read (the SSE envelope) is rendered in `crate::api::envelope`.
+//! Job events: the typed payloads and the stores' record of an event (their serde rendering is
+//! the stored text). The JSON clients read is rendered from the wire types in `crate::api::json`;
+//! a test there keeps the two the same bytes.
 
 use std::collections::BTreeMap;
 
@@ -213,7 +214,7 @@ impl EventPayload {
     }
 
     /// The `data` object as compact JSON text, equal to `data_json().to_string()` but rendered
-    /// in one pass (no intermediate `Value` tree): stores and the SSE edge write this text.
+    /// in one pass (no intermediate `Value` tree): the stores write this text.
     pub fn data_json_text(&self) -> String {
         // Adjacent tagging renders `{"type":"<name>","data":<data>}`; keep `<data>`.
         if let Ok(whole) = serde_json::to_string(self) {
