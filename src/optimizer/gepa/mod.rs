@@ -16,9 +16,11 @@
 //! - [`engine`]: the loop and its checkpoint writes.
 //! - [`evaluation`]: rollouts served from the memo or reserved and dispatched; staged
 //!   validation of accepted children.
-//! - [`proposals`]: reflective mutation, several proposals per generation, reproducibly.
+//! - [`proposals`]: reflective mutation, several proposals per generation, reproducibly;
+//!   `ask_reflection`: asking the reflection model (memo, replay, memory of rejected proposals).
 //! - [`estimate`]: metric calls, reflection calls, tokens and cost predicted before a run.
 
+mod ask_reflection;
 pub mod budget;
 pub mod checkpoint;
 pub mod engine;

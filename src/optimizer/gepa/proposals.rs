@@ -4,18 +4,14 @@
 //! and validation run in proposal order. Every answer is stored by its position, so the result
 //! depends only on the seed and the inputs, never on which call finished first.
 
-use std::sync::Arc;
-
-use super::engine::{Engine, Halt, Outcome, ValidatedChild, provider_failed};
+use super::engine::{Engine, Halt, Outcome, ValidatedChild};
 use super::reflection::{self, Record};
-use super::state::{Candidate, EvalRecord, Origin, Reflection, Rejected, candidate_hash, fnv1a};
+use super::state::{Candidate, EvalRecord, Origin, Rejected, candidate_hash};
 use crate::domain::EventPayload;
 use crate::domain::gepa::{
     Acceptance, CandidateProposed, CandidateVerdict, MinibatchEvaluated, ParentSelected,
     ProposalCost, ReflectionFinished, ReflectionStarted,
 };
-use crate::optimizer::OptimizeError;
-use crate::provider::{ChatMessage, CompletionRequest, ModelProvider};
 
 /// Proposals per generation by default. More proposals per generation means fewer
 /// generations for a budget, each learning from fewer accepted children: at budget 300 on the
@@ -28,11 +24,6 @@ pub const DEFAULT_PARALLEL_PROPOSALS: usize = 2;
 const PERFECT_SCORE: f64 = 1.0;
 /// Lessons kept in the result.
 const MAX_LESSONS: usize = 20;
-/// Rejected proposals kept for reflection memory (per job; the prompt shows those of the parent
-/// and component being reflected on).
-const MAX_REJECTED: usize = 24;
-/// Rejected proposals shown in one reflection prompt.
-const MEMORY_IN_PROMPT: usize = 3;
 
 /// A proposal judged on its minibatch.
 struct Judged {
@@ -312,24 +303,6 @@ impl Engine<'_> {
         batch.iter().map(|i| self.train[*i].id.clone()).collect()
     }
 
-    /// The recent rejected proposals for this parent and component (reflection memory).
-    fn memory(&self, parent: usize, component: &str) -> Vec<Rejected> {
-        if self.cfg.legacy {
-            return Vec::new();
-        }
-        let mut recent: Vec<Rejected> = self
-            .state
-            .rejected
-            .iter()
-            .rev()
-            .filter(|r| r.parent == parent && r.component == component)
-            .take(MEMORY_IN_PROMPT)
-            .cloned()
-            .collect();
-        recent.reverse();
-        recent
-    }
-
     /// Records one proposal's verdict: rejected on its minibatch, rejected by its validation,
     /// or added to the pool.
     async fn verdict(
@@ -415,117 +388,6 @@ impl Engine<'_> {
         self.state.last_accepted = true;
         Ok(Outcome::Progress)
     }
-
-    fn remember(&mut self, rejected: Rejected) {
-        self.state.rejected.push(rejected);
-        let overflow = self.state.rejected.len().saturating_sub(MAX_REJECTED);
-        self.state.rejected.drain(..overflow);
-    }
-
-    /// Answers of the reflection model to each prompt (`None` where there is none), asked
-    /// together; answers already paid for come from the memo.
-    #[tracing::instrument(name = "reflect", skip_all, fields(otel.name = "reflect", prompts = prompts.len()))]
-    async fn reflect_many(
-        &mut self,
-        prompts: &[Option<String>],
-    ) -> Result<(Vec<Option<String>>, Vec<f64>), Halt> {
-        let mut usd = vec![0.0; prompts.len()];
-        let Some((provider, model)) = self.cfg.reflection.clone() else {
-            return Ok((vec![None; prompts.len()], usd));
-        };
-        let keys: Vec<Option<String>> = prompts
-            .iter()
-            .map(|p| p.as_ref().map(|p| format!("{:016x}", fnv1a(&[&model, p]))))
-            .collect();
-        // What this call pays for, in prompt order: prompts not in the memo (each distinct
-        // prompt asked once) and, in a replayed iteration, answers the interrupted iteration
-        // paid for (booked again, as in `evaluate_many`).
-        let mut missing: Vec<usize> = Vec::new();
-        let mut due: Vec<usize> = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, key) in keys.iter().enumerate() {
-            let Some(key) = key else { continue };
-            if !seen.insert(key.as_str()) {
-                continue;
-            }
-            if !self.memo.reflections.contains_key(key) {
-                missing.push(i);
-                due.push(i);
-            } else if self.replay.contains(key) {
-                due.push(i);
-            }
-        }
-        if !due.is_empty() {
-            if let Some(reason) = self.budget.spending_stop() {
-                return Err(Halt::Budget(reason));
-            }
-            let calls = missing.iter().map(|i| {
-                ask(
-                    provider.clone(),
-                    model.clone(),
-                    prompts[*i].clone().unwrap_or_default(),
-                )
-            });
-            // A halt (pause, hand-over) drops the calls in flight (see `evaluate`).
-            let answers = tokio::select! {
-                answers = futures_util::future::join_all(calls) => answers,
-                _ = self.ctx.halt.cancelled() => return Err(Halt::Error(OptimizeError::Halted)),
-            };
-            for (i, answer) in missing.iter().zip(answers) {
-                let completion = answer.map_err(|e| Halt::Error(provider_failed(&e)))?;
-                if let Some(key) = &keys[*i] {
-                    let reflection = Reflection {
-                        usd: self.eval.prices.cost(&model, completion.usage),
-                        tokens: completion.usage.prompt_tokens + completion.usage.completion_tokens,
-                        text: completion.text,
-                    };
-                    self.memo.reflections.insert(key.clone(), reflection);
-                    self.journal.fresh_reflections.push(key.clone());
-                }
-            }
-            // Booked once the answers are in: a halt above books nothing, so what the
-            // checkpoint says was paid (see `Engine::paid`) stays whole.
-            for i in due {
-                let Some(key) = keys[i].as_ref() else {
-                    continue;
-                };
-                self.replay.remove(key);
-                let Some(paid) = self.memo.reflections.get(key) else {
-                    continue;
-                };
-                usd[i] = paid.usd;
-                self.spend.reflection_usd += paid.usd;
-                self.budget.record(paid.usd, paid.tokens);
-            }
-            if !missing.is_empty() {
-                self.save().await;
-            }
-        }
-        let answers = keys
-            .iter()
-            .map(|k| {
-                k.as_ref()
-                    .and_then(|k| self.memo.reflections.get(k).map(|r| r.text.clone()))
-            })
-            .collect();
-        Ok((answers, usd))
-    }
 }
 
 use super::engine::add_cost as add;
-
-async fn ask(
-    provider: Arc<dyn ModelProvider>,
-    model: String,
-    prompt: String,
-) -> Result<crate::provider::Completion, crate::provider::ProviderError> {
-    provider
-        .complete(CompletionRequest {
-            model: model.into(),
-            messages: vec![ChatMessage::user(prompt)],
-            temperature: Some(1.0),
-            max_tokens: None,
-            seed: None,
-        })
-        .await
-}
