@@ -4,7 +4,7 @@
 //! which message fields always render). This module holds the helpers those rules name and the
 //! event's name and `data` object, taken from a [`pb::JobEvent`] alone.
 //!
-//! The stores write the domain's serde rendering of the same events; [`super::round_trip`]
+//! The stores write the domain's serde rendering of the same events; `api/round_trip.rs`
 //! checks, payload by payload, that both are the same bytes.
 
 use serde::{Serialize, Serializer};
