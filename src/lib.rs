@@ -4,14 +4,15 @@
 //! selection, plus the original service's cheap default loop) and streams their progress.
 //!
 //! ## Layout: who owns what
-//! - [`domain`]: jobs, specs, events and results — plain data (its serde gives the payloads'
-//!   JSON `data` objects) and their rules (`JobSpec::validate`, [`domain::limits`]), the
+//! - [`domain`]: jobs, specs, events and results — plain data (its serde is what the stores
+//!   write) and their rules (`JobSpec::validate`, [`domain::limits`]), the
 //!   steering inbox a job shares with its engine ([`domain::steering`]) and the seeded RNG
 //!   ([`domain::rng`]). No transport, no database.
 //! - [`optimizer`]: what a job runs ([`optimizer::Optimizer`]), reporting through an event sink;
 //!   each gets only what it uses: a checkpoint store, the example corpus and a small config of
 //!   its own ([`optimizer::GepaConfig`], [`optimizer::DefaultModeConfig`]), never `Settings`.
-//! - [`provider`]: model access ([`provider::ModelProvider`]); `LocalEcho` is offline.
+//! - [`provider`]: model access ([`provider::ModelProvider`]): the OpenAI-compatible client,
+//!   and offline `LocalEcho` and `OfflineWorld` (a task model and reflection that can improve).
 //! - [`store`]: persistence, one trait per seam, each with its own error: the group commit and
 //!   event logs ([`store::EventStore`]), job rows, idempotency keys, examples, checkpoints and
 //!   job leases for several replicas on one Postgres ([`store::LeaseStore`]);
@@ -22,8 +23,9 @@
 //!   gRPC types.
 //! - [`api`]: the contract boundary — the generated protobuf types ([`api::pb`]), every
 //!   proto ↔ domain conversion (`From`/`TryFrom` naming every field), the one status table and
-//!   error encodings ([`api::status`]), every limit ([`api::limits`]), the event envelope
-//!   clients read ([`api::envelope`]) and the route catalogue ([`api::routes`]).
+//!   error encodings ([`api::status`]), every limit ([`api::limits`]), the JSON clients read
+//!   of events and results, rendered from the wire types ([`api::json`], [`api::envelope`]),
+//!   the REST shapes ([`api::rest`]) and the route catalogue ([`api::routes`]).
 //! - [`grpc`]: the tonic services, each a few lines: decode with [`api`], call the runtime,
 //!   encode.
 //! - [`edge`]: the axum REST + SSE `/v1` API, a gRPC client of the core (in-process or remote);
