@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         job_store: innerloop::config::StoreKind::Memory,
         ..Settings::default()
     });
-    innerloop::telemetry::init(&settings);
+    innerloop::telemetry::init(&settings.telemetry());
     let listeners = server::Listeners::ephemeral().await?;
     let grpc_url = format!("http://{}", listeners.grpc.local_addr()?);
     let http_base = format!("http://{}", listeners.http.local_addr()?);

@@ -91,12 +91,10 @@ async fn main() {
         job_store: innerloop::config::StoreKind::Memory,
         ..Settings::default()
     });
-    let runtime = innerloop::server::build_runtime(settings.clone())
-        .await
-        .unwrap();
-    let (bare_routes, _h1) = grpc::router(runtime.clone()).await;
-    let (layered_routes, _h2) = grpc::router(runtime.clone()).await;
-    let (protections, _task) = Protections::start(settings, CancellationToken::new());
+    let runtime = innerloop::server::build_runtime(&settings).await.unwrap();
+    let (bare_routes, _h1) = grpc::router(runtime.clone(), settings.services()).await;
+    let (layered_routes, _h2) = grpc::router(runtime.clone(), settings.services()).await;
+    let (protections, _task) = Protections::start(&settings.layers(), CancellationToken::new());
     let bare = serve(bare_routes, None).await;
     let layered = serve(layered_routes, Some(protections)).await;
     // Interleave rounds so drift on a shared machine hits both sides alike.

@@ -251,11 +251,11 @@ async fn run_once(store: Arc<dyn JobStore>, jobs: usize, workload: Workload) -> 
         }
         Workload::Service | Workload::Api => innerloop::server::optimizers(&settings),
     };
-    let runtime = JobRuntime::start(settings, store, optimizers)
+    let runtime = JobRuntime::start(settings.runtime(), store, optimizers)
         .await
         .expect("runtime starts");
     if workload == Workload::Api {
-        return run_api(runtime, jobs).await;
+        return run_api(settings, runtime, jobs).await;
     }
 
     // N clients at once, each creating its job and watching it to the end.
@@ -307,7 +307,7 @@ async fn run_once(store: Arc<dyn JobStore>, jobs: usize, workload: Workload) -> 
 
 /// [`Workload::Api`]: `jobs` clients over a few HTTP/2 connections, each calling `Optimize` and
 /// reading its stream to the end.
-async fn run_api(runtime: JobRuntime, jobs: usize) -> Measure {
+async fn run_api(settings: Arc<Settings>, runtime: JobRuntime, jobs: usize) -> Measure {
     use innerloop::api::pb;
     use innerloop::api::pb::optimizer_service_client::OptimizerServiceClient;
 
@@ -317,6 +317,7 @@ async fn run_api(runtime: JobRuntime, jobs: usize) -> Measure {
     let url = format!("http://{}", listeners.grpc.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(innerloop::server::run_with_runtime(
+        settings,
         runtime,
         listeners,
         async move {

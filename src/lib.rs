@@ -20,7 +20,7 @@
 //! - [`runtime`]: [`runtime::JobRuntime`] — lifecycle, event log, watchers, idempotency, reaper,
 //!   shutdown, this process as one replica (claims, heartbeat, commands to other replicas).
 //!   Every task it spawns ends on shutdown and is waited for. Domain logic only; no HTTP or
-//!   gRPC types.
+//!   gRPC types. Configured by a [`runtime::RuntimeConfig`].
 //! - [`api`]: the contract boundary — the generated protobuf types ([`api::pb`]), every
 //!   proto ↔ domain conversion (`From`/`TryFrom` naming every field), the one status table and
 //!   error encodings ([`api::status`]), every limit ([`api::limits`]), the JSON clients read
@@ -35,7 +35,9 @@
 //!   ([`server::optimizers`], [`server::models`]), opens the store, binds listeners and runs
 //!   everything until a shutdown signal.
 //! - [`config`]: the one [`config::Settings`] type, layered and validated once, and what each
-//!   component reads of it, grouped (`settings.gepa()`, `settings.openai()`, …).
+//!   component reads of it, grouped (`settings.runtime()`, `settings.layers()`,
+//!   `settings.gepa()`, …). Only the wiring (`server`, `cli`, `main`) reads `Settings`; every
+//!   component takes its own config (`tests/architecture.rs` checks it).
 //! - [`error`]: the one [`error::Error`] type and the contract's error codes (their gRPC codes
 //!   and HTTP statuses are in [`api::status`]).
 //! - [`telemetry`]: structured logging set-up, and OTLP trace export when configured.

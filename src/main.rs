@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(overrides) => {
             let settings = Arc::new(load_settings(cli.config.as_deref(), overrides.figment()));
-            let telemetry = innerloop::telemetry::init_with_otel(&settings);
+            let telemetry = innerloop::telemetry::init_with_otel(&settings.telemetry());
             let listeners = server::Listeners::bind(&settings).await?;
             let outcome = server::run(settings, listeners, server::shutdown_signal()).await;
             telemetry.shutdown().await;
@@ -138,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
                 cli.config.as_deref(),
                 args.overrides.figment(),
             ));
-            innerloop::telemetry::init(&settings);
+            innerloop::telemetry::init(&settings.telemetry());
             let http =
                 tokio::net::TcpListener::bind((settings.host.as_str(), settings.port)).await?;
             server::run_edge(settings, http, &args.upstream, server::shutdown_signal()).await

@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::domain::Mode;
 use crate::edge;
 use crate::grpc;
+use crate::layers::LayerConfig;
 use crate::optimizer::eval_job::EvalOptimizer;
 use crate::optimizer::gepa::metrics::Judge;
 use crate::optimizer::gepa::{GepaOptimizer, Models};
@@ -105,19 +106,20 @@ pub async fn serve_http(
 }
 
 /// Serves the protected edge app: like [`serve_http`], plus the slowloris guard
-/// (`HEADER_READ_TIMEOUT_S`), which `axum::serve` cannot set.
+/// (`HEADER_READ_TIMEOUT_S`), which `axum::serve` cannot set, and the connection caps.
 pub fn serve_protected_http(
     listener: TcpListener,
     app: axum::Router,
-    settings: &Settings,
+    layers: &LayerConfig,
+    grace: Duration,
     stop: CancellationToken,
 ) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
-    let gate = crate::layers::connections::Gate::new("http", connection_limits(settings));
+    let gate = crate::layers::connections::Gate::new("http", connection_limits(layers));
     crate::layers::http_server::serve_with_gate(
         listener,
         app,
-        crate::layers::header_read_timeout(settings),
-        Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0)),
+        layers.header_read_timeout,
+        grace,
         gate,
         async move { stop.cancelled().await },
     )
@@ -125,18 +127,18 @@ pub fn serve_protected_http(
 
 /// The connection caps of each listener. Raises the soft descriptor limit to the hard one first
 /// (idempotent), so the automatic caps are computed from the real budget.
-pub fn connection_limits(settings: &Settings) -> crate::layers::connections::Limits {
+pub fn connection_limits(layers: &LayerConfig) -> crate::layers::connections::Limits {
     let nofile = crate::layers::connections::raise_nofile_limit();
-    let limits = crate::layers::connections::Limits::from_settings(settings, nofile);
+    let limits = crate::layers::connections::Limits::new(&layers.connections, nofile);
     tracing::debug!(?nofile, ?limits, "connection limits");
     limits
 }
 
 /// Builds the runtime from settings: opens the store, recovers interrupted jobs.
-pub async fn build_runtime(settings: Arc<Settings>) -> crate::error::Result<JobRuntime> {
+pub async fn build_runtime(settings: &Settings) -> crate::error::Result<JobRuntime> {
     let store = store::open(&settings.store_location()).await?;
-    let optimizers = optimizers(&settings);
-    JobRuntime::start(settings, store, optimizers).await
+    let optimizers = optimizers(settings);
+    JobRuntime::start(settings.runtime(), store, optimizers).await
 }
 
 /// The optimizers this server runs, by mode, each with its models and its part of the settings.
@@ -213,21 +215,24 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let runtime = build_runtime(settings).await?;
-    run_with_runtime(runtime, listeners, shutdown).await
+    let runtime = build_runtime(&settings).await?;
+    run_with_runtime(settings, runtime, listeners, shutdown).await
 }
 
-/// Like [`run`], on a runtime built by the caller (tests plug in their own optimizers or store).
+/// Like [`run`], on a runtime built by the caller (tests plug in their own optimizers or store);
+/// `settings` configure the transports.
 pub async fn run_with_runtime(
+    settings: Arc<Settings>,
     runtime: JobRuntime,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let settings = runtime.settings().clone();
-    let (routes, health) = grpc::router(runtime.clone()).await;
+    let layers = settings.layers();
+    let grace = settings.shutdown_grace();
+    let (routes, health) = grpc::router(runtime.clone(), settings.services()).await;
     let stop_listeners = CancellationToken::new();
     let (protections, protections_task) =
-        crate::layers::Protections::start(settings.clone(), stop_listeners.clone());
+        crate::layers::Protections::start(&layers, stop_listeners.clone());
     let in_process = tower::ServiceBuilder::new()
         .layer(protections.in_process_grpc_layers())
         .service(routes.clone());
@@ -237,7 +242,7 @@ pub async fn run_with_runtime(
         in_process,
         |never: std::convert::Infallible| -> edge::upstream::TransportError { match never {} },
     ));
-    let edge_state = edge::EdgeState::new(upstream, &settings);
+    let edge_state = edge::EdgeState::new(upstream, settings.sse());
     if protections.auth.required() {
         edge_state.issue_stream_tokens(protections.auth.stream_tokens.clone());
     }
@@ -245,14 +250,14 @@ pub async fn run_with_runtime(
     let grpc_addr = listeners.grpc.local_addr()?;
     tracing::info!(%grpc_addr, store = runtime.store().kind(), "gRPC core listening");
 
-    crate::layers::auth::warn_if_unprotected(&settings, grpc_addr, "grpc");
-    crate::layers::auth::warn_if_unprotected(&settings, http_addr, "http");
+    crate::layers::auth::warn_if_unprotected(&layers.auth, grpc_addr, "grpc");
+    crate::layers::auth::warn_if_unprotected(&layers.auth, http_addr, "http");
 
     let grpc_stop = stop_listeners.clone();
     // Admitted through the connection caps, after their first byte, with TCP_NODELAY.
     let (incoming, grpc_accept) = crate::layers::connections::grpc_incoming(
         listeners.grpc,
-        crate::layers::connections::Gate::new("grpc", connection_limits(&settings)),
+        crate::layers::connections::Gate::new("grpc", connection_limits(&layers)),
         stop_listeners.clone(),
     );
     let grpc_server = tokio::spawn(
@@ -277,7 +282,8 @@ pub async fn run_with_runtime(
     let http_server = tokio::spawn(serve_protected_http(
         listeners.http,
         edge::protected_app(edge_state.clone(), &protections),
-        &settings,
+        &layers,
+        grace,
         stop_listeners.clone(),
     ));
 
@@ -286,7 +292,6 @@ pub async fn run_with_runtime(
     edge_state.begin_draining();
     readiness.abort();
     health.set_not_serving::<crate::api::pb::optimizer_service_server::OptimizerServiceServer<grpc::OptimizerServiceImpl>>().await;
-    let grace = Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0));
     runtime.shutdown().await;
     // Watch streams have delivered their `shutdown` events; end whatever SSE is still open.
     edge_state.stop_streams();
@@ -362,28 +367,29 @@ pub async fn run_edge(
     upstream_url: &str,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let layers = settings.layers();
+    let grace = settings.shutdown_grace();
     let upstream = edge::Upstream::connect_lazy(upstream_url)?;
-    let edge_state = edge::EdgeState::new(upstream, &settings);
+    let edge_state = edge::EdgeState::new(upstream, settings.sse());
     let http_addr = http.local_addr()?;
     tracing::info!(%http_addr, upstream = upstream_url, "REST + SSE edge listening");
-    crate::layers::auth::warn_if_unprotected(&settings, http_addr, "http");
+    crate::layers::auth::warn_if_unprotected(&layers.auth, http_addr, "http");
     let stop = CancellationToken::new();
-    let (protections, protections_task) =
-        crate::layers::Protections::start(settings.clone(), stop.clone());
+    let (protections, protections_task) = crate::layers::Protections::start(&layers, stop.clone());
     if protections.auth.required() {
         edge_state.issue_stream_tokens(protections.auth.stream_tokens.clone());
     }
     let server = tokio::spawn(serve_protected_http(
         http,
         edge::protected_app(edge_state.clone(), &protections),
-        &settings,
+        &layers,
+        grace,
         stop.clone(),
     ));
     shutdown.await;
     edge_state.begin_draining();
     edge_state.stop_streams();
     stop.cancel();
-    let grace = Duration::from_secs_f64(settings.shutdown_grace_s.max(0.0));
     wait_http(tokio::time::Instant::now() + grace, server).await;
     let _ = protections_task.await;
     Ok(())

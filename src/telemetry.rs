@@ -7,7 +7,19 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Settings;
+/// What logging and tracing read of the configuration; built where the app is wired
+/// (`Settings::telemetry`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// The default filter (`LOG_LEVEL`); `RUST_LOG` wins over it.
+    pub log_level: String,
+    /// JSON lines instead of pretty ones (`LOG_FORMAT=json`).
+    pub json: bool,
+    /// The service name on exported spans (`SERVICE_NAME`).
+    pub service_name: String,
+    /// The OTLP/gRPC collector (`OTEL_EXPORTER_OTLP_ENDPOINT`); spans are exported only when set.
+    pub otlp_endpoint: Option<String>,
+}
 
 /// Whether log lines may carry ANSI colours: only when they go to a terminal (the formatter
 /// writes to stdout) and `NO_COLOR` is unset.
@@ -16,18 +28,18 @@ fn colours() -> bool {
 }
 
 /// Installs the global subscriber once; later calls are no-ops (tests call it freely).
-pub fn init(settings: &Settings) {
+pub fn init(config: &TelemetryConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
             "{},h2=warn,hyper=warn,tower=warn",
-            settings.log_level
+            config.log_level
         ))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colours())
         .with_target(false);
-    let _ = if settings.log_format == "json" {
+    let _ = if config.json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()
@@ -88,15 +100,15 @@ pub fn install_propagator() {
 /// Like [`init`], plus OpenTelemetry: W3C propagation always, OTLP export of spans only when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Call inside the Tokio runtime; keep the guard and call
 /// [`TelemetryGuard::shutdown`] after the server stops.
-pub fn init_with_otel(settings: &Settings) -> TelemetryGuard {
+pub fn init_with_otel(config: &TelemetryConfig) -> TelemetryGuard {
     use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
     install_propagator();
-    let provider = match settings.otel_exporter_otlp_endpoint.as_deref() {
+    let provider = match config.otlp_endpoint.as_deref() {
         Some(endpoint) if !endpoint.is_empty() => {
-            match otlp_provider(endpoint, &settings.service_name) {
+            match otlp_provider(endpoint, &config.service_name) {
                 Ok(provider) => Some(provider),
                 Err(err) => {
                     eprintln!("OTLP exporter not started: {err}");
@@ -109,14 +121,14 @@ pub fn init_with_otel(settings: &Settings) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
             "{},h2=warn,hyper=warn,tower=warn,opentelemetry=warn",
-            settings.log_level
+            config.log_level
         ))
     });
-    let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer().with_tracer(p.tracer(settings.service_name.clone()))
-    });
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(config.service_name.clone())));
     let registry = tracing_subscriber::registry().with(filter).with(otel);
-    let _ = if settings.log_format == "json" {
+    let _ = if config.json {
         registry
             .with(
                 tracing_subscriber::fmt::layer()

@@ -2,7 +2,9 @@
 //! - no import cycle between top-level modules (`use crate::<top>` / `crate::<top>::` edges of
 //!   production code: comments, `tests.rs` files and a trailing `#[cfg(test)]` module are not
 //!   counted, since tests may wire things up the way `server.rs` does);
-//! - domain code (`domain/`, `optimizer/`, `runtime/`) names no transport or driver crate.
+//! - domain code (`domain/`, `optimizer/`, `runtime/`) names no transport or driver crate;
+//! - only the wiring (`server.rs`, `cli/`, `config/`, `main.rs`) names `Settings` or
+//!   `crate::config`: every component takes its own configuration (`config/components.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -189,4 +191,74 @@ fn domain_optimizer_and_runtime_name_no_transport_or_driver() {
         }
     }
     assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// Modules that wire the app and so may read the whole `Settings`.
+const WIRING: [&str; 3] = ["config", "server", "cli"];
+
+/// Whether a line of code names the settings: the word `Settings` or the `config` module.
+fn names_the_settings(code: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let word = code.match_indices("Settings").any(|(at, word)| {
+        let before = code[..at].chars().next_back();
+        let after = code[at + word.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    });
+    word || named_modules(code).iter().any(|m| m == "config")
+}
+
+/// Production lines outside the wiring that name the settings, as `file:line: code`; with
+/// `wiring`, those of the wiring instead.
+fn settings_readers(wiring: bool) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in rust_files(Path::new(SRC)) {
+        // The crate root and the binary (`top_module` is `None`) wire the app too.
+        let in_wiring = top_module(&file).is_none_or(|top| WIRING.contains(&top.as_str()));
+        if in_wiring != wiring {
+            continue;
+        }
+        for (number, code) in production_lines(&file) {
+            if names_the_settings(&code) {
+                let place = file.strip_prefix(SRC).unwrap().display();
+                found.push(format!("{place}:{number}: {}", code.trim()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn only_the_wiring_names_the_settings() {
+    let found = settings_readers(false);
+    assert!(
+        found.is_empty(),
+        "components read `Settings` (give them a config of their own, built in \
+         config/components.rs):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_settings_check_sees_the_wiring_that_reads_them() {
+    // The check reads text: make sure it finds the places known to name the settings, so it
+    // cannot pass by reading nothing.
+    let wiring = settings_readers(true);
+    for place in ["server.rs:", "config/components.rs:", "main.rs:"] {
+        assert!(
+            wiring.iter().any(|line| line.starts_with(place)),
+            "{place} not found: {wiring:?}"
+        );
+    }
+    assert!(names_the_settings("use crate::config::Settings;"));
+    assert!(names_the_settings(
+        "pub fn start(settings: Arc<Settings>) {"
+    ));
+    assert!(names_the_settings("use crate::{config, domain};"));
+    assert!(names_the_settings(
+        "let s = crate::config::Settings::default();"
+    ));
+    assert!(!names_the_settings(
+        "let config: RuntimeConfig = settings.runtime();"
+    ));
+    assert!(!names_the_settings("struct SseSettings;"));
 }

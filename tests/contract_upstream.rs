@@ -102,7 +102,7 @@ async fn a_core_side_timeout_reaches_the_client_as_deadline_exceeded() {
         ..settings()
     });
     let stop = CancellationToken::new();
-    let (protections, _task) = Protections::start(core_settings, stop.clone());
+    let (protections, _task) = Protections::start(&core_settings.layers(), stop.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc = listener.local_addr().unwrap();
     let until = stop.clone();

@@ -299,7 +299,7 @@ fn run_then_crash(
         let job_id = rt.block_on(async {
             let settings = Arc::new(settings);
             let optimizers = innerloop::server::optimizers(&settings);
-            let runtime = JobRuntime::start(settings, store.clone(), optimizers)
+            let runtime = JobRuntime::start(settings.runtime(), store.clone(), optimizers)
                 .await
                 .unwrap();
             let job_id = match job {

@@ -43,7 +43,7 @@ impl Drop for Edge {
 async fn start(settings: Settings) -> Edge {
     let settings = Arc::new(settings);
     let stop = CancellationToken::new();
-    let (protections, _task) = Protections::start(settings.clone(), stop.clone());
+    let (protections, _task) = Protections::start(&settings.layers(), stop.clone());
     let forever = || async { Sse::new(stream::pending::<Result<Event, Infallible>>()) };
     let router = Router::new()
         .route(
@@ -81,7 +81,7 @@ async fn start(settings: Settings) -> Edge {
     tokio::spawn(innerloop::layers::http_server::serve(
         listener,
         router,
-        innerloop::layers::header_read_timeout(&settings),
+        settings.layers().header_read_timeout,
         Duration::from_secs(1),
         async move { until.cancelled().await },
     ));

@@ -54,7 +54,7 @@ async fn start_real_core(settings: Settings) -> (std::net::SocketAddr, Cancellat
         .await
         .unwrap();
     let optimizers = innerloop::server::optimizers(&settings);
-    let runtime = JobRuntime::start(settings, store, optimizers)
+    let runtime = JobRuntime::start(settings.runtime(), store, optimizers)
         .await
         .unwrap();
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -63,6 +63,7 @@ async fn start_real_core(settings: Settings) -> (std::net::SocketAddr, Cancellat
     let stop = CancellationToken::new();
     let until = stop.clone();
     tokio::spawn(server::run_with_runtime(
+        settings,
         runtime,
         Listeners { grpc, http },
         async move { until.cancelled().await },

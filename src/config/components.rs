@@ -1,17 +1,130 @@
 //! The settings grouped per component: each component takes a small struct of its own, built
-//! here from [`Settings`] where the app is wired (`server.rs`), never the whole `Settings`.
-//! The environment variables stay flat (they are the original service's names).
+//! here from [`Settings`] where the app is wired (`server.rs`, `main.rs`), never the whole
+//! `Settings`: the runtime a [`RuntimeConfig`] (`settings.runtime()`), the gRPC services a
+//! [`ServiceConfig`] (`settings.services()`), the layers and the listeners' guards a
+//! [`LayerConfig`] (`settings.layers()`), the edge an [`SseConfig`] (`settings.sse()`),
+//! logging a [`TelemetryConfig`] (`settings.telemetry()`), the optimizers a [`GepaConfig`] and a
+//! [`DefaultModeConfig`], the provider an [`OpenAiConfig`], the store a [`Location`].
+//! `tests/architecture.rs` keeps `Settings` out of the components. The environment variables
+//! stay flat (they are the original service's names).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{DEFAULT_EVALUATION_RUBRIC, Settings, StoreKind};
+use crate::edge::sse::SseConfig;
+use crate::grpc::ServiceConfig;
+use crate::layers::LayerConfig;
+use crate::layers::auth::AuthConfig;
+use crate::layers::connections::ConnectionConfig;
+use crate::layers::rate_limit::RateLimitConfig;
+use crate::layers::stream_token::StreamTokenConfig;
 use crate::optimizer::default_mode::judge::JudgeChoice;
 use crate::optimizer::gepa::budget::Prices;
 use crate::optimizer::{DefaultModeConfig, GepaConfig, WallTimes};
 use crate::provider::openai::{OPENAI_BASE_URL, OPENROUTER_BASE_URL, OpenAiConfig};
+use crate::runtime::{ReplicaConfig, RetentionConfig, RuntimeConfig, WatchConfig};
 use crate::store::Location;
+use crate::telemetry::TelemetryConfig;
 
 impl Settings {
+    /// What the job runtime reads: watchers, retention, the replica, wall times, shutdown.
+    pub fn runtime(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            watch: WatchConfig {
+                buffer_size: self.sse_buffer_size,
+                backpressure: self.sse_backpressure_policy,
+                fail_timeout: self.sse_backpressure_fail_timeout(),
+            },
+            retention: RetentionConfig {
+                reaper_interval: Duration::from_secs_f64(self.job_reaper_interval_s),
+                ttl_finished_s: self.job_ttl_finished_s,
+                ttl_failed_s: self.job_ttl_failed_s,
+                ttl_cancelled_s: self.job_ttl_cancelled_s,
+                ttl_shutdown_s: self.job_ttl_shutdown_s,
+                retention_s: self.job_retention_s,
+                idempotency_ttl_s: self.idempotency_ttl_s,
+            },
+            replica: ReplicaConfig {
+                id: self.replica_id.clone(),
+                lease_s: self.job_lease_s,
+                heartbeat: Duration::from_secs_f64(self.job_lease_heartbeat_s),
+                max_jobs: self.replica_max_jobs,
+            },
+            wall_times: self.wall_times(),
+            shutdown_grace: self.shutdown_grace(),
+            sqlite_file: self.sqlite_file(),
+        }
+    }
+
+    /// `SHUTDOWN_GRACE_S` (negative counts as 0).
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_grace_s.max(0.0))
+    }
+
+    /// What the gRPC services read besides the runtime.
+    pub fn services(&self) -> ServiceConfig {
+        ServiceConfig {
+            max_iterations: self.max_iterations,
+            max_request_bytes: self.max_request_bytes,
+            gepa: Arc::new(self.gepa()),
+            prices: Arc::new(self.prices()),
+        }
+    }
+
+    /// What the layers (auth, limits, CORS, timeouts) and the listeners' guards read.
+    pub fn layers(&self) -> LayerConfig {
+        LayerConfig {
+            auth: AuthConfig {
+                required: !self.dev_mode,
+                anonymous_create: !self.require_auth,
+                public_metrics: !self.metrics_require_auth,
+                bearer_tokens: self.api_bearer_tokens.clone(),
+                bearer_tokens_file: self.api_bearer_tokens_file.clone(),
+                stream_tokens: StreamTokenConfig {
+                    key: self.stream_token_key.clone(),
+                    ttl_s: self.stream_token_ttl_s,
+                },
+            },
+            rate_limit: RateLimitConfig {
+                per_min: self.rate_limit_per_min,
+                burst: self.rate_limit_burst,
+            },
+            trusted_proxies: self.trusted_proxies.clone(),
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
+            max_concurrent_requests: self.max_concurrent_requests,
+            max_streams_per_principal: self.max_streams_per_principal,
+            max_request_bytes: self.max_request_bytes,
+            request_timeout: Duration::from_secs_f64(self.request_timeout_s),
+            header_read_timeout: Duration::from_secs_f64(self.header_read_timeout_s),
+            connections: ConnectionConfig {
+                max_connections: self.max_connections,
+                max_connections_per_ip: self.max_connections_per_ip,
+                first_byte_timeout: Duration::from_secs_f64(
+                    self.idle_connection_timeout_s.max(0.001),
+                ),
+            },
+        }
+    }
+
+    /// What the edge's SSE responses read (`SSE_RETRY_MS`, `SSE_PING_INTERVAL_S`).
+    pub fn sse(&self) -> SseConfig {
+        SseConfig {
+            retry_ms: self.sse_retry_ms,
+            ping: Duration::from_secs_f64(self.sse_ping_interval_s.max(0.001)),
+        }
+    }
+
+    /// What logging and tracing read.
+    pub fn telemetry(&self) -> TelemetryConfig {
+        TelemetryConfig {
+            log_level: self.log_level.clone(),
+            json: self.log_format == "json",
+            service_name: self.service_name.clone(),
+            otlp_endpoint: self.otel_exporter_otlp_endpoint.clone(),
+        }
+    }
+
     /// Where the jobs live (`JOB_STORE`, `SQLITE_PATH` under `DATA_DIR`, `DATABASE_URL`).
     pub fn store_location(&self) -> Location {
         match self.job_store {
@@ -132,5 +245,19 @@ impl Settings {
             .filter(|r| !r.is_empty())
             .unwrap_or(DEFAULT_EVALUATION_RUBRIC)
             .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_automatic_connection_caps_are_the_settings_defaults() {
+        // `layers::http_server::serve` uses `ConnectionConfig::default()` without settings.
+        assert_eq!(
+            Settings::default().layers().connections,
+            ConnectionConfig::default()
+        );
     }
 }

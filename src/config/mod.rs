@@ -1,8 +1,10 @@
 //! The one settings type. Layers, lowest first: serialized defaults → optional `innerloop.toml`
 //! (or `--config FILE`) → environment variables (the original service's names) → command-line
-//! flags (`load.rs`); then [`Settings::validate`] runs once and names the setting at fault. The
-//! settings each component reads are grouped in `components.rs` (`settings.gepa()`,
-//! `settings.openai()`, …).
+//! flags (`load.rs`); then [`Settings::validate`] runs once and names the setting at fault.
+//! `Settings` is read only where the app is wired (`server.rs`, `main.rs`): `components.rs`
+//! builds from it the small config each component takes (`settings.runtime()`,
+//! `settings.services()`, `settings.layers()`, `settings.sse()`, `settings.telemetry()`,
+//! `settings.gepa()`, `settings.default_mode()`, `settings.openai()`, …).
 
 mod components;
 mod load;
@@ -10,6 +12,9 @@ mod load;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize};
+
+/// `SSE_BACKPRESSURE_POLICY`; the runtime's type, named here too since a setting has it.
+pub use crate::runtime::BackpressurePolicy;
 
 /// The original's `EVALUATION_RUBRIC_DEFAULT`.
 pub const DEFAULT_EVALUATION_RUBRIC: &str = "overall quality and clarity";
@@ -180,13 +185,6 @@ pub struct Settings {
     pub log_format: String,
     /// OTLP/gRPC collector; traces are exported only when set.
     pub otel_exporter_otlp_endpoint: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackpressurePolicy {
-    Resume,
-    FailJob,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

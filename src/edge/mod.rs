@@ -21,12 +21,10 @@ pub mod upstream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
 use crate::error::ErrorCode;
 use crate::layers::Protections;
 use crate::layers::stream_token::StreamTokens;
@@ -51,14 +49,13 @@ struct Inner {
 }
 
 impl EdgeState {
-    pub fn new(upstream: Upstream, settings: &Settings) -> EdgeState {
+    /// The edge in front of `upstream`, its SSE responses configured by `sse`
+    /// (`Settings::sse`).
+    pub fn new(upstream: Upstream, sse: sse::SseConfig) -> EdgeState {
         EdgeState {
             inner: Arc::new(Inner {
                 upstream,
-                sse: sse::SseConfig {
-                    retry_ms: settings.sse_retry_ms,
-                    ping: Duration::from_secs_f64(settings.sse_ping_interval_s.max(0.001)),
-                },
+                sse,
                 streams_stop: CancellationToken::new(),
                 draining: AtomicBool::new(false),
                 stream_tokens: OnceLock::new(),

@@ -10,13 +10,12 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::routes::gepa::{EvalBody, ExampleOut, ExamplePage, Upserted};
-use super::routes::workbench::{BranchBody, Candidates, HumanCandidateBody, SteerBody, Steered};
 use super::routes::{admin, gepa, optimize, probes, workbench};
 use crate::api::rest::{
-    AcceptanceName, BudgetBody, CreatedJob, DatasetBody, DatasetName, ExampleBody, JobList,
-    JobState, JobSummary, MetricName, ModeName, ObjectiveName, OptimizeBody, ProbeStatus,
-    SelectorName, Version,
+    AcceptanceName, BranchBody, BudgetBody, Candidates, CreatedJob, DatasetBody, DatasetName,
+    EvalBody, ExampleBody, ExampleOut, ExamplePage, HumanCandidateBody, JobList, JobState,
+    JobSummary, MetricName, ModeName, ObjectiveName, OptimizeBody, ProbeStatus, SelectorName,
+    SteerBody, Steered, Upserted, Version,
 };
 use crate::api::status::{ErrorBody, ErrorObject};
 

@@ -127,10 +127,12 @@ fn frames(body: EventsBody) -> impl Stream<Item = Result<Bytes, Infallible>> + S
     })
 }
 
-/// Settings of the SSE responses.
-#[derive(Debug, Clone)]
+/// What the SSE responses read of the configuration.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SseConfig {
+    /// The `retry:` a client waits before reconnecting (`SSE_RETRY_MS`).
     pub retry_ms: u64,
+    /// Comment lines keep an idle stream open this often (`SSE_PING_INTERVAL_S`).
     pub ping: Duration,
 }
 

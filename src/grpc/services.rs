@@ -11,6 +11,8 @@ use crate::api::pb::job_service_server::{JobService, JobServiceServer};
 use crate::api::pb::optimizer_service_server::{OptimizerService, OptimizerServiceServer};
 use crate::runtime::{JobRuntime, WatchStream};
 
+use super::ServiceConfig;
+
 /// A stream of job events as tonic sends it.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>>;
 
@@ -22,6 +24,7 @@ fn event_stream(watch: WatchStream) -> EventStream {
 #[derive(Clone)]
 pub struct OptimizerServiceImpl {
     runtime: JobRuntime,
+    config: ServiceConfig,
 }
 
 #[tonic::async_trait]
@@ -32,7 +35,7 @@ impl OptimizerService for OptimizerServiceImpl {
         &self,
         request: Request<pb::OptimizeRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let create = create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
+        let create = create_request(request.into_inner(), self.config.max_iterations)?;
         let created = self
             .runtime
             .create(create.spec, create.idempotency_key.as_deref())
@@ -45,7 +48,7 @@ impl OptimizerService for OptimizerServiceImpl {
         &self,
         request: Request<pb::OptimizeRequest>,
     ) -> Result<Response<pb::CreateJobResponse>, Status> {
-        let create = create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
+        let create = create_request(request.into_inner(), self.config.max_iterations)?;
         let created = self
             .runtime
             .create(create.spec, create.idempotency_key.as_deref())
@@ -59,12 +62,11 @@ impl OptimizerService for OptimizerServiceImpl {
         &self,
         request: Request<pb::OptimizeRequest>,
     ) -> Result<Response<pb::EstimateJobResponse>, Status> {
-        let create = create_request(request.into_inner(), self.runtime.settings().max_iterations)?;
-        let settings = self.runtime.settings();
+        let create = create_request(request.into_inner(), self.config.max_iterations)?;
         let estimate = crate::optimizer::gepa::estimate_request(
             &create.spec,
-            &settings.gepa(),
-            &settings.prices(),
+            &self.config.gepa,
+            &self.config.prices,
             self.runtime.store().as_ref(),
         )
         .await
@@ -167,8 +169,10 @@ impl JobService for JobServiceImpl {
 /// v1alpha). Returns the health reporter so the server can flip it to NOT_SERVING on shutdown.
 pub async fn router(
     runtime: JobRuntime,
+    config: ServiceConfig,
 ) -> (tonic::service::Routes, tonic_health::server::HealthReporter) {
-    let max_decode = runtime.settings().max_request_bytes.max(4096);
+    let max_decode = config.max_request_bytes.max(4096);
+    let max_iterations = config.max_iterations;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<OptimizerServiceServer<OptimizerServiceImpl>>()
@@ -188,6 +192,7 @@ pub async fn router(
         .expect("embedded descriptor set is valid");
     let optimizer = OptimizerServiceServer::new(OptimizerServiceImpl {
         runtime: runtime.clone(),
+        config,
     })
     .max_decoding_message_size(max_decode);
     let examples =
@@ -210,7 +215,7 @@ pub async fn router(
         .add_service(examples)
         .add_service(eval)
         .add_service(
-            super::workbench::WorkbenchServiceImpl::server(runtime_for_workbench)
+            super::workbench::WorkbenchServiceImpl::server(runtime_for_workbench, max_iterations)
                 .max_decoding_message_size(max_decode),
         );
     (routes, health)

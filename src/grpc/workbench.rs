@@ -15,11 +15,19 @@ use crate::workbench::{self, SteerRequest};
 #[derive(Clone)]
 pub struct WorkbenchServiceImpl {
     pub runtime: JobRuntime,
+    /// The most iterations a branch may ask for (`MAX_ITERATIONS`).
+    pub max_iterations: u32,
 }
 
 impl WorkbenchServiceImpl {
-    pub fn server(runtime: JobRuntime) -> WorkbenchServiceServer<WorkbenchServiceImpl> {
-        WorkbenchServiceServer::new(WorkbenchServiceImpl { runtime })
+    pub fn server(
+        runtime: JobRuntime,
+        max_iterations: u32,
+    ) -> WorkbenchServiceServer<WorkbenchServiceImpl> {
+        WorkbenchServiceServer::new(WorkbenchServiceImpl {
+            runtime,
+            max_iterations,
+        })
     }
 }
 
@@ -59,7 +67,14 @@ impl WorkbenchService for WorkbenchServiceImpl {
         let id = job_id(&request.job_id)?.to_string();
         let key = idempotency_key_from_pb(request.idempotency_key.clone())?;
         let branch = branch_from_pb(request)?;
-        let created = workbench::branch::branch(&self.runtime, &id, branch, key.as_deref()).await?;
+        let created = workbench::branch::branch(
+            &self.runtime,
+            &id,
+            branch,
+            key.as_deref(),
+            self.max_iterations,
+        )
+        .await?;
         Ok(Response::new(pb::CreateJobResponse {
             job_id: created.job_id,
         }))

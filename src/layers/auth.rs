@@ -28,10 +28,9 @@ use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 
-use super::stream_token::StreamTokens;
+use super::stream_token::{StreamTokenConfig, StreamTokens};
 use super::{LayerBody, is_grpc, reject};
 use crate::api::routes::{self, RouteKind, classify};
-use crate::config::Settings;
 use crate::error::Error;
 
 /// How a principal proved itself.
@@ -76,6 +75,23 @@ struct TokenFile {
     digests: Vec<[u8; 32]>,
 }
 
+/// What authentication reads of the configuration (no `Debug`: it holds the tokens).
+#[derive(Clone, PartialEq)]
+pub struct AuthConfig {
+    /// False only in dev mode (`--dev`).
+    pub required: bool,
+    /// Anonymous clients may create jobs (`REQUIRE_AUTH=false`).
+    pub anonymous_create: bool,
+    /// Metrics answer without a token (`METRICS_REQUIRE_AUTH=false`).
+    pub public_metrics: bool,
+    /// `API_BEARER_TOKENS`.
+    pub bearer_tokens: Vec<String>,
+    /// `API_BEARER_TOKENS_FILE`, re-read when it changes.
+    pub bearer_tokens_file: Option<PathBuf>,
+    /// The job-scoped SSE tokens.
+    pub stream_tokens: StreamTokenConfig,
+}
+
 /// The token set and the rules; shared by every layer instance.
 pub struct Authenticator {
     /// False only in dev mode.
@@ -104,27 +120,18 @@ fn parse_token_file(text: &str) -> Vec<String> {
 }
 
 impl Authenticator {
-    pub fn from_settings(settings: &Settings) -> Authenticator {
+    pub fn new(config: &AuthConfig) -> Authenticator {
         let auth = Authenticator {
-            required: !settings.dev_mode,
-            anonymous_create: !settings.require_auth,
-            public_metrics: !settings.metrics_require_auth,
-            configured: settings
-                .api_bearer_tokens
-                .iter()
-                .map(|t| digest(t))
-                .collect(),
-            file: RwLock::new(
-                settings
-                    .api_bearer_tokens_file
-                    .clone()
-                    .map(|path| TokenFile {
-                        path,
-                        modified: None,
-                        digests: Vec::new(),
-                    }),
-            ),
-            stream_tokens: StreamTokens::from_settings(settings),
+            required: config.required,
+            anonymous_create: config.anonymous_create,
+            public_metrics: config.public_metrics,
+            configured: config.bearer_tokens.iter().map(|t| digest(t)).collect(),
+            file: RwLock::new(config.bearer_tokens_file.clone().map(|path| TokenFile {
+                path,
+                modified: None,
+                digests: Vec::new(),
+            })),
+            stream_tokens: StreamTokens::configured(&config.stream_tokens),
         };
         auth.reload_file_blocking();
         let no_file_tokens = auth
@@ -216,17 +223,17 @@ const GRPC_CREATE: &str = "/innerloop.v1.OptimizerService/CreateJob";
 
 /// Logs a loud warning when authentication is off (`--dev`) on a non-loopback address, and a
 /// milder one when `REQUIRE_AUTH=false` lets anyone who can reach it create jobs.
-pub fn warn_if_unprotected(settings: &Settings, addr: SocketAddr, surface: &str) {
+pub fn warn_if_unprotected(config: &AuthConfig, addr: SocketAddr, surface: &str) {
     if addr.ip().is_loopback() {
         return;
     }
-    if settings.dev_mode {
+    if !config.required {
         tracing::warn!(
             %addr,
             surface,
             "AUTHENTICATION IS OFF (--dev) ON A NON-LOOPBACK ADDRESS: anyone who can reach it can create, read and cancel jobs"
         );
-    } else if !settings.require_auth {
+    } else if config.anonymous_create {
         tracing::warn!(
             %addr,
             surface,
@@ -394,12 +401,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
 
     fn authenticator(tokens: &[&str]) -> Authenticator {
-        Authenticator::from_settings(&Settings {
-            api_bearer_tokens: tokens.iter().map(|t| t.to_string()).collect(),
-            ..Settings::default()
-        })
+        Authenticator::new(
+            &Settings {
+                api_bearer_tokens: tokens.iter().map(|t| t.to_string()).collect(),
+                ..Settings::default()
+            }
+            .layers()
+            .auth,
+        )
     }
 
     #[test]
@@ -423,10 +435,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tokens");
         std::fs::write(&path, "# comment\nold-token\n").unwrap();
-        let auth = Authenticator::from_settings(&Settings {
-            api_bearer_tokens_file: Some(path.clone()),
-            ..Settings::default()
-        });
+        let auth = Authenticator::new(
+            &Settings {
+                api_bearer_tokens_file: Some(path.clone()),
+                ..Settings::default()
+            }
+            .layers()
+            .auth,
+        );
         assert!(auth.is_valid_bearer("old-token"));
         std::fs::write(&path, r#"["new-token"]"#).unwrap();
         // Force a different modification time even on coarse file systems.

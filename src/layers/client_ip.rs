@@ -7,7 +7,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::Request;
 
-use crate::config::Settings;
 use crate::net::IpNet;
 
 /// The resolved client address, set as a request extension by the access log layer.
@@ -19,14 +18,9 @@ pub struct ClientIp(pub IpAddr);
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
-    pub fn from_settings(settings: &Settings) -> TrustedProxies {
-        TrustedProxies(
-            settings
-                .trusted_proxies
-                .iter()
-                .filter_map(|p| IpNet::parse(p))
-                .collect(),
-        )
+    /// The peers of `TRUSTED_PROXIES` (IPs or CIDR blocks; unreadable entries are skipped).
+    pub fn new(proxies: &[String]) -> TrustedProxies {
+        TrustedProxies(proxies.iter().filter_map(|p| IpNet::parse(p)).collect())
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {

@@ -24,8 +24,6 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
-
 /// Descriptors kept out of the automatic connection caps (store, provider, logs, health).
 pub const FD_RESERVE: usize = 128;
 
@@ -68,6 +66,29 @@ pub fn open_descriptors() -> Option<usize> {
     std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
 }
 
+/// What the connection caps read of the configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectionConfig {
+    /// Open connections per listener; 0 = automatic (`MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Open connections per client IP and listener; 0 = the listener's cap
+    /// (`MAX_CONNECTIONS_PER_IP`).
+    pub max_connections_per_ip: usize,
+    /// Time a new connection gets to send its first byte (`IDLE_CONNECTION_TIMEOUT_S`).
+    pub first_byte_timeout: Duration,
+}
+
+impl Default for ConnectionConfig {
+    /// Automatic caps and a 5 s first-byte timeout: the settings' defaults.
+    fn default() -> Self {
+        ConnectionConfig {
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            first_byte_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// The caps of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -77,28 +98,26 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// From the settings; a cap of 0 means automatic: the descriptors left after
+    /// From the configuration; a cap of 0 means automatic: the descriptors left after
     /// [`FD_RESERVE`], shared by the two listeners (per listener at most 16,384), and per IP
     /// the whole listener's cap.
-    pub fn from_settings(settings: &Settings, nofile: Option<u64>) -> Limits {
+    pub fn new(config: &ConnectionConfig, nofile: Option<u64>) -> Limits {
         let auto = nofile
             .map(|n| (n as usize).saturating_sub(FD_RESERVE) / 2)
             .unwrap_or(AUTO_MAX_CONNECTIONS)
             .clamp(16, AUTO_MAX_CONNECTIONS);
-        let per_listener = match settings.max_connections {
+        let per_listener = match config.max_connections {
             0 => auto,
             n => n,
         };
-        let per_ip = match settings.max_connections_per_ip {
+        let per_ip = match config.max_connections_per_ip {
             0 => per_listener,
             n => n.min(per_listener),
         };
         Limits {
             per_listener,
             per_ip,
-            first_byte_timeout: Duration::from_secs_f64(
-                settings.idle_connection_timeout_s.max(0.001),
-            ),
+            first_byte_timeout: config.first_byte_timeout,
         }
     }
 }

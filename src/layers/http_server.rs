@@ -31,8 +31,8 @@ pub async fn serve(
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let limits = connections::Limits::from_settings(
-        &crate::config::Settings::default(),
+    let limits = connections::Limits::new(
+        &connections::ConnectionConfig::default(),
         connections::raise_nofile_limit(),
     );
     let gate = connections::Gate::new("http", limits);

@@ -41,7 +41,6 @@ use http::{HeaderValue, Request, Response, header};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::status;
-use crate::config::Settings;
 use crate::error::Error;
 
 /// Boxed error of wrapped bodies.
@@ -129,16 +128,35 @@ pub fn reject_deadline<B: LayerBody>(grpc: bool, after: Duration) -> Response<B>
     )
 }
 
-/// The slowloris guard for an HTTP/1 server: how long a client may take to send its request head.
-pub fn header_read_timeout(settings: &Settings) -> Duration {
-    Duration::from_secs_f64(settings.header_read_timeout_s)
+/// What the layers and the listeners' connection guards read of the configuration; built where
+/// the app is wired (`Settings::layers`).
+#[derive(Clone)]
+pub struct LayerConfig {
+    pub auth: auth::AuthConfig,
+    pub rate_limit: rate_limit::RateLimitConfig,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// `CORS_ALLOWED_ORIGINS`; empty = no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
+    /// Requests served at once per transport (`MAX_CONCURRENT_REQUESTS`).
+    pub max_concurrent_requests: usize,
+    /// Open streams per principal (`MAX_STREAMS_PER_PRINCIPAL`).
+    pub max_streams_per_principal: usize,
+    /// The largest request body (`MAX_REQUEST_BYTES`).
+    pub max_request_bytes: usize,
+    /// Time a unary request may take (`REQUEST_TIMEOUT_S`).
+    pub request_timeout: Duration,
+    /// The slowloris guard of the HTTP/1 server: how long a client may take to send its request
+    /// head (`HEADER_READ_TIMEOUT_S`).
+    pub header_read_timeout: Duration,
+    /// The caps of each listener.
+    pub connections: connections::ConnectionConfig,
 }
 
 /// Shared state of the layers of one process: one authenticator, one limiter per transport, one
 /// stream counter, one shedding gate per transport. Cheap to clone.
 #[derive(Clone)]
 pub struct Protections {
-    pub settings: Arc<Settings>,
     pub auth: Arc<auth::Authenticator>,
     pub streams: streams::StreamCounter,
     grpc_limiter: Arc<rate_limit::LimiterConfig>,
@@ -146,27 +164,32 @@ pub struct Protections {
     grpc_gate: shed::Gate,
     http_gate: shed::Gate,
     trusted: Arc<client_ip::TrustedProxies>,
+    cors: tower_http::cors::CorsLayer,
+    max_request_bytes: usize,
+    request_timeout: Duration,
 }
 
 impl Protections {
     /// Builds the shared state and starts its maintenance task (limiter pruning, token-file
     /// reload), which ends when `stop` is cancelled.
     pub fn start(
-        settings: Arc<Settings>,
+        config: &LayerConfig,
         stop: CancellationToken,
     ) -> (Protections, tokio::task::JoinHandle<()>) {
-        let auth = Arc::new(auth::Authenticator::from_settings(&settings));
-        let grpc_limiter = Arc::new(rate_limit::limiter_config(&settings));
-        let http_limiter = Arc::new(rate_limit::limiter_config(&settings));
+        let auth = Arc::new(auth::Authenticator::new(&config.auth));
+        let grpc_limiter = Arc::new(rate_limit::limiter_config(&config.rate_limit));
+        let http_limiter = Arc::new(rate_limit::limiter_config(&config.rate_limit));
         let protections = Protections {
             auth: auth.clone(),
-            streams: streams::StreamCounter::new(settings.max_streams_per_principal),
-            grpc_gate: shed::Gate::new(settings.max_concurrent_requests),
-            http_gate: shed::Gate::new(settings.max_concurrent_requests),
-            trusted: Arc::new(client_ip::TrustedProxies::from_settings(&settings)),
+            streams: streams::StreamCounter::new(config.max_streams_per_principal),
+            grpc_gate: shed::Gate::new(config.max_concurrent_requests),
+            http_gate: shed::Gate::new(config.max_concurrent_requests),
+            trusted: Arc::new(client_ip::TrustedProxies::new(&config.trusted_proxies)),
             grpc_limiter: grpc_limiter.clone(),
             http_limiter: http_limiter.clone(),
-            settings,
+            cors: cors(&config.cors_allowed_origins),
+            max_request_bytes: config.max_request_bytes,
+            request_timeout: config.request_timeout,
         };
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -194,7 +217,7 @@ impl Protections {
     /// `CORS_ALLOWED_ORIGINS` (outermost, so preflights are answered without a token).
     pub fn http_layers(&self) -> HttpLayers {
         tower::ServiceBuilder::new()
-            .layer(cors(&self.settings))
+            .layer(self.cors.clone())
             .layer(self.layers::<axum::body::Body>(&self.http_gate, &self.http_limiter, "http"))
             .into_inner()
     }
@@ -221,12 +244,8 @@ impl Protections {
             .layer(auth::AuthLayer::new(self.auth.clone()))
             .layer(rate_limit::RateLimitLayer::new(limiter.clone()))
             .layer(streams::StreamCapLayer::new(self.streams.clone()))
-            .layer(body_limit::BodyLimitLayer::new(
-                self.settings.max_request_bytes,
-            ))
-            .layer(timeout::UnaryTimeoutLayer::new(Duration::from_secs_f64(
-                self.settings.request_timeout_s,
-            )))
+            .layer(body_limit::BodyLimitLayer::new(self.max_request_bytes))
+            .layer(timeout::UnaryTimeoutLayer::new(self.request_timeout))
             .into_inner()
     }
 }
@@ -253,10 +272,9 @@ pub type GrpcLayers = Stack<tonic::body::Body>;
 pub type HttpLayers = S<Stack<axum::body::Body>, S<tower_http::cors::CorsLayer, Identity>>;
 
 /// CORS for the configured origins only; no origin is allowed when the list is empty.
-pub fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
+pub fn cors(allowed_origins: &[String]) -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowOrigin, CorsLayer};
-    let origins: Vec<HeaderValue> = settings
-        .cors_allowed_origins
+    let origins: Vec<HeaderValue> = allowed_origins
         .iter()
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();

@@ -25,7 +25,6 @@ use super::auth::Principal;
 use super::client_ip::ClientIp;
 use super::{LayerBody, is_grpc, reject};
 use crate::api::routes::{RouteKind, classify};
-use crate::config::Settings;
 use crate::error::Error;
 
 /// Keys requests on the verified principal, else on the client IP.
@@ -58,13 +57,22 @@ impl KeyExtractor for PrincipalOrIp {
 /// The governor configuration (and its limiter) of one transport.
 pub type LimiterConfig = GovernorConfig<PrincipalOrIp, StateInformationMiddleware>;
 
-/// Builds the limiter from `RATE_LIMIT_PER_MIN` and `RATE_LIMIT_BURST`.
-pub fn limiter_config(settings: &Settings) -> LimiterConfig {
-    let per_min = u64::from(settings.rate_limit_per_min.max(1));
+/// What the rate limit reads of the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Requests per minute per principal or client IP (`RATE_LIMIT_PER_MIN`).
+    pub per_min: u32,
+    /// Requests above the rate a client may burst (`RATE_LIMIT_BURST`).
+    pub burst: u32,
+}
+
+/// Builds the limiter of one transport.
+pub fn limiter_config(config: &RateLimitConfig) -> LimiterConfig {
+    let per_min = u64::from(config.per_min.max(1));
     let period = Duration::from_nanos(60_000_000_000 / per_min);
     GovernorConfigBuilder::default()
         .period(period)
-        .burst_size(settings.rate_limit_burst.max(1))
+        .burst_size(config.burst.max(1))
         .key_extractor(PrincipalOrIp)
         .use_headers()
         .finish()

@@ -12,9 +12,16 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::config::Settings;
-
 type HmacSha256 = Hmac<Sha256>;
+
+/// What the stream tokens read of the configuration (no `Debug`: it holds the key).
+#[derive(Clone, PartialEq)]
+pub struct StreamTokenConfig {
+    /// The HMAC key (`STREAM_TOKEN_KEY`); unset or empty = a random one per process.
+    pub key: Option<String>,
+    /// Lifetime of a token (`STREAM_TOKEN_TTL_S`).
+    pub ttl_s: u64,
+}
 
 /// Issues and verifies stream tokens.
 #[derive(Clone)]
@@ -50,8 +57,9 @@ impl StreamTokens {
         StreamTokens { secret, ttl_s }
     }
 
-    pub fn from_settings(settings: &Settings) -> StreamTokens {
-        let secret = match &settings.stream_token_key {
+    /// Tokens under the configured key, or a random one when none is set.
+    pub fn configured(config: &StreamTokenConfig) -> StreamTokens {
+        let secret = match &config.key {
             Some(secret) if !secret.is_empty() => secret.as_bytes().to_vec(),
             _ => {
                 let mut random = uuid::Uuid::new_v4().as_bytes().to_vec();
@@ -59,7 +67,7 @@ impl StreamTokens {
                 random
             }
         };
-        StreamTokens::new(secret, settings.stream_token_ttl_s)
+        StreamTokens::new(secret, config.ttl_s)
     }
 
     fn mac(&self, job_id: &str, expiry: u64, minter: &str) -> HmacSha256 {

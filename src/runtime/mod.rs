@@ -3,6 +3,7 @@
 //! Transports call it; it knows nothing about HTTP or gRPC.
 
 mod append;
+mod config;
 mod control;
 mod event_log;
 mod reaper;
@@ -22,7 +23,6 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
 use crate::domain::job::ErrorResult;
 use crate::domain::{
     Event, EventPayload, JobId, JobRecord, JobResult, JobSpec, JobStatus, Mode, now_epoch_s,
@@ -34,6 +34,7 @@ use crate::store::{
 };
 
 use append::{Transition, apply_terminal};
+pub use config::{BackpressurePolicy, ReplicaConfig, RetentionConfig, RuntimeConfig, WatchConfig};
 use event_log::{HaltReason, LiveJob};
 pub use store_health::Problems as StoreProblems;
 use store_health::StoreHealth;
@@ -65,7 +66,7 @@ pub struct JobRuntime {
 }
 
 struct Inner {
-    settings: Arc<Settings>,
+    config: RuntimeConfig,
     store: Arc<dyn JobStore>,
     optimizers: HashMap<Mode, Arc<dyn Optimizer>>,
     /// Jobs pending or running in this process. A job leaves the map once its terminal event is
@@ -91,7 +92,7 @@ struct Inner {
 impl JobRuntime {
     /// Builds the runtime, ends jobs a previous process left running, and starts the reaper.
     pub async fn start(
-        settings: Arc<Settings>,
+        config: RuntimeConfig,
         store: Arc<dyn JobStore>,
         optimizers: HashMap<Mode, Arc<dyn Optimizer>>,
     ) -> Result<JobRuntime> {
@@ -102,11 +103,11 @@ impl JobRuntime {
             writer::WRITER_QUEUE,
             health.clone(),
         );
-        let replica = replica::Replica::new(&settings, store.shared());
+        let replica = replica::Replica::new(&config.replica, store.shared());
         let runtime = JobRuntime {
             inner: Arc::new(Inner {
                 replica,
-                settings,
+                config,
                 store,
                 optimizers,
                 live: Mutex::new(HashMap::new()),
@@ -126,10 +127,6 @@ impl JobRuntime {
         runtime.spawn_store_monitor();
         tracing::info!(replica = %runtime.inner.replica.id, shared = runtime.inner.replica.shared, "job runtime started");
         Ok(runtime)
-    }
-
-    pub fn settings(&self) -> &Arc<Settings> {
-        &self.inner.settings
     }
 
     pub fn store(&self) -> &Arc<dyn JobStore> {
@@ -161,7 +158,7 @@ impl JobRuntime {
     /// files disappearing, and then stops every live job (each ends `store_unavailable`).
     fn spawn_store_monitor(&self) {
         let sqlite =
-            (self.inner.store.kind() == "sqlite").then(|| self.inner.settings.sqlite_file());
+            (self.inner.store.kind() == "sqlite").then(|| self.inner.config.sqlite_file.clone());
         self.inner.background.spawn(store_health::monitor(
             self.inner.health.clone(),
             self.inner.store.clone(),
@@ -218,7 +215,7 @@ impl JobRuntime {
         let job_id = uuid::Uuid::new_v4().to_string();
         let now = now_epoch_s();
         if let Some(key) = idempotency_key.filter(|k| !k.is_empty()) {
-            let expires = now + self.inner.settings.idempotency_ttl_s;
+            let expires = now + self.inner.config.retention.idempotency_ttl_s;
             let hash = request_hash(&spec);
             match self
                 .inner
@@ -287,7 +284,7 @@ impl JobRuntime {
         let spec = Arc::new(record.spec.clone());
         let job = Arc::new(LiveJob::claimed(
             record,
-            self.inner.settings.sse_buffer_size,
+            self.inner.config.watch.buffer_size,
             epoch,
         ));
         self.inner.live_map().insert(job_id.clone(), job.clone());
@@ -306,16 +303,13 @@ impl JobRuntime {
 
     /// Server-side limits of a validated request.
     fn admit(&self, spec: &JobSpec) -> Result<()> {
-        let settings = &self.inner.settings;
+        let gepa_max_s = self.inner.config.wall_times.gepa_max_s;
         if let Some(wall) = spec.budget.max_wall_time_s
-            && wall > settings.gepa_max_wall_time_s
+            && wall > gepa_max_s
         {
             return Err(Error::invalid(
                 &["budget", "max_wall_time_s"],
-                format!(
-                    "max_wall_time_s must be <= {} (GEPA_MAX_WALL_TIME_S)",
-                    settings.gepa_max_wall_time_s
-                ),
+                format!("max_wall_time_s must be <= {gepa_max_s} (GEPA_MAX_WALL_TIME_S)"),
             ));
         }
         Ok(())
@@ -416,7 +410,7 @@ impl JobRuntime {
                 .await;
         }
         self.inner.tasks.close();
-        let grace = Duration::from_secs_f64(self.inner.settings.shutdown_grace_s.max(0.0));
+        let grace = self.inner.config.shutdown_grace;
         let drained = tokio::time::timeout(grace, self.inner.tasks.wait())
             .await
             .is_ok();
@@ -480,6 +474,7 @@ fn test_record(id: &str) -> JobRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
     use crate::store::MemoryStore;
 
     #[tokio::test]
@@ -502,7 +497,7 @@ mod tests {
             .await
             .unwrap();
         let optimizers = crate::server::optimizers(&settings);
-        let runtime = JobRuntime::start(settings, store, optimizers)
+        let runtime = JobRuntime::start(settings.runtime(), store, optimizers)
             .await
             .unwrap();
         // The reaper sweeps on its first tick.
@@ -533,7 +528,7 @@ mod tests {
             ..Settings::default()
         });
         let optimizers = crate::server::optimizers(&settings);
-        let runtime = JobRuntime::start(settings, store, optimizers)
+        let runtime = JobRuntime::start(settings.runtime(), store, optimizers)
             .await
             .unwrap();
         let created = runtime

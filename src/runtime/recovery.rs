@@ -48,7 +48,7 @@ impl Inner {
             && record.status == JobStatus::Pending
             && last_id == 0
             && epoch == 1;
-        let capacity = self.settings.sse_buffer_size;
+        let capacity = self.config.watch.buffer_size;
         if terminal.is_none() && (queued || resumable) {
             record.last_event_id = last_id;
             record.progress = progress;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::Inner;
+use super::config::ReplicaConfig;
 use super::event_log::LiveJob;
 use crate::domain::{JobId, JobStatus, now_epoch_s};
 use crate::error::Result;
@@ -46,20 +47,20 @@ pub(crate) struct Replica {
 }
 
 impl Replica {
-    pub fn new(settings: &crate::config::Settings, shared: bool) -> Replica {
-        let id = settings
-            .replica_id
+    pub fn new(config: &ReplicaConfig, shared: bool) -> Replica {
+        let id = config
+            .id
             .clone()
             .unwrap_or_else(|| format!("replica-{}", uuid::Uuid::new_v4().simple()));
         Replica {
             id,
             shared,
-            lease_s: settings.job_lease_s,
-            heartbeat: Duration::from_secs_f64(settings.job_lease_heartbeat_s),
-            max_jobs: settings.replica_max_jobs,
+            lease_s: config.lease_s,
+            heartbeat: config.heartbeat,
+            max_jobs: config.max_jobs,
             wakers: Mutex::new(HashMap::new()),
             claim: Notify::new(),
-            reclaimed: AtomicBool::new(settings.replica_id.is_none()),
+            reclaimed: AtomicBool::new(config.id.is_none()),
         }
     }
 

@@ -151,7 +151,7 @@ impl Inner {
             examples: self.store.clone(),
             steering: job.steering.clone(),
         };
-        let deadline = Duration::from_secs_f64(self.settings.wall_times().of(&spec));
+        let deadline = Duration::from_secs_f64(self.config.wall_times.of(&spec));
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(deadline, optimizer.run(ctx)) => outcome,
             // Whoever cancelled already wrote the terminal event, unless a store failure did.

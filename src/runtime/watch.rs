@@ -22,8 +22,8 @@ use futures_util::Stream;
 use tokio::sync::{broadcast, mpsc};
 
 use super::Inner;
+use super::config::BackpressurePolicy;
 use super::event_log::LiveJob;
-use crate::config::BackpressurePolicy;
 use crate::domain::{Event, EventPayload};
 use crate::error::{Error, Result};
 
@@ -60,7 +60,7 @@ pub(super) async fn start(inner: Arc<Inner>, job_id: &str, after: u64) -> Result
             Some(record) if record.status.is_terminal() => {}
             // Runs elsewhere (or waits for a claim): follow it in the store.
             Some(_) if woken.is_some() => {
-                let (tx, rx) = mpsc::channel(inner.settings.sse_buffer_size.max(1));
+                let (tx, rx) = mpsc::channel(inner.config.watch.buffer_size.max(1));
                 let pump = Pump {
                     inner,
                     job_id: job_id.to_string(),
@@ -75,7 +75,7 @@ pub(super) async fn start(inner: Arc<Inner>, job_id: &str, after: u64) -> Result
             Some(_) => {}
         }
     }
-    let (tx, rx) = mpsc::channel(inner.settings.sse_buffer_size.max(1));
+    let (tx, rx) = mpsc::channel(inner.config.watch.buffer_size.max(1));
     let pump = Pump {
         inner,
         job_id: job_id.to_string(),
@@ -217,12 +217,12 @@ impl Pump {
     async fn deliver(&mut self, event: Arc<Event>) -> Result<(), End> {
         let terminal = event.is_terminal();
         let id = event.id;
-        match self.inner.settings.sse_backpressure_policy {
+        match self.inner.config.watch.backpressure {
             BackpressurePolicy::Resume => {
                 self.tx.send(event).await.map_err(|_| End::Gone)?;
             }
             BackpressurePolicy::FailJob => {
-                let timeout = self.inner.settings.sse_backpressure_fail_timeout();
+                let timeout = self.inner.config.watch.fail_timeout;
                 match tokio::time::timeout(timeout, self.tx.reserve()).await {
                     Ok(Ok(permit)) => permit.send(event),
                     Ok(Err(_)) => return Err(End::Gone),

@@ -32,12 +32,14 @@ pub struct BranchRequest {
     pub seed: Option<i64>,
 }
 
-/// Creates the branch of `job_id`.
+/// Creates the branch of `job_id`; its spec is validated as a request's is, with at most
+/// `max_iterations` (`MAX_ITERATIONS`).
 pub async fn branch(
     runtime: &JobRuntime,
     job_id: &str,
     request: BranchRequest,
     idempotency_key: Option<&str>,
+    max_iterations: u32,
 ) -> Result<Created> {
     let record = runtime.get(job_id).await?;
     if record.spec.mode != Mode::Gepa {
@@ -104,7 +106,7 @@ pub async fn branch(
         candidate_id,
     });
     let iterations = i64::from(spec.iterations);
-    spec.validate(iterations, runtime.settings().max_iterations)?;
+    spec.validate(iterations, max_iterations)?;
     runtime
         .create_from(spec, idempotency_key, checkpoint.as_ref())
         .await

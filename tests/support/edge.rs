@@ -73,7 +73,7 @@ pub async fn gated_runtime(settings: Arc<Settings>, gate: Arc<Semaphore>) -> Job
         .expect("store");
     let mut optimizers: HashMap<Mode, Arc<dyn Optimizer>> = HashMap::new();
     optimizers.insert(Mode::Default, Arc::new(GatedOptimizer { gate }));
-    JobRuntime::start(settings, store, optimizers)
+    JobRuntime::start(settings.runtime(), store, optimizers)
         .await
         .expect("runtime")
 }
@@ -101,9 +101,14 @@ impl TestServer {
         let base = format!("http://{}", listeners.http.local_addr().unwrap());
         let grpc = listeners.grpc.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::run_with_runtime(runtime, listeners, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(server::run_with_runtime(
+            settings,
+            runtime,
+            listeners,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         TestServer {
             base,
             grpc,
@@ -269,13 +274,13 @@ impl ProbedEdge {
         let settings = Arc::new(settings);
         let gate = Arc::new(Semaphore::new(0));
         let runtime = gated_runtime(settings.clone(), gate.clone()).await;
-        let (routes, _health) = grpc::router(runtime).await;
+        let (routes, _health) = grpc::router(runtime, settings.services()).await;
         let probe = Probe::default();
         let upstream = Upstream::from_service(ProbeService {
             routes,
             probe: probe.clone(),
         });
-        let state = EdgeState::new(upstream, &settings);
+        let state = EdgeState::new(upstream, settings.sse());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();

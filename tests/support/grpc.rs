@@ -100,7 +100,7 @@ impl Core {
     ) -> Core {
         let settings = Arc::new(settings);
         let optimizers = optimizers.unwrap_or_else(|| innerloop::server::optimizers(&settings));
-        let runtime = JobRuntime::start(settings.clone(), store, optimizers)
+        let runtime = JobRuntime::start(settings.runtime(), store, optimizers)
             .await
             .expect("runtime");
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -113,6 +113,7 @@ impl Core {
             .expect("bind");
         let http = http_listener.local_addr().unwrap();
         let handle = tokio::spawn(server::run_with_runtime(
+            settings,
             runtime.clone(),
             Listeners {
                 grpc,

@@ -106,7 +106,7 @@ pub async fn start_core(settings: Settings) -> Core {
         .unwrap();
     let mut optimizers: HashMap<Mode, Arc<dyn Optimizer>> = HashMap::new();
     optimizers.insert(Mode::Default, Arc::new(UntilCancelled));
-    let runtime = JobRuntime::start(settings, store, optimizers)
+    let runtime = JobRuntime::start(settings.runtime(), store, optimizers)
         .await
         .unwrap();
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -116,6 +116,7 @@ pub async fn start_core(settings: Settings) -> Core {
     let stop = CancellationToken::new();
     let until = stop.clone();
     let task = tokio::spawn(server::run_with_runtime(
+        settings,
         runtime,
         Listeners {
             grpc,

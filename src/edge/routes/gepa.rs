@@ -1,69 +1,20 @@
 //! `/v1/examples…` and `/v1/eval…`: stored examples CRUD and eval jobs, each handler one core
 //! call (`ExamplesService`, `EvalService`, `JobService.WatchJob`).
 
+use crate::api::pb;
+use crate::api::pb::eval_service_client::EvalServiceClient;
+use crate::api::pb::examples_service_client::ExamplesServiceClient;
+use crate::api::rest::{
+    CreatedJob, EstimateBody, EvalBody, ExampleBody, ExamplePage, OptimizeBody, Upserted,
+    bulk_upsert_request,
+};
+use crate::edge::EdgeState;
+use crate::edge::error::{ApiError, ErrorBody};
+use crate::edge::extract::{CallContext, JobIdPath, JsonBody, QueryPairs};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, Version};
-use serde::{Deserialize, Serialize};
-
-use crate::api::pb;
-use crate::api::pb::eval_service_client::EvalServiceClient;
-use crate::api::pb::examples_service_client::ExamplesServiceClient;
-use crate::api::rest::{CreatedJob, ExampleBody, ExampleId, OptimizeBody, resolve_target_model};
-use crate::api::values::{json_from_struct, struct_from_json};
-use crate::edge::EdgeState;
-use crate::edge::error::{ApiError, ErrorBody};
-use crate::edge::extract::{CallContext, JobIdPath, JsonBody, QueryPairs};
-
-/// `{"upserted": N}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Upserted {
-    pub upserted: u32,
-}
-
-/// One stored example as the original lists it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ExampleOut {
-    pub id: String,
-    pub input: String,
-    pub expected: Option<String>,
-    #[schema(value_type = Object)]
-    pub meta: serde_json::Map<String, serde_json::Value>,
-}
-
-/// `{"examples": [...], "limit": L, "offset": O}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ExamplePage {
-    pub examples: Vec<ExampleOut>,
-    pub limit: u32,
-    pub offset: u32,
-}
-
-/// `POST /v1/eval/start` body (the original's keys, plus `prompt` and `metrics`).
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-pub struct EvalBody {
-    /// A label for the run (any string, echoed in `eval_started`); it never selects data.
-    pub name: Option<String>,
-    /// A built-in pack to evaluate instead of the stored examples.
-    pub dataset: Option<crate::api::rest::DatasetBody>,
-    pub target_model: Option<String>,
-    pub target_model_id: Option<String>,
-    pub model_id: Option<String>,
-    /// Examples evaluated (at least 1).
-    #[schema(value_type = Option<i64>, minimum = 1, maximum = 4294967295_i64)]
-    pub max_examples: Option<u32>,
-    pub seed: Option<i64>,
-    #[schema(minimum = 1, maximum = 64)]
-    pub tournament_size: Option<u32>,
-    #[schema(minimum = 0, maximum = 1)]
-    pub recombination_rate: Option<f64>,
-    #[schema(minimum = 1, maximum = 1000)]
-    pub early_stop_patience: Option<u32>,
-    pub prompt: Option<String>,
-    #[schema(value_type = Option<Vec<crate::api::rest::MetricName>>)]
-    pub metrics: Option<Vec<String>>,
-}
 
 fn examples_client(
     state: &EdgeState,
@@ -91,26 +42,11 @@ pub async fn bulk(
     ctx: CallContext,
     JsonBody(body): JsonBody<Vec<ExampleBody>>,
 ) -> Result<Json<Upserted>, ApiError> {
-    let examples = body
-        .into_iter()
-        .map(|e| pb::Example {
-            id: match e.id {
-                Some(ExampleId::Text(s)) => s,
-                Some(ExampleId::Number(n)) => n.to_string(),
-                None => String::new(),
-            },
-            input: e.input,
-            expected: e.expected,
-            meta: e.meta.as_ref().map(struct_from_json),
-        })
-        .collect();
     let reply = examples_client(&state)
-        .bulk_upsert_examples(ctx.request(pb::BulkUpsertExamplesRequest { examples }))
+        .bulk_upsert_examples(ctx.request(bulk_upsert_request(body)))
         .await?
         .into_inner();
-    Ok(Json(Upserted {
-        upserted: reply.upserted,
-    }))
+    Ok(Json(Upserted::from_pb(reply)))
 }
 
 /// `GET /v1/examples?limit=50&offset=0`.
@@ -149,20 +85,7 @@ pub async fn list(
         .list_examples(ctx.request(request))
         .await?
         .into_inner();
-    Ok(Json(ExamplePage {
-        examples: page
-            .examples
-            .into_iter()
-            .map(|e| ExampleOut {
-                id: e.id,
-                input: e.input,
-                expected: e.expected,
-                meta: e.meta.as_ref().map(json_from_struct).unwrap_or_default(),
-            })
-            .collect(),
-        limit: page.limit,
-        offset: page.offset,
-    }))
+    Ok(Json(ExamplePage::from_pb(page)))
 }
 
 /// `DELETE /v1/examples/{id}`: 204, also for unknown ids.
@@ -212,26 +135,7 @@ pub async fn start(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let request = pb::StartEvalRequest {
-        name: body.name,
-        dataset: body.dataset.map(|d| pb::DatasetRef {
-            name: d.name,
-            split: d.split,
-        }),
-        target_model_id: resolve_target_model(
-            body.target_model,
-            body.target_model_id,
-            body.model_id,
-        ),
-        max_examples: body.max_examples,
-        seed: body.seed,
-        tournament_size: body.tournament_size,
-        recombination_rate: body.recombination_rate,
-        early_stop_patience: body.early_stop_patience,
-        prompt: body.prompt.unwrap_or_default(),
-        metrics: body.metrics.unwrap_or_default(),
-        idempotency_key,
-    };
+    let request = body.into_pb(idempotency_key);
     let created = eval_client(&state)
         .start_eval(ctx.request(request))
         .await?
@@ -290,21 +194,6 @@ pub async fn events(
     super::optimize::events(state, ctx, version, headers, query, job_id).await
 }
 
-/// `POST /v1/optimize/estimate` answer: what a GEPA request is predicted to spend.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct EstimateBody {
-    pub metric_calls: u64,
-    pub reflection_calls: u64,
-    pub iterations: u64,
-    pub task_tokens: u64,
-    pub reflection_tokens: u64,
-    /// `task_tokens + reflection_tokens`.
-    pub tokens: u64,
-    pub cost_usd: f64,
-    pub train_examples: u32,
-    pub val_examples: u32,
-}
-
 /// Predicts metric calls, reflection calls, tokens and cost of an optimize request (the same
 /// body as `POST /v1/optimize`) without creating a job.
 pub async fn estimate(
@@ -319,15 +208,5 @@ pub async fn estimate(
         .estimate_job(ctx.request(request))
         .await?
         .into_inner();
-    Ok(Json(EstimateBody {
-        metric_calls: e.metric_calls,
-        reflection_calls: e.reflection_calls,
-        iterations: e.iterations,
-        task_tokens: e.task_tokens,
-        reflection_tokens: e.reflection_tokens,
-        tokens: e.task_tokens + e.reflection_tokens,
-        cost_usd: e.cost_usd,
-        train_examples: e.train_examples,
-        val_examples: e.val_examples,
-    }))
+    Ok(Json(EstimateBody::from_pb(e)))
 }
