@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Event payloads and results as REST and SSE clients read them: the JSON contract is the serde
+/// Event payloads, results and lineages as REST and SSE clients read them: the JSON contract is the serde
 /// rendering of these wire types (`crate::api::json` renders it; `crate::api::round_trip`
 /// checks every payload against the stored text). Field order is the proto's declaration order.
 const JSON_MESSAGES: &[&str] = &[
@@ -76,6 +76,9 @@ const JSON_MESSAGES: &[&str] = &[
     "MergeAttempted",
     "EvalStarted",
     "EvalFinished",
+    // workbench.proto: a job's lineage (`GET /v1/optimize/{job_id}/candidates`)
+    "RejectedProposal",
+    "BranchedFrom",
 ];
 
 /// Maps rendered in key order, so the same result is always the same bytes (as stored).
@@ -98,6 +101,7 @@ const JSON_FIELDS: &[(&str, &str)] = &[
     ("Failed.message", SKIP_EMPTY),
     ("Shutdown.reason", SKIP_EMPTY),
     ("ReflectionStarted.feedback", SKIP_EMPTY),
+    ("BranchedFrom.candidate_id", SKIP_NONE),
     ("Progress.scores", OR_DEFAULT),
     ("Selected.scores", OR_DEFAULT),
     ("DefaultResult.scores", OR_DEFAULT),

@@ -7,27 +7,26 @@ use utoipa::ToSchema;
 
 use super::optimize::{BudgetBody, DatasetBody, ExampleBody, GepaBody};
 use crate::api::pb;
-use crate::domain::gepa::CandidateInfo;
-use crate::workbench::RejectedProposal;
 
-/// `GET /v1/optimize/{job_id}/candidates` answer.
+/// `GET /v1/optimize/{job_id}/candidates` answer, rendered from the wire lineage (its JSON
+/// rules are declared with the generated types, see `crate::api::json`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Candidates {
     /// The pool by id (the seed is 0): `{id, parents, origin, components, score, val_scores,
     /// discovered_at_metric_calls}`.
     #[schema(value_type = Vec<Object>)]
-    pub candidates: Vec<CandidateInfo>,
+    pub candidates: Vec<pb::CandidateInfo>,
     /// Proposals that did not beat their parent: `{generation, parent_ids, component, text,
     /// example_ids, parent_scores, child_scores}`.
     #[schema(value_type = Vec<Object>)]
-    pub rejected: Vec<RejectedProposal>,
+    pub rejected: Vec<pb::RejectedProposal>,
     /// Validation example ids (the columns of the per-example score matrix).
     pub val_example_ids: Vec<String>,
     pub best_id: u32,
     /// `{job_id, candidate_id}` of the job this one was branched from; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub branched_from: Option<crate::domain::spec::BranchedFrom>,
+    pub branched_from: Option<pb::BranchedFrom>,
 }
 
 /// `POST /v1/optimize/{job_id}/steer` body. Give feedback, a candidate, or both.
@@ -102,13 +101,19 @@ pub struct BranchBody {
 
 impl Candidates {
     pub fn from_pb(answer: pb::ListCandidatesResponse) -> Candidates {
-        let lineage = crate::workbench::Lineage::from(answer);
+        let pb::ListCandidatesResponse {
+            candidates,
+            rejected,
+            val_example_ids,
+            best_id,
+            branched_from,
+        } = answer;
         Candidates {
-            candidates: lineage.candidates,
-            rejected: lineage.rejected,
-            val_example_ids: lineage.val_example_ids,
-            best_id: lineage.best_id,
-            branched_from: lineage.branched_from,
+            candidates,
+            rejected,
+            val_example_ids,
+            best_id,
+            branched_from,
         }
     }
 }
@@ -158,6 +163,57 @@ impl BranchBody {
                 .collect(),
             seed: self.seed,
             idempotency_key,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::gepa::CandidateInfo;
+    use crate::domain::spec::BranchedFrom;
+    use crate::workbench::{Lineage, RejectedProposal};
+
+    fn text<T: Serialize>(value: &T) -> String {
+        serde_json::to_string(value).expect("renders")
+    }
+
+    /// What clients read is rendered from the wire lineage; it is the bytes the domain lineage
+    /// renders (the workbench page and older clients read those).
+    #[test]
+    fn candidates_render_as_the_domain_lineage() {
+        for candidate_id in [Some(3), None] {
+            let lineage = Lineage {
+                candidates: vec![CandidateInfo {
+                    id: 1,
+                    parents: vec![0],
+                    origin: "reflection".into(),
+                    components: [("system_prompt".to_string(), "Be \"brief\".".to_string())].into(),
+                    score: 0.75,
+                    val_scores: [("b".to_string(), 1.0), ("a".to_string(), 0.5)].into(),
+                    discovered_at_metric_calls: 42,
+                    validated_on: 2,
+                }],
+                rejected: vec![RejectedProposal {
+                    generation: 2,
+                    parent_ids: vec![1],
+                    component: "system_prompt".into(),
+                    text: "t".into(),
+                    example_ids: vec!["e1".into()],
+                    parent_scores: vec![0.5],
+                    child_scores: vec![0.25],
+                }],
+                val_example_ids: vec!["a".into(), "b".into()],
+                best_id: 1,
+                branched_from: Some(BranchedFrom {
+                    job_id: "j0".into(),
+                    candidate_id,
+                }),
+            };
+            let wire = Candidates::from_pb(pb::ListCandidatesResponse::from(lineage.clone()));
+            assert_eq!(text(&wire.candidates), text(&lineage.candidates));
+            assert_eq!(text(&wire.rejected), text(&lineage.rejected));
+            assert_eq!(text(&wire.branched_from), text(&lineage.branched_from));
         }
     }
 }
