@@ -3,6 +3,7 @@
 //! Transports call it; it knows nothing about HTTP or gRPC.
 
 mod append;
+mod batch;
 mod config;
 mod control;
 mod create;
