@@ -13,7 +13,7 @@
 //! - [`metrics`]: metrics with feedback; [`judge`]: the server's LLM judge.
 //! - [`evaluator`]: concurrent rollouts under per-job and global caps.
 //! - [`models`]: what the optimizer is built with (its config, its models).
-//! - [`engine`]: the loop and its checkpoint writes.
+//! - [`engine`]: the loop; `saving`: its checkpoint writes (parts, bases, what was paid).
 //! - [`evaluation`]: rollouts served from the memo or reserved and dispatched; staged
 //!   validation of accepted children.
 //! - [`proposals`]: reflective mutation, several proposals per generation, reproducibly;
@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod models;
 pub mod proposals;
 pub mod reflection;
+mod saving;
 pub mod state;
 pub mod steer;
 
