@@ -24,29 +24,16 @@ impl ModelProvider for LocalEcho {
         "local_echo"
     }
 
-    #[tracing::instrument(
-        name = "provider_call",
-        skip_all,
-        fields(
-            otel.name = "provider_call",
-            provider = "local_echo",
-            model = %request.model,
-            attempts = 1,
-            prompt_tokens = tracing::field::Empty,
-            completion_tokens = tracing::field::Empty,
-        )
-    )]
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
-        let text = request
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == "user")
-            .map(|m| m.content.to_string())
-            .unwrap_or_default();
-        Ok(super::offline_completion(&request, text))
+        super::offline_call("local_echo", self.latency, request, |request| {
+            request
+                .messages
+                .iter()
+                .rev()
+                .find(|m| m.role == "user")
+                .map(|m| m.content.to_string())
+                .unwrap_or_default()
+        })
+        .await
     }
 }

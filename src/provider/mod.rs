@@ -110,9 +110,37 @@ pub enum ProviderError {
     },
 }
 
-/// The answer of an offline provider (`LocalEcho`, the offline world) with its usage counted
-/// in whitespace-separated words, recorded on the current `provider_call` span.
-pub(crate) fn offline_completion(request: &CompletionRequest, text: String) -> Completion {
+/// One call of an offline provider (`LocalEcho`, the offline world) named `provider`: after
+/// `latency`, `respond`'s answer with its usage counted in whitespace-separated words, all on a
+/// `provider_call` span like the real provider's.
+#[tracing::instrument(
+    name = "provider_call",
+    skip_all,
+    fields(
+        otel.name = "provider_call",
+        provider = provider,
+        model = %request.model,
+        attempts = 1,
+        prompt_tokens = tracing::field::Empty,
+        completion_tokens = tracing::field::Empty,
+    )
+)]
+pub(crate) async fn offline_call(
+    provider: &'static str,
+    latency: std::time::Duration,
+    request: CompletionRequest,
+    respond: impl FnOnce(&CompletionRequest) -> String,
+) -> Result<Completion, ProviderError> {
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let text = respond(&request);
+    Ok(offline_completion(&request, text))
+}
+
+/// The answer of an offline provider with its usage, recorded on the current `provider_call`
+/// span.
+fn offline_completion(request: &CompletionRequest, text: String) -> Completion {
     let prompt_tokens = request
         .messages
         .iter()

@@ -66,24 +66,8 @@ impl ModelProvider for OfflineWorld {
         "offline_world"
     }
 
-    #[tracing::instrument(
-        name = "provider_call",
-        skip_all,
-        fields(
-            otel.name = "provider_call",
-            provider = "offline_world",
-            model = %request.model,
-            attempts = 1,
-            prompt_tokens = tracing::field::Empty,
-            completion_tokens = tracing::field::Empty,
-        )
-    )]
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
-        let text = Self::respond(&request);
-        Ok(super::offline_completion(&request, text))
+        super::offline_call("offline_world", self.latency, request, Self::respond).await
     }
 }
 
