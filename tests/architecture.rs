@@ -4,7 +4,10 @@
 //!   counted, since tests may wire things up the way `server.rs` does);
 //! - domain code (`domain/`, `optimizer/`, `runtime/`) names no transport or driver crate;
 //! - only the wiring (`server.rs`, `cli/`, `config/`, `main.rs`) names `Settings` or
-//!   `crate::config`: every component takes its own configuration (`config/components.rs`).
+//!   `crate::config`: every component takes its own configuration (`config/components.rs`);
+//! - the edge is a client of the wire: it names the contract (`api`), errors, the layers and
+//!   metrics, and of the domain only the JSON depth rule; never the runtime, stores,
+//!   optimizers, workbench or the gRPC services.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -261,4 +264,33 @@ fn the_settings_check_sees_the_wiring_that_reads_them() {
         "let config: RuntimeConfig = settings.runtime();"
     ));
     assert!(!names_the_settings("struct SseSettings;"));
+}
+
+/// What the edge may name: the contract, the error codes, the shared layers, metrics, itself.
+const EDGE_MAY_NAME: [&str; 5] = ["api", "error", "layers", "metrics", "edge"];
+
+#[test]
+fn the_edge_speaks_only_the_wire() {
+    let mut found = Vec::new();
+    for file in rust_files(&Path::new(SRC).join("edge")) {
+        for (number, code) in production_lines(&file) {
+            for name in named_modules(&code) {
+                let depth_rule = name == "domain" && code.contains("crate::domain::depth::");
+                if !EDGE_MAY_NAME.contains(&name.as_str()) && !depth_rule {
+                    let place = file.strip_prefix(SRC).unwrap().display();
+                    found.push(format!("{place}:{number}: {}", code.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the edge reaches past the contract (render from `api::pb` instead):\n{}",
+        found.join("\n")
+    );
+    // The check reads text: it must see the edge's known imports, so it cannot pass by reading
+    // nothing.
+    let edges = module_edges();
+    let from_edge = edges.get("edge").expect("the edge imports something");
+    assert!(from_edge.contains_key("api") && from_edge.contains_key("layers"));
 }
