@@ -1,5 +1,5 @@
 //! The payloads of GEPA and eval events, wire ↔ domain, each naming every field on both sides
-//! ([`wire_fields!`]). [`super::events`] dispatches to these in one exhaustive match each way.
+//! (`wire_fields!`). [`super::events`] dispatches to these in one exhaustive match each way.
 
 use super::pb;
 use crate::domain::gepa::{

@@ -1,5 +1,5 @@
 //! Results and the shapes inside them (scores, budgets, frontiers, candidates, verdicts), wire
-//! ↔ domain. Each conversion names every field on both sides ([`wire_fields!`], or in full for
+//! ↔ domain. Each conversion names every field on both sides (`wire_fields!`, or in full for
 //! the result's `oneof`): a field added to either type does not compile until it is mapped.
 
 use super::{Missing, pb};

@@ -1,5 +1,5 @@
 //! The workbench's view of a job: its candidates with lineage, scores and rejected proposals
-//! ([`lineage`]), branches ([`branch`]), and steering by hand (the inbox and its rules are
+//! ([`lineage`](mod@lineage)), branches ([`branch`]), and steering by hand (the inbox and its rules are
 //! [`crate::domain::steering`], which the runtime and the engine share). The view is derived
 //! from what the job already records (event log, checkpoint, result) so the optimizer needs no
 //! extra bookkeeping. Domain only: the gRPC and REST mappings live in `grpc/` and `edge/`.

@@ -3,7 +3,7 @@
 //! One set of runtime queries (`$n` placeholders, `ON CONFLICT`, `RETURNING`: portable between
 //! the two) serves both backends: `with_pool!` compiles each method body once per backend. The
 //! only backend-specific code is connection set-up and the group commit's set-based statements
-//! ([`batch`]). Event logs are stored packed, one row per job per group commit ([`chunks`]).
+//! (`batch`). Event logs are stored packed, one row per job per group commit (`chunks`).
 //! This file holds the pools and the event and job-row seams; the other seams are in
 //! `idempotency.rs`, `examples.rs`, `checkpoints.rs` and `lease.rs`.
 //!
@@ -16,8 +16,8 @@
 //! ONE writer connection, owned by the store rather than pooled (writes queue on its lock
 //! instead of fighting over the database lock, and no pool hand-back sits between two group
 //! commits), and a pool of reader connections. Temporary storage is in memory, and the group
-//! commit's statements keep no statement journal ([`batch`]). The example corpus is cached in
-//! process ([`corpus`]).
+//! commit's statements keep no statement journal (`batch`). The example corpus is cached in
+//! process (`corpus`).
 
 mod batch;
 mod chunks;
