@@ -336,6 +336,37 @@ async fn kill_9_of_the_owner_resumes_the_job_elsewhere_with_the_uninterrupted_re
     c.stop().await;
 }
 
+/// A command left on another replica reaches the owner through its notification, not at the
+/// owner's next heartbeat (30 s here, so only the notification explains a quick answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_reaches_the_owner_at_once_not_at_its_next_heartbeat() {
+    let cluster = Cluster::new().await;
+    let (llm, _fake) = fake_llm(100).await;
+    let slow_beat = [("JOB_LEASE_S", "90"), ("JOB_LEASE_HEARTBEAT_S", "30")];
+    let a = cluster.replica("a", &llm, &slow_beat).await;
+    let b = cluster.replica("b", &llm, &slow_beat).await;
+    let job_id = a.create(gepa_request(11, 200)).await;
+    let on_a = Arc::new(Mutex::new(Vec::new()));
+    let watcher = a.record(&job_id, 0, on_a.clone());
+    wait_until("progress", || count(&on_a, "budget_progress") >= 1).await;
+    let asked = Instant::now();
+    let paused = b.pause(&job_id).await;
+    let took = asked.elapsed();
+    eprintln!("pause through b answered in {took:?} (heartbeat 30 s)");
+    assert_eq!(paused.status(), pb::JobStatus::Paused);
+    assert!(took < Duration::from_secs(10), "the pause took {took:?}");
+    let asked = Instant::now();
+    assert_eq!(b.resume(&job_id).await.status(), pb::JobStatus::Running);
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    tokio::time::timeout(Duration::from_secs(120), watcher)
+        .await
+        .expect("the resumed job ends")
+        .unwrap();
+    assert_eq!(on_a.lock().unwrap().last().unwrap().r#type, "finished");
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_hands_the_job_over_at_once() {
     let cluster = Cluster::new().await;

@@ -164,8 +164,8 @@ pub struct Fence {
 pub enum Notice {
     /// New events or a row change of this job are committed.
     Events(JobId),
-    /// A command was left for this job's owner.
-    Command(JobId),
+    /// A command was left for a job's owner: `<command>:<job_id>`.
+    Command(String),
     /// Jobs became claimable (created without an owner, or released).
     Claimable,
     /// The listener reconnected: notices may have been lost, so everyone should look again.

@@ -109,7 +109,8 @@ impl SqlStore {
             .await?
             .rows_affected());
         if done > 0 {
-            self.notify(COMMANDS_CHANNEL, job_id).await?;
+            self.notify(COMMANDS_CHANNEL, &format!("{command}:{job_id}"))
+                .await?;
         }
         Ok(done > 0)
     }
