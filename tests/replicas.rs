@@ -336,6 +336,73 @@ async fn kill_9_of_the_owner_resumes_the_job_elsewhere_with_the_uninterrupted_re
     c.stop().await;
 }
 
+/// Steering sent to b reaches the job a runs: the job is paused (nothing is taken before the
+/// steering is there), b queues feedback and a hand-written candidate, the job resumes and its
+/// pool holds the `human` candidate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steering_sent_to_b_reaches_the_job_run_by_a() {
+    let cluster = Cluster::new().await;
+    let (llm, _fake) = fake_llm(100).await;
+    let a = cluster.replica("a", &llm, &[]).await;
+    let b = cluster.replica("b", &llm, &[]).await;
+    let job_id = a.create(gepa_request(11, 200)).await;
+    let on_a = Arc::new(Mutex::new(Vec::new()));
+    let watcher = a.record(&job_id, 0, on_a.clone());
+    wait_until("progress", || count(&on_a, "budget_progress") >= 1).await;
+    assert_eq!(a.pause(&job_id).await.status(), pb::JobStatus::Paused);
+    let human_text = "Answer with the expected label only, as written by a human.";
+    let steered = b
+        .workbench()
+        .steer_job(pb::SteerJobRequest {
+            job_id: job_id.clone(),
+            feedback: "Shorter answers.".into(),
+            component: String::new(),
+            candidate: Some(pb::HumanCandidate {
+                parent_id: 0,
+                components: [("system_prompt".to_string(), human_text.to_string())].into(),
+            }),
+        })
+        .await
+        .expect("b takes steering for a job a runs")
+        .into_inner();
+    assert!(steered.feedback_queued && steered.candidate_queued);
+    assert_eq!(b.resume(&job_id).await.status(), pb::JobStatus::Running);
+    tokio::time::timeout(Duration::from_secs(120), watcher)
+        .await
+        .expect("the steered job ends")
+        .unwrap();
+    assert_eq!(on_a.lock().unwrap().last().unwrap().r#type, "finished");
+    let lineage = a
+        .workbench()
+        .list_candidates(pb::ListCandidatesRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let human: Vec<&pb::CandidateInfo> = lineage
+        .candidates
+        .iter()
+        .filter(|c| c.origin == "human")
+        .collect();
+    assert_eq!(human.len(), 1, "{:?}", lineage.candidates);
+    assert_eq!(human[0].components["system_prompt"], human_text);
+    assert_eq!(cluster.owner(&job_id).await.as_deref(), Some("a"));
+    // A finished job takes no more steering, through any replica.
+    let late = b
+        .workbench()
+        .steer_job(pb::SteerJobRequest {
+            job_id,
+            feedback: "Too late.".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the job is finished");
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition);
+    a.stop().await;
+    b.stop().await;
+}
+
 /// A command left on another replica reaches the owner through its notification, not at the
 /// owner's next heartbeat (30 s here, so only the notification explains a quick answer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,15 +30,16 @@ pub struct HumanFeedback {
 }
 
 /// A hand-written candidate: a parent's components with some replaced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HumanCandidate {
     pub parent_id: u32,
     /// The components to replace (the others are the parent's).
     pub components: BTreeMap<String, String>,
 }
 
-/// What one `SteerJob` asks for.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What one `SteerJob` asks for. Its serde form is what waits in the store for the replica
+/// that runs the job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SteerRequest {
     pub feedback: Option<HumanFeedback>,
     pub candidate: Option<HumanCandidate>,

@@ -2,6 +2,7 @@
 //! through the job's row and a notification, on the replica that owns it.
 
 use super::*;
+use crate::domain::steering::SteerRequest;
 
 impl JobRuntime {
     /// Cancels a pending, running or paused job; returns it already `cancelled`, with the best
@@ -194,19 +195,35 @@ impl JobRuntime {
         Ok(record)
     }
 
-    /// The steering inbox of a running or paused GEPA job (`SteerJob`).
-    pub async fn steering(&self, job_id: &str) -> Result<crate::domain::steering::Steering> {
+    /// Queues steering for a running, paused or queued GEPA job (`SteerJob`): into its inbox
+    /// when it runs here, else left in the store for the replica that runs it (which takes it
+    /// into the inbox when notified, or when it adopts the job).
+    pub async fn steer(&self, job_id: &str, request: SteerRequest) -> Result<()> {
         let action = "only a running or paused GEPA job can be steered";
-        let job = self.live_or_state_error(job_id, action).await?;
-        let record = job.state.lock().await.record.clone();
-        if record.spec.mode != Mode::Gepa || record.status.is_terminal() {
-            return Err(Error::InvalidJobState {
-                job_id: job_id.into(),
-                status: record.status.to_string(),
-                action,
-            });
+        let steerable = |r: &JobRecord| r.spec.mode == Mode::Gepa && !r.status.is_terminal();
+        if let Some(job) = self.inner.live_job(job_id) {
+            let record = job.state.lock().await.record.clone();
+            if !steerable(&record) {
+                return Err(Error::InvalidJobState {
+                    job_id: job_id.into(),
+                    status: record.status.to_string(),
+                    action,
+                });
+            }
+            return job.steering.push(request);
         }
-        Ok(job.steering.clone())
+        if !self.inner.replica.shared {
+            return self.live_or_state_error(job_id, action).await.map(|_| ());
+        }
+        self.elsewhere(job_id, action, |r, _| steerable(r)).await?;
+        let text = serde_json::to_string(&request).map_err(|e| Error::Internal(e.to_string()))?;
+        if self.inner.store.leave_steering(job_id, &text).await? {
+            return Ok(());
+        }
+        // It ended meanwhile.
+        self.elsewhere(job_id, action, |_, _| false)
+            .await
+            .map(|_| ())
     }
 
     /// The stored job a command for another replica is about, when `allowed` (given the

@@ -57,6 +57,10 @@ impl Inner {
             let job = Arc::new(LiveJob::claimed(record, capacity, epoch));
             self.live_map().insert(job.id.clone(), job.clone());
             crate::metrics::global().job_queue_depth.inc();
+            if self.replica.shared {
+                // Steering left for the previous owner, or while it was queued.
+                self.take_steering(&job.id).await;
+            }
             if let Some(command) = requested {
                 self.spawn_command(job.id.clone(), command);
             }

@@ -16,9 +16,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::Inner;
 use super::config::ReplicaConfig;
 use super::event_log::LiveJob;
+use crate::domain::steering::SteerRequest;
 use crate::domain::{JobId, JobStatus, now_epoch_s};
 use crate::error::Result;
-use crate::store::{Claim, Notice};
+use crate::store::{Claim, Notice, STEER_COMMAND};
 
 /// Most jobs one claim round takes when the replica has no limit.
 const UNLIMITED_CLAIM: usize = 1000;
@@ -153,9 +154,10 @@ impl Inner {
             reclaim_own: false,
         };
         for mut claimed in self.store.claim_jobs(&claim).await? {
-            // The caller acts on the job itself: the command left for the owner is done.
-            if claimed.requested.take().is_some() {
-                self.store.clear_request(job_id).await?;
+            // The caller acts on the job itself: the command left for the owner is done (the
+            // adoption takes any steering left with it).
+            if let Some(command) = claimed.requested.take() {
+                self.store.clear_request(job_id, &command).await?;
             }
             self.adopt(claimed).await?;
         }
@@ -311,10 +313,14 @@ impl Inner {
             inner: self.clone(),
         };
         self.tasks.spawn(async move {
+            // Steering left for the job is taken whatever the command (its flag on the row
+            // yields to a later command).
+            runtime.inner.take_steering(&job_id).await;
             let outcome = match command.as_str() {
                 CANCEL => runtime.cancel(&job_id).await.map(|_| ()),
                 PAUSE => runtime.pause(&job_id).await.map(|_| ()),
                 RESUME => runtime.resume(&job_id).await.map(|_| ()),
+                STEER_COMMAND => Ok(()),
                 other => {
                     tracing::warn!(job_id = %job_id, command = other, "unknown command ignored");
                     Ok(())
@@ -323,10 +329,32 @@ impl Inner {
             if let Err(err) = outcome {
                 tracing::info!(job_id = %job_id, command = %command, error = %err, "command not applied");
             }
-            if let Err(err) = runtime.inner.store.clear_request(&job_id).await {
+            if let Err(err) = runtime.inner.store.clear_request(&job_id, &command).await {
                 tracing::warn!(job_id = %job_id, error = %err, "command not cleared");
             }
         });
+    }
+
+    /// Moves the steering other replicas left for a job that runs here into its inbox.
+    pub(super) async fn take_steering(&self, job_id: &str) {
+        let Some(job) = self.live_job(job_id) else {
+            return;
+        };
+        let requests = match self.store.take_steering(job_id).await {
+            Ok(requests) => requests,
+            Err(err) => {
+                tracing::warn!(job_id = %job_id, error = %err, "steering left for the job not taken");
+                return;
+            }
+        };
+        for text in requests {
+            let taken = serde_json::from_str::<SteerRequest>(&text)
+                .map_err(|e| crate::error::Error::Internal(e.to_string()))
+                .and_then(|request| job.steering.push(request));
+            if let Err(err) = taken {
+                tracing::warn!(job_id = %job_id, error = %err, "steering left for the job dropped");
+            }
+        }
     }
 
     /// Drops a job whose lease another replica took: no terminal event here (the new owner

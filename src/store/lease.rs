@@ -78,9 +78,21 @@ pub trait LeaseStore: JobRows {
         Ok(false)
     }
 
-    /// Clears a command once its owner has acted on it.
-    async fn clear_request(&self, _job_id: &str) -> Result<(), LeaseError> {
+    /// Clears `command` once its owner has acted on it (a newer command left meanwhile stays).
+    async fn clear_request(&self, _job_id: &str, _command: &str) -> Result<(), LeaseError> {
         Ok(())
+    }
+
+    /// Leaves a steering request (its JSON) for the owner of a live job, and notifies it
+    /// (`STEER_COMMAND`). False when the job is not live, or when the store has no other
+    /// replicas (every job runs here).
+    async fn leave_steering(&self, _job_id: &str, _request: &str) -> Result<bool, LeaseError> {
+        Ok(false)
+    }
+
+    /// Takes the steering requests left for a job, oldest first.
+    async fn take_steering(&self, _job_id: &str) -> Result<Vec<String>, LeaseError> {
+        Ok(Vec::new())
     }
 
     /// Live jobs nobody holds a lease on at `now` (the claimable queue).
@@ -175,4 +187,6 @@ pub enum Notice {
 /// Postgres channels of the notices.
 pub const EVENTS_CHANNEL: &str = "innerloop_events";
 pub const COMMANDS_CHANNEL: &str = "innerloop_commands";
+/// The command that tells a job's owner steering waits for it ([`LeaseStore::leave_steering`]).
+pub const STEER_COMMAND: &str = "steer";
 pub const CLAIMABLE_CHANNEL: &str = "innerloop_claimable";

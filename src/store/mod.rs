@@ -39,6 +39,7 @@ pub use idempotency::{IdempotencyClaim, IdempotencyError, IdempotencyKeys};
 pub use jobs::{JobRows, JobRowsError, JobUpdate, ListJobsQuery};
 pub use lease::{
     Claim, Claimed, Fence, LeaseError, LeaseStore, Listener, NewLease, Notice, Renewed,
+    STEER_COMMAND,
 };
 pub use memory::MemoryStore;
 pub use sql::SqlStore;

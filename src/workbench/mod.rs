@@ -66,8 +66,15 @@ pub async fn lineage(runtime: &JobRuntime, job_id: &str) -> Result<Lineage> {
 /// ones the job evolves.
 pub async fn steer(runtime: &JobRuntime, job_id: &str, request: SteerRequest) -> Result<()> {
     request.validate()?;
-    let steering = runtime.steering(job_id).await?;
-    let spec = runtime.get(job_id).await?.spec;
+    let record = runtime.get(job_id).await?;
+    if record.spec.mode != crate::domain::Mode::Gepa || record.status.is_terminal() {
+        return Err(Error::InvalidJobState {
+            job_id: job_id.into(),
+            status: record.status.to_string(),
+            action: "only a running or paused GEPA job can be steered",
+        });
+    }
+    let spec = record.spec;
     let known = lineage::seed_components(&spec);
     let named = request
         .feedback
@@ -91,5 +98,5 @@ pub async fn steer(runtime: &JobRuntime, job_id: &str, request: SteerRequest) ->
             ));
         }
     }
-    steering.push(request)
+    runtime.steer(job_id, request).await
 }

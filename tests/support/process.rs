@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use innerloop::api::pb;
 use pb::job_service_client::JobServiceClient;
 use pb::optimizer_service_client::OptimizerServiceClient;
+use pb::workbench_service_client::WorkbenchServiceClient;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -96,6 +97,10 @@ pub async fn serve(dir: &Path, name: &str, llm_url: &str, env: &[(&str, &str)]) 
 impl Process {
     pub fn jobs(&self) -> JobServiceClient<Channel> {
         JobServiceClient::new(self.channel.clone())
+    }
+
+    pub fn workbench(&self) -> WorkbenchServiceClient<Channel> {
+        WorkbenchServiceClient::new(self.channel.clone())
     }
 
     pub async fn create(&self, request: pb::OptimizeRequest) -> String {

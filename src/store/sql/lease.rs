@@ -18,7 +18,7 @@ use super::Result;
 use super::rows::{ClaimRow, to_i64};
 use super::{Pools, SqlStore, closed};
 use crate::store::lease::Listener;
-use crate::store::lease::{CLAIMABLE_CHANNEL, COMMANDS_CHANNEL, EVENTS_CHANNEL};
+use crate::store::lease::{CLAIMABLE_CHANNEL, COMMANDS_CHANNEL, EVENTS_CHANNEL, STEER_COMMAND};
 use crate::store::{Claim, Claimed, LeaseError, LeaseStore, Notice, Renewed};
 
 macro_rules! claim_sql {
@@ -115,15 +115,56 @@ impl SqlStore {
         Ok(done > 0)
     }
 
-    pub(super) async fn forget_request(&self, job_id: &str) -> Result<()> {
+    pub(super) async fn forget_request(&self, job_id: &str, command: &str) -> Result<()> {
         with_pool!(self, write, |pool| sqlx::query(
-            "UPDATE jobs SET requested = NULL WHERE id = $1"
+            "UPDATE jobs SET requested = NULL WHERE id = $1 AND requested = $2"
         )
         .bind(job_id)
+        .bind(command)
         .execute(pool)
         .await?
         .rows_affected());
         Ok(())
+    }
+
+    /// Queues a steering request for a live job's owner, flags the row (unless a command
+    /// already waits there: acting on any command takes the steering too) and notifies the
+    /// owner. False when the job is not live.
+    pub(super) async fn leave_steering(&self, job_id: &str, request: &str) -> Result<bool> {
+        const INSERT: &str = concat!(
+            "INSERT INTO job_steering (job_id, request) SELECT id, $2 FROM jobs ",
+            "WHERE id = $1 AND status IN ('pending', 'running', 'paused')"
+        );
+        const FLAG: &str = "UPDATE jobs SET requested = COALESCE(requested, $2) WHERE id = $1";
+        let done = with_pool!(self, write, |pool| sqlx::query(INSERT)
+            .bind(job_id)
+            .bind(request)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if done == 0 {
+            return Ok(false);
+        }
+        with_pool!(self, write, |pool| sqlx::query(FLAG)
+            .bind(job_id)
+            .bind(STEER_COMMAND)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        self.notify(COMMANDS_CHANNEL, &format!("{STEER_COMMAND}:{job_id}"))
+            .await?;
+        Ok(true)
+    }
+
+    /// Takes the steering requests waiting for a job, oldest first.
+    pub(super) async fn take_steering(&self, job_id: &str) -> Result<Vec<String>> {
+        const SQL: &str = "DELETE FROM job_steering WHERE job_id = $1 RETURNING seq, request";
+        let mut rows: Vec<(i64, String)> = with_pool!(self, write, |pool| sqlx::query_as(SQL)
+            .bind(job_id)
+            .fetch_all(pool)
+            .await?);
+        rows.sort_by_key(|(seq, _)| *seq);
+        Ok(rows.into_iter().map(|(_, request)| request).collect())
     }
 
     pub(super) async fn count_claimable(&self, now: f64) -> Result<u64> {
@@ -244,8 +285,16 @@ impl LeaseStore for SqlStore {
         Ok(self.leave_request(job_id, command).await?)
     }
 
-    async fn clear_request(&self, job_id: &str) -> Result<(), LeaseError> {
-        Ok(self.forget_request(job_id).await?)
+    async fn clear_request(&self, job_id: &str, command: &str) -> Result<(), LeaseError> {
+        Ok(self.forget_request(job_id, command).await?)
+    }
+
+    async fn leave_steering(&self, job_id: &str, request: &str) -> Result<bool, LeaseError> {
+        Ok(SqlStore::leave_steering(self, job_id, request).await?)
+    }
+
+    async fn take_steering(&self, job_id: &str) -> Result<Vec<String>, LeaseError> {
+        Ok(SqlStore::take_steering(self, job_id).await?)
     }
 
     async fn claimable_count(&self, now: f64) -> Result<u64, LeaseError> {

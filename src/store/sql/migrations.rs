@@ -34,6 +34,11 @@ const SQLITE: &[Embedded] = &[
         "leases",
         include_str!("../../../migrations/sqlite/0004_leases.sql"),
     ),
+    (
+        5,
+        "steering",
+        include_str!("../../../migrations/sqlite/0005_steering.sql"),
+    ),
 ];
 
 const POSTGRES: &[Embedded] = &[
@@ -56,6 +61,11 @@ const POSTGRES: &[Embedded] = &[
         4,
         "leases",
         include_str!("../../../migrations/postgres/0004_leases.sql"),
+    ),
+    (
+        5,
+        "steering",
+        include_str!("../../../migrations/postgres/0005_steering.sql"),
     ),
 ];
 
