@@ -365,7 +365,7 @@ fn unmount(dir: &tempfile::TempDir) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_full_disk_no_job_is_left_running_and_readiness_turns_off() {
-    let Some(dir) = small_tmpfs("1m") else {
+    let Some(dir) = small_tmpfs("2m") else {
         eprintln!("skipped: cannot mount a small tmpfs here");
         return;
     };
