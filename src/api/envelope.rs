@@ -5,13 +5,11 @@
 //! [`super::json`]), so the edge renders SSE from this module and the generated types.
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use super::events::UnknownEvent;
 use super::json::EventData;
 use super::pb;
 use super::values::epoch_from_timestamp;
-use crate::domain::Event;
 
 /// The version of the envelope's shape, sent as `schema_version`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -29,15 +27,6 @@ pub struct EventEnvelope {
     pub json: String,
 }
 
-impl From<&Event> for EventEnvelope {
-    /// The envelope a client reads for a domain event: through its wire form, the one
-    /// renderer.
-    fn from(event: &Event) -> Self {
-        let wire = pb::JobEvent::from(event.clone());
-        EventEnvelope::try_from(wire).expect("a domain event maps to a known wire payload")
-    }
-}
-
 impl TryFrom<pb::JobEvent> for EventEnvelope {
     /// A non-terminal payload this build does not know (a newer core): the caller skips it.
     type Error = UnknownEvent;
@@ -45,7 +34,7 @@ impl TryFrom<pb::JobEvent> for EventEnvelope {
         let EventData {
             name,
             terminal,
-            data,
+            payload,
         } = EventData::try_from(&wire)?;
         #[derive(Serialize)]
         struct Envelope<'a> {
@@ -54,28 +43,25 @@ impl TryFrom<pb::JobEvent> for EventEnvelope {
             job_id: &'a str,
             ts: f64,
             id: u64,
-            data: &'a RawValue,
+            /// Rendered in place: the untagged payload is the `data` object.
+            data: &'a pb::job_event::Payload,
         }
-        let data = RawValue::from_string(data).unwrap_or_else(|_| empty_object());
         let envelope = Envelope {
             r#type: name,
             schema_version: SCHEMA_VERSION,
             job_id: &wire.job_id,
             ts: epoch_from_timestamp(wire.time.as_ref()),
             id: wire.id,
-            data: &data,
+            data: &payload,
         };
+        let json = serde_json::to_string(&envelope).unwrap_or_default();
         Ok(EventEnvelope {
             id: wire.id,
             name,
             terminal,
-            json: serde_json::to_string(&envelope).unwrap_or_default(),
+            json,
         })
     }
-}
-
-fn empty_object() -> Box<RawValue> {
-    RawValue::from_string("{}".to_string()).expect("`{}` is JSON")
 }
 
 #[cfg(test)]

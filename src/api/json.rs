@@ -7,6 +7,8 @@
 //! The stores write the domain's serde rendering of the same events; `api/round_trip.rs`
 //! checks, payload by payload, that both are the same bytes.
 
+use std::borrow::Cow;
+
 use serde::{Serialize, Serializer};
 
 use super::events::UnknownEvent;
@@ -50,45 +52,48 @@ where
 }
 
 /// One event's payload as a JSON client reads it: its name (the SSE `event:` line and the
-/// envelope's `type`), whether it ends the stream, and its `data` object.
+/// envelope's `type`), whether it ends the stream, and the payload whose rendering is the
+/// `data` object (the oneof is untagged: [`EventData::data`], or serialised in place).
 #[derive(Debug, Clone, PartialEq)]
-pub struct EventData {
+pub struct EventData<'a> {
     pub name: &'static str,
     pub terminal: bool,
-    /// The `data` object as compact JSON.
-    pub data: String,
+    pub payload: Cow<'a, P>,
 }
 
-impl TryFrom<&pb::JobEvent> for EventData {
+impl<'a> TryFrom<&'a pb::JobEvent> for EventData<'a> {
     /// A non-terminal payload this build does not know (a newer core): the caller skips it.
     type Error = UnknownEvent;
-    fn try_from(event: &pb::JobEvent) -> Result<Self, UnknownEvent> {
-        let stand_in;
+    fn try_from(event: &'a pb::JobEvent) -> Result<Self, UnknownEvent> {
         let payload = match &event.payload {
             // A terminal event is never dropped: a result this build cannot decode still ends
             // the stream (as a failure).
             Some(P::Finished(pb::Finished { result }))
                 if result.as_ref().is_none_or(|r| r.kind.is_none()) =>
             {
-                stand_in = undecodable_terminal("finished");
-                &stand_in
+                Cow::Owned(undecodable_terminal("finished"))
             }
-            Some(payload) => payload,
-            None => {
-                stand_in = match event.r#type.as_str() {
-                    "cancelled" => P::Cancelled(pb::Cancelled {}),
-                    "shutdown" => P::Shutdown(pb::Shutdown::default()),
-                    terminal @ ("finished" | "failed") => undecodable_terminal(terminal),
-                    _ => return Err(UnknownEvent(event.r#type.clone())),
-                };
-                &stand_in
-            }
+            Some(payload) => Cow::Borrowed(payload),
+            None => Cow::Owned(match event.r#type.as_str() {
+                "cancelled" => P::Cancelled(pb::Cancelled {}),
+                "shutdown" => P::Shutdown(pb::Shutdown::default()),
+                terminal @ ("finished" | "failed") => undecodable_terminal(terminal),
+                _ => return Err(UnknownEvent(event.r#type.clone())),
+            }),
         };
         Ok(EventData {
-            name: name(payload),
-            terminal: terminal(payload),
-            data: data(payload),
+            name: name(&payload),
+            terminal: terminal(&payload),
+            payload,
         })
+    }
+}
+
+impl EventData<'_> {
+    /// The `data` object as compact JSON.
+    pub fn data(&self) -> String {
+        // Plain structs of strings, numbers, lists and string-keyed maps always render.
+        serde_json::to_string(&*self.payload).unwrap_or_else(|_| "{}".to_string())
     }
 }
 
@@ -142,12 +147,6 @@ fn name(payload: &P) -> &'static str {
         P::EvalCase(_) => "eval_case",
         P::EvalFinished(_) => "eval_finished",
     }
-}
-
-/// The `data` object: the payload message's own rendering (the oneof is untagged).
-fn data(payload: &P) -> String {
-    // Plain structs of strings, numbers, lists and string-keyed maps always render.
-    serde_json::to_string(payload).unwrap_or_else(|_| "{}".to_string())
 }
 
 /// A job's result as REST clients read it (`GET /v1/optimize/{id}`), `None` when the wire

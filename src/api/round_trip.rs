@@ -307,7 +307,7 @@ fn every_payload_round_trips_wire_domain_json() {
         assert_eq!(envelope.terminal, event.is_terminal(), "{name}");
         let rendered = super::json::EventData::try_from(&pb::JobEvent::from(event.clone()))
             .expect("known")
-            .data;
+            .data();
         assert_eq!(
             rendered,
             event.payload.data_json_text(),
@@ -345,12 +345,17 @@ fn a_terminal_event_is_never_dropped() {
         result: Some(pb::JobResult { kind: None }),
     });
     for (r#type, payload) in [("finished", Some(undecodable)), ("failed", None)] {
-        let data = super::json::EventData::try_from(&wire(r#type, payload)).expect("kept");
+        let event = wire(r#type, payload);
+        let data = super::json::EventData::try_from(&event).expect("kept");
         assert_eq!((data.name, data.terminal), ("failed", true));
-        assert!(data.data.contains("internal_error"), "{}", data.data);
+        assert!(data.data().contains("internal_error"), "{}", data.data());
     }
-    let shutdown = super::json::EventData::try_from(&wire("shutdown", None)).expect("kept");
-    assert_eq!((shutdown.name, shutdown.data.as_str()), ("shutdown", "{}"));
+    let event = wire("shutdown", None);
+    let shutdown = super::json::EventData::try_from(&event).expect("kept");
+    assert_eq!(
+        (shutdown.name, shutdown.data().as_str()),
+        ("shutdown", "{}")
+    );
     assert!(super::json::EventData::try_from(&wire("something_new", None)).is_err());
 }
 
@@ -395,14 +400,10 @@ fn empty_payloads_render_as_stored() {
         }
         for wire in wires {
             let rendered = super::json::EventData::try_from(&wire).expect("known");
-            let event = Event::try_from(wire).expect("known");
-            assert_eq!(rendered.name, event.payload.type_name());
-            assert_eq!(
-                rendered.data,
-                event.payload.data_json_text(),
-                "{}",
-                rendered.name
-            );
+            let (name, data) = (rendered.name, rendered.data());
+            let event = Event::try_from(wire.clone()).expect("known");
+            assert_eq!(name, event.payload.type_name());
+            assert_eq!(data, event.payload.data_json_text(), "{name}");
         }
     }
     assert_eq!(seen, 29, "every JobEvent payload");

@@ -186,7 +186,7 @@ mod tests {
             payload: EventPayload::Mutation { count: 3 },
         };
         assert_eq!(
-            event_frame(&EventEnvelope::from(&event)),
+            event_frame(&EventEnvelope::try_from(pb::JobEvent::from(event)).unwrap()),
             Bytes::from_static(
                 b"id: 8\nevent: mutation\ndata: {\"type\":\"mutation\",\"schema_version\":1,\"job_id\":\"j1\",\"ts\":1722033641.11,\"id\":8,\"data\":{\"count\":3}}\n\n"
             )
