@@ -45,6 +45,22 @@ pub struct SteerRequest {
     pub candidate: Option<HumanCandidate>,
 }
 
+/// What an `InvalidJobState` for steering says.
+pub const STEER_ACTION: &str = "only a running or paused GEPA job can be steered";
+
+/// Steering applies to a GEPA job that has not ended (running, paused, or queued to run):
+/// otherwise `InvalidJobState`.
+pub fn check_steerable(record: &super::JobRecord) -> Result<()> {
+    if record.spec.mode == super::Mode::Gepa && !record.status.is_terminal() {
+        return Ok(());
+    }
+    Err(Error::InvalidJobState {
+        job_id: record.id.clone(),
+        status: record.status.to_string(),
+        action: STEER_ACTION,
+    })
+}
+
 impl SteerRequest {
     /// Checks what is asked for (an empty request asks for nothing and is fine).
     pub fn validate(&self) -> Result<()> {

@@ -2,7 +2,7 @@
 //! through the job's row and a notification, on the replica that owns it.
 
 use super::*;
-use crate::domain::steering::SteerRequest;
+use crate::domain::steering::{STEER_ACTION, SteerRequest, check_steerable};
 
 impl JobRuntime {
     /// Cancels a pending, running or paused job; returns it already `cancelled`, with the best
@@ -199,29 +199,24 @@ impl JobRuntime {
     /// when it runs here, else left in the store for the replica that runs it (which takes it
     /// into the inbox when notified, or when it adopts the job).
     pub async fn steer(&self, job_id: &str, request: SteerRequest) -> Result<()> {
-        let action = "only a running or paused GEPA job can be steered";
-        let steerable = |r: &JobRecord| r.spec.mode == Mode::Gepa && !r.status.is_terminal();
         if let Some(job) = self.inner.live_job(job_id) {
-            let record = job.state.lock().await.record.clone();
-            if !steerable(&record) {
-                return Err(Error::InvalidJobState {
-                    job_id: job_id.into(),
-                    status: record.status.to_string(),
-                    action,
-                });
-            }
+            check_steerable(&job.state.lock().await.record)?;
             return job.steering.push(request);
         }
         if !self.inner.replica.shared {
-            return self.live_or_state_error(job_id, action).await.map(|_| ());
+            return self
+                .live_or_state_error(job_id, STEER_ACTION)
+                .await
+                .map(|_| ());
         }
-        self.elsewhere(job_id, action, |r, _| steerable(r)).await?;
+        self.elsewhere(job_id, STEER_ACTION, |r, _| check_steerable(r).is_ok())
+            .await?;
         let text = serde_json::to_string(&request).map_err(|e| Error::Internal(e.to_string()))?;
         if self.inner.store.leave_steering(job_id, &text).await? {
             return Ok(());
         }
         // It ended meanwhile.
-        self.elsewhere(job_id, action, |_, _| false)
+        self.elsewhere(job_id, STEER_ACTION, |_, _| false)
             .await
             .map(|_| ())
     }

@@ -67,13 +67,7 @@ pub async fn lineage(runtime: &JobRuntime, job_id: &str) -> Result<Lineage> {
 pub async fn steer(runtime: &JobRuntime, job_id: &str, request: SteerRequest) -> Result<()> {
     request.validate()?;
     let record = runtime.get(job_id).await?;
-    if record.spec.mode != crate::domain::Mode::Gepa || record.status.is_terminal() {
-        return Err(Error::InvalidJobState {
-            job_id: job_id.into(),
-            status: record.status.to_string(),
-            action: "only a running or paused GEPA job can be steered",
-        });
-    }
+    crate::domain::steering::check_steerable(&record)?;
     let spec = record.spec;
     let known = lineage::seed_components(&spec);
     let named = request
