@@ -182,11 +182,9 @@ impl Inner {
                 };
                 match notice {
                     Notice::Events(job_id) => inner.replica.wake(&job_id),
-                    Notice::Command(payload) => {
-                        if let Some((command, job_id)) = payload.split_once(':')
-                            && inner.live_job(job_id).is_some()
-                        {
-                            inner.spawn_command(job_id.to_string(), command.to_string());
+                    Notice::Command { command, job_id } => {
+                        if inner.live_job(&job_id).is_some() {
+                            inner.spawn_command(job_id, command);
                         }
                     }
                     Notice::Claimable => inner.replica.claim.notify_one(),

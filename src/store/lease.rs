@@ -176,8 +176,8 @@ pub struct Fence {
 pub enum Notice {
     /// New events or a row change of this job are committed.
     Events(JobId),
-    /// A command was left for a job's owner: `<command>:<job_id>`.
-    Command(String),
+    /// A command was left for this job's owner.
+    Command { command: String, job_id: JobId },
     /// Jobs became claimable (created without an owner, or released).
     Claimable,
     /// The listener reconnected: notices may have been lost, so everyone should look again.
@@ -187,6 +187,40 @@ pub enum Notice {
 /// Postgres channels of the notices.
 pub const EVENTS_CHANNEL: &str = "innerloop_events";
 pub const COMMANDS_CHANNEL: &str = "innerloop_commands";
+pub const CLAIMABLE_CHANNEL: &str = "innerloop_claimable";
+
 /// The command that tells a job's owner steering waits for it ([`LeaseStore::leave_steering`]).
 pub const STEER_COMMAND: &str = "steer";
-pub const CLAIMABLE_CHANNEL: &str = "innerloop_claimable";
+
+/// The payload of a command notice: `<command>:<job_id>` (command names hold no `:`).
+pub fn command_payload(command: &str, job_id: &str) -> String {
+    format!("{command}:{job_id}")
+}
+
+/// The notice a command payload stands for; `None` for one that is not `<command>:<job_id>`.
+pub fn command_notice(payload: &str) -> Option<Notice> {
+    let (command, job_id) = payload.split_once(':')?;
+    Some(Notice::Command {
+        command: command.to_string(),
+        job_id: job_id.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_notice_names_the_command_and_the_job() {
+        let payload = command_payload(STEER_COMMAND, "0b6c-4f1e");
+        assert_eq!(
+            command_notice(&payload),
+            Some(Notice::Command {
+                command: "steer".into(),
+                job_id: "0b6c-4f1e".into(),
+            })
+        );
+        // A bare job id (what notices carried before) names no command.
+        assert_eq!(command_notice("0b6c-4f1e"), None);
+    }
+}

@@ -18,7 +18,10 @@ use super::Result;
 use super::rows::{ClaimRow, to_i64};
 use super::{Pools, SqlStore, closed};
 use crate::store::lease::Listener;
-use crate::store::lease::{CLAIMABLE_CHANNEL, COMMANDS_CHANNEL, EVENTS_CHANNEL, STEER_COMMAND};
+use crate::store::lease::{
+    CLAIMABLE_CHANNEL, COMMANDS_CHANNEL, EVENTS_CHANNEL, STEER_COMMAND, command_notice,
+    command_payload,
+};
 use crate::store::{Claim, Claimed, LeaseError, LeaseStore, Notice, Renewed};
 
 macro_rules! claim_sql {
@@ -109,7 +112,7 @@ impl SqlStore {
             .await?
             .rows_affected());
         if done > 0 {
-            self.notify(COMMANDS_CHANNEL, &format!("{command}:{job_id}"))
+            self.notify(COMMANDS_CHANNEL, &command_payload(command, job_id))
                 .await?;
         }
         Ok(done > 0)
@@ -151,7 +154,7 @@ impl SqlStore {
             .execute(pool)
             .await?
             .rows_affected());
-        self.notify(COMMANDS_CHANNEL, &format!("{STEER_COMMAND}:{job_id}"))
+        self.notify(COMMANDS_CHANNEL, &command_payload(STEER_COMMAND, job_id))
             .await?;
         Ok(true)
     }
@@ -244,7 +247,11 @@ impl SqlStore {
                 let notice = match received {
                     Ok(Some(n)) => match n.channel() {
                         EVENTS_CHANNEL => Notice::Events(n.payload().to_string()),
-                        COMMANDS_CHANNEL => Notice::Command(n.payload().to_string()),
+                        COMMANDS_CHANNEL => match command_notice(n.payload()) {
+                            Some(notice) => notice,
+                            // Not a command this build writes: nothing to act on.
+                            None => continue,
+                        },
                         _ => Notice::Claimable,
                     },
                     // The connection was lost; the next call reconnects.
