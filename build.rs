@@ -98,9 +98,9 @@ const JSON_FIELDS: &[(&str, &str)] = &[
     ("Scores.coverage", SKIP_NONE),
     ("GepaResult.error", SKIP_NONE),
     ("GepaResult.test", SKIP_NONE),
-    ("Failed.message", SKIP_EMPTY),
-    ("Shutdown.reason", SKIP_EMPTY),
-    ("ReflectionStarted.feedback", SKIP_EMPTY),
+    ("Failed.message", SKIP_EMPTY_TEXT),
+    ("Shutdown.reason", SKIP_EMPTY_TEXT),
+    ("ReflectionStarted.feedback", SKIP_EMPTY_LIST),
     ("BranchedFrom.candidate_id", SKIP_NONE),
     ("Progress.scores", OR_DEFAULT),
     ("Selected.scores", OR_DEFAULT),
@@ -111,7 +111,8 @@ const JSON_FIELDS: &[(&str, &str)] = &[
     ("ProposalVerdict.cost", OR_DEFAULT),
 ];
 const SKIP_NONE: &str = r#"#[serde(skip_serializing_if = "Option::is_none")]"#;
-const SKIP_EMPTY: &str = r#"#[serde(skip_serializing_if = "crate::api::json::is_empty")]"#;
+const SKIP_EMPTY_TEXT: &str = r#"#[serde(skip_serializing_if = "String::is_empty")]"#;
+const SKIP_EMPTY_LIST: &str = r#"#[serde(skip_serializing_if = "Vec::is_empty")]"#;
 const OR_DEFAULT: &str = r#"#[serde(serialize_with = "crate::api::json::or_default")]"#;
 
 fn json_contract(mut builder: tonic_prost_build::Builder) -> tonic_prost_build::Builder {

@@ -1,8 +1,8 @@
 //! The JSON contract of events and results, rendered from the wire types: REST and SSE clients
 //! read the serde rendering of [`pb`] payloads and results, with the contract's rules declared
 //! beside the generated code (`build.rs`: which messages, which fields are left out when empty,
-//! which message fields always render). This module holds the helpers those rules name and the
-//! event's name and `data` object, taken from a [`pb::JobEvent`] alone.
+//! which message fields always render). This module holds the helper those rules name
+//! ([`or_default`]) and the event's name and `data` object, taken from a [`pb::JobEvent`] alone.
 //!
 //! The stores write the domain's serde rendering of the same events; `api/round_trip.rs`
 //! checks, payload by payload, that both are the same bytes.
@@ -15,28 +15,6 @@ use super::events::UnknownEvent;
 use super::pb;
 
 type P = pb::job_event::Payload;
-
-/// `skip_serializing_if` of strings and lists left out when empty.
-pub fn is_empty<T: IsEmpty + ?Sized>(value: &T) -> bool {
-    value.is_empty()
-}
-
-/// What [`is_empty`] applies to.
-pub trait IsEmpty {
-    fn is_empty(&self) -> bool;
-}
-
-impl IsEmpty for String {
-    fn is_empty(&self) -> bool {
-        String::is_empty(self)
-    }
-}
-
-impl<T> IsEmpty for Vec<T> {
-    fn is_empty(&self) -> bool {
-        Vec::is_empty(self)
-    }
-}
 
 /// `serialize_with` of message fields a client always sees: an unset one renders as its
 /// default (zeros, empty lists), never `null`.
